@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Build llama.cpp's llama-server (plus llama-cli, llama-tokenize, llama-bench) as an
+# independent reference for ferrite. The llama.cpp sources are taken from the
+# sdist of the PyPI package llama-cpp-python (which vendors llama.cpp), unpacked
+# OUTSIDE the repo under $LLAMA_CPP_DIR (default ~/.cache/ferrite/llama.cpp).
+# Idempotent: skips download/unpack/build steps whose outputs already exist.
+# Prints the llama-server path and the llama.cpp version on stdout (last 2 lines).
+# Env: LLAMA_CPP_DIR, LLAMA_CPP_PYTHON_VERSION (pin, e.g. 0.3.36), JOBS (default 2).
+set -euo pipefail
+
+DIR="${LLAMA_CPP_DIR:-$HOME/.cache/ferrite/llama.cpp}"
+JOBS="${JOBS:-2}"
+PKG="llama-cpp-python${LLAMA_CPP_PYTHON_VERSION:+==$LLAMA_CPP_PYTHON_VERSION}"
+mkdir -p "$DIR/sdist"
+
+SERVER="$DIR/build/bin/llama-server"
+if [[ ! -x "$SERVER" ]]; then
+  command -v cmake >/dev/null || { apt-get update -qq && apt-get install -y -qq cmake; }
+  # 1. sdist (the pip download also prepares metadata, which takes a few minutes)
+  if ! ls "$DIR"/sdist/llama_cpp_python-*.tar.gz >/dev/null 2>&1; then
+    python3 -m pip download --no-deps --no-binary :all: "$PKG" -d "$DIR/sdist" >&2
+  fi
+  TARBALL="$(ls "$DIR"/sdist/llama_cpp_python-*.tar.gz | sort -V | tail -1)"
+  # 2. unpack (the sdist ships the submodule's .git dir, so git can name the commit)
+  SRCROOT="$DIR/src/$(basename "$TARBALL" .tar.gz)"
+  if [[ ! -f "$SRCROOT/vendor/llama.cpp/CMakeLists.txt" ]]; then
+    mkdir -p "$DIR/src" && tar xzf "$TARBALL" -C "$DIR/src"
+  fi
+  ln -sfn "$SRCROOT/vendor/llama.cpp" "$DIR/llama.cpp"
+  # 3. build, CPU only and offline: no curl/openssl, no web-UI download from HF
+  cmake -S "$DIR/llama.cpp" -B "$DIR/build" -DCMAKE_BUILD_TYPE=Release \
+    -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF \
+    -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF >&2
+  cmake --build "$DIR/build" -j"$JOBS" \
+    --target llama-server llama-cli llama-tokenize llama-bench >&2
+fi
+
+# Version: llama.cpp's own version, the vendored commit (from the .git metadata the
+# sdist ships; it is a shallow clone, so the "build N" number is meaningless) and
+# the llama-cpp-python version.
+SRC="$(readlink -f "$DIR/llama.cpp")"
+LVER="$("$SERVER" --version 2>&1 | sed -n 's/^version: \([^ ]*\).*/\1/p')"
+COMMIT="$(git -C "$SRC" rev-parse HEAD 2>/dev/null || echo unknown)"
+PYVER="$(basename "$(dirname "$(dirname "$SRC")")" | sed 's/^llama_cpp_python-//')"
+VERSION="${LVER:-unknown} commit $COMMIT (vendored in llama-cpp-python $PYVER)"
+echo "$VERSION" > "$DIR/VERSION"
+echo "$SERVER"
+echo "$VERSION"

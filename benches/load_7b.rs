@@ -1,0 +1,135 @@
+//! Load time and resident memory of a Mistral-7B-shaped Q4_K_M GGUF.
+//!
+//! `cargo bench --bench load_7b`. The synthetic file (random weights, real shapes) is
+//! generated once at `$FERRITE_BENCH_GGUF` or `target/bench-models/
+//! mistral-7b-q4km-synthetic.gguf` and reused afterwards. Reports generation time and
+//! file size, then `load_gguf` time and the process's VmRSS / VmHWM before and after,
+//! then the time of a one-token forward pass. The file is usually still in the page
+//! cache when it was just generated, so the load time is a warm-cache figure.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use ferrite::model::gguf_writer::SyntheticLlama;
+use ferrite::model::llama::BatchInput;
+use ferrite::model::loader::load_gguf;
+use ferrite::model::paged_attention::{PagedKvCache, SeqSpan};
+
+const GIB: f64 = (1u64 << 30) as f64;
+
+/// `(VmRSS, VmHWM)` of this process in bytes.
+fn memory() -> Result<(u64, u64)> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let field = |key: &str| -> Result<u64> {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .with_context(|| format!("{key} missing from /proc/self/status"))?;
+        let kb: u64 = line[key.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()?;
+        Ok(kb * 1024)
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / GIB)
+}
+
+fn bench_path() -> PathBuf {
+    std::env::var_os("FERRITE_BENCH_GGUF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("target/bench-models/mistral-7b-q4km-synthetic.gguf")
+        })
+}
+
+fn main() -> Result<()> {
+    let path = bench_path();
+    let model = SyntheticLlama::mistral_7b_q4k();
+    let mut rows: Vec<(&str, String)> = Vec::new();
+    if path.exists() {
+        rows.push(("generation", "reused existing file".into()));
+    } else {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        println!("generating {} ...", path.display());
+        let t = Instant::now();
+        model.write(&path)?;
+        let secs = t.elapsed().as_secs_f64();
+        let size = std::fs::metadata(&path)?.len();
+        rows.push((
+            "generation",
+            format!("{secs:.1} s ({:.2} GiB/s)", size as f64 / GIB / secs),
+        ));
+    }
+    let size = std::fs::metadata(&path)?.len();
+    rows.push(("file", path.display().to_string()));
+    rows.push(("file size", format!("{} ({size} bytes)", gib(size))));
+
+    let (rss0, hwm0) = memory()?;
+    let t = Instant::now();
+    let loaded = load_gguf(&path)?;
+    let load_secs = t.elapsed().as_secs_f64();
+    let (rss1, hwm1) = memory()?;
+    rows.push((
+        "load_gguf",
+        format!(
+            "{load_secs:.2} s ({:.2} GiB/s)",
+            size as f64 / GIB / load_secs
+        ),
+    ));
+    rows.push((
+        "VmRSS before / after",
+        format!("{} / {}", gib(rss0), gib(rss1)),
+    ));
+    rows.push((
+        "VmHWM before / after",
+        format!("{} / {}", gib(hwm0), gib(hwm1)),
+    ));
+    rows.push((
+        "RSS growth / file size",
+        format!("{:.3}", rss1.saturating_sub(rss0) as f64 / size as f64),
+    ));
+
+    let cfg = loaded.llama.config().clone();
+    let mut cache = PagedKvCache::new(cfg.n_layer, 1, 16, cfg.n_kv_head, cfg.head_dim);
+    let input = BatchInput {
+        tokens: vec![1],
+        positions: vec![0],
+        slots: vec![0],
+        spans: vec![SeqSpan {
+            offset: 0,
+            len: 1,
+            start_pos: 0,
+            block_table: vec![0],
+        }],
+        logits_rows: vec![0],
+    };
+    let t = Instant::now();
+    let logits = loaded.llama.forward(&input, &mut cache)?;
+    let fwd = t.elapsed().as_secs_f64();
+    anyhow::ensure!(logits[0].iter().all(|x| x.is_finite()), "non-finite logits");
+    rows.push((
+        "1-token forward (CPU)",
+        format!("{:.0} ms, logits finite", fwd * 1e3),
+    ));
+
+    println!("\nload_7b: Mistral-7B shapes, Q4_K_M mix, synthetic weights");
+    println!(
+        "  config: {} layers, {} wide, {} ff, {}/{} heads, vocab {}",
+        cfg.n_layer, cfg.n_embd, cfg.n_ff, cfg.n_head, cfg.n_kv_head, cfg.vocab_size
+    );
+    let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    for (k, v) in rows {
+        println!("  {k:<w$}  {v}");
+    }
+    Ok(())
+}

@@ -1,0 +1,377 @@
+//! Request validation that needs no model: parameter ranges, unsupported features, the
+//! shape of `messages` and `prompt`, and the max_tokens / context-length arithmetic.
+//! Every check returns an `ApiError` naming the parameter at fault.
+
+use serde_json::Value;
+
+use super::ApiLimits;
+use super::error::ApiError;
+use super::openai::{ChatRequest, CommonFields, CompletionRequest};
+use crate::engine::types::SamplingParams;
+use crate::model::chat_template::ChatMessage;
+
+/// Which endpoint a request came through; decides defaults and response shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/chat/completions`.
+    Chat,
+    /// `/v1/completions`.
+    Completion,
+}
+
+impl Endpoint {
+    /// The parameter that holds the prompt.
+    pub fn prompt_param(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "messages",
+            Endpoint::Completion => "prompt",
+        }
+    }
+}
+
+/// Parameters checked before tokenization.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    /// Sampling parameters; `max_tokens` is resolved later per prompt.
+    pub params: SamplingParams,
+    /// Explicit completion limit, if the client gave one.
+    pub max_tokens: Option<usize>,
+    /// Choices per prompt.
+    pub n: usize,
+    /// Stream SSE.
+    pub stream: bool,
+    /// `stream_options.include_usage`.
+    pub include_usage: bool,
+}
+
+/// The `prompt` of a text completion request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PromptInput {
+    /// One or more strings to tokenize.
+    Texts(Vec<String>),
+    /// One or more pre-tokenized prompts.
+    Ids(Vec<Vec<u32>>),
+}
+
+/// 404 unless `requested` is absent or the served id.
+pub fn model(requested: Option<&str>, served: &str) -> Result<(), ApiError> {
+    match requested {
+        Some(m) if m != served => Err(ApiError::model_not_found(m)),
+        _ => Ok(()),
+    }
+}
+
+fn range(v: Option<f64>, param: &str, lo: f64, hi: f64, default: f32) -> Result<f32, ApiError> {
+    match v {
+        None => Ok(default),
+        Some(x) if (lo..=hi).contains(&x) => Ok(x as f32),
+        Some(x) => Err(ApiError::invalid(
+            format!("`{param}` must be between {lo} and {hi}, got {x}."),
+            Some(param),
+        )),
+    }
+}
+
+fn positive(v: i64, param: &str) -> Result<usize, ApiError> {
+    usize::try_from(v)
+        .ok()
+        .filter(|&x| x >= 1)
+        .ok_or_else(|| ApiError::invalid(format!("`{param}` must be at least 1, got {v}."), Some(param)))
+}
+
+/// Checks the fields shared by both endpoints. `max_tokens` is the already-chosen
+/// spelling (`max_completion_tokens` or `max_tokens`) with its name.
+pub fn common(
+    c: &CommonFields,
+    max_tokens: Option<(i64, &str)>,
+    logprobs: Option<usize>,
+    limits: &ApiLimits,
+) -> Result<Checked, ApiError> {
+    if let Some(bias) = &c.logit_bias
+        && !is_empty(bias)
+    {
+        return Err(ApiError::unsupported("logit_bias", ""));
+    }
+    let top_p = range(c.top_p, "top_p", 0.0, 1.0, 1.0)?;
+    if top_p <= 0.0 {
+        return Err(ApiError::invalid("`top_p` must be in (0, 1], got 0.", Some("top_p")));
+    }
+    let top_k = match c.top_k {
+        None | Some(-1) | Some(0) => 0,
+        Some(k) => usize::try_from(k).map_err(|_| {
+            ApiError::invalid(format!("`top_k` must be -1 (disabled) or at least 0, got {k}."), Some("top_k"))
+        })?,
+    };
+    let n = positive(c.n.unwrap_or(1), "n")?;
+    if n > limits.max_n {
+        let msg = format!("`n` must be at most {}, got {n}.", limits.max_n);
+        return Err(ApiError::invalid(msg, Some("n")));
+    }
+    let params = SamplingParams {
+        temperature: range(c.temperature, "temperature", 0.0, 2.0, 1.0)?,
+        top_p,
+        top_k,
+        min_p: range(c.min_p, "min_p", 0.0, 1.0, 0.0)?,
+        seed: c.seed.as_ref().map(seed).transpose()?,
+        presence_penalty: range(c.presence_penalty, "presence_penalty", -2.0, 2.0, 0.0)?,
+        frequency_penalty: range(c.frequency_penalty, "frequency_penalty", -2.0, 2.0, 0.0)?,
+        logprobs,
+        max_tokens: 0,
+        stop: stop(c.stop.as_ref())?,
+        ignore_eos: c.ignore_eos.unwrap_or(false),
+    };
+    Ok(Checked {
+        params,
+        max_tokens: max_tokens.map(|(v, name)| positive(v, name)).transpose()?,
+        n,
+        stream: c.stream.unwrap_or(false),
+        include_usage: c.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false),
+    })
+}
+
+/// Any JSON integer becomes a seed (negative ones wrap).
+fn seed(n: &serde_json::Number) -> Result<u64, ApiError> {
+    n.as_u64()
+        .or_else(|| n.as_i64().map(|i| i as u64))
+        .ok_or_else(|| ApiError::invalid(format!("`seed` must be an integer, got {n}."), Some("seed")))
+}
+
+/// `stop`: a string or an array of at most 4 strings; empty strings are dropped.
+pub fn stop(v: Option<&Value>) -> Result<Vec<String>, ApiError> {
+    let bad = || ApiError::invalid("`stop` must be a string or an array of strings.", Some("stop"));
+    let stops: Vec<String> = match v {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_string).ok_or_else(bad))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(bad()),
+    };
+    if stops.len() > 4 {
+        let msg = format!("`stop` may hold at most 4 sequences, got {}.", stops.len());
+        return Err(ApiError::invalid(msg, Some("stop")));
+    }
+    Ok(stops.into_iter().filter(|s| !s.is_empty()).collect())
+}
+
+fn is_empty(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        Value::String(s) => s.is_empty(),
+        _ => false,
+    }
+}
+
+/// Chat `logprobs` (bool) + `top_logprobs` (0..=20) -> `SamplingParams::logprobs`.
+pub fn chat_logprobs(logprobs: Option<bool>, top: Option<i64>) -> Result<Option<usize>, ApiError> {
+    let top = match top {
+        None => None,
+        Some(k) if (0..=20).contains(&k) => Some(k as usize),
+        Some(k) => {
+            let msg = format!("`top_logprobs` must be between 0 and 20, got {k}.");
+            return Err(ApiError::invalid(msg, Some("top_logprobs")));
+        }
+    };
+    match (logprobs.unwrap_or(false), top) {
+        (true, top) => Ok(Some(top.unwrap_or(0))),
+        (false, Some(k)) if k > 0 => Err(ApiError::invalid(
+            "`top_logprobs` requires `logprobs` to be true.",
+            Some("top_logprobs"),
+        )),
+        (false, _) => Ok(None),
+    }
+}
+
+/// Completions `logprobs` (integer 0..=5) -> `SamplingParams::logprobs`.
+pub fn completion_logprobs(logprobs: Option<i64>) -> Result<Option<usize>, ApiError> {
+    match logprobs {
+        None => Ok(None),
+        Some(k) if (0..=5).contains(&k) => Ok(Some(k as usize)),
+        Some(k) => Err(ApiError::invalid(
+            format!("`logprobs` must be between 0 and 5, got {k}."),
+            Some("logprobs"),
+        )),
+    }
+}
+
+/// Rejects chat features ferrite does not implement.
+pub fn chat_unsupported(r: &ChatRequest) -> Result<(), ApiError> {
+    let present = |v: &Option<Value>| v.as_ref().is_some_and(|v| !is_empty(v));
+    let not_none = |v: &Option<Value>| present(v) && v.as_ref().and_then(Value::as_str) != Some("none");
+    for (name, given) in [
+        ("tools", present(&r.tools)),
+        ("tool_choice", not_none(&r.tool_choice)),
+        ("functions", present(&r.functions)),
+        ("function_call", not_none(&r.function_call)),
+        ("audio", present(&r.audio)),
+        ("prediction", present(&r.prediction)),
+    ] {
+        if given {
+            return Err(ApiError::unsupported(name, ""));
+        }
+    }
+    if let Some(rf) = r.response_format.as_ref().filter(|v| !v.is_null()) {
+        if rf.get("type").and_then(Value::as_str) != Some("text") {
+            return Err(ApiError::unsupported("response_format", " (only {\"type\": \"text\"})"));
+        }
+    }
+    if let Some(m) = r.modalities.as_ref().filter(|v| !v.is_null()) {
+        let text_only = m.as_array().is_some_and(|a| a.iter().all(|x| x.as_str() == Some("text")));
+        if !text_only {
+            return Err(ApiError::unsupported("modalities", " (only [\"text\"])"));
+        }
+    }
+    Ok(())
+}
+
+/// Rejects completion features ferrite does not implement.
+pub fn completion_unsupported(r: &CompletionRequest) -> Result<(), ApiError> {
+    if r.echo == Some(true) {
+        return Err(ApiError::unsupported("echo", ""));
+    }
+    if r.suffix.as_ref().is_some_and(|s| !is_empty(s)) {
+        return Err(ApiError::unsupported("suffix", ""));
+    }
+    if r.best_of.is_some_and(|b| b > 1) {
+        return Err(ApiError::unsupported("best_of", " (only 1)"));
+    }
+    Ok(())
+}
+
+/// `messages` -> template messages: roles system/developer/user/assistant, content a
+/// string, `null`, or an array of `{"type":"text","text":...}` parts.
+pub fn messages(values: &[Value]) -> Result<Vec<ChatMessage>, ApiError> {
+    let bad = |msg: String| ApiError::invalid(msg, Some("messages"));
+    if values.is_empty() {
+        return Err(bad("`messages` must contain at least one message.".into()));
+    }
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let Some(obj) = m.as_object() else {
+                return Err(bad(format!("messages[{i}] must be an object.")));
+            };
+            let role = match obj.get("role").and_then(Value::as_str) {
+                Some("system" | "developer") => "system",
+                Some("user") => "user",
+                Some("assistant") => "assistant",
+                Some(other) => {
+                    return Err(bad(format!(
+                        "messages[{i}].role `{other}` is not supported (use system, developer, user or assistant)."
+                    )));
+                }
+                None => return Err(bad(format!("messages[{i}].role must be a string."))),
+            };
+            let content = content(obj.get("content"), i)?;
+            Ok(ChatMessage {
+                role: role.to_string(),
+                content,
+            })
+        })
+        .collect()
+}
+
+fn content(v: Option<&Value>, i: usize) -> Result<String, ApiError> {
+    let bad = |msg: String| ApiError::invalid(msg, Some("messages"));
+    match v {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Array(parts)) => {
+            let mut text = String::new();
+            for (j, p) in parts.iter().enumerate() {
+                match p.get("type").and_then(Value::as_str) {
+                    Some("text") => match p.get("text").and_then(Value::as_str) {
+                        Some(t) => text.push_str(t),
+                        None => return Err(bad(format!("messages[{i}].content[{j}].text must be a string."))),
+                    },
+                    Some(other) => {
+                        return Err(bad(format!(
+                            "messages[{i}].content[{j}] has type `{other}`; only `text` parts are supported."
+                        )));
+                    }
+                    None => return Err(bad(format!("messages[{i}].content[{j}].type must be a string."))),
+                }
+            }
+            Ok(text)
+        }
+        Some(_) => Err(bad(format!("messages[{i}].content must be a string or an array of parts."))),
+    }
+}
+
+/// `prompt`: a string, array of strings, array of token ids, or array of id arrays.
+/// Empty prompts are rejected; ids are checked against the vocabulary later.
+pub fn prompt(v: &Value) -> Result<PromptInput, ApiError> {
+    let bad = |msg: &str| ApiError::invalid(msg, Some("prompt"));
+    let shape = "`prompt` must be a string, an array of strings, an array of token ids, or an array of token-id arrays.";
+    let empty = "`prompt` must not be empty.";
+    let ids = |a: &[Value]| -> Result<Vec<u32>, ApiError> {
+        let ids: Vec<u32> = a
+            .iter()
+            .map(|x| x.as_u64().and_then(|i| u32::try_from(i).ok()).ok_or_else(|| bad(shape)))
+            .collect::<Result<_, _>>()?;
+        if ids.is_empty() { Err(bad(empty)) } else { Ok(ids) }
+    };
+    let input = match v {
+        Value::String(s) => PromptInput::Texts(vec![s.clone()]),
+        Value::Array(a) if a.is_empty() => return Err(bad(empty)),
+        Value::Array(a) => match &a[0] {
+            Value::String(_) => PromptInput::Texts(
+                a.iter()
+                    .map(|x| x.as_str().map(str::to_string).ok_or_else(|| bad(shape)))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Number(_) => PromptInput::Ids(vec![ids(a)?]),
+            Value::Array(_) => PromptInput::Ids(
+                a.iter()
+                    .map(|x| x.as_array().ok_or_else(|| bad(shape)).and_then(|x| ids(x)))
+                    .collect::<Result<_, _>>()?,
+            ),
+            _ => return Err(bad(shape)),
+        },
+        _ => return Err(bad(shape)),
+    };
+    if let PromptInput::Texts(t) = &input
+        && t.iter().any(String::is_empty)
+    {
+        return Err(bad(empty));
+    }
+    Ok(input)
+}
+
+/// The completion limit of one prompt of `prompt_len` tokens.
+///
+/// An explicit limit is capped by the operator's `cap`, then must fit the context. Without
+/// one, chat gets whatever fits (capped), completions get 16 (capped, and shrunk to fit).
+pub fn max_tokens(
+    prompt_len: usize,
+    explicit: Option<usize>,
+    endpoint: Endpoint,
+    context: usize,
+    cap: Option<usize>,
+) -> Result<usize, ApiError> {
+    let cap = cap.unwrap_or(usize::MAX).max(1);
+    let param = endpoint.prompt_param();
+    let room = context.saturating_sub(prompt_len);
+    match explicit {
+        Some(m) => {
+            let m = m.min(cap);
+            if prompt_len.saturating_add(m) > context {
+                return Err(ApiError::context_length(context, prompt_len, m, param));
+            }
+            Ok(m)
+        }
+        None if room == 0 => Err(ApiError::context_length(context, prompt_len, 1, param)),
+        None => Ok(match endpoint {
+            Endpoint::Chat => room.min(cap),
+            Endpoint::Completion => room.min(cap).min(16),
+        }),
+    }
+}
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;

@@ -1,0 +1,31 @@
+//! Device choice. This build computes on the CPU; `--device auto` resolves to it, and
+//! asking for a GPU is a clear error until the CUDA backend lands.
+
+use anyhow::{Result, bail};
+
+/// Where the model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceKind {
+    /// The host CPU.
+    Cpu,
+}
+
+impl DeviceKind {
+    /// Resolves `--device` (`auto`, `cpu`, `cuda[:N]`).
+    pub fn resolve(spec: &str) -> Result<Self> {
+        match spec {
+            "auto" | "cpu" => Ok(DeviceKind::Cpu),
+            s if s == "cuda" || s.starts_with("cuda:") => {
+                bail!("--device {s}: this build has no CUDA backend; use --device cpu or auto")
+            }
+            other => bail!("--device {other}: expected auto, cpu or cuda[:N]"),
+        }
+    }
+
+    /// Name shown in `/health` and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Cpu => "cpu",
+        }
+    }
+}

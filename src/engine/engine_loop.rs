@@ -1,0 +1,294 @@
+//! The engine loop: one OS thread owning the scheduler, the KV cache and the model.
+//! Each iteration takes in new commands, drops sequences whose client went away, plans
+//! a step, runs ONE batched forward over every scheduled token, samples, and streams
+//! events out.
+//!
+//! Invariants: a sequence leaves `seqs` and the scheduler together (so its blocks are
+//! freed) when it finishes, fails or loses its client; the thread blocks on the
+//! command channel when idle and never spins.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::Instant;
+
+use super::handle::{Command, EngineStats};
+use super::kv_manager::SeqId;
+use super::sampler::SamplerState;
+use super::scheduler::{ScheduledSeq, Scheduler, StepPlan};
+use super::sequence::{Progress, Sequence};
+use super::text_stream::TextStream;
+use super::types::GenerateRequest;
+use crate::metrics as m;
+use crate::model::llama::{BatchInput, Llama};
+use crate::model::paged_attention::{PagedKvCache, SeqSpan};
+use crate::model::tokenizer::ModelTokenizer;
+
+/// Everything the engine thread owns.
+pub struct Engine {
+    model: Llama,
+    cache: PagedKvCache,
+    scheduler: Scheduler,
+    tokenizer: Arc<ModelTokenizer>,
+    seqs: HashMap<SeqId, Sequence>,
+    stats: Arc<EngineStats>,
+    /// Longest sequence (prompt + generated) the engine accepts.
+    max_seq_len: usize,
+    next_id: SeqId,
+    shutting_down: bool,
+}
+
+impl Engine {
+    /// Assembles an engine; `max_seq_len` must fit both the model and the cache.
+    pub fn new(
+        model: Llama,
+        cache: PagedKvCache,
+        scheduler: Scheduler,
+        tokenizer: Arc<ModelTokenizer>,
+        stats: Arc<EngineStats>,
+        max_seq_len: usize,
+    ) -> Self {
+        Self {
+            model,
+            cache,
+            scheduler,
+            tokenizer,
+            seqs: HashMap::new(),
+            stats,
+            max_seq_len,
+            next_id: 0,
+            shutting_down: false,
+        }
+    }
+
+    /// Runs until shutdown (or every handle is dropped) and no sequence is left.
+    pub fn run(mut self, rx: Receiver<Command>) {
+        self.publish();
+        loop {
+            if !self.intake(&rx) {
+                break;
+            }
+            self.drop_disconnected();
+            if self.seqs.is_empty() {
+                self.publish();
+                continue;
+            }
+            self.step();
+            self.publish();
+        }
+        tracing::info!("engine loop stopped");
+    }
+
+    /// Takes in pending commands; blocks when there is nothing to do. False to exit.
+    fn intake(&mut self, rx: &Receiver<Command>) -> bool {
+        if self.seqs.is_empty() {
+            if self.shutting_down {
+                return false;
+            }
+            match rx.recv() {
+                Ok(cmd) => self.handle(cmd),
+                Err(_) => return false,
+            }
+        }
+        loop {
+            match rx.try_recv() {
+                Ok(cmd) => self.handle(cmd),
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => {
+                    self.shutting_down = true;
+                    return !self.seqs.is_empty();
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Add(req) => self.add(req),
+            Command::Shutdown => self.shutting_down = true,
+        }
+    }
+
+    fn add(&mut self, req: GenerateRequest) {
+        let need = req.prompt_ids.len() + req.params.max_tokens;
+        let bad = if req.prompt_ids.is_empty() {
+            Some("the prompt is empty".to_string())
+        } else if need > self.max_seq_len {
+            Some(format!(
+                "the request needs {need} tokens ({} prompt + {} to generate) but a sequence may hold {}",
+                req.prompt_ids.len(),
+                req.params.max_tokens,
+                self.max_seq_len
+            ))
+        } else {
+            req.prompt_ids
+                .iter()
+                .find(|&&t| t as usize >= self.tokenizer.vocab_size())
+                .map(|t| format!("token id {t} is outside the vocabulary"))
+        };
+        if let Some(msg) = bad {
+            self.stats.waiting.fetch_sub(1, Ordering::AcqRel);
+            let _ = req.events.send(super::types::TokenEvent::Error(msg));
+            return;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        metrics::counter!(m::PROMPT_TOKENS_TOTAL).increment(req.prompt_ids.len() as u64);
+        // The sequence keeps counting against the admission bound (`stats.waiting`)
+        // until it is first scheduled.
+        self.scheduler.add(id, req.prompt_ids.len());
+        self.seqs.insert(
+            id,
+            Sequence {
+                id,
+                request_id: req.id,
+                prompt_len: req.prompt_ids.len(),
+                tokens: req.prompt_ids,
+                sampler: SamplerState::new(req.params.seed),
+                text: TextStream::new(&req.params.stop),
+                params: req.params,
+                events: req.events,
+                queued: true,
+                arrived: Instant::now(),
+            },
+        );
+    }
+
+    /// Removes a sequence everywhere, freeing its blocks.
+    fn remove(&mut self, id: SeqId) {
+        self.scheduler.remove(id);
+        if let Some(seq) = self.seqs.remove(&id)
+            && seq.queued
+        {
+            self.stats.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    fn drop_disconnected(&mut self) {
+        let gone: Vec<SeqId> = self
+            .seqs
+            .values()
+            .filter(|s| s.events.is_closed())
+            .map(|s| s.id)
+            .collect();
+        for id in gone {
+            tracing::debug!(seq = id, "client disconnected; aborting");
+            metrics::counter!(m::CANCELLED_TOTAL).increment(1);
+            self.remove(id);
+        }
+    }
+
+    fn step(&mut self) {
+        let started = Instant::now();
+        let plan = self.scheduler.schedule();
+        if !plan.preempted.is_empty() {
+            metrics::counter!(m::PREEMPTIONS_TOTAL).increment(plan.preempted.len() as u64);
+            tracing::debug!(preempted = ?plan.preempted, "out of KV blocks");
+        }
+        if plan.scheduled.is_empty() {
+            self.unblock_stalled_queue();
+            return;
+        }
+        for s in &plan.scheduled {
+            if let Some(seq) = self.seqs.get_mut(&s.id)
+                && seq.queued
+            {
+                seq.queued = false;
+                self.stats.waiting.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let input = self.build_batch(&plan);
+        metrics::histogram!(m::BATCH_TOKENS).record(input.tokens.len() as f64);
+        metrics::histogram!(m::BATCH_SEQUENCES).record(plan.scheduled.len() as f64);
+        match self.model.forward(&input, &mut self.cache) {
+            Ok(logits) => self.sample_all(&plan, logits),
+            Err(e) => {
+                tracing::error!("forward failed: {e:#}");
+                for s in &plan.scheduled {
+                    if let Some(seq) = self.seqs.get(&s.id) {
+                        seq.fail(format!("the model failed to run: {e}"));
+                    }
+                    self.remove(s.id);
+                }
+            }
+        }
+        metrics::histogram!(m::STEP_SECONDS).record(started.elapsed().as_secs_f64());
+    }
+
+    /// Nothing could be scheduled although sequences exist: only possible when the
+    /// head of the queue can never fit. Fail it rather than loop forever.
+    fn unblock_stalled_queue(&mut self) {
+        if self.scheduler.num_running() > 0 {
+            return;
+        }
+        if let Some(&id) = self.seqs.keys().min() {
+            if let Some(seq) = self.seqs.get(&id) {
+                seq.fail("the request does not fit in the KV cache");
+            }
+            self.remove(id);
+        }
+    }
+
+    fn build_batch(&self, plan: &StepPlan) -> BatchInput {
+        let mut input = BatchInput::default();
+        for s in &plan.scheduled {
+            let seq = &self.seqs[&s.id];
+            let kv = self.scheduler.kv();
+            input.spans.push(SeqSpan {
+                offset: input.tokens.len(),
+                len: s.len,
+                start_pos: s.start,
+                block_table: kv.block_table(s.id).to_vec(),
+            });
+            for pos in s.start..s.start + s.len {
+                input.tokens.push(seq.tokens[pos]);
+                input.positions.push(pos);
+                input.slots.push(kv.slot(s.id, pos).expect("scheduler granted blocks"));
+            }
+            if s.samples {
+                input.logits_rows.push(input.tokens.len() - 1);
+            }
+        }
+        input
+    }
+
+    fn sample_all(&mut self, plan: &StepPlan, logits: Vec<Vec<f32>>) {
+        let sampling: Vec<&ScheduledSeq> = plan.scheduled.iter().filter(|s| s.samples).collect();
+        for (s, mut row) in sampling.into_iter().zip(logits) {
+            let Some(seq) = self.seqs.get_mut(&s.id) else { continue };
+            let sampled = seq.sampler.sample(&mut row, &seq.params);
+            metrics::counter!(m::GENERATION_TOKENS_TOTAL).increment(1);
+            self.scheduler.append_token(s.id);
+            match seq.accept(sampled, &self.tokenizer, self.max_seq_len) {
+                Progress::Continue => {}
+                Progress::Finished(reason) => {
+                    tracing::debug!(
+                        request = %seq.request_id,
+                        reason = reason.as_str(),
+                        tokens = seq.generated(),
+                        secs = seq.arrived.elapsed().as_secs_f64(),
+                        "sequence finished"
+                    );
+                    self.remove(s.id);
+                }
+                Progress::Disconnected => {
+                    metrics::counter!(m::CANCELLED_TOTAL).increment(1);
+                    self.remove(s.id);
+                }
+            }
+        }
+    }
+
+    fn publish(&self) {
+        let kv = self.scheduler.kv();
+        let st = &self.stats;
+        st.running.store(self.scheduler.num_running(), Ordering::Release);
+        st.blocks_used.store(kv.num_used(), Ordering::Release);
+        st.blocks_total.store(kv.num_total(), Ordering::Release);
+        metrics::gauge!(m::REQUESTS_RUNNING).set(self.scheduler.num_running() as f64);
+        metrics::gauge!(m::REQUESTS_WAITING).set(self.scheduler.num_waiting() as f64);
+        metrics::gauge!(m::KV_BLOCKS_USED).set(kv.num_used() as f64);
+        metrics::gauge!(m::KV_BLOCKS_TOTAL).set(kv.num_total() as f64);
+    }
+}

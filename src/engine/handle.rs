@@ -1,0 +1,114 @@
+//! `EngineHandle`: the only way the HTTP side talks to the engine thread. It owns the
+//! sending end of the command channel and read-only views of engine counters.
+//!
+//! Invariants: submission never blocks (the waiting queue is bounded by a counter, and
+//! a full queue is reported as `SubmitError::QueueFull`); all mutable engine state
+//! lives on the engine thread.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use super::types::GenerateRequest;
+
+/// Commands sent to the engine thread.
+#[derive(Debug)]
+pub enum Command {
+    /// A new sequence to schedule.
+    Add(GenerateRequest),
+    /// Finish running sequences, then exit the loop.
+    Shutdown,
+}
+
+/// Why a submission was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The waiting queue holds `--max-waiting` sequences already.
+    #[error("the server is overloaded: the waiting queue is full")]
+    QueueFull,
+    /// The engine thread has stopped.
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+/// Counters the engine publishes after each step (read by `/metrics` and `/health`).
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    /// Sequences submitted but not yet scheduled for the first time, plus preempted ones.
+    pub waiting: AtomicUsize,
+    /// Sequences holding KV blocks.
+    pub running: AtomicUsize,
+    /// KV blocks in use.
+    pub blocks_used: AtomicUsize,
+    /// KV blocks in the pool.
+    pub blocks_total: AtomicUsize,
+}
+
+/// A plain copy of `EngineStats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StatsSnapshot {
+    /// See `EngineStats::waiting`.
+    pub waiting: usize,
+    /// See `EngineStats::running`.
+    pub running: usize,
+    /// See `EngineStats::blocks_used`.
+    pub blocks_used: usize,
+    /// See `EngineStats::blocks_total`.
+    pub blocks_total: usize,
+}
+
+/// Cloneable handle to a running engine thread.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Command>,
+    stats: Arc<EngineStats>,
+    max_waiting: usize,
+}
+
+impl EngineHandle {
+    /// Wraps the sending side of an engine's command channel.
+    pub fn new(tx: mpsc::Sender<Command>, stats: Arc<EngineStats>, max_waiting: usize) -> Self {
+        Self {
+            tx,
+            stats,
+            max_waiting,
+        }
+    }
+
+    /// Queues sequences for generation, all or none: `n > 1` choices of one request
+    /// are admitted together so a request never half-runs.
+    pub fn submit(&self, requests: Vec<GenerateRequest>) -> Result<(), SubmitError> {
+        let n = requests.len();
+        let admitted = self
+            .stats
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
+                (w + n <= self.max_waiting).then_some(w + n)
+            });
+        if admitted.is_err() {
+            return Err(SubmitError::QueueFull);
+        }
+        for (i, req) in requests.into_iter().enumerate() {
+            if self.tx.send(Command::Add(req)).is_err() {
+                self.stats.waiting.fetch_sub(n - i, Ordering::AcqRel);
+                return Err(SubmitError::Stopped);
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks the engine to finish what it runs and stop.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Command::Shutdown);
+    }
+
+    /// Current engine counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            waiting: self.stats.waiting.load(Ordering::Acquire),
+            running: self.stats.running.load(Ordering::Acquire),
+            blocks_used: self.stats.blocks_used.load(Ordering::Acquire),
+            blocks_total: self.stats.blocks_total.load(Ordering::Acquire),
+        }
+    }
+}

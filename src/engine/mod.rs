@@ -1,0 +1,13 @@
+//! The engine: one OS thread that owns the scheduler, the KV cache and the model, fed
+//! by a command channel and answering each sequence on its own event channel.
+
+pub mod block_pool;
+pub mod engine_loop;
+pub mod handle;
+pub mod kv_manager;
+pub mod sampler;
+pub mod scheduler;
+pub mod sequence;
+pub mod start;
+pub mod text_stream;
+pub mod types;

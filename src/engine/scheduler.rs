@@ -1,0 +1,391 @@
+//! The scheduler: each step it decides how many tokens every sequence computes, within
+//! a token budget and a sequence limit, and grants the KV blocks they need.
+//!
+//! Shape (vLLM v1): running sequences first, oldest first, each taking what it has left
+//! (1 token when decoding, a chunk when prefilling); then waiting sequences, in arrival
+//! order, as budget and blocks allow. Chunked prefill is "fewer tokens than the
+//! sequence has left". When blocks run out, the newest running sequence is preempted:
+//! its blocks are freed and it goes back to the front of the queue to be recomputed.
+//!
+//! It works on plain counts, never on tensors. Invariants: every scheduled sequence
+//! holds blocks for all tokens it will have computed after the step; a sequence is in
+//! exactly one of `waiting` / `running` until it is removed; removal frees its blocks.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::kv_manager::{KvCacheManager, SeqId};
+
+/// Limits of one step.
+#[derive(Debug, Clone, Copy)]
+pub struct SchedulerConfig {
+    /// Most tokens computed in one step (the prefill chunk bound).
+    pub max_batched_tokens: usize,
+    /// Most sequences running at once.
+    pub max_num_seqs: usize,
+}
+
+/// One sequence's share of a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduledSeq {
+    /// Which sequence.
+    pub id: SeqId,
+    /// Position of the first token computed this step.
+    pub start: usize,
+    /// Tokens computed this step.
+    pub len: usize,
+    /// True when this step reaches the sequence's last known token, so its logits
+    /// yield the next token.
+    pub samples: bool,
+}
+
+/// What one step computes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct StepPlan {
+    /// Sequences computed this step, in batch order.
+    pub scheduled: Vec<ScheduledSeq>,
+    /// Sequences preempted this step (blocks freed, back in the queue).
+    pub preempted: Vec<SeqId>,
+}
+
+impl StepPlan {
+    /// Total tokens computed this step.
+    pub fn num_tokens(&self) -> usize {
+        self.scheduled.iter().map(|s| s.len).sum()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Counts {
+    /// Known tokens: prompt plus generated.
+    num_tokens: usize,
+    /// Tokens whose K/V are in the cache.
+    num_computed: usize,
+}
+
+/// Continuous-batching scheduler over a paged KV cache.
+#[derive(Debug)]
+pub struct Scheduler {
+    cfg: SchedulerConfig,
+    kv: KvCacheManager,
+    seqs: HashMap<SeqId, Counts>,
+    waiting: VecDeque<SeqId>,
+    running: Vec<SeqId>,
+}
+
+impl Scheduler {
+    /// A scheduler owning `kv`.
+    pub fn new(cfg: SchedulerConfig, kv: KvCacheManager) -> Self {
+        assert!(cfg.max_batched_tokens > 0 && cfg.max_num_seqs > 0);
+        Self {
+            cfg,
+            kv,
+            seqs: HashMap::new(),
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+        }
+    }
+
+    /// Queues a new sequence with `num_prompt_tokens` tokens to compute.
+    pub fn add(&mut self, id: SeqId, num_prompt_tokens: usize) {
+        self.seqs.insert(
+            id,
+            Counts {
+                num_tokens: num_prompt_tokens,
+                num_computed: 0,
+            },
+        );
+        self.waiting.push_back(id);
+    }
+
+    /// Records a token appended to `id` (sampled after a step).
+    pub fn append_token(&mut self, id: SeqId) {
+        if let Some(c) = self.seqs.get_mut(&id) {
+            c.num_tokens += 1;
+        }
+    }
+
+    /// Removes a sequence (finished or aborted) wherever it is and frees its blocks.
+    pub fn remove(&mut self, id: SeqId) {
+        if self.seqs.remove(&id).is_some() {
+            self.running.retain(|&s| s != id);
+            self.waiting.retain(|&s| s != id);
+        }
+        self.kv.free(id);
+    }
+
+    /// Plans one step and grants its blocks. Sequences in the plan count their
+    /// tokens as computed from now on.
+    pub fn schedule(&mut self) -> StepPlan {
+        let mut plan = StepPlan::default();
+        let mut budget = self.cfg.max_batched_tokens;
+        let mut i = 0;
+        while i < self.running.len() && budget > 0 {
+            let id = self.running[i];
+            let c = self.seqs[&id];
+            let len = (c.num_tokens - c.num_computed).min(budget);
+            if len == 0 {
+                i += 1;
+                continue;
+            }
+            if !self.grant_or_preempt(id, c.num_computed + len, &mut plan) {
+                // `id` itself was preempted: it was the newest; nothing after it runs.
+                break;
+            }
+            plan.scheduled.push(self.commit(id, len));
+            budget -= len;
+            i += 1;
+        }
+        if plan.preempted.is_empty() {
+            self.admit_waiting(&mut budget, &mut plan);
+        }
+        plan
+    }
+
+    /// Makes room for `id` to hold `num_tokens`, preempting the newest running
+    /// sequences as needed. False when `id` had to preempt itself.
+    fn grant_or_preempt(&mut self, id: SeqId, num_tokens: usize, plan: &mut StepPlan) -> bool {
+        while !self.kv.ensure(id, num_tokens) {
+            let Some(victim) = self.running.pop() else {
+                return false;
+            };
+            self.preempt(victim, plan);
+            if victim == id {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn preempt(&mut self, id: SeqId, plan: &mut StepPlan) {
+        self.kv.free(id);
+        if let Some(c) = self.seqs.get_mut(&id) {
+            c.num_computed = 0;
+        }
+        self.waiting.push_front(id);
+        plan.preempted.push(id);
+    }
+
+    fn admit_waiting(&mut self, budget: &mut usize, plan: &mut StepPlan) {
+        while *budget > 0 && self.running.len() < self.cfg.max_num_seqs {
+            let Some(&id) = self.waiting.front() else {
+                break;
+            };
+            let c = self.seqs[&id];
+            let len = (c.num_tokens - c.num_computed).min(*budget);
+            // Keep a watermark of free blocks (1% of the pool, as vLLM does) so that
+            // admitting a prompt does not force a preemption at the very next decode.
+            let watermark = self.kv.num_total() / 100;
+            let need = self.kv.missing_blocks(id, c.num_computed + len);
+            if !self.kv.can_allocate(need + watermark) || !self.kv.ensure(id, c.num_computed + len) {
+                break;
+            }
+            self.waiting.pop_front();
+            self.running.push(id);
+            plan.scheduled.push(self.commit(id, len));
+            *budget -= len;
+        }
+    }
+
+    fn commit(&mut self, id: SeqId, len: usize) -> ScheduledSeq {
+        let c = self.seqs.get_mut(&id).expect("scheduled sequence is known");
+        let start = c.num_computed;
+        c.num_computed += len;
+        ScheduledSeq {
+            id,
+            start,
+            len,
+            samples: c.num_computed == c.num_tokens,
+        }
+    }
+
+    /// The KV cache manager (block tables and slots for building the batch).
+    pub fn kv(&self) -> &KvCacheManager {
+        &self.kv
+    }
+
+    /// Sequences waiting (new and preempted).
+    pub fn num_waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Sequences running.
+    pub fn num_running(&self) -> usize {
+        self.running.len()
+    }
+
+    /// Whether any sequence is known.
+    pub fn is_idle(&self) -> bool {
+        self.seqs.is_empty()
+    }
+
+    /// Tokens a single sequence can always be granted in this cache (the pool less
+    /// the admission watermark).
+    pub fn max_tokens_per_seq(&self) -> usize {
+        (self.kv.num_total() - self.kv.num_total() / 100) * self.kv.block_size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sched(blocks: usize, block_size: usize, budget: usize, max_seqs: usize) -> Scheduler {
+        Scheduler::new(
+            SchedulerConfig {
+                max_batched_tokens: budget,
+                max_num_seqs: max_seqs,
+            },
+            KvCacheManager::new(blocks, block_size),
+        )
+    }
+
+    /// Runs a step and appends one token to every sequence that sampled.
+    fn step(s: &mut Scheduler) -> StepPlan {
+        let plan = s.schedule();
+        for sc in &plan.scheduled {
+            if sc.samples {
+                s.append_token(sc.id);
+            }
+        }
+        plan
+    }
+
+    #[test]
+    fn long_prompt_is_chunked_under_the_budget_and_decodes_keep_running() {
+        let mut s = sched(64, 4, 8, 8);
+        s.add(1, 3);
+        let p = step(&mut s);
+        assert_eq!(p.scheduled, vec![ScheduledSeq { id: 1, start: 0, len: 3, samples: true }]);
+        s.add(2, 20);
+        let p = step(&mut s);
+        assert_eq!(p.scheduled[0], ScheduledSeq { id: 1, start: 3, len: 1, samples: true });
+        assert_eq!(p.scheduled[1], ScheduledSeq { id: 2, start: 0, len: 7, samples: false });
+        let p = step(&mut s);
+        assert_eq!(p.scheduled[1], ScheduledSeq { id: 2, start: 7, len: 7, samples: false });
+        let p = step(&mut s);
+        assert_eq!(p.scheduled[1], ScheduledSeq { id: 2, start: 14, len: 6, samples: true });
+        assert!(p.num_tokens() <= 8);
+        let p = step(&mut s);
+        assert_eq!(p.num_tokens(), 2, "both decoding");
+    }
+
+    #[test]
+    fn max_num_seqs_bounds_running() {
+        let mut s = sched(64, 4, 100, 2);
+        for id in 0..4 {
+            s.add(id, 2);
+        }
+        let p = step(&mut s);
+        assert_eq!(p.scheduled.len(), 2);
+        assert_eq!(s.num_running(), 2);
+        assert_eq!(s.num_waiting(), 2);
+        s.remove(0);
+        let p = step(&mut s);
+        assert_eq!(p.scheduled.iter().map(|x| x.id).collect::<Vec<_>>(), vec![1, 2]);
+    }
+
+    #[test]
+    fn exhaustion_preempts_the_newest_and_it_recomputes_later() {
+        // 4 blocks of 2 tokens. Two sequences of 3 prompt tokens take 2 blocks each.
+        let mut s = sched(4, 2, 64, 8);
+        s.add(1, 3);
+        s.add(2, 3);
+        let p = step(&mut s);
+        assert_eq!(p.scheduled.len(), 2, "both admitted (the watermark of a 4-block pool is 0)");
+        assert_eq!(s.kv().num_free(), 0);
+        // Both now have 4 tokens; 1 needs a 3rd block for token 5: preempt 2.
+        let p = step(&mut s);
+        assert_eq!(p.preempted, vec![2]);
+        assert_eq!(p.scheduled, vec![ScheduledSeq { id: 1, start: 3, len: 1, samples: true }]);
+        assert_eq!(s.num_waiting(), 1);
+        assert_eq!(s.kv().block_table(2).len(), 0);
+        // Sequence 1 finishes; 2 recomputes its 4 known tokens (prompt + 1 generated).
+        s.remove(1);
+        let p = step(&mut s);
+        assert_eq!(p.scheduled, vec![ScheduledSeq { id: 2, start: 0, len: 4, samples: true }]);
+    }
+
+    #[test]
+    fn a_sequence_that_cannot_grow_preempts_itself_when_it_is_newest() {
+        let mut s = sched(2, 2, 64, 8);
+        s.add(1, 2);
+        s.add(2, 2);
+        step(&mut s);
+        // Both need a second block; only sequence 1 can have one after 2 is preempted.
+        let p = step(&mut s);
+        assert_eq!(p.preempted, vec![2]);
+        assert_eq!(p.scheduled.len(), 1);
+        assert_eq!(s.kv().num_used(), 2);
+    }
+
+    #[test]
+    fn waiting_sequence_waits_for_blocks_without_failing() {
+        let mut s = sched(2, 4, 64, 8);
+        s.add(1, 8);
+        s.add(2, 4);
+        let p = step(&mut s);
+        assert_eq!(p.scheduled.len(), 1);
+        assert_eq!(s.num_waiting(), 1);
+        s.remove(1);
+        let p = step(&mut s);
+        assert_eq!(p.scheduled[0].id, 2);
+    }
+
+    #[test]
+    fn abort_anywhere_frees_everything() {
+        let mut s = sched(16, 4, 6, 8);
+        s.add(1, 10);
+        s.add(2, 10);
+        s.add(3, 3);
+        step(&mut s);
+        step(&mut s);
+        assert!(s.kv().num_used() > 0);
+        for id in [3, 1, 2, 42] {
+            s.remove(id);
+        }
+        assert!(s.is_idle());
+        assert_eq!(s.kv().num_used(), 0);
+        assert_eq!(s.num_waiting() + s.num_running(), 0);
+        assert_eq!(s.schedule(), StepPlan::default());
+    }
+
+    #[test]
+    fn random_workload_never_leaks_and_never_overcommits() {
+        let mut rng = 0x2545F4914F6CDD1Du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let mut s = sched(24, 4, 16, 6);
+        let mut remaining: HashMap<SeqId, usize> = HashMap::new();
+        let mut id = 0;
+        for _ in 0..2000 {
+            if next() % 3 == 0 {
+                id += 1;
+                s.add(id, 1 + (next() % 30) as usize);
+                remaining.insert(id, 1 + (next() % 20) as usize);
+            }
+            let plan = step(&mut s);
+            assert!(plan.num_tokens() <= 16);
+            for sc in &plan.scheduled {
+                let table = s.kv().block_table(sc.id).len();
+                assert!(table * 4 >= sc.start + sc.len, "blocks cover computed tokens");
+                if sc.samples {
+                    let r = remaining.get_mut(&sc.id).unwrap();
+                    *r -= 1;
+                    if *r == 0 || next() % 50 == 0 {
+                        s.remove(sc.id);
+                        remaining.remove(&sc.id);
+                    }
+                }
+            }
+            assert!(s.kv().num_used() <= 24);
+        }
+        for id in remaining.keys().copied().collect::<Vec<_>>() {
+            s.remove(id);
+        }
+        assert_eq!(s.kv().num_used(), 0);
+    }
+}

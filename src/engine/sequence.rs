@@ -1,0 +1,122 @@
+//! One sequence's engine-side state: its tokens, sampler, detokenizer and event sender,
+//! and the rules that decide when it is finished.
+
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use super::kv_manager::SeqId;
+use super::sampler::{Sampled, SamplerState};
+use super::text_stream::TextStream;
+use super::types::{FinishReason, SamplingParams, TokenEvent, TokenLogprob, TopLogprob, Usage};
+use crate::model::tokenizer::ModelTokenizer;
+
+/// A sequence owned by the engine thread.
+pub struct Sequence {
+    /// Engine-internal id.
+    pub id: SeqId,
+    /// Request id, for logs.
+    pub request_id: String,
+    /// Prompt followed by generated tokens.
+    pub tokens: Vec<u32>,
+    /// Length of the prompt within `tokens`.
+    pub prompt_len: usize,
+    /// Sampling parameters.
+    pub params: SamplingParams,
+    /// Sampler state (RNG, penalty counts).
+    pub sampler: SamplerState,
+    /// Detokenizer with stop strings.
+    pub text: TextStream,
+    /// Where events go.
+    pub events: mpsc::UnboundedSender<TokenEvent>,
+    /// Whether it still counts against the admission queue (never scheduled yet).
+    pub queued: bool,
+    /// When the engine received it.
+    pub arrived: Instant,
+}
+
+/// What happened to a sequence after a token was appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Keep generating.
+    Continue,
+    /// Finished for this reason (its `Done` was sent).
+    Finished(FinishReason),
+    /// The client went away.
+    Disconnected,
+}
+
+impl Sequence {
+    /// Tokens generated so far.
+    pub fn generated(&self) -> usize {
+        self.tokens.len() - self.prompt_len
+    }
+
+    fn usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_len,
+            completion_tokens: self.generated(),
+        }
+    }
+
+    /// Appends a sampled token, streams its text, and decides whether to stop.
+    /// `max_len` bounds prompt + generated tokens (the context length).
+    pub fn accept(&mut self, s: Sampled, tok: &ModelTokenizer, max_len: usize) -> Progress {
+        self.tokens.push(s.id);
+        self.sampler.observe(s.id);
+        let eog = !self.params.ignore_eos && tok.eog_ids.contains(&s.id);
+        if eog {
+            return self.finish(FinishReason::Stop);
+        }
+        let pushed = self.text.push(tok.token_bytes(s.id));
+        let logprob = s.logprobs.map(|(lp, top)| logprob_event(tok, s.id, lp, top));
+        let event = TokenEvent::Token { id: s.id, text: pushed.text, logprob };
+        if self.events.send(event).is_err() {
+            return Progress::Disconnected;
+        }
+        if pushed.stopped {
+            return self.finish(FinishReason::Stop);
+        }
+        if self.generated() >= self.params.max_tokens || self.tokens.len() >= max_len {
+            return self.finish(FinishReason::Length);
+        }
+        Progress::Continue
+    }
+
+    fn finish(&mut self, reason: FinishReason) -> Progress {
+        let done = TokenEvent::Done {
+            text: self.text.finish(),
+            finish_reason: reason,
+            usage: self.usage(),
+        };
+        match self.events.send(done) {
+            Ok(()) => Progress::Finished(reason),
+            Err(_) => Progress::Disconnected,
+        }
+    }
+
+    /// Ends the sequence with an error event (ignored if the client is gone).
+    pub fn fail(&self, message: impl Into<String>) {
+        let _ = self.events.send(TokenEvent::Error(message.into()));
+    }
+}
+
+fn logprob_event(tok: &ModelTokenizer, id: u32, logprob: f32, top: Vec<(u32, f32)>) -> TokenLogprob {
+    let piece = |i: u32| {
+        let bytes = tok.token_bytes(i).to_vec();
+        (String::from_utf8_lossy(&bytes).into_owned(), bytes)
+    };
+    let (token, bytes) = piece(id);
+    TokenLogprob {
+        token,
+        bytes,
+        logprob,
+        top: top
+            .into_iter()
+            .map(|(i, lp)| {
+                let (token, bytes) = piece(i);
+                TopLogprob { token, bytes, logprob: lp }
+            })
+            .collect(),
+    }
+}

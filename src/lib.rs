@@ -1,0 +1,10 @@
+//! ferrite: an LLM serving engine. One process serves a quantized llama-family model
+//! over an OpenAI-compatible HTTP API, batching every concurrent request onto the
+//! model through a scheduler and a paged KV cache.
+
+pub mod api;
+pub mod config;
+pub mod device;
+pub mod engine;
+pub mod metrics;
+pub mod model;

@@ -1,0 +1,85 @@
+//! Prometheus metrics: the names ferrite exports, their help texts, and the recorder
+//! installed once per process. Engine gauges are set inside the engine loop; latency
+//! histograms are recorded by the HTTP side as tokens stream out.
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+/// Sequences holding KV blocks (gauge).
+pub const REQUESTS_RUNNING: &str = "ferrite_requests_running";
+/// Sequences waiting to be scheduled, preempted ones included (gauge).
+pub const REQUESTS_WAITING: &str = "ferrite_requests_waiting";
+/// KV blocks in use (gauge).
+pub const KV_BLOCKS_USED: &str = "ferrite_kv_cache_blocks_used";
+/// KV blocks in the pool (gauge).
+pub const KV_BLOCKS_TOTAL: &str = "ferrite_kv_cache_blocks_total";
+/// Tokens computed per engine step (histogram).
+pub const BATCH_TOKENS: &str = "ferrite_batch_tokens";
+/// Sequences per engine step (histogram).
+pub const BATCH_SEQUENCES: &str = "ferrite_batch_sequences";
+/// Seconds of one engine step (histogram).
+pub const STEP_SECONDS: &str = "ferrite_step_seconds";
+/// Seconds from request arrival to its first token (histogram).
+pub const TTFT_SECONDS: &str = "ferrite_time_to_first_token_seconds";
+/// Seconds between consecutive tokens of one stream (histogram).
+pub const ITL_SECONDS: &str = "ferrite_inter_token_latency_seconds";
+/// Seconds from request arrival to its last event (histogram).
+pub const REQUEST_SECONDS: &str = "ferrite_request_duration_seconds";
+/// Prompt tokens admitted (counter).
+pub const PROMPT_TOKENS_TOTAL: &str = "ferrite_prompt_tokens_total";
+/// Tokens generated (counter).
+pub const GENERATION_TOKENS_TOTAL: &str = "ferrite_generation_tokens_total";
+/// Finished HTTP requests by `status` label (counter).
+pub const REQUESTS_TOTAL: &str = "ferrite_requests_total";
+/// Sequences preempted for lack of KV blocks (counter).
+pub const PREEMPTIONS_TOTAL: &str = "ferrite_preemptions_total";
+/// Sequences aborted because their client went away (counter).
+pub const CANCELLED_TOTAL: &str = "ferrite_sequences_cancelled_total";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the global recorder (first call) and returns the handle that renders it.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let latency = [
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0,
+                2.0, 5.0, 10.0, 30.0, 60.0,
+            ];
+            let tokens = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
+                .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_TOKENS.into()), &tokens))
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(BATCH_SEQUENCES.into()), &tokens)
+                })
+                .expect("static bucket lists are non-empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // A second recorder can only exist if someone else installed one; then we
+            // keep rendering our own (empty) view rather than failing start-up.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(REQUESTS_RUNNING, "Sequences holding KV blocks");
+    describe_gauge!(REQUESTS_WAITING, "Sequences waiting to be scheduled");
+    describe_gauge!(KV_BLOCKS_USED, "KV cache blocks in use");
+    describe_gauge!(KV_BLOCKS_TOTAL, "KV cache blocks in the pool");
+    describe_histogram!(BATCH_TOKENS, "Tokens computed per engine step");
+    describe_histogram!(BATCH_SEQUENCES, "Sequences per engine step");
+    describe_histogram!(STEP_SECONDS, "Duration of one engine step");
+    describe_histogram!(TTFT_SECONDS, "Time from request arrival to first token");
+    describe_histogram!(ITL_SECONDS, "Time between consecutive tokens of a stream");
+    describe_histogram!(REQUEST_SECONDS, "Time from request arrival to completion");
+    describe_counter!(PROMPT_TOKENS_TOTAL, "Prompt tokens admitted");
+    describe_counter!(GENERATION_TOKENS_TOTAL, "Tokens generated");
+    describe_counter!(REQUESTS_TOTAL, "Finished HTTP requests by status");
+    describe_counter!(PREEMPTIONS_TOTAL, "Sequences preempted for lack of KV blocks");
+    describe_counter!(CANCELLED_TOTAL, "Sequences aborted because the client went away");
+}

@@ -1,0 +1,45 @@
+//! Reading a GGUF file into a model, its tokenizer and its chat template.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use candle_core::quantized::gguf_file;
+
+use super::chat_template::ChatTemplate;
+use super::llama::Llama;
+use super::tokenizer::ModelTokenizer;
+
+/// Everything a GGUF file yields.
+pub struct LoadedModel {
+    /// Weights and forward pass.
+    pub llama: Llama,
+    /// Tokenizer from the metadata.
+    pub tokenizer: ModelTokenizer,
+    /// Chat template (the model's, or ChatML).
+    pub template: ChatTemplate,
+}
+
+/// Loads a llama-family GGUF file.
+pub fn load_gguf(path: &Path) -> Result<LoadedModel> {
+    let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let content = gguf_file::Content::read(&mut reader)
+        .map_err(|e| anyhow::anyhow!("{} is not a readable GGUF file: {e}", path.display()))?;
+    let tokenizer = ModelTokenizer::from_gguf(&content.metadata).context("building the tokenizer")?;
+    let special = |id: Option<u32>| id.and_then(|i| tokenizer.token_text(i)).unwrap_or_default();
+    let source = content
+        .metadata
+        .get("tokenizer.chat_template")
+        .and_then(|v| v.to_string().ok())
+        .map(String::as_str);
+    let template = ChatTemplate::new(source, &special(tokenizer.bos_id), &special(tokenizer.eos_id))
+        .context("compiling the chat template")?;
+    let llama = Llama::load(&content, &mut reader)?;
+    Ok(LoadedModel {
+        llama,
+        tokenizer,
+        template,
+    })
+}

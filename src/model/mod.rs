@@ -1,0 +1,39 @@
+//! Models: GGUF loading, the llama-family forward pass over the paged KV cache, the
+//! tokenizer built from GGUF metadata, chat templates, and obtaining model files.
+
+pub mod chat_template;
+pub mod gguf_writer;
+pub mod llama;
+pub mod loader;
+pub mod ops;
+pub mod paged_attention;
+pub mod source;
+pub mod tokenizer;
+
+use std::sync::Arc;
+
+use chat_template::ChatTemplate;
+use tokenizer::ModelTokenizer;
+
+/// What the HTTP side knows about the served model.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// The id clients put in `model` (file stem, or `--served-model-name`).
+    pub id: String,
+    /// Maximum prompt + generated tokens of one sequence.
+    pub context_length: usize,
+    /// Where it runs, e.g. `cpu`.
+    pub device: String,
+    /// Unix seconds when the model was loaded (OpenAI's `created`).
+    pub created: u64,
+}
+
+/// The text side of a loaded model, shared read-only with the HTTP layer.
+pub struct ServedModel {
+    /// Identity and limits.
+    pub info: ModelInfo,
+    /// Tokenizer (thread-safe, read-only).
+    pub tokenizer: Arc<ModelTokenizer>,
+    /// Chat template.
+    pub template: ChatTemplate,
+}

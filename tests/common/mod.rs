@@ -1,0 +1,120 @@
+//! Shared harness of the integration tests: fetches the default model once (through
+//! the binary's own `fetch-model`), starts the real `ferrite` binary on a free port,
+//! waits until `/health` says ready, and kills it on drop.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Path of the `ferrite` binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_ferrite")
+}
+
+/// Repository root (models/ lives there).
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The default model's path, fetched on first use (a file lock serialises fetches).
+pub fn default_model() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let out = Command::new(binary())
+            .args(["fetch-model", "--models-dir"])
+            .arg(repo_root().join("models"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("running ferrite fetch-model");
+        assert!(out.status.success(), "fetch-model failed");
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+    .clone()
+}
+
+/// A running server, killed on drop.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Lines the server logged (collected in the background).
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts the default model with extra flags.
+    pub fn start(extra: &[&str]) -> Server {
+        let model = default_model();
+        let mut args: Vec<String> = vec!["--model".into(), model.display().to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::start_raw(&args)
+    }
+
+    /// Starts `ferrite serve --port 0 ARGS`, waiting until ready (panics after 120 s).
+    pub fn start_raw(args: &[String]) -> Server {
+        let mut child = Command::new(binary())
+            .arg("serve")
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .args(args)
+            .env("FERRITE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning ferrite serve");
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("listening on http://") {
+                    let _ = tx.send(line[i + "listening on ".len()..].trim().to_string());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(u) => u,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("server did not report its address; log: {:?}", log.lock().unwrap());
+            }
+        };
+        let server = Server { child, url, log };
+        server.wait_ready(Duration::from_secs(120));
+        server
+    }
+
+    fn wait_ready(&self, limit: Duration) {
+        let t0 = Instant::now();
+        let client = reqwest::blocking::Client::new();
+        while t0.elapsed() < limit {
+            if let Ok(r) = client
+                .get(format!("{}/health", self.url))
+                .timeout(Duration::from_secs(5))
+                .send()
+                && r.status() == 200
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("server not ready after {limit:?}; log: {:?}", self.log.lock().unwrap());
+    }
+
+    /// Whether the process is still alive.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
