@@ -25,15 +25,20 @@ pub async fn read_json<T: DeserializeOwned>(req: Request, limit: usize) -> Resul
     let mut stream = req.into_body().into_data_stream();
     let mut buf = Vec::with_capacity(declared.map_or(0, |l| l as usize));
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk
-            .map_err(|e| ApiError::invalid(format!("Could not read the request body: {e}"), None))?;
+        let chunk = chunk.map_err(|e| {
+            ApiError::invalid(format!("Could not read the request body: {e}"), None)
+        })?;
         if buf.len() + chunk.len() > limit {
             return Err(ApiError::too_large(limit));
         }
         buf.extend_from_slice(&chunk);
     }
     if buf.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::invalid("The request body is empty; expected a JSON object.", None));
+        return Err(ApiError::invalid(
+            "The request body is empty; expected a JSON object.",
+            None,
+        ));
     }
-    serde_json::from_slice(&buf).map_err(|e| ApiError::invalid(format!("Invalid request body: {e}"), None))
+    serde_json::from_slice(&buf)
+        .map_err(|e| ApiError::invalid(format!("Invalid request body: {e}"), None))
 }

@@ -9,6 +9,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 
 use super::body::read_json;
+use super::chunks::ChunkBuilder;
 use super::error::ApiError;
 use super::generate::{self, ChoiceOutput, Generation, PromptJob};
 use super::middleware::RequestCtx;
@@ -17,7 +18,7 @@ use super::openai::{
     Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, UsageBody,
 };
 use super::prompt;
-use super::sse::{self, ChunkBuilder};
+use super::sse;
 use super::validate::{self, Checked, Endpoint};
 use super::{AppState, Ready};
 
@@ -65,7 +66,11 @@ async fn chat_inner(state: &AppState, ctx: RequestCtx, req: Request) -> Result<R
     run(state, ready, &ctx, Endpoint::Chat, vec![ids], checked).await
 }
 
-async fn completions_inner(state: &AppState, ctx: RequestCtx, req: Request) -> Result<Response, ApiError> {
+async fn completions_inner(
+    state: &AppState,
+    ctx: RequestCtx,
+    req: Request,
+) -> Result<Response, ApiError> {
     let ready = state.ready()?;
     let body: CompletionRequest = read_json(req, state.limits.max_body_bytes).await?;
     validate::model(body.common.model.as_deref(), &ready.model.info.id)?;
@@ -93,7 +98,13 @@ async fn run(
         .into_iter()
         .map(|ids| {
             let cap = state.limits.max_tokens_cap;
-            let m = validate::max_tokens(ids.len(), checked.max_tokens, endpoint, info.context_length, cap)?;
+            let m = validate::max_tokens(
+                ids.len(),
+                checked.max_tokens,
+                endpoint,
+                info.context_length,
+                cap,
+            )?;
             let mut params = checked.params.clone();
             params.max_tokens = m;
             Ok(PromptJob { ids, params })
@@ -119,13 +130,20 @@ async fn run(
             include_usage: checked.include_usage,
         };
         let keep_alive = state.limits.sse_keep_alive;
-        return Ok(sse::response(generation, chunks, logprobs, checked.n, keep_alive));
+        return Ok(sse::response(
+            generation, chunks, logprobs, checked.n, keep_alive,
+        ));
     }
     let outputs = generate::collect(generation).await?;
-    let usage = UsageBody::from_choices(&outputs.iter().map(|o| o.usage).collect::<Vec<_>>(), checked.n);
+    let usage = UsageBody::from_choices(
+        &outputs.iter().map(|o| o.usage).collect::<Vec<_>>(),
+        checked.n,
+    );
     Ok(match endpoint {
         Endpoint::Chat => Json(chat_body(meta, outputs, logprobs, usage)).into_response(),
-        Endpoint::Completion => Json(completion_body(meta, outputs, logprobs, usage)).into_response(),
+        Endpoint::Completion => {
+            Json(completion_body(meta, outputs, logprobs, usage)).into_response()
+        }
     })
 }
 
@@ -142,7 +160,12 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn chat_body(meta: ResponseMeta, outputs: Vec<ChoiceOutput>, logprobs: bool, usage: UsageBody) -> ChatCompletion {
+fn chat_body(
+    meta: ResponseMeta,
+    outputs: Vec<ChoiceOutput>,
+    logprobs: bool,
+    usage: UsageBody,
+) -> ChatCompletion {
     let choices = outputs
         .into_iter()
         .enumerate()
@@ -168,7 +191,12 @@ fn chat_body(meta: ResponseMeta, outputs: Vec<ChoiceOutput>, logprobs: bool, usa
     }
 }
 
-fn completion_body(meta: ResponseMeta, outputs: Vec<ChoiceOutput>, logprobs: bool, usage: UsageBody) -> Completion {
+fn completion_body(
+    meta: ResponseMeta,
+    outputs: Vec<ChoiceOutput>,
+    logprobs: bool,
+    usage: UsageBody,
+) -> Completion {
     let choices = outputs
         .into_iter()
         .enumerate()

@@ -91,8 +91,11 @@ impl ApiError {
 
     /// 404: no such route.
     pub fn route_not_found(method: &str, path: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, format!("No route for {method} {path}."))
-            .with_code("not_found")
+        Self::new(
+            StatusCode::NOT_FOUND,
+            format!("No route for {method} {path}."),
+        )
+        .with_code("not_found")
     }
 
     /// 405: the route exists, the method does not.
@@ -229,7 +232,11 @@ mod tests {
             (ApiError::loading(), 503, "server_error"),
             (ApiError::stopped(), 503, "server_error"),
             (ApiError::internal("boom"), 500, "server_error"),
-            (ApiError::method_not_allowed("GET", "/v1/completions"), 405, "invalid_request_error"),
+            (
+                ApiError::method_not_allowed("GET", "/v1/completions"),
+                405,
+                "invalid_request_error",
+            ),
         ];
         for (e, status, kind) in cases {
             assert_eq!(e.status.as_u16(), status, "{e}");
@@ -250,7 +257,11 @@ mod tests {
     fn context_length_message_names_both_numbers() {
         let e = ApiError::context_length(8192, 1000, 8000, "messages");
         assert!(e.message.contains("maximum context length is 8192 tokens"));
-        assert!(e.message.contains("you requested 9000 tokens (1000 in the prompt, 8000 for the completion)"));
+        assert!(
+            e.message.contains(
+                "you requested 9000 tokens (1000 in the prompt, 8000 for the completion)"
+            )
+        );
         assert_eq!(e.code, Some("context_length_exceeded"));
     }
 }

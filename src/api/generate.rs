@@ -59,7 +59,11 @@ impl Generation {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let mut params = job.params.clone();
                 params.seed = params.seed.map(|s| s.wrapping_add(i as u64));
-                let id = if total == 1 { request_id.to_string() } else { format!("{request_id}-{index}") };
+                let id = if total == 1 {
+                    request_id.to_string()
+                } else {
+                    format!("{request_id}-{index}")
+                };
                 requests.push(GenerateRequest {
                     id,
                     prompt_ids: job.ids.clone(),

@@ -63,7 +63,8 @@ pub async fn health(State(state): State<AppState>) -> Response {
             (StatusCode::OK, Json(body)).into_response()
         }
         None => {
-            let body = json!({"status": "loading", "model": state.loading_model, "device": state.device});
+            let body =
+                json!({"status": "loading", "model": state.loading_model, "device": state.device});
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
     }

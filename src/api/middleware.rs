@@ -81,7 +81,8 @@ pub fn sane_request_id(v: &HeaderValue) -> Option<String> {
     let s = v.to_str().ok()?;
     let ok = !s.is_empty()
         && s.len() <= 128
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
     ok.then(|| s.to_string())
 }
 
@@ -147,4 +148,3 @@ pub fn deferred(mut resp: Response) -> Response {
     resp.extensions_mut().insert(DeferredStatus);
     resp
 }
-

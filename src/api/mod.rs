@@ -7,6 +7,7 @@
 //! in OpenAI's error shape. Every response carries `x-request-id`.
 
 mod body;
+pub mod chunks;
 mod completions;
 pub mod error;
 mod generate;

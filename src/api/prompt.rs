@@ -46,7 +46,9 @@ pub fn completion_ids(model: &ServedModel, input: PromptInput) -> Result<Vec<Vec
             let vocab = model.tokenizer.vocab_size();
             for ids in &prompts {
                 if let Some(bad) = ids.iter().find(|&&id| id as usize >= vocab) {
-                    let msg = format!("Token id {bad} in `prompt` is out of range (vocabulary size {vocab}).");
+                    let msg = format!(
+                        "Token id {bad} in `prompt` is out of range (vocabulary size {vocab})."
+                    );
                     return Err(ApiError::invalid(msg, Some("prompt")));
                 }
             }
@@ -56,10 +58,9 @@ pub fn completion_ids(model: &ServedModel, input: PromptInput) -> Result<Vec<Vec
 }
 
 fn encode(model: &ServedModel, text: &str, param: &str) -> Result<Vec<u32>, ApiError> {
-    let ids = model
-        .tokenizer
-        .encode(text)
-        .map_err(|e| ApiError::invalid(format!("Could not tokenize `{param}`: {e}"), Some(param)))?;
+    let ids = model.tokenizer.encode(text).map_err(|e| {
+        ApiError::invalid(format!("Could not tokenize `{param}`: {e}"), Some(param))
+    })?;
     if ids.is_empty() {
         let msg = format!("`{param}` is empty after tokenization.");
         return Err(ApiError::invalid(msg, Some(param)));

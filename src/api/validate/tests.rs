@@ -62,13 +62,22 @@ fn rejects_out_of_range_values() {
     assert_400(common_of(json!({"top_p": 1.1})), "top_p");
     assert_400(common_of(json!({"top_k": -2})), "top_k");
     assert_400(common_of(json!({"min_p": 1.5})), "min_p");
-    assert_400(common_of(json!({"presence_penalty": 3})), "presence_penalty");
-    assert_400(common_of(json!({"frequency_penalty": -2.1})), "frequency_penalty");
+    assert_400(
+        common_of(json!({"presence_penalty": 3})),
+        "presence_penalty",
+    );
+    assert_400(
+        common_of(json!({"frequency_penalty": -2.1})),
+        "frequency_penalty",
+    );
     assert_400(common_of(json!({"n": 0})), "n");
     assert_400(common_of(json!({"n": 5})), "n");
     assert_400(common_of(json!({"max_tokens": 0})), "max_tokens");
     assert_400(common_of(json!({"max_tokens": -3})), "max_tokens");
-    assert_400(common_of(json!({"stop": ["a", "b", "c", "d", "e"]})), "stop");
+    assert_400(
+        common_of(json!({"stop": ["a", "b", "c", "d", "e"]})),
+        "stop",
+    );
     assert_400(common_of(json!({"stop": 3})), "stop");
     assert_400(common_of(json!({"stop": [1]})), "stop");
     assert_400(common_of(json!({"seed": 1.5})), "seed");
@@ -99,7 +108,10 @@ fn chat(extra: Value) -> ChatRequest {
 #[test]
 fn unsupported_chat_features_name_the_param() {
     for (field, value) in [
-        ("tools", json!([{"type": "function", "function": {"name": "f"}}])),
+        (
+            "tools",
+            json!([{"type": "function", "function": {"name": "f"}}]),
+        ),
         ("tool_choice", json!("auto")),
         ("functions", json!([{"name": "f"}])),
         ("function_call", json!("auto")),
@@ -128,8 +140,14 @@ fn unsupported_completion_features_name_the_param() {
         serde_json::from_value(v).unwrap()
     };
     assert_400(completion_unsupported(&req(json!({"echo": true}))), "echo");
-    assert_400(completion_unsupported(&req(json!({"suffix": "end"}))), "suffix");
-    assert_400(completion_unsupported(&req(json!({"best_of": 2}))), "best_of");
+    assert_400(
+        completion_unsupported(&req(json!({"suffix": "end"}))),
+        "suffix",
+    );
+    assert_400(
+        completion_unsupported(&req(json!({"best_of": 2}))),
+        "best_of",
+    );
     completion_unsupported(&req(json!({"echo": false, "suffix": null, "best_of": 1}))).unwrap();
 }
 
@@ -154,24 +172,40 @@ fn messages_parse_and_reject() {
     assert_eq!(ok[1].content, "ab");
     assert_eq!(ok[2].content, "");
     assert_400(messages(&[]), "messages");
-    assert_400(messages(&[json!({"role": "tool", "content": "x"})]), "messages");
+    assert_400(
+        messages(&[json!({"role": "tool", "content": "x"})]),
+        "messages",
+    );
     assert_400(messages(&[json!({"content": "x"})]), "messages");
     assert_400(messages(&[json!("hi")]), "messages");
-    assert_400(messages(&[json!({"role": "user", "content": 3})]), "messages");
-    let image = json!({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]});
+    assert_400(
+        messages(&[json!({"role": "user", "content": 3})]),
+        "messages",
+    );
+    let image =
+        json!({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]});
     let e = messages(&[image]).unwrap_err();
     assert!(e.message.contains("image_url"), "{}", e.message);
 }
 
 #[test]
 fn prompt_shapes() {
-    assert_eq!(prompt(&json!("hi")).unwrap(), PromptInput::Texts(vec!["hi".into()]));
+    assert_eq!(
+        prompt(&json!("hi")).unwrap(),
+        PromptInput::Texts(vec!["hi".into()])
+    );
     assert_eq!(
         prompt(&json!(["a", "b"])).unwrap(),
         PromptInput::Texts(vec!["a".into(), "b".into()])
     );
-    assert_eq!(prompt(&json!([1, 2])).unwrap(), PromptInput::Ids(vec![vec![1, 2]]));
-    assert_eq!(prompt(&json!([[1], [2, 3]])).unwrap(), PromptInput::Ids(vec![vec![1], vec![2, 3]]));
+    assert_eq!(
+        prompt(&json!([1, 2])).unwrap(),
+        PromptInput::Ids(vec![vec![1, 2]])
+    );
+    assert_eq!(
+        prompt(&json!([[1], [2, 3]])).unwrap(),
+        PromptInput::Ids(vec![vec![1], vec![2, 3]])
+    );
     for bad in [
         json!(""),
         json!([]),

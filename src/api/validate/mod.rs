@@ -1,14 +1,17 @@
 //! Request validation that needs no model: parameter ranges, unsupported features, the
-//! shape of `messages` and `prompt`, and the max_tokens / context-length arithmetic.
+//! shape of `messages` and `prompt` (in `input`), and the max_tokens / context-length
+//! arithmetic.
 //! Every check returns an `ApiError` naming the parameter at fault.
 
-use serde_json::Value;
+mod input;
+
+pub use input::{PromptInput, messages, prompt};
 
 use super::ApiLimits;
 use super::error::ApiError;
 use super::openai::{ChatRequest, CommonFields, CompletionRequest};
 use crate::engine::types::SamplingParams;
-use crate::model::chat_template::ChatMessage;
+use serde_json::Value;
 
 /// Which endpoint a request came through; decides defaults and response shapes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,15 +47,6 @@ pub struct Checked {
     pub include_usage: bool,
 }
 
-/// The `prompt` of a text completion request.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PromptInput {
-    /// One or more strings to tokenize.
-    Texts(Vec<String>),
-    /// One or more pre-tokenized prompts.
-    Ids(Vec<Vec<u32>>),
-}
-
 /// 404 unless `requested` is absent or the served id.
 pub fn model(requested: Option<&str>, served: &str) -> Result<(), ApiError> {
     match requested {
@@ -73,10 +67,12 @@ fn range(v: Option<f64>, param: &str, lo: f64, hi: f64, default: f32) -> Result<
 }
 
 fn positive(v: i64, param: &str) -> Result<usize, ApiError> {
-    usize::try_from(v)
-        .ok()
-        .filter(|&x| x >= 1)
-        .ok_or_else(|| ApiError::invalid(format!("`{param}` must be at least 1, got {v}."), Some(param)))
+    usize::try_from(v).ok().filter(|&x| x >= 1).ok_or_else(|| {
+        ApiError::invalid(
+            format!("`{param}` must be at least 1, got {v}."),
+            Some(param),
+        )
+    })
 }
 
 /// Checks the fields shared by both endpoints. `max_tokens` is the already-chosen
@@ -94,12 +90,18 @@ pub fn common(
     }
     let top_p = range(c.top_p, "top_p", 0.0, 1.0, 1.0)?;
     if top_p <= 0.0 {
-        return Err(ApiError::invalid("`top_p` must be in (0, 1], got 0.", Some("top_p")));
+        return Err(ApiError::invalid(
+            "`top_p` must be in (0, 1], got 0.",
+            Some("top_p"),
+        ));
     }
     let top_k = match c.top_k {
         None | Some(-1) | Some(0) => 0,
         Some(k) => usize::try_from(k).map_err(|_| {
-            ApiError::invalid(format!("`top_k` must be -1 (disabled) or at least 0, got {k}."), Some("top_k"))
+            ApiError::invalid(
+                format!("`top_k` must be -1 (disabled) or at least 0, got {k}."),
+                Some("top_k"),
+            )
         })?,
     };
     let n = positive(c.n.unwrap_or(1), "n")?;
@@ -125,7 +127,11 @@ pub fn common(
         max_tokens: max_tokens.map(|(v, name)| positive(v, name)).transpose()?,
         n,
         stream: c.stream.unwrap_or(false),
-        include_usage: c.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false),
+        include_usage: c
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false),
     })
 }
 
@@ -133,12 +139,19 @@ pub fn common(
 fn seed(n: &serde_json::Number) -> Result<u64, ApiError> {
     n.as_u64()
         .or_else(|| n.as_i64().map(|i| i as u64))
-        .ok_or_else(|| ApiError::invalid(format!("`seed` must be an integer, got {n}."), Some("seed")))
+        .ok_or_else(|| {
+            ApiError::invalid(format!("`seed` must be an integer, got {n}."), Some("seed"))
+        })
 }
 
 /// `stop`: a string or an array of at most 4 strings; empty strings are dropped.
 pub fn stop(v: Option<&Value>) -> Result<Vec<String>, ApiError> {
-    let bad = || ApiError::invalid("`stop` must be a string or an array of strings.", Some("stop"));
+    let bad = || {
+        ApiError::invalid(
+            "`stop` must be a string or an array of strings.",
+            Some("stop"),
+        )
+    };
     let stops: Vec<String> = match v {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::String(s)) => vec![s.clone()],
@@ -200,7 +213,8 @@ pub fn completion_logprobs(logprobs: Option<i64>) -> Result<Option<usize>, ApiEr
 /// Rejects chat features ferrite does not implement.
 pub fn chat_unsupported(r: &ChatRequest) -> Result<(), ApiError> {
     let present = |v: &Option<Value>| v.as_ref().is_some_and(|v| !is_empty(v));
-    let not_none = |v: &Option<Value>| present(v) && v.as_ref().and_then(Value::as_str) != Some("none");
+    let not_none =
+        |v: &Option<Value>| present(v) && v.as_ref().and_then(Value::as_str) != Some("none");
     for (name, given) in [
         ("tools", present(&r.tools)),
         ("tool_choice", not_none(&r.tool_choice)),
@@ -213,13 +227,18 @@ pub fn chat_unsupported(r: &ChatRequest) -> Result<(), ApiError> {
             return Err(ApiError::unsupported(name, ""));
         }
     }
-    if let Some(rf) = r.response_format.as_ref().filter(|v| !v.is_null()) {
-        if rf.get("type").and_then(Value::as_str) != Some("text") {
-            return Err(ApiError::unsupported("response_format", " (only {\"type\": \"text\"})"));
-        }
+    if let Some(rf) = r.response_format.as_ref().filter(|v| !v.is_null())
+        && rf.get("type").and_then(Value::as_str) != Some("text")
+    {
+        return Err(ApiError::unsupported(
+            "response_format",
+            " (only {\"type\": \"text\"})",
+        ));
     }
     if let Some(m) = r.modalities.as_ref().filter(|v| !v.is_null()) {
-        let text_only = m.as_array().is_some_and(|a| a.iter().all(|x| x.as_str() == Some("text")));
+        let text_only = m
+            .as_array()
+            .is_some_and(|a| a.iter().all(|x| x.as_str() == Some("text")));
         if !text_only {
             return Err(ApiError::unsupported("modalities", " (only [\"text\"])"));
         }
@@ -239,107 +258,6 @@ pub fn completion_unsupported(r: &CompletionRequest) -> Result<(), ApiError> {
         return Err(ApiError::unsupported("best_of", " (only 1)"));
     }
     Ok(())
-}
-
-/// `messages` -> template messages: roles system/developer/user/assistant, content a
-/// string, `null`, or an array of `{"type":"text","text":...}` parts.
-pub fn messages(values: &[Value]) -> Result<Vec<ChatMessage>, ApiError> {
-    let bad = |msg: String| ApiError::invalid(msg, Some("messages"));
-    if values.is_empty() {
-        return Err(bad("`messages` must contain at least one message.".into()));
-    }
-    values
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let Some(obj) = m.as_object() else {
-                return Err(bad(format!("messages[{i}] must be an object.")));
-            };
-            let role = match obj.get("role").and_then(Value::as_str) {
-                Some("system" | "developer") => "system",
-                Some("user") => "user",
-                Some("assistant") => "assistant",
-                Some(other) => {
-                    return Err(bad(format!(
-                        "messages[{i}].role `{other}` is not supported (use system, developer, user or assistant)."
-                    )));
-                }
-                None => return Err(bad(format!("messages[{i}].role must be a string."))),
-            };
-            let content = content(obj.get("content"), i)?;
-            Ok(ChatMessage {
-                role: role.to_string(),
-                content,
-            })
-        })
-        .collect()
-}
-
-fn content(v: Option<&Value>, i: usize) -> Result<String, ApiError> {
-    let bad = |msg: String| ApiError::invalid(msg, Some("messages"));
-    match v {
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Array(parts)) => {
-            let mut text = String::new();
-            for (j, p) in parts.iter().enumerate() {
-                match p.get("type").and_then(Value::as_str) {
-                    Some("text") => match p.get("text").and_then(Value::as_str) {
-                        Some(t) => text.push_str(t),
-                        None => return Err(bad(format!("messages[{i}].content[{j}].text must be a string."))),
-                    },
-                    Some(other) => {
-                        return Err(bad(format!(
-                            "messages[{i}].content[{j}] has type `{other}`; only `text` parts are supported."
-                        )));
-                    }
-                    None => return Err(bad(format!("messages[{i}].content[{j}].type must be a string."))),
-                }
-            }
-            Ok(text)
-        }
-        Some(_) => Err(bad(format!("messages[{i}].content must be a string or an array of parts."))),
-    }
-}
-
-/// `prompt`: a string, array of strings, array of token ids, or array of id arrays.
-/// Empty prompts are rejected; ids are checked against the vocabulary later.
-pub fn prompt(v: &Value) -> Result<PromptInput, ApiError> {
-    let bad = |msg: &str| ApiError::invalid(msg, Some("prompt"));
-    let shape = "`prompt` must be a string, an array of strings, an array of token ids, or an array of token-id arrays.";
-    let empty = "`prompt` must not be empty.";
-    let ids = |a: &[Value]| -> Result<Vec<u32>, ApiError> {
-        let ids: Vec<u32> = a
-            .iter()
-            .map(|x| x.as_u64().and_then(|i| u32::try_from(i).ok()).ok_or_else(|| bad(shape)))
-            .collect::<Result<_, _>>()?;
-        if ids.is_empty() { Err(bad(empty)) } else { Ok(ids) }
-    };
-    let input = match v {
-        Value::String(s) => PromptInput::Texts(vec![s.clone()]),
-        Value::Array(a) if a.is_empty() => return Err(bad(empty)),
-        Value::Array(a) => match &a[0] {
-            Value::String(_) => PromptInput::Texts(
-                a.iter()
-                    .map(|x| x.as_str().map(str::to_string).ok_or_else(|| bad(shape)))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Value::Number(_) => PromptInput::Ids(vec![ids(a)?]),
-            Value::Array(_) => PromptInput::Ids(
-                a.iter()
-                    .map(|x| x.as_array().ok_or_else(|| bad(shape)).and_then(|x| ids(x)))
-                    .collect::<Result<_, _>>()?,
-            ),
-            _ => return Err(bad(shape)),
-        },
-        _ => return Err(bad(shape)),
-    };
-    if let PromptInput::Texts(t) = &input
-        && t.iter().any(String::is_empty)
-    {
-        return Err(bad(empty));
-    }
-    Ok(input)
 }
 
 /// The completion limit of one prompt of `prompt_len` tokens.
@@ -373,5 +291,4 @@ pub fn max_tokens(
 }
 
 #[cfg(test)]
-#[path = "validate_tests.rs"]
 mod tests;
