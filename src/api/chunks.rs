@@ -251,6 +251,7 @@ mod tests {
             bytes: vec![97],
             logprob: -0.25,
             top: vec![TopLogprob {
+                token_id: 97,
                 token: "a".into(),
                 bytes: vec![97],
                 logprob: -0.25,

@@ -184,6 +184,7 @@ impl Engine {
         let plan = self.scheduler.schedule();
         if !plan.preempted.is_empty() {
             metrics::counter!(m::PREEMPTIONS_TOTAL).increment(plan.preempted.len() as u64);
+            self.stats.preemptions.fetch_add(plan.preempted.len(), Ordering::AcqRel);
             tracing::debug!(preempted = ?plan.preempted, "out of KV blocks");
         }
         if plan.scheduled.is_empty() {

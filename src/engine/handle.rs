@@ -42,6 +42,8 @@ pub struct EngineStats {
     pub blocks_used: AtomicUsize,
     /// KV blocks in the pool.
     pub blocks_total: AtomicUsize,
+    /// Sequences preempted since start.
+    pub preemptions: AtomicUsize,
 }
 
 /// A plain copy of `EngineStats`.
@@ -55,6 +57,8 @@ pub struct StatsSnapshot {
     pub blocks_used: usize,
     /// See `EngineStats::blocks_total`.
     pub blocks_total: usize,
+    /// See `EngineStats::preemptions`.
+    pub preemptions: usize,
 }
 
 /// Cloneable handle to a running engine thread.
@@ -109,6 +113,7 @@ impl EngineHandle {
             running: self.stats.running.load(Ordering::Acquire),
             blocks_used: self.stats.blocks_used.load(Ordering::Acquire),
             blocks_total: self.stats.blocks_total.load(Ordering::Acquire),
+            preemptions: self.stats.preemptions.load(Ordering::Acquire),
         }
     }
 }

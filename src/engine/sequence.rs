@@ -115,7 +115,7 @@ fn logprob_event(tok: &ModelTokenizer, id: u32, logprob: f32, top: Vec<(u32, f32
             .into_iter()
             .map(|(i, lp)| {
                 let (token, bytes) = piece(i);
-                TopLogprob { token, bytes, logprob: lp }
+                TopLogprob { token_id: i, token, bytes, logprob: lp }
             })
             .collect(),
     }

@@ -80,6 +80,8 @@ pub struct TokenLogprob {
 /// One alternative in `TokenLogprob::top`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopLogprob {
+    /// Token id.
+    pub token_id: u32,
     /// Token text.
     pub token: String,
     /// Raw bytes.

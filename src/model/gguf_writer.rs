@@ -105,15 +105,17 @@ fn ggml_type_id(dtype: GgmlDType) -> u32 {
 }
 
 impl TensorSpec {
-    /// Bytes of data, after checking the element count is a whole number of blocks.
+    /// Bytes of data, after checking the tensor is non-empty and its rows (the last,
+    /// innermost dimension) are whole blocks of its type, as GGML requires; the element
+    /// count is then a multiple of the block size too.
     pub fn byte_len(&self) -> Result<usize> {
         let elems: usize = self.shape.iter().product();
+        let row = self.shape.last().copied().unwrap_or(0);
         let block = self.dtype.block_size();
         ensure!(
-            !self.shape.is_empty() && elems > 0 && elems.is_multiple_of(block),
-            "tensor `{}`: {} elements (shape {:?}) is not a non-zero multiple of the {:?} block size {block}",
+            elems > 0 && row > 0 && row.is_multiple_of(block),
+            "tensor `{}`: shape {:?} has rows of {row}, not a multiple of the {:?} block size {block}",
             self.name,
-            elems,
             self.shape,
             self.dtype
         );

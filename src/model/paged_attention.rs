@@ -1,11 +1,14 @@
 //! The paged KV cache storage and CPU attention over it.
 //!
-//! Layout of each layer's K and V: `[slot][kv_head][head_dim]` f32, where
+//! Layout of each layer's K and V: `[slot][kv_head][head_dim]` in f16 (half the memory
+//! of f32, and the cache type llama.cpp uses by default), where
 //! `slot = block * block_size + offset`. Writes go through a slot mapping, reads through
 //! block tables. Each query token attends to positions `0..=pos` of its own sequence,
 //! whatever else is in the batch and however its prompt was chunked, so results are
 //! batch-invariant.
 
+use half::f16;
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 /// K/V storage for every layer.
@@ -14,8 +17,8 @@ pub struct PagedKvCache {
     num_blocks: usize,
     n_kv_head: usize,
     head_dim: usize,
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    k: Vec<Vec<f16>>,
+    v: Vec<Vec<f16>>,
 }
 
 /// One sequence's part of a flat batch, as attention needs it.
@@ -45,7 +48,7 @@ pub struct HeadShape {
 impl PagedKvCache {
     /// Bytes one token takes across all layers (K and V).
     pub fn bytes_per_token(n_layer: usize, n_kv_head: usize, head_dim: usize) -> usize {
-        2 * n_layer * n_kv_head * head_dim * std::mem::size_of::<f32>()
+        2 * n_layer * n_kv_head * head_dim * std::mem::size_of::<f16>()
     }
 
     /// Zeroed storage for `num_blocks` blocks in each of `n_layer` layers.
@@ -56,8 +59,8 @@ impl PagedKvCache {
             num_blocks,
             n_kv_head,
             head_dim,
-            k: (0..n_layer).map(|_| vec![0.0; len]).collect(),
-            v: (0..n_layer).map(|_| vec![0.0; len]).collect(),
+            k: (0..n_layer).map(|_| vec![f16::ZERO; len]).collect(),
+            v: (0..n_layer).map(|_| vec![f16::ZERO; len]).collect(),
         }
     }
 
@@ -76,8 +79,8 @@ impl PagedKvCache {
         let w = self.n_kv_head * self.head_dim;
         for (row, &slot) in slots.iter().enumerate() {
             let dst = slot * w..(slot + 1) * w;
-            self.k[layer][dst.clone()].copy_from_slice(&k[row * w..(row + 1) * w]);
-            self.v[layer][dst].copy_from_slice(&v[row * w..(row + 1) * w]);
+            self.k[layer][dst.clone()].convert_from_f32_slice(&k[row * w..(row + 1) * w]);
+            self.v[layer][dst].convert_from_f32_slice(&v[row * w..(row + 1) * w]);
         }
     }
 
@@ -96,16 +99,17 @@ impl PagedKvCache {
             let row = span.offset + i;
             let ctx = span.start_pos + i + 1;
             let mut scores = vec![0f32; ctx];
+            let mut buf = vec![0f32; shape.head_dim];
             for h in 0..shape.n_head {
                 let kvh = h / group;
                 let qh = &q[row * qw + h * shape.head_dim..][..shape.head_dim];
-                self.scores(k, span, kvh, qh, scale, &mut scores);
+                self.scores(k, span, kvh, qh, scale, &mut scores, &mut buf);
                 softmax_in_place(&mut scores);
                 let oh = &mut out_row[h * shape.head_dim..][..shape.head_dim];
                 oh.fill(0.0);
                 for (j, &p) in scores.iter().enumerate() {
-                    let vj = self.row(v, span, j, kvh);
-                    for (o, &x) in oh.iter_mut().zip(vj) {
+                    self.row(v, span, j, kvh).convert_to_f32_slice(&mut buf);
+                    for (o, &x) in oh.iter_mut().zip(&buf) {
                         *o += p * x;
                     }
                 }
@@ -113,15 +117,16 @@ impl PagedKvCache {
         });
     }
 
-    fn scores(&self, k: &[f32], span: &SeqSpan, kvh: usize, qh: &[f32], scale: f32, scores: &mut [f32]) {
+    #[allow(clippy::too_many_arguments)]
+    fn scores(&self, k: &[f16], span: &SeqSpan, kvh: usize, qh: &[f32], scale: f32, scores: &mut [f32], buf: &mut [f32]) {
         for (j, s) in scores.iter_mut().enumerate() {
-            let kj = self.row(k, span, j, kvh);
-            *s = dot(qh, kj) * scale;
+            self.row(k, span, j, kvh).convert_to_f32_slice(buf);
+            *s = dot(qh, buf) * scale;
         }
     }
 
     #[inline]
-    fn row<'a>(&self, data: &'a [f32], span: &SeqSpan, pos: usize, kvh: usize) -> &'a [f32] {
+    fn row<'a>(&self, data: &'a [f16], span: &SeqSpan, pos: usize, kvh: usize) -> &'a [f16] {
         let block = span.block_table[pos / self.block_size] as usize;
         let slot = block * self.block_size + pos % self.block_size;
         let start = (slot * self.n_kv_head + kvh) * self.head_dim;
@@ -199,6 +204,9 @@ mod tests {
         let v: Vec<f32> = (0..ctx * w).map(|i| val(i + 13)).collect();
         let slots: Vec<usize> = (0..ctx).map(|p| table[p / 4] as usize * 4 + p % 4).collect();
         cache.write(0, &slots, &k, &v);
+        // The cache stores f16: compare against the reference on the rounded values.
+        let round = |x: &[f32]| -> Vec<f32> { x.iter().map(|&a| f16::from_f32(a).to_f32()).collect() };
+        let (k, v) = (round(&k), round(&v));
         // Query the last 3 positions as one chunk.
         let qn = shape.n_head * shape.head_dim;
         let q: Vec<f32> = (0..3 * qn).map(|i| val(i + 3)).collect();

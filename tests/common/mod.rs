@@ -4,6 +4,10 @@
 
 #![allow(dead_code)]
 
+pub mod engine;
+
+pub mod sse;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -104,6 +108,38 @@ impl Server {
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("server not ready after {limit:?}; log: {:?}", self.log.lock().unwrap());
+    }
+
+    /// One server per distinct flag list, shared by the tests of one test binary (they
+    /// run on parallel threads). It lives until the test process exits: a small watchdog
+    /// process kills it then, since statics are never dropped.
+    pub fn shared(extra: &[&str]) -> &'static Server {
+        static SERVERS: std::sync::Mutex<Vec<(Vec<String>, &'static Server)>> =
+            std::sync::Mutex::new(Vec::new());
+        let key: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let mut servers = SERVERS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, s)) = servers.iter().find(|(k, _)| *k == key) {
+            return s;
+        }
+        let server: &'static Server = Box::leak(Box::new(Server::start(extra)));
+        server.kill_when_test_exits();
+        servers.push((key, server));
+        server
+    }
+
+    /// Spawns `sh` that waits for this test process to end, then kills the server.
+    fn kill_when_test_exits(&self) {
+        let script = format!(
+            "while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; kill {child} 2>/dev/null",
+            parent = std::process::id(),
+            child = self.child.id()
+        );
+        let _ = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
     }
 
     /// Whether the process is still alive.

@@ -285,6 +285,7 @@ mod tests {
             top: top
                 .iter()
                 .map(|(t, l)| TopLogprob {
+                    token_id: 0,
                     token: (*t).into(),
                     bytes: t.as_bytes().to_vec(),
                     logprob: *l,

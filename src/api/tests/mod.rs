@@ -74,6 +74,7 @@ fn serve_sequence(req: GenerateRequest, seen: &Seen) {
             logprob: -0.5,
             top: (0..n)
                 .map(|i| TopLogprob {
+                    token_id: i as u32,
                     token: format!("t{i}"),
                     bytes: vec![b't'],
                     logprob: -1.0,

@@ -160,9 +160,11 @@ impl SyntheticLlama {
             .collect()
     }
 
+    /// The first and last eighth of the layers, and every third one in between.
     fn more_bits(&self, layer: usize) -> bool {
-        let n = self.n_layer;
-        layer < n / 8 || layer >= 7 * n / 8 || (layer >= n / 8 && (layer - n / 8) % 3 == 2)
+        let (first, last) = (self.n_layer / 8, 7 * self.n_layer / 8);
+        // `layer >= first` once the first test fails, so the subtraction cannot wrap.
+        layer < first || layer >= last || (layer - first) % 3 == 2
     }
 
     fn tensors(&self) -> Vec<TensorSpec> {
