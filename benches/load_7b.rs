@@ -4,16 +4,17 @@
 //! generated once at `$FERRITE_BENCH_GGUF` or `target/bench-models/
 //! mistral-7b-q4km-synthetic.gguf` and reused afterwards. Reports generation time and
 //! file size, then `load_gguf` time and the process's VmRSS / VmHWM before and after,
-//! then the time of a one-token forward pass. The file is usually still in the page
+//! then the time of two one-token forward passes and the memory after them (candle
+//! repacks Q4_K weights for its x86 kernels lazily, on the first matmul). The file is usually still in the page
 //! cache when it was just generated, so the load time is a warm-cache figure.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
 use ferrite::model::gguf_writer::SyntheticLlama;
 use ferrite::model::llama::BatchInput;
-use ferrite::model::loader::load_gguf;
+use ferrite::model::loader::{LoadedModel, load_gguf};
 use ferrite::model::paged_attention::{PagedKvCache, SeqSpan};
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -50,10 +51,10 @@ fn bench_path() -> PathBuf {
         })
 }
 
-fn main() -> Result<()> {
-    let path = bench_path();
-    let model = SyntheticLlama::mistral_7b_q4k();
-    let mut rows: Vec<(&str, String)> = Vec::new();
+type Rows = Vec<(&'static str, String)>;
+
+/// Generates the file unless it exists; returns its size.
+fn ensure_file(path: &Path, rows: &mut Rows) -> Result<u64> {
     if path.exists() {
         rows.push(("generation", "reused existing file".into()));
     } else {
@@ -62,66 +63,78 @@ fn main() -> Result<()> {
         }
         println!("generating {} ...", path.display());
         let t = Instant::now();
-        model.write(&path)?;
+        SyntheticLlama::mistral_7b_q4k().write(path)?;
         let secs = t.elapsed().as_secs_f64();
-        let size = std::fs::metadata(&path)?.len();
-        rows.push((
-            "generation",
-            format!("{secs:.1} s ({:.2} GiB/s)", size as f64 / GIB / secs),
-        ));
+        let size = std::fs::metadata(path)?.len();
+        let rate = size as f64 / GIB / secs;
+        rows.push(("generation", format!("{secs:.1} s ({rate:.2} GiB/s)")));
     }
-    let size = std::fs::metadata(&path)?.len();
+    let size = std::fs::metadata(path)?.len();
     rows.push(("file", path.display().to_string()));
     rows.push(("file size", format!("{} ({size} bytes)", gib(size))));
+    Ok(size)
+}
 
+/// Times `load_gguf` and records memory around it.
+fn load(path: &Path, size: u64, rows: &mut Rows) -> Result<LoadedModel> {
     let (rss0, hwm0) = memory()?;
     let t = Instant::now();
-    let loaded = load_gguf(&path)?;
-    let load_secs = t.elapsed().as_secs_f64();
+    let loaded = load_gguf(path)?;
+    let secs = t.elapsed().as_secs_f64();
     let (rss1, hwm1) = memory()?;
+    let rate = size as f64 / GIB / secs;
+    rows.push(("load_gguf", format!("{secs:.2} s ({rate:.2} GiB/s)")));
     rows.push((
-        "load_gguf",
-        format!(
-            "{load_secs:.2} s ({:.2} GiB/s)",
-            size as f64 / GIB / load_secs
-        ),
-    ));
-    rows.push((
-        "VmRSS before / after",
+        "VmRSS before / after load",
         format!("{} / {}", gib(rss0), gib(rss1)),
     ));
     rows.push((
-        "VmHWM before / after",
+        "VmHWM before / after load",
         format!("{} / {}", gib(hwm0), gib(hwm1)),
     ));
-    rows.push((
-        "RSS growth / file size",
-        format!("{:.3}", rss1.saturating_sub(rss0) as f64 / size as f64),
-    ));
+    let growth = rss1.saturating_sub(rss0) as f64 / size as f64;
+    rows.push(("RSS growth / file size", format!("{growth:.3}")));
+    Ok(loaded)
+}
 
-    let cfg = loaded.llama.config().clone();
+/// Two one-token forwards: the first pays candle's lazy weight repacking.
+fn forwards(loaded: &LoadedModel, rows: &mut Rows) -> Result<()> {
+    let cfg = loaded.llama.config();
     let mut cache = PagedKvCache::new(cfg.n_layer, 1, 16, cfg.n_kv_head, cfg.head_dim);
-    let input = BatchInput {
-        tokens: vec![1],
-        positions: vec![0],
-        slots: vec![0],
-        spans: vec![SeqSpan {
-            offset: 0,
-            len: 1,
-            start_pos: 0,
-            block_table: vec![0],
-        }],
-        logits_rows: vec![0],
-    };
-    let t = Instant::now();
-    let logits = loaded.llama.forward(&input, &mut cache)?;
-    let fwd = t.elapsed().as_secs_f64();
-    anyhow::ensure!(logits[0].iter().all(|x| x.is_finite()), "non-finite logits");
+    for (pos, label) in [(0, "1st 1-token forward"), (1, "2nd 1-token forward")] {
+        let input = BatchInput {
+            tokens: vec![1],
+            positions: vec![pos],
+            slots: vec![pos],
+            spans: vec![SeqSpan {
+                offset: 0,
+                len: 1,
+                start_pos: pos,
+                block_table: vec![0],
+            }],
+            logits_rows: vec![0],
+        };
+        let t = Instant::now();
+        let logits = loaded.llama.forward(&input, &mut cache)?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        anyhow::ensure!(logits[0].iter().all(|x| x.is_finite()), "non-finite logits");
+        rows.push((label, format!("{ms:.0} ms (CPU), logits finite")));
+    }
+    let (rss, hwm) = memory()?;
     rows.push((
-        "1-token forward (CPU)",
-        format!("{:.0} ms, logits finite", fwd * 1e3),
+        "VmRSS / VmHWM after forwards",
+        format!("{} / {}", gib(rss), gib(hwm)),
     ));
+    Ok(())
+}
 
+fn main() -> Result<()> {
+    let path = bench_path();
+    let mut rows = Rows::new();
+    let size = ensure_file(&path, &mut rows)?;
+    let loaded = load(&path, size, &mut rows)?;
+    forwards(&loaded, &mut rows)?;
+    let cfg = loaded.llama.config();
     println!("\nload_7b: Mistral-7B shapes, Q4_K_M mix, synthetic weights");
     println!(
         "  config: {} layers, {} wide, {} ff, {}/{} heads, vocab {}",

@@ -201,8 +201,8 @@ mod tests {
         s.observe(0);
         s.observe(0);
         let p = SamplingParams { temperature: 0.0, frequency_penalty: 1.0, ..params() };
-        assert_eq!(s.sample(&mut vec![1.0, 0.5], &p).id, 1);
+        assert_eq!(s.sample(&mut [1.0, 0.5], &p).id, 1);
         let p = SamplingParams { temperature: 0.0, presence_penalty: 0.4, ..params() };
-        assert_eq!(s.sample(&mut vec![1.0, 0.5], &p).id, 0);
+        assert_eq!(s.sample(&mut [1.0, 0.5], &p).id, 0);
     }
 }

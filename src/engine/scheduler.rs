@@ -293,16 +293,20 @@ mod tests {
         let p = step(&mut s);
         assert_eq!(p.scheduled.len(), 2, "both admitted (the watermark of a 4-block pool is 0)");
         assert_eq!(s.kv().num_free(), 0);
-        // Both now have 4 tokens; 1 needs a 3rd block for token 5: preempt 2.
+        // Both now know 4 tokens, which still fit in their 2 blocks.
+        let p = step(&mut s);
+        assert!(p.preempted.is_empty());
+        assert_eq!(p.scheduled.len(), 2);
+        // Both know 5 tokens; 1 needs a 3rd block for its 5th: preempt the newest, 2.
         let p = step(&mut s);
         assert_eq!(p.preempted, vec![2]);
-        assert_eq!(p.scheduled, vec![ScheduledSeq { id: 1, start: 3, len: 1, samples: true }]);
+        assert_eq!(p.scheduled, vec![ScheduledSeq { id: 1, start: 4, len: 1, samples: true }]);
         assert_eq!(s.num_waiting(), 1);
         assert_eq!(s.kv().block_table(2).len(), 0);
-        // Sequence 1 finishes; 2 recomputes its 4 known tokens (prompt + 1 generated).
+        // Sequence 1 finishes; 2 recomputes its 5 known tokens (prompt + 2 generated).
         s.remove(1);
         let p = step(&mut s);
-        assert_eq!(p.scheduled, vec![ScheduledSeq { id: 2, start: 0, len: 4, samples: true }]);
+        assert_eq!(p.scheduled, vec![ScheduledSeq { id: 2, start: 0, len: 5, samples: true }]);
     }
 
     #[test]

@@ -74,8 +74,8 @@ mod tests {
 
     #[test]
     fn rms_norm_normalises_each_row() {
-        let out = rms_norm(&[3.0, 4.0, 0.0, 0.0], &[1.0, 2.0], 0.0);
-        let inv = 1.0 / (12.5f32).sqrt();
+        let out = rms_norm(&[3.0, 4.0, 0.0, 0.0], &[1.0, 2.0], 1e-6);
+        let inv = 1.0 / (12.5f32 + 1e-6).sqrt();
         assert!((out[0] - 3.0 * inv).abs() < 1e-6 && (out[1] - 8.0 * inv).abs() < 1e-6);
         assert_eq!(&out[2..], &[0.0, 0.0]);
     }
