@@ -20,7 +20,9 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("FERRITE_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_env_filter(
+            EnvFilter::try_from_env("FERRITE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -47,7 +49,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let ready = Arc::new(OnceLock::new());
     let state = AppState {
         ready: ready.clone(),
-        loading_model: args.model.clone().unwrap_or_else(|| DefaultModel::FILE.to_string()),
+        loading_model: args
+            .model
+            .clone()
+            .unwrap_or_else(|| DefaultModel::FILE.to_string()),
         device: device.name().to_string(),
         metrics: ferrite::metrics::install(),
         limits: ApiLimits {
@@ -76,7 +81,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-async fn load_and_start(args: &ServeArgs, device: DeviceKind) -> Result<ferrite::engine::start::StartedEngine> {
+async fn load_and_start(
+    args: &ServeArgs,
+    device: DeviceKind,
+) -> Result<ferrite::engine::start::StartedEngine> {
     let path = resolve(
         args.model.as_deref(),
         &args.models_dir,
@@ -97,7 +105,10 @@ async fn load_and_start(args: &ServeArgs, device: DeviceKind) -> Result<ferrite:
         id,
         context_length: loaded.llama.config().context_length,
         device: device.name().to_string(),
-        created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
     };
     let cfg = EngineConfig {
         kv_cache_bytes: args.kv_cache_memory,

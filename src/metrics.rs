@@ -43,10 +43,12 @@ pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let latency = [
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0,
-                2.0, 5.0, 10.0, 30.0, 60.0,
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75,
+                1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
             ];
-            let tokens = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0];
+            let tokens = [
+                1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0,
+            ];
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency)
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full(BATCH_TOKENS.into()), &tokens))
@@ -80,6 +82,12 @@ fn describe() {
     describe_counter!(PROMPT_TOKENS_TOTAL, "Prompt tokens admitted");
     describe_counter!(GENERATION_TOKENS_TOTAL, "Tokens generated");
     describe_counter!(REQUESTS_TOTAL, "Finished HTTP requests by status");
-    describe_counter!(PREEMPTIONS_TOTAL, "Sequences preempted for lack of KV blocks");
-    describe_counter!(CANCELLED_TOTAL, "Sequences aborted because the client went away");
+    describe_counter!(
+        PREEMPTIONS_TOTAL,
+        "Sequences preempted for lack of KV blocks"
+    );
+    describe_counter!(
+        CANCELLED_TOTAL,
+        "Sequences aborted because the client went away"
+    );
 }

@@ -44,11 +44,20 @@ fn wait_idle(h: &EngineHandle) {
 fn outputs_are_identical_alone_and_among_31_others() {
     let e = engine(config());
     let ps = prompts(&e);
-    let alone: Vec<_> = ps.iter().map(|p| collect(submit(&e.handle, p, greedy(24)))).collect();
-    let rxs: Vec<_> = (0..32).map(|i| submit(&e.handle, &ps[i % ps.len()], greedy(24))).collect();
+    let alone: Vec<_> = ps
+        .iter()
+        .map(|p| collect(submit(&e.handle, p, greedy(24))))
+        .collect();
+    let rxs: Vec<_> = (0..32)
+        .map(|i| submit(&e.handle, &ps[i % ps.len()], greedy(24)))
+        .collect();
     for (i, rx) in rxs.into_iter().enumerate() {
         let got = collect(rx);
-        assert_eq!(got, alone[i % ps.len()], "sequence {i} differs when batched");
+        assert_eq!(
+            got,
+            alone[i % ps.len()],
+            "sequence {i} differs when batched"
+        );
     }
     wait_idle(&e.handle);
 }
@@ -56,8 +65,15 @@ fn outputs_are_identical_alone_and_among_31_others() {
 #[test]
 fn chunked_prefill_gives_the_same_tokens() {
     let whole = engine(config());
-    let chunked = engine(EngineConfig { max_batched_tokens: 7, ..config() });
-    let long = whole.served.tokenizer.encode(&"A long prompt about rivers and mountains. ".repeat(12)).unwrap();
+    let chunked = engine(EngineConfig {
+        max_batched_tokens: 7,
+        ..config()
+    });
+    let long = whole
+        .served
+        .tokenizer
+        .encode(&"A long prompt about rivers and mountains. ".repeat(12))
+        .unwrap();
     assert!(long.len() > 50);
     let a = collect(submit(&whole.handle, &long, greedy(16)));
     // A decode stream runs beside the chunked prompt, so chunks share steps with it.
@@ -72,18 +88,27 @@ fn chunked_prefill_gives_the_same_tokens() {
 fn preempted_sequences_recompute_and_finish_identically() {
     let reference = engine(config());
     let ps = prompts(&reference);
-    let want: Vec<_> = ps.iter().map(|p| collect(submit(&reference.handle, p, greedy(40)))).collect();
+    let want: Vec<_> = ps
+        .iter()
+        .map(|p| collect(submit(&reference.handle, p, greedy(40))))
+        .collect();
     // 11520 f16 values per token = 23040 bytes; 14 blocks of 16 tokens = 224 tokens
     // for 8 sequences that each grow to ~50-60 tokens: preemption is unavoidable.
     let tight = engine(EngineConfig {
         kv_cache_bytes: 14 * 16 * 23040,
         ..config()
     });
-    let rxs: Vec<_> = ps.iter().map(|p| submit(&tight.handle, p, greedy(40))).collect();
+    let rxs: Vec<_> = ps
+        .iter()
+        .map(|p| submit(&tight.handle, p, greedy(40)))
+        .collect();
     for (i, rx) in rxs.into_iter().enumerate() {
         assert_eq!(collect(rx), want[i], "prompt {i} changed under preemption");
     }
-    assert!(tight.handle.stats().preemptions > 0, "the test must exercise preemption");
+    assert!(
+        tight.handle.stats().preemptions > 0,
+        "the test must exercise preemption"
+    );
     wait_idle(&tight.handle);
 }
 
@@ -91,7 +116,10 @@ fn preempted_sequences_recompute_and_finish_identically() {
 fn dropped_receivers_free_their_blocks() {
     let e = engine(config());
     let ps = prompts(&e);
-    let mut rxs: Vec<_> = ps.iter().map(|p| submit(&e.handle, p, greedy(4000))).collect();
+    let mut rxs: Vec<_> = ps
+        .iter()
+        .map(|p| submit(&e.handle, p, greedy(4000)))
+        .collect();
     for rx in &mut rxs {
         assert!(matches!(rx.blocking_recv(), Some(TokenEvent::Token { .. })));
     }
@@ -120,11 +148,22 @@ fn same_seed_same_sample_and_stop_strings_end_sequences() {
     };
     assert_eq!(sampled(11), sampled(11));
     let (_, text, _) = collect(submit(&e.handle, p, greedy(24)));
-    let stop = text.trim().split(' ').nth(2).expect("a few words").to_string();
-    let params = SamplingParams { stop: vec![stop.clone()], ..greedy(24) };
+    let stop = text
+        .trim()
+        .split(' ')
+        .nth(2)
+        .expect("a few words")
+        .to_string();
+    let params = SamplingParams {
+        stop: vec![stop.clone()],
+        ..greedy(24)
+    };
     let (_, cut, reason) = collect(submit(&e.handle, p, params));
     assert_eq!(reason, FinishReason::Stop);
-    assert!(!cut.contains(&stop), "stop text {stop:?} returned in {cut:?}");
+    assert!(
+        !cut.contains(&stop),
+        "stop text {stop:?} returned in {cut:?}"
+    );
     assert!(text.starts_with(&cut));
     wait_idle(&e.handle);
 }

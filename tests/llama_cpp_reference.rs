@@ -21,11 +21,16 @@ const NEAR_TIE: f32 = 0.15;
 
 fn fixture() -> Value {
     let path = common::repo_root().join("tests/fixtures/llama_cpp_greedy.json");
-    serde_json::from_str(&std::fs::read_to_string(path).expect("fixture present")).expect("valid JSON")
+    serde_json::from_str(&std::fs::read_to_string(path).expect("fixture present"))
+        .expect("valid JSON")
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 #[test]
@@ -34,12 +39,21 @@ fn tokenizer_matches_llama_cpp() {
     for case in fixture()["cases"].as_array().unwrap() {
         let prompt = case["prompt"].as_str().unwrap();
         let ours = e.served.tokenizer.encode(prompt).unwrap();
-        assert_eq!(ours, ids(&case["prompt_ids"]), "tokens of case {}", case["name"]);
+        assert_eq!(
+            ours,
+            ids(&case["prompt_ids"]),
+            "tokens of case {}",
+            case["name"]
+        );
     }
 }
 
 /// Greedy ids with, per token, (runner-up id, gap between our top two logprobs).
-fn greedy_with_margins(e: &ferrite::engine::start::StartedEngine, prompt: &[u32], n: usize) -> Vec<(u32, u32, f32)> {
+fn greedy_with_margins(
+    e: &ferrite::engine::start::StartedEngine,
+    prompt: &[u32],
+    n: usize,
+) -> Vec<(u32, u32, f32)> {
     let params = SamplingParams {
         temperature: 0.0,
         max_tokens: n,
@@ -50,8 +64,16 @@ fn greedy_with_margins(e: &ferrite::engine::start::StartedEngine, prompt: &[u32]
     let mut out = Vec::new();
     while let Some(ev) = rx.blocking_recv() {
         match ev {
-            TokenEvent::Token { id, logprob: Some(lp), .. } => {
-                out.push((id, lp.top[1].token_id, lp.top[0].logprob - lp.top[1].logprob));
+            TokenEvent::Token {
+                id,
+                logprob: Some(lp),
+                ..
+            } => {
+                out.push((
+                    id,
+                    lp.top[1].token_id,
+                    lp.top[0].logprob - lp.top[1].logprob,
+                ));
             }
             TokenEvent::Token { .. } => panic!("logprobs were asked for"),
             TokenEvent::Done { .. } => return out,
@@ -74,16 +96,39 @@ fn greedy_ids_match_llama_cpp() {
         match ours.iter().zip(&want).position(|(a, b)| a != b) {
             None if ours.len() == want.len() => {
                 full_matches += 1;
-                println!("case {}: all {} tokens equal llama.cpp's", case["name"], want.len());
+                println!(
+                    "case {}: all {} tokens equal llama.cpp's",
+                    case["name"],
+                    want.len()
+                );
             }
-            None => panic!("case {}: lengths differ: {} vs {}", case["name"], ours.len(), want.len()),
+            None => panic!(
+                "case {}: lengths differ: {} vs {}",
+                case["name"],
+                ours.len(),
+                want.len()
+            ),
             Some(i) => {
                 let (_, runner_up, gap) = got[i];
-                println!("case {}: equal for {i} tokens, then a near-tie (gap {gap:.4} nats)", case["name"]);
-                assert_eq!(runner_up, want[i], "case {}: llama.cpp's token {} at {i} is not our runner-up", case["name"], want[i]);
-                assert!(gap < NEAR_TIE, "case {}: diverged at {i} where our margin is {gap} nats", case["name"]);
+                println!(
+                    "case {}: equal for {i} tokens, then a near-tie (gap {gap:.4} nats)",
+                    case["name"]
+                );
+                assert_eq!(
+                    runner_up, want[i],
+                    "case {}: llama.cpp's token {} at {i} is not our runner-up",
+                    case["name"], want[i]
+                );
+                assert!(
+                    gap < NEAR_TIE,
+                    "case {}: diverged at {i} where our margin is {gap} nats",
+                    case["name"]
+                );
             }
         }
     }
-    assert!(full_matches >= 1, "no case matched llama.cpp over all tokens");
+    assert!(
+        full_matches >= 1,
+        "no case matched llama.cpp over all tokens"
+    );
 }

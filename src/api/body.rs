@@ -39,6 +39,33 @@ pub async fn read_json<T: DeserializeOwned>(req: Request, limit: usize) -> Resul
             None,
         ));
     }
-    serde_json::from_slice(&buf)
-        .map_err(|e| ApiError::invalid(format!("Invalid request body: {e}"), None))
+    serde_json::from_slice(&buf).map_err(|e| match culprit::<T>(&buf) {
+        Some(field) => ApiError::invalid(
+            format!("Invalid value for `{field}`: {e}"),
+            Some(field.as_str()),
+        ),
+        None => ApiError::invalid(format!("Invalid request body: {e}"), None),
+    })
+}
+
+/// The top-level field that makes `body` fail to parse as `T`, when one alone does.
+/// (Serde loses field names inside flattened structs, so we find it by elimination:
+/// first a field whose removal makes the body parse; failing that, a required field
+/// whose removal makes serde complain only that it is missing.) Error path only.
+fn culprit<T: DeserializeOwned>(body: &[u8]) -> Option<String> {
+    let serde_json::Value::Object(obj) = serde_json::from_slice(body).ok()? else {
+        return None;
+    };
+    let without = |key: &str| {
+        let mut rest = obj.clone();
+        rest.remove(key);
+        serde_json::from_value::<T>(serde_json::Value::Object(rest))
+    };
+    let missing_only = |key: &str| {
+        without(key).is_err_and(|e| e.to_string().starts_with(&format!("missing field `{key}`")))
+    };
+    obj.keys()
+        .find(|k| without(k).is_ok())
+        .or_else(|| obj.keys().find(|k| missing_only(k)))
+        .cloned()
 }

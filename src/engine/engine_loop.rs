@@ -184,7 +184,9 @@ impl Engine {
         let plan = self.scheduler.schedule();
         if !plan.preempted.is_empty() {
             metrics::counter!(m::PREEMPTIONS_TOTAL).increment(plan.preempted.len() as u64);
-            self.stats.preemptions.fetch_add(plan.preempted.len(), Ordering::AcqRel);
+            self.stats
+                .preemptions
+                .fetch_add(plan.preempted.len(), Ordering::AcqRel);
             tracing::debug!(preempted = ?plan.preempted, "out of KV blocks");
         }
         if plan.scheduled.is_empty() {
@@ -245,7 +247,9 @@ impl Engine {
             for pos in s.start..s.start + s.len {
                 input.tokens.push(seq.tokens[pos]);
                 input.positions.push(pos);
-                input.slots.push(kv.slot(s.id, pos).expect("scheduler granted blocks"));
+                input
+                    .slots
+                    .push(kv.slot(s.id, pos).expect("scheduler granted blocks"));
             }
             if s.samples {
                 input.logits_rows.push(input.tokens.len() - 1);
@@ -257,7 +261,9 @@ impl Engine {
     fn sample_all(&mut self, plan: &StepPlan, logits: Vec<Vec<f32>>) {
         let sampling: Vec<&ScheduledSeq> = plan.scheduled.iter().filter(|s| s.samples).collect();
         for (s, mut row) in sampling.into_iter().zip(logits) {
-            let Some(seq) = self.seqs.get_mut(&s.id) else { continue };
+            let Some(seq) = self.seqs.get_mut(&s.id) else {
+                continue;
+            };
             let sampled = seq.sampler.sample(&mut row, &seq.params);
             metrics::counter!(m::GENERATION_TOKENS_TOTAL).increment(1);
             self.scheduler.append_token(s.id);
@@ -284,7 +290,8 @@ impl Engine {
     fn publish(&self) {
         let kv = self.scheduler.kv();
         let st = &self.stats;
-        st.running.store(self.scheduler.num_running(), Ordering::Release);
+        st.running
+            .store(self.scheduler.num_running(), Ordering::Release);
         st.blocks_used.store(kv.num_used(), Ordering::Release);
         st.blocks_total.store(kv.num_total(), Ordering::Release);
         metrics::gauge!(m::REQUESTS_RUNNING).set(self.scheduler.num_running() as f64);

@@ -159,7 +159,11 @@ mod tests {
     #[test]
     fn greedy_takes_argmax_and_reports_logprobs() {
         let mut s = SamplerState::new(Some(1));
-        let p = SamplingParams { temperature: 0.0, logprobs: Some(2), ..params() };
+        let p = SamplingParams {
+            temperature: 0.0,
+            logprobs: Some(2),
+            ..params()
+        };
         let mut l = vec![0.0, 2.0, 1.0, 2.0];
         let out = s.sample(&mut l, &p);
         assert_eq!(out.id, 1, "lowest id wins ties");
@@ -175,7 +179,9 @@ mod tests {
         let logits: Vec<f32> = (0..100).map(|i| (i as f32 * 0.37).sin()).collect();
         let run = |seed| {
             let mut s = SamplerState::new(Some(seed));
-            (0..20).map(|_| s.sample(&mut logits.clone(), &p).id).collect::<Vec<_>>()
+            (0..20)
+                .map(|_| s.sample(&mut logits.clone(), &p).id)
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
@@ -185,9 +191,18 @@ mod tests {
     fn top_k_and_top_p_and_min_p_truncate() {
         let logits = vec![5.0, 4.9, 0.0, -1.0];
         let mut s = SamplerState::new(Some(3));
-        let k1 = SamplingParams { top_k: 1, ..params() };
-        let p_small = SamplingParams { top_p: 0.1, ..params() };
-        let min_p = SamplingParams { min_p: 0.5, ..params() };
+        let k1 = SamplingParams {
+            top_k: 1,
+            ..params()
+        };
+        let p_small = SamplingParams {
+            top_p: 0.1,
+            ..params()
+        };
+        let min_p = SamplingParams {
+            min_p: 0.5,
+            ..params()
+        };
         for _ in 0..50 {
             assert_eq!(s.sample(&mut logits.clone(), &k1).id, 0);
             assert_eq!(s.sample(&mut logits.clone(), &p_small).id, 0);
@@ -200,9 +215,17 @@ mod tests {
         let mut s = SamplerState::new(Some(1));
         s.observe(0);
         s.observe(0);
-        let p = SamplingParams { temperature: 0.0, frequency_penalty: 1.0, ..params() };
+        let p = SamplingParams {
+            temperature: 0.0,
+            frequency_penalty: 1.0,
+            ..params()
+        };
         assert_eq!(s.sample(&mut [1.0, 0.5], &p).id, 1);
-        let p = SamplingParams { temperature: 0.0, presence_penalty: 0.4, ..params() };
+        let p = SamplingParams {
+            temperature: 0.0,
+            presence_penalty: 0.4,
+            ..params()
+        };
         assert_eq!(s.sample(&mut [1.0, 0.5], &p).id, 0);
     }
 }

@@ -176,7 +176,8 @@ impl Scheduler {
             // admitting a prompt does not force a preemption at the very next decode.
             let watermark = self.kv.num_total() / 100;
             let need = self.kv.missing_blocks(id, c.num_computed + len);
-            if !self.kv.can_allocate(need + watermark) || !self.kv.ensure(id, c.num_computed + len) {
+            if !self.kv.can_allocate(need + watermark) || !self.kv.ensure(id, c.num_computed + len)
+            {
                 break;
             }
             self.waiting.pop_front();
@@ -255,15 +256,55 @@ mod tests {
         let mut s = sched(64, 4, 8, 8);
         s.add(1, 3);
         let p = step(&mut s);
-        assert_eq!(p.scheduled, vec![ScheduledSeq { id: 1, start: 0, len: 3, samples: true }]);
+        assert_eq!(
+            p.scheduled,
+            vec![ScheduledSeq {
+                id: 1,
+                start: 0,
+                len: 3,
+                samples: true
+            }]
+        );
         s.add(2, 20);
         let p = step(&mut s);
-        assert_eq!(p.scheduled[0], ScheduledSeq { id: 1, start: 3, len: 1, samples: true });
-        assert_eq!(p.scheduled[1], ScheduledSeq { id: 2, start: 0, len: 7, samples: false });
+        assert_eq!(
+            p.scheduled[0],
+            ScheduledSeq {
+                id: 1,
+                start: 3,
+                len: 1,
+                samples: true
+            }
+        );
+        assert_eq!(
+            p.scheduled[1],
+            ScheduledSeq {
+                id: 2,
+                start: 0,
+                len: 7,
+                samples: false
+            }
+        );
         let p = step(&mut s);
-        assert_eq!(p.scheduled[1], ScheduledSeq { id: 2, start: 7, len: 7, samples: false });
+        assert_eq!(
+            p.scheduled[1],
+            ScheduledSeq {
+                id: 2,
+                start: 7,
+                len: 7,
+                samples: false
+            }
+        );
         let p = step(&mut s);
-        assert_eq!(p.scheduled[1], ScheduledSeq { id: 2, start: 14, len: 6, samples: true });
+        assert_eq!(
+            p.scheduled[1],
+            ScheduledSeq {
+                id: 2,
+                start: 14,
+                len: 6,
+                samples: true
+            }
+        );
         assert!(p.num_tokens() <= 8);
         let p = step(&mut s);
         assert_eq!(p.num_tokens(), 2, "both decoding");
@@ -281,7 +322,10 @@ mod tests {
         assert_eq!(s.num_waiting(), 2);
         s.remove(0);
         let p = step(&mut s);
-        assert_eq!(p.scheduled.iter().map(|x| x.id).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            p.scheduled.iter().map(|x| x.id).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
     }
 
     #[test]
@@ -291,7 +335,11 @@ mod tests {
         s.add(1, 3);
         s.add(2, 3);
         let p = step(&mut s);
-        assert_eq!(p.scheduled.len(), 2, "both admitted (the watermark of a 4-block pool is 0)");
+        assert_eq!(
+            p.scheduled.len(),
+            2,
+            "both admitted (the watermark of a 4-block pool is 0)"
+        );
         assert_eq!(s.kv().num_free(), 0);
         // Both now know 4 tokens, which still fit in their 2 blocks.
         let p = step(&mut s);
@@ -300,13 +348,29 @@ mod tests {
         // Both know 5 tokens; 1 needs a 3rd block for its 5th: preempt the newest, 2.
         let p = step(&mut s);
         assert_eq!(p.preempted, vec![2]);
-        assert_eq!(p.scheduled, vec![ScheduledSeq { id: 1, start: 4, len: 1, samples: true }]);
+        assert_eq!(
+            p.scheduled,
+            vec![ScheduledSeq {
+                id: 1,
+                start: 4,
+                len: 1,
+                samples: true
+            }]
+        );
         assert_eq!(s.num_waiting(), 1);
         assert_eq!(s.kv().block_table(2).len(), 0);
         // Sequence 1 finishes; 2 recomputes its 5 known tokens (prompt + 2 generated).
         s.remove(1);
         let p = step(&mut s);
-        assert_eq!(p.scheduled, vec![ScheduledSeq { id: 2, start: 0, len: 5, samples: true }]);
+        assert_eq!(
+            p.scheduled,
+            vec![ScheduledSeq {
+                id: 2,
+                start: 0,
+                len: 5,
+                samples: true
+            }]
+        );
     }
 
     #[test]
@@ -375,7 +439,10 @@ mod tests {
             assert!(plan.num_tokens() <= 16);
             for sc in &plan.scheduled {
                 let table = s.kv().block_table(sc.id).len();
-                assert!(table * 4 >= sc.start + sc.len, "blocks cover computed tokens");
+                assert!(
+                    table * 4 >= sc.start + sc.len,
+                    "blocks cover computed tokens"
+                );
                 if sc.samples {
                     let r = remaining.get_mut(&sc.id).unwrap();
                     *r -= 1;

@@ -69,8 +69,14 @@ impl Sequence {
             return self.finish(FinishReason::Stop);
         }
         let pushed = self.text.push(tok.token_bytes(s.id));
-        let logprob = s.logprobs.map(|(lp, top)| logprob_event(tok, s.id, lp, top));
-        let event = TokenEvent::Token { id: s.id, text: pushed.text, logprob };
+        let logprob = s
+            .logprobs
+            .map(|(lp, top)| logprob_event(tok, s.id, lp, top));
+        let event = TokenEvent::Token {
+            id: s.id,
+            text: pushed.text,
+            logprob,
+        };
         if self.events.send(event).is_err() {
             return Progress::Disconnected;
         }
@@ -101,7 +107,12 @@ impl Sequence {
     }
 }
 
-fn logprob_event(tok: &ModelTokenizer, id: u32, logprob: f32, top: Vec<(u32, f32)>) -> TokenLogprob {
+fn logprob_event(
+    tok: &ModelTokenizer,
+    id: u32,
+    logprob: f32,
+    top: Vec<(u32, f32)>,
+) -> TokenLogprob {
     let piece = |i: u32| {
         let bytes = tok.token_bytes(i).to_vec();
         (String::from_utf8_lossy(&bytes).into_owned(), bytes)
@@ -115,7 +126,12 @@ fn logprob_event(tok: &ModelTokenizer, id: u32, logprob: f32, top: Vec<(u32, f32
             .into_iter()
             .map(|(i, lp)| {
                 let (token, bytes) = piece(i);
-                TopLogprob { token_id: i, token, bytes, logprob: lp }
+                TopLogprob {
+                    token_id: i,
+                    token,
+                    bytes,
+                    logprob: lp,
+                }
             })
             .collect(),
     }

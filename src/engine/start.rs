@@ -43,14 +43,26 @@ pub struct StartedEngine {
 }
 
 /// Blocks that fit in `bytes` for this model's KV shape.
-pub fn blocks_for_budget(bytes: usize, block_size: usize, n_layer: usize, n_kv_head: usize, head_dim: usize) -> usize {
+pub fn blocks_for_budget(
+    bytes: usize,
+    block_size: usize,
+    n_layer: usize,
+    n_kv_head: usize,
+    head_dim: usize,
+) -> usize {
     bytes / (PagedKvCache::bytes_per_token(n_layer, n_kv_head, head_dim) * block_size)
 }
 
 /// Sizes the cache, builds the scheduler and spawns the engine thread.
 pub fn start(model: LoadedModel, info: ModelInfo, cfg: &EngineConfig) -> Result<StartedEngine> {
     let mc = model.llama.config().clone();
-    let num_blocks = blocks_for_budget(cfg.kv_cache_bytes, cfg.block_size, mc.n_layer, mc.n_kv_head, mc.head_dim);
+    let num_blocks = blocks_for_budget(
+        cfg.kv_cache_bytes,
+        cfg.block_size,
+        mc.n_layer,
+        mc.n_kv_head,
+        mc.head_dim,
+    );
     if num_blocks == 0 {
         bail!(
             "--kv-cache-memory of {} bytes holds no block of {} tokens ({} bytes per token)",
@@ -67,11 +79,15 @@ pub fn start(model: LoadedModel, info: ModelInfo, cfg: &EngineConfig) -> Result<
         },
         kv,
     );
-    let max_seq_len = [Some(mc.context_length), cfg.max_model_len, Some(scheduler.max_tokens_per_seq())]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(mc.context_length);
+    let max_seq_len = [
+        Some(mc.context_length),
+        cfg.max_model_len,
+        Some(scheduler.max_tokens_per_seq()),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+    .unwrap_or(mc.context_length);
     tracing::info!(
         num_blocks,
         block_size = cfg.block_size,
@@ -79,11 +95,24 @@ pub fn start(model: LoadedModel, info: ModelInfo, cfg: &EngineConfig) -> Result<
         cache_mib = cfg.kv_cache_bytes >> 20,
         "KV cache sized"
     );
-    let cache = PagedKvCache::new(mc.n_layer, num_blocks, cfg.block_size, mc.n_kv_head, mc.head_dim);
+    let cache = PagedKvCache::new(
+        mc.n_layer,
+        num_blocks,
+        cfg.block_size,
+        mc.n_kv_head,
+        mc.head_dim,
+    );
     let tokenizer = Arc::new(model.tokenizer);
     let stats = Arc::new(EngineStats::default());
     let (tx, rx) = mpsc::channel();
-    let engine = Engine::new(model.llama, cache, scheduler, tokenizer.clone(), stats.clone(), max_seq_len);
+    let engine = Engine::new(
+        model.llama,
+        cache,
+        scheduler,
+        tokenizer.clone(),
+        stats.clone(),
+        max_seq_len,
+    );
     let thread = std::thread::Builder::new()
         .name("ferrite-engine".into())
         .spawn(move || engine.run(rx))?;

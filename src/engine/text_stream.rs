@@ -36,19 +36,28 @@ impl TextStream {
     /// Feeds one token's bytes.
     pub fn push(&mut self, bytes: &[u8]) -> Pushed {
         if self.stopped {
-            return Pushed { text: String::new(), stopped: true };
+            return Pushed {
+                text: String::new(),
+                stopped: true,
+            };
         }
         self.partial.extend_from_slice(bytes);
         self.drain_utf8();
         if let Some(at) = self.first_stop() {
             self.stopped = true;
             self.held.truncate(at);
-            return Pushed { text: std::mem::take(&mut self.held), stopped: true };
+            return Pushed {
+                text: std::mem::take(&mut self.held),
+                stopped: true,
+            };
         }
         let keep = self.stop_prefix_len();
         let split = self.held.len() - keep;
         let rest = self.held.split_off(split);
-        Pushed { text: std::mem::replace(&mut self.held, rest), stopped: false }
+        Pushed {
+            text: std::mem::replace(&mut self.held, rest),
+            stopped: false,
+        }
     }
 
     /// Releases whatever is held at the end of generation (incomplete bytes lossily).
@@ -73,7 +82,8 @@ impl TextStream {
                 }
                 Err(e) => {
                     let valid = e.valid_up_to();
-                    self.held.push_str(std::str::from_utf8(&self.partial[..valid]).unwrap_or_default());
+                    self.held
+                        .push_str(std::str::from_utf8(&self.partial[..valid]).unwrap_or_default());
                     match e.error_len() {
                         Some(bad) => {
                             self.held.push('\u{FFFD}');
@@ -90,7 +100,10 @@ impl TextStream {
     }
 
     fn first_stop(&self) -> Option<usize> {
-        self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min()
+        self.stops
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min()
     }
 
     /// Length of the longest suffix of `held` that begins some stop string.
@@ -130,7 +143,10 @@ mod tests {
 
     #[test]
     fn stop_split_across_tokens_is_caught_and_not_returned() {
-        assert_eq!(run(&["END"], &[b"abc E", b"N", b"D more"]), ("abc ".into(), true));
+        assert_eq!(
+            run(&["END"], &[b"abc E", b"N", b"D more"]),
+            ("abc ".into(), true)
+        );
     }
 
     #[test]

@@ -30,7 +30,11 @@ pub struct TemplateError(String);
 
 impl ChatTemplate {
     /// Compiles `source` (or ChatML when `None`).
-    pub fn new(source: Option<&str>, bos_token: &str, eos_token: &str) -> Result<Self, TemplateError> {
+    pub fn new(
+        source: Option<&str>,
+        bos_token: &str,
+        eos_token: &str,
+    ) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
         let syntax = minijinja::syntax::SyntaxConfig::builder()
             .trim_blocks(true)
@@ -39,9 +43,12 @@ impl ChatTemplate {
             .map_err(|e| TemplateError(e.to_string()))?;
         env.set_syntax(syntax);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |msg: String| -> Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
         env.add_template_owned("chat", source.unwrap_or(CHATML).to_string())
             .map_err(|e| TemplateError(e.to_string()))?;
         Ok(Self {
@@ -53,8 +60,15 @@ impl ChatTemplate {
 
     /// Renders the conversation, ending with the assistant's turn opener when
     /// `add_generation_prompt` is set.
-    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, TemplateError> {
-        let tmpl = self.env.get_template("chat").map_err(|e| TemplateError(e.to_string()))?;
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, TemplateError> {
+        let tmpl = self
+            .env
+            .get_template("chat")
+            .map_err(|e| TemplateError(e.to_string()))?;
         tmpl.render(context! {
             messages => minijinja::Value::from(minijinja::value::Serde(messages)),
             add_generation_prompt => add_generation_prompt,
@@ -80,7 +94,10 @@ mod tests {
     fn chatml_fallback_renders_generation_prompt() {
         let t = ChatTemplate::new(None, "", "").unwrap();
         let out = t.render(&[msg("user", "hi")], true).unwrap();
-        assert_eq!(out, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(
+            out,
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 
     #[test]

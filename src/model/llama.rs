@@ -49,7 +49,8 @@ impl LlamaConfig {
         if !matches!(arch, "llama" | "mistral") {
             bail!("unsupported architecture `{arch}` (supported: llama, mistral)");
         }
-        let u = |k: &str| -> Result<usize> { Ok(meta.get(&format!("{arch}.{k}"))?.to_u32()? as usize) };
+        let u =
+            |k: &str| -> Result<usize> { Ok(meta.get(&format!("{arch}.{k}"))?.to_u32()? as usize) };
         let f = |k: &str, default: f32| -> f32 {
             metadata
                 .get(&format!("{arch}.{k}"))
@@ -129,12 +130,18 @@ pub struct Llama {
 }
 
 fn load_f32(ct: &gguf_file::Content, r: &mut (impl Read + Seek), name: &str) -> Result<Vec<f32>> {
-    let t = ct.tensor(r, name, &Device::Cpu).with_context(|| format!("loading {name}"))?;
-    Ok(t.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?)
+    let t = ct
+        .tensor(r, name, &Device::Cpu)
+        .with_context(|| format!("loading {name}"))?;
+    Ok(t.dequantize(&Device::Cpu)?
+        .flatten_all()?
+        .to_vec1::<f32>()?)
 }
 
 fn load_mm(ct: &gguf_file::Content, r: &mut (impl Read + Seek), name: &str) -> Result<QMatMul> {
-    let t = ct.tensor(r, name, &Device::Cpu).with_context(|| format!("loading {name}"))?;
+    let t = ct
+        .tensor(r, name, &Device::Cpu)
+        .with_context(|| format!("loading {name}"))?;
     Ok(QMatMul::from_qtensor(t)?)
 }
 
@@ -142,7 +149,9 @@ impl Llama {
     /// Loads the weights described by `ct` from `r`.
     pub fn load(ct: &gguf_file::Content, r: &mut (impl Read + Seek)) -> Result<Self> {
         let cfg = LlamaConfig::from_gguf(&ct.metadata)?;
-        let embed = ct.tensor(r, "token_embd.weight", &Device::Cpu).context("loading token_embd.weight")?;
+        let embed = ct
+            .tensor(r, "token_embd.weight", &Device::Cpu)
+            .context("loading token_embd.weight")?;
         let output = if ct.tensor_infos.contains_key("output.weight") {
             load_mm(ct, r, "output.weight")?
         } else {
@@ -188,12 +197,27 @@ impl Llama {
         if t == 0 {
             return Ok(Vec::new());
         }
-        if let Some(&p) = input.positions.iter().find(|&&p| p >= self.rope.max_positions()) {
-            bail!("position {p} is beyond the model's context length {}", cfg.context_length);
+        if let Some(&p) = input
+            .positions
+            .iter()
+            .find(|&&p| p >= self.rope.max_positions())
+        {
+            bail!(
+                "position {p} is beyond the model's context length {}",
+                cfg.context_length
+            );
         }
         let ids = Tensor::from_slice(&input.tokens, t, &Device::Cpu)?;
-        let mut x = self.embed.embedding(&ids)?.flatten_all()?.to_vec1::<f32>()?;
-        let (d, qw, kw) = (cfg.n_embd, cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim);
+        let mut x = self
+            .embed
+            .embedding(&ids)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let (d, qw, kw) = (
+            cfg.n_embd,
+            cfg.n_head * cfg.head_dim,
+            cfg.n_kv_head * cfg.head_dim,
+        );
         let mut attn = vec![0f32; t * qw];
         for (li, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(&x, &layer.attn_norm, cfg.rms_eps);
@@ -223,7 +247,11 @@ impl Llama {
         for &row in &input.logits_rows {
             last.extend_from_slice(&x[row * d..(row + 1) * d]);
         }
-        let h = Tensor::from_vec(rms_norm(&last, &self.norm, cfg.rms_eps), (r, d), &Device::Cpu)?;
+        let h = Tensor::from_vec(
+            rms_norm(&last, &self.norm, cfg.rms_eps),
+            (r, d),
+            &Device::Cpu,
+        )?;
         let logits = matmul(&self.output, &h)?;
         Ok(logits.chunks(cfg.vocab_size).map(<[f32]>::to_vec).collect())
     }

@@ -27,15 +27,20 @@ pub fn load_gguf(path: &Path) -> Result<LoadedModel> {
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let content = gguf_file::Content::read(&mut reader)
         .map_err(|e| anyhow::anyhow!("{} is not a readable GGUF file: {e}", path.display()))?;
-    let tokenizer = ModelTokenizer::from_gguf(&content.metadata).context("building the tokenizer")?;
+    let tokenizer =
+        ModelTokenizer::from_gguf(&content.metadata).context("building the tokenizer")?;
     let special = |id: Option<u32>| id.and_then(|i| tokenizer.token_text(i)).unwrap_or_default();
     let source = content
         .metadata
         .get("tokenizer.chat_template")
         .and_then(|v| v.to_string().ok())
         .map(String::as_str);
-    let template = ChatTemplate::new(source, &special(tokenizer.bos_id), &special(tokenizer.eos_id))
-        .context("compiling the chat template")?;
+    let template = ChatTemplate::new(
+        source,
+        &special(tokenizer.bos_id),
+        &special(tokenizer.eos_id),
+    )
+    .context("compiling the chat template")?;
     let llama = Llama::load(&content, &mut reader)?;
     Ok(LoadedModel {
         llama,

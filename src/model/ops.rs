@@ -18,7 +18,10 @@ pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
 
 /// `silu(g) * u`, elementwise.
 pub fn silu_mul(g: &[f32], u: &[f32]) -> Vec<f32> {
-    g.iter().zip(u).map(|(&a, &b)| a / (1.0 + (-a).exp()) * b).collect()
+    g.iter()
+        .zip(u)
+        .map(|(&a, &b)| a / (1.0 + (-a).exp()) * b)
+        .collect()
 }
 
 /// Precomputed rotary cos/sin for every position, rotating adjacent pairs

@@ -52,7 +52,13 @@ impl PagedKvCache {
     }
 
     /// Zeroed storage for `num_blocks` blocks in each of `n_layer` layers.
-    pub fn new(n_layer: usize, num_blocks: usize, block_size: usize, n_kv_head: usize, head_dim: usize) -> Self {
+    pub fn new(
+        n_layer: usize,
+        num_blocks: usize,
+        block_size: usize,
+        n_kv_head: usize,
+        head_dim: usize,
+    ) -> Self {
         let len = num_blocks * block_size * n_kv_head * head_dim;
         Self {
             block_size,
@@ -86,7 +92,14 @@ impl PagedKvCache {
 
     /// Causal attention of `q` (`[tokens, n_head * head_dim]`) over the cache, written
     /// to `out` (same shape). The batch's K/V must already be in the cache.
-    pub fn attend(&self, layer: usize, shape: HeadShape, spans: &[SeqSpan], q: &[f32], out: &mut [f32]) {
+    pub fn attend(
+        &self,
+        layer: usize,
+        shape: HeadShape,
+        spans: &[SeqSpan],
+        q: &[f32],
+        out: &mut [f32],
+    ) {
         let qw = shape.n_head * shape.head_dim;
         let group = shape.n_head / shape.n_kv_head;
         let scale = 1.0 / (shape.head_dim as f32).sqrt();
@@ -95,30 +108,41 @@ impl PagedKvCache {
             .iter()
             .flat_map(|s| (0..s.len).map(move |i| (i, s)))
             .collect();
-        out.par_chunks_mut(qw).zip(rows.par_iter()).for_each(|(out_row, &(i, span))| {
-            let row = span.offset + i;
-            let ctx = span.start_pos + i + 1;
-            let mut scores = vec![0f32; ctx];
-            let mut buf = vec![0f32; shape.head_dim];
-            for h in 0..shape.n_head {
-                let kvh = h / group;
-                let qh = &q[row * qw + h * shape.head_dim..][..shape.head_dim];
-                self.scores(k, span, kvh, qh, scale, &mut scores, &mut buf);
-                softmax_in_place(&mut scores);
-                let oh = &mut out_row[h * shape.head_dim..][..shape.head_dim];
-                oh.fill(0.0);
-                for (j, &p) in scores.iter().enumerate() {
-                    self.row(v, span, j, kvh).convert_to_f32_slice(&mut buf);
-                    for (o, &x) in oh.iter_mut().zip(&buf) {
-                        *o += p * x;
+        out.par_chunks_mut(qw)
+            .zip(rows.par_iter())
+            .for_each(|(out_row, &(i, span))| {
+                let row = span.offset + i;
+                let ctx = span.start_pos + i + 1;
+                let mut scores = vec![0f32; ctx];
+                let mut buf = vec![0f32; shape.head_dim];
+                for h in 0..shape.n_head {
+                    let kvh = h / group;
+                    let qh = &q[row * qw + h * shape.head_dim..][..shape.head_dim];
+                    self.scores(k, span, kvh, qh, scale, &mut scores, &mut buf);
+                    softmax_in_place(&mut scores);
+                    let oh = &mut out_row[h * shape.head_dim..][..shape.head_dim];
+                    oh.fill(0.0);
+                    for (j, &p) in scores.iter().enumerate() {
+                        self.row(v, span, j, kvh).convert_to_f32_slice(&mut buf);
+                        for (o, &x) in oh.iter_mut().zip(&buf) {
+                            *o += p * x;
+                        }
                     }
                 }
-            }
-        });
+            });
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn scores(&self, k: &[f16], span: &SeqSpan, kvh: usize, qh: &[f32], scale: f32, scores: &mut [f32], buf: &mut [f32]) {
+    fn scores(
+        &self,
+        k: &[f16],
+        span: &SeqSpan,
+        kvh: usize,
+        qh: &[f32],
+        scale: f32,
+        scores: &mut [f32],
+        buf: &mut [f32],
+    ) {
         for (j, s) in scores.iter_mut().enumerate() {
             self.row(k, span, j, kvh).convert_to_f32_slice(buf);
             *s = dot(qh, buf) * scale;
@@ -179,7 +203,12 @@ mod tests {
             let mut s: Vec<f32> = (0..ctx)
                 .map(|j| {
                     let kj = &k[(j * shape.n_kv_head + kvh) * d..][..d];
-                    q[h * d..][..d].iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() / (d as f32).sqrt()
+                    q[h * d..][..d]
+                        .iter()
+                        .zip(kj)
+                        .map(|(a, b)| a * b)
+                        .sum::<f32>()
+                        / (d as f32).sqrt()
                 })
                 .collect();
             softmax_in_place(&mut s);
@@ -194,7 +223,11 @@ mod tests {
 
     #[test]
     fn paged_attention_matches_contiguous_reference_with_gqa_and_scattered_blocks() {
-        let shape = HeadShape { n_head: 4, n_kv_head: 2, head_dim: 8 };
+        let shape = HeadShape {
+            n_head: 4,
+            n_kv_head: 2,
+            head_dim: 8,
+        };
         let w = shape.n_kv_head * shape.head_dim;
         let mut cache = PagedKvCache::new(1, 8, 4, 2, 8);
         let ctx = 11;
@@ -202,15 +235,23 @@ mod tests {
         let val = |i: usize| ((i * 7919) % 97) as f32 / 97.0 - 0.5;
         let k: Vec<f32> = (0..ctx * w).map(val).collect();
         let v: Vec<f32> = (0..ctx * w).map(|i| val(i + 13)).collect();
-        let slots: Vec<usize> = (0..ctx).map(|p| table[p / 4] as usize * 4 + p % 4).collect();
+        let slots: Vec<usize> = (0..ctx)
+            .map(|p| table[p / 4] as usize * 4 + p % 4)
+            .collect();
         cache.write(0, &slots, &k, &v);
         // The cache stores f16: compare against the reference on the rounded values.
-        let round = |x: &[f32]| -> Vec<f32> { x.iter().map(|&a| f16::from_f32(a).to_f32()).collect() };
+        let round =
+            |x: &[f32]| -> Vec<f32> { x.iter().map(|&a| f16::from_f32(a).to_f32()).collect() };
         let (k, v) = (round(&k), round(&v));
         // Query the last 3 positions as one chunk.
         let qn = shape.n_head * shape.head_dim;
         let q: Vec<f32> = (0..3 * qn).map(|i| val(i + 3)).collect();
-        let span = SeqSpan { offset: 0, len: 3, start_pos: ctx - 3, block_table: table };
+        let span = SeqSpan {
+            offset: 0,
+            len: 3,
+            start_pos: ctx - 3,
+            block_table: table,
+        };
         let mut out = vec![0.0; 3 * qn];
         cache.attend(0, shape, &[span], &q, &mut out);
         for i in 0..3 {

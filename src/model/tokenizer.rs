@@ -88,7 +88,11 @@ impl Meta<'_> {
 
 /// GPT-2's reversible byte <-> printable-char table (char to byte direction).
 fn byte_level_decoder() -> HashMap<char, u8> {
-    let mut bytes: Vec<u32> = (b'!'..=b'~').chain(0xA1..=0xAC).chain(0xAE..=0xFF).map(u32::from).collect();
+    let mut bytes: Vec<u32> = (b'!'..=b'~')
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .map(u32::from)
+        .collect();
     let mut chars = bytes.clone();
     let mut n = 0;
     for b in 0..=255u32 {
@@ -139,8 +143,11 @@ impl ModelTokenizer {
             Ok(t) if t.len() == tokens.len() => t,
             _ => vec![TOKEN_TYPE_NORMAL; tokens.len()],
         };
-        let vocab: HashMap<String, u32> =
-            tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let vocab: HashMap<String, u32> = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32))
+            .collect();
         let (mut inner, token_bytes) = match kind.as_str() {
             "gpt2" => Self::build_gpt2(&meta, &tokens, &types, vocab)?,
             "llama" => Self::build_spm(&meta, &tokens, &types, vocab)?,
@@ -150,9 +157,7 @@ impl ModelTokenizer {
             .iter()
             .zip(&types)
             .filter(|(_, t)| **t == TOKEN_TYPE_CONTROL || **t == TOKEN_TYPE_USER_DEFINED)
-            .map(|(s, t)| {
-                AddedToken::from(s.clone(), *t == TOKEN_TYPE_CONTROL).normalized(false)
-            })
+            .map(|(s, t)| AddedToken::from(s.clone(), *t == TOKEN_TYPE_CONTROL).normalized(false))
             .collect();
         inner
             .add_special_tokens(added)
@@ -160,7 +165,10 @@ impl ModelTokenizer {
         let bos_id = meta.u32_opt("tokenizer.ggml.bos_token_id");
         let eos_id = meta.u32_opt("tokenizer.ggml.eos_token_id");
         let default_bos = kind == "llama";
-        let add_bos = meta.bool_opt("tokenizer.ggml.add_bos_token").unwrap_or(default_bos) && bos_id.is_some();
+        let add_bos = meta
+            .bool_opt("tokenizer.ggml.add_bos_token")
+            .unwrap_or(default_bos)
+            && bos_id.is_some();
         Ok(Self {
             inner,
             token_bytes,
@@ -181,10 +189,18 @@ impl ModelTokenizer {
         let merges: Vec<(String, String)> = meta
             .strings("tokenizer.ggml.merges")?
             .into_iter()
-            .filter_map(|m| m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())))
+            .filter_map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+            })
             .collect();
         let bpe = BPE::builder()
-            .vocab_and_merges(vocab.into_iter().collect::<tokenizers::models::bpe::Vocab>(), merges)
+            .vocab_and_merges(
+                vocab
+                    .into_iter()
+                    .collect::<tokenizers::models::bpe::Vocab>(),
+                merges,
+            )
             .build()
             .map_err(|e| anyhow::anyhow!("building BPE: {e}"))?;
         let mut tk = Tokenizer::new(bpe);
@@ -200,8 +216,13 @@ impl ModelTokenizer {
             "llama-bpe" | "llama3" | "dbrx" | "smaug-bpe" => {
                 vec![split(LLAMA3_SPLIT)?, byte_level.into()]
             }
-            "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" | "minerva-7b" => {
-                vec![Digits::new(true).into(), split(GPT2_SPLIT)?, byte_level.into()]
+            "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone"
+            | "minerva-7b" => {
+                vec![
+                    Digits::new(true).into(),
+                    split(GPT2_SPLIT)?,
+                    byte_level.into(),
+                ]
             }
             _ => vec![split(GPT2_SPLIT)?, byte_level.into()],
         };
@@ -251,14 +272,27 @@ impl ModelTokenizer {
         merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
         let merges = merges.into_iter().map(|m| (m.3, m.4)).collect();
         let mut builder = BPE::builder()
-            .vocab_and_merges(vocab.into_iter().collect::<tokenizers::models::bpe::Vocab>(), merges).byte_fallback(true);
+            .vocab_and_merges(
+                vocab
+                    .into_iter()
+                    .collect::<tokenizers::models::bpe::Vocab>(),
+                merges,
+            )
+            .byte_fallback(true);
         if let Some(unk) = meta.u32_opt("tokenizer.ggml.unknown_token_id") {
-            builder = builder.unk_token(tokens[unk as usize].clone()).fuse_unk(true);
+            builder = builder
+                .unk_token(tokens[unk as usize].clone())
+                .fuse_unk(true);
         }
-        let bpe = builder.build().map_err(|e| anyhow::anyhow!("building BPE: {e}"))?;
+        let bpe = builder
+            .build()
+            .map_err(|e| anyhow::anyhow!("building BPE: {e}"))?;
         let mut tk = Tokenizer::new(bpe);
         let mut norms: Vec<NormalizerWrapper> = Vec::new();
-        if meta.bool_opt("tokenizer.ggml.add_space_prefix").unwrap_or(true) {
+        if meta
+            .bool_opt("tokenizer.ggml.add_space_prefix")
+            .unwrap_or(true)
+        {
             norms.push(Prepend::new("▁".into()).into());
         }
         norms.push(
@@ -302,7 +336,10 @@ impl ModelTokenizer {
 
     /// Raw bytes of one token; empty for control tokens and ids out of range.
     pub fn token_bytes(&self, id: u32) -> &[u8] {
-        self.token_bytes.get(id as usize).map(Vec::as_slice).unwrap_or(&[])
+        self.token_bytes
+            .get(id as usize)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// Whether `id` is a control (special) token.
@@ -312,7 +349,10 @@ impl ModelTokenizer {
 
     /// Decodes ids to text (lossy for invalid UTF-8), skipping control tokens.
     pub fn decode(&self, ids: &[u32]) -> String {
-        let bytes: Vec<u8> = ids.iter().flat_map(|&i| self.token_bytes(i).iter().copied()).collect();
+        let bytes: Vec<u8> = ids
+            .iter()
+            .flat_map(|&i| self.token_bytes(i).iter().copied())
+            .collect();
         String::from_utf8_lossy(&bytes).into_owned()
     }
 

@@ -42,7 +42,11 @@ pub fn greedy(max_tokens: usize) -> SamplingParams {
 }
 
 /// Submits one sequence and returns its event receiver.
-pub fn submit(h: &EngineHandle, prompt: &[u32], params: SamplingParams) -> mpsc::UnboundedReceiver<TokenEvent> {
+pub fn submit(
+    h: &EngineHandle,
+    prompt: &[u32],
+    params: SamplingParams,
+) -> mpsc::UnboundedReceiver<TokenEvent> {
     let (tx, rx) = mpsc::unbounded_channel();
     let req = GenerateRequest {
         id: "t".into(),
@@ -63,7 +67,11 @@ pub fn collect(mut rx: mpsc::UnboundedReceiver<TokenEvent>) -> (Vec<u32>, String
                 ids.push(id);
                 text.push_str(&t);
             }
-            TokenEvent::Done { text: t, finish_reason, .. } => {
+            TokenEvent::Done {
+                text: t,
+                finish_reason,
+                ..
+            } => {
                 text.push_str(&t);
                 return (ids, text, finish_reason);
             }
@@ -72,4 +80,3 @@ pub fn collect(mut rx: mpsc::UnboundedReceiver<TokenEvent>) -> (Vec<u32>, String
     }
     panic!("stream ended without Done");
 }
-

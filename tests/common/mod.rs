@@ -85,7 +85,10 @@ impl Server {
             Ok(u) => u,
             Err(_) => {
                 let _ = child.kill();
-                panic!("server did not report its address; log: {:?}", log.lock().unwrap());
+                panic!(
+                    "server did not report its address; log: {:?}",
+                    log.lock().unwrap()
+                );
             }
         };
         let server = Server { child, url, log };
@@ -107,7 +110,10 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("server not ready after {limit:?}; log: {:?}", self.log.lock().unwrap());
+        panic!(
+            "server not ready after {limit:?}; log: {:?}",
+            self.log.lock().unwrap()
+        );
     }
 
     /// One server per distinct flag list, shared by the tests of one test binary (they

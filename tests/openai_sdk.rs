@@ -1,0 +1,90 @@
+//! The official OpenAI Python SDK against a running server: `tests/python/openai_sdk_check.py`
+//! runs in a virtual environment created once under `target/py-openai-venv` (`pip install
+//! openai`; needs `python3` with `venv` and a reachable package index).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::Server;
+
+const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
+
+fn venv_python(venv: &Path) -> PathBuf {
+    venv.join("bin").join("python")
+}
+
+fn has_openai(python: &Path) -> bool {
+    python.exists()
+        && Command::new(python)
+            .args(["-c", "import openai"])
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// The venv's python, creating the venv and installing `openai` on first use.
+fn venv() -> PathBuf {
+    let venv = common::repo_root().join("target").join("py-openai-venv");
+    let python = venv_python(&venv);
+    if has_openai(&python) {
+        return python;
+    }
+    let status = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .expect("running python3 -m venv");
+    assert!(
+        status.success(),
+        "python3 -m venv {} failed",
+        venv.display()
+    );
+    let out = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "openai",
+        ])
+        .output()
+        .expect("running pip");
+    assert!(
+        out.status.success(),
+        "pip install openai failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        has_openai(&python),
+        "openai not importable after pip install"
+    );
+    python
+}
+
+#[test]
+fn official_python_sdk_works_against_the_server() {
+    let python = venv();
+    let s = Server::start(&[]);
+    let script = common::repo_root()
+        .join("tests")
+        .join("python")
+        .join("openai_sdk_check.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .args([s.url.as_str(), MODEL])
+        .output()
+        .expect("running the SDK script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(
+        out.status.success(),
+        "SDK checks failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("all OpenAI SDK checks passed"), "{stdout}");
+}
