@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Seek};
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use candle_core::quantized::{QMatMul, QTensor, gguf_file};
@@ -122,7 +123,7 @@ pub struct BatchInput {
 /// A loaded llama-family model.
 pub struct Llama {
     cfg: LlamaConfig,
-    embed: QTensor,
+    embed: Arc<QTensor>,
     layers: Vec<Layer>,
     norm: Vec<f32>,
     output: QMatMul,
@@ -149,14 +150,15 @@ impl Llama {
     /// Loads the weights described by `ct` from `r`.
     pub fn load(ct: &gguf_file::Content, r: &mut (impl Read + Seek)) -> Result<Self> {
         let cfg = LlamaConfig::from_gguf(&ct.metadata)?;
-        let embed = ct
-            .tensor(r, "token_embd.weight", &Device::Cpu)
-            .context("loading token_embd.weight")?;
+        let embed = Arc::new(
+            ct.tensor(r, "token_embd.weight", &Device::Cpu)
+                .context("loading token_embd.weight")?,
+        );
+        // Tied embeddings share one copy of the table with the output projection.
         let output = if ct.tensor_infos.contains_key("output.weight") {
             load_mm(ct, r, "output.weight")?
         } else {
-            let tied = ct.tensor(r, "token_embd.weight", &Device::Cpu)?;
-            QMatMul::from_qtensor(tied)?
+            QMatMul::from_arc(embed.clone())?
         };
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
