@@ -7,7 +7,10 @@ mod common;
 use std::time::Duration;
 
 use common::Server;
-use common::sse::{BlockReader, SseItem, chat_content, parse_strict, post_json, read_body};
+use common::sse::{
+    BlockReader, STREAM_LIMIT, SseItem, assert_usage_adds_up, chat_content, parse_strict,
+    post_json, stream_raw,
+};
 use serde_json::{Value, json};
 
 const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
@@ -15,7 +18,6 @@ const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
 const QUESTION: &str = "What is the capital of France?";
 /// A prompt whose answer is long, so small `max_tokens` always end with "length".
 const STORY: &str = "Write a long story about a dragon who lives in a cave.";
-const STREAM_LIMIT: Duration = Duration::from_secs(90);
 
 fn server() -> &'static Server {
     Server::shared(&[])
@@ -60,32 +62,6 @@ fn content(v: &Value, i: usize) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no content in {v}"))
         .to_string()
-}
-
-/// Streams `body` and returns (headers, raw body).
-async fn stream_raw(
-    c: &reqwest::Client,
-    s: &Server,
-    body: &Value,
-) -> (reqwest::header::HeaderMap, String) {
-    let r = c.post(url(s)).json(body).send().await.expect("POST stream");
-    assert_eq!(r.status(), 200, "stream request {body} failed");
-    let headers = r.headers().clone();
-    (headers, read_body(r, STREAM_LIMIT).await)
-}
-
-fn assert_usage_adds_up(u: &Value) {
-    let p = u["prompt_tokens"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("usage.prompt_tokens in {u}"));
-    let c = u["completion_tokens"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("usage.completion_tokens in {u}"));
-    let t = u["total_tokens"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("usage.total_tokens in {u}"));
-    assert!(p > 0, "prompt_tokens must be positive: {u}");
-    assert_eq!(p + c, t, "prompt + completion != total: {u}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -164,7 +140,7 @@ async fn stream_format_is_openai_and_equals_non_streaming() {
 
     let mut sbody = body.clone();
     sbody["stream"] = json!(true);
-    let (headers, raw) = stream_raw(&c, s, &sbody).await;
+    let (headers, raw) = stream_raw(&c, &url(s), &sbody).await;
     let ct = headers["content-type"].to_str().unwrap();
     assert!(ct.starts_with("text/event-stream"), "content-type {ct}");
     assert_eq!(
@@ -245,7 +221,7 @@ async fn stream_include_usage_nulls_then_usage_chunk() {
     let mut sbody = body.clone();
     sbody["stream"] = json!(true);
     sbody["stream_options"] = json!({"include_usage": true});
-    let (_, raw) = stream_raw(&c, s, &sbody).await;
+    let (_, raw) = stream_raw(&c, &url(s), &sbody).await;
     let sse = parse_strict(&raw).unwrap_or_else(|e| panic!("bad SSE: {e}\nbody:\n{raw}"));
     let ev = &sse.events;
     let (last, rest) = ev.split_last().unwrap();
@@ -348,7 +324,7 @@ async fn stop_string_is_cut_and_not_returned() {
     // Streaming: the held-back text of a partial match never leaks.
     let mut sbody = body.clone();
     sbody["stream"] = json!(true);
-    let (_, raw) = stream_raw(&c, s, &sbody).await;
+    let (_, raw) = stream_raw(&c, &url(s), &sbody).await;
     let sse = parse_strict(&raw).unwrap_or_else(|e| panic!("bad SSE: {e}\nbody:\n{raw}"));
     assert_eq!(
         chat_content(&sse.events, 0),
@@ -421,7 +397,7 @@ async fn n_gives_indexed_choices() {
         json!({"max_tokens": 3, "n": 2, "temperature": 1.0, "seed": 7}),
     );
     sbody["stream"] = json!(true);
-    let (_, raw) = stream_raw(&c, s, &sbody).await;
+    let (_, raw) = stream_raw(&c, &url(s), &sbody).await;
     let sse = parse_strict(&raw).unwrap_or_else(|e| panic!("bad SSE: {e}\nbody:\n{raw}"));
     for i in 0..2u64 {
         let mine: Vec<&Value> = sse

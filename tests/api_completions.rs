@@ -8,14 +8,16 @@ mod common;
 use std::time::Duration;
 
 use common::Server;
-use common::sse::{BlockReader, completion_text, parse_strict, post_json, read_body};
+use common::sse::{
+    BlockReader, STREAM_LIMIT, assert_usage_adds_up, completion_text, parse_strict, post_json,
+    stream_raw,
+};
 use serde_json::{Value, json};
 
 const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
 const FRANCE: &str = "The capital of France is";
 /// A prompt that keeps going, so small `max_tokens` always end with "length".
 const STORY: &str = "Once upon a time, in a small village by the sea, there lived";
-const STREAM_LIMIT: Duration = Duration::from_secs(90);
 
 fn server() -> &'static Server {
     Server::shared(&[])
@@ -55,31 +57,6 @@ fn text(v: &Value, i: usize) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no text in {v}"))
         .to_string()
-}
-
-async fn stream_raw(
-    c: &reqwest::Client,
-    s: &Server,
-    body: &Value,
-) -> (reqwest::header::HeaderMap, String) {
-    let r = c.post(url(s)).json(body).send().await.expect("POST stream");
-    assert_eq!(r.status(), 200, "stream request {body} failed");
-    let headers = r.headers().clone();
-    (headers, read_body(r, STREAM_LIMIT).await)
-}
-
-fn assert_usage_adds_up(u: &Value) {
-    let p = u["prompt_tokens"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("usage.prompt_tokens in {u}"));
-    let c = u["completion_tokens"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("usage.completion_tokens in {u}"));
-    let t = u["total_tokens"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("usage.total_tokens in {u}"));
-    assert!(p > 0, "prompt_tokens must be positive: {u}");
-    assert_eq!(p + c, t, "prompt + completion != total: {u}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -143,7 +120,7 @@ async fn stream_format_is_openai_and_equals_non_streaming() {
     let mut sbody = body.clone();
     sbody["stream"] = json!(true);
     sbody["stream_options"] = json!({"include_usage": true});
-    let (headers, raw) = stream_raw(&c, s, &sbody).await;
+    let (headers, raw) = stream_raw(&c, &url(s), &sbody).await;
     let ct = headers["content-type"].to_str().unwrap();
     assert!(ct.starts_with("text/event-stream"), "content-type {ct}");
     assert_eq!(
@@ -209,7 +186,7 @@ async fn stream_without_include_usage_has_no_usage_field() {
     let c = client();
     let (_, raw) = stream_raw(
         &c,
-        s,
+        &url(s),
         &req(FRANCE, json!({"max_tokens": 4, "stream": true})),
     )
     .await;
@@ -247,7 +224,7 @@ async fn stop_string_is_cut_and_not_returned() {
 
     let mut sbody = body.clone();
     sbody["stream"] = json!(true);
-    let (_, raw) = stream_raw(&c, s, &sbody).await;
+    let (_, raw) = stream_raw(&c, &url(s), &sbody).await;
     let sse = parse_strict(&raw).unwrap_or_else(|e| panic!("bad SSE: {e}\nbody:\n{raw}"));
     assert_eq!(
         completion_text(&sse.events, 0),

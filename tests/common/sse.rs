@@ -259,3 +259,30 @@ impl BlockReader {
         }
     }
 }
+
+/// How long a whole test stream may take.
+pub const STREAM_LIMIT: Duration = Duration::from_secs(90);
+
+/// POSTs a streaming `body` to `url`, asserts 200 and returns (headers, raw body).
+pub async fn stream_raw(
+    c: &reqwest::Client,
+    url: &str,
+    body: &Value,
+) -> (reqwest::header::HeaderMap, String) {
+    let r = c.post(url).json(body).send().await.expect("POST stream");
+    assert_eq!(r.status(), 200, "stream request {body} failed");
+    let headers = r.headers().clone();
+    (headers, read_body(r, STREAM_LIMIT).await)
+}
+
+/// Asserts `usage` has positive prompt tokens and prompt + completion == total.
+pub fn assert_usage_adds_up(u: &Value) {
+    let get = |k: &str| u[k].as_u64().unwrap_or_else(|| panic!("usage.{k} in {u}"));
+    let (p, c, t) = (
+        get("prompt_tokens"),
+        get("completion_tokens"),
+        get("total_tokens"),
+    );
+    assert!(p > 0, "prompt_tokens must be positive: {u}");
+    assert_eq!(p + c, t, "prompt + completion != total: {u}");
+}
