@@ -62,6 +62,16 @@ pub fn install() -> PrometheusHandle {
             // keep rendering our own (empty) view rather than failing start-up.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            // Counters exist from the start (at 0), so dashboards and alerts see them
+            // before the first event.
+            for name in [
+                PROMPT_TOKENS_TOTAL,
+                GENERATION_TOKENS_TOTAL,
+                PREEMPTIONS_TOTAL,
+                CANCELLED_TOTAL,
+            ] {
+                metrics::counter!(name).increment(0);
+            }
             handle
         })
         .clone()
