@@ -366,3 +366,70 @@ impl ModelTokenizer {
         self.inner.id_to_token(id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gguf_file::Value;
+
+    /// A SentencePiece-style (`llama`) vocabulary: control tokens, 256 byte tokens,
+    /// then pieces whose scores rank the merges.
+    fn spm_metadata() -> HashMap<String, Value> {
+        let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+        let mut types = vec![2, TOKEN_TYPE_CONTROL, TOKEN_TYPE_CONTROL];
+        for b in 0..=255u8 {
+            tokens.push(format!("<0x{b:02X}>"));
+            types.push(TOKEN_TYPE_BYTE);
+        }
+        for piece in [
+            "▁", "h", "e", "l", "o", "w", "r", "d", "ll", "▁h", "▁he", "llo", "▁hello", "▁w", "or",
+            "▁wor", "ld", "▁world",
+        ] {
+            tokens.push(piece.into());
+            types.push(TOKEN_TYPE_NORMAL);
+        }
+        let n = tokens.len();
+        let scores: Vec<Value> = (0..n)
+            .map(|i| Value::F32(if i < 259 { 0.0 } else { i as f32 }))
+            .collect();
+        HashMap::from([
+            ("tokenizer.ggml.model".into(), Value::String("llama".into())),
+            (
+                "tokenizer.ggml.tokens".into(),
+                Value::Array(tokens.into_iter().map(Value::String).collect()),
+            ),
+            (
+                "tokenizer.ggml.token_type".into(),
+                Value::Array(types.into_iter().map(Value::I32).collect()),
+            ),
+            ("tokenizer.ggml.scores".into(), Value::Array(scores)),
+            ("tokenizer.ggml.bos_token_id".into(), Value::U32(1)),
+            ("tokenizer.ggml.eos_token_id".into(), Value::U32(2)),
+            ("tokenizer.ggml.unknown_token_id".into(), Value::U32(0)),
+        ])
+    }
+
+    #[test]
+    fn sentencepiece_vocab_merges_falls_back_to_bytes_and_adds_bos() {
+        let tok = ModelTokenizer::from_gguf(&spm_metadata()).unwrap();
+        let id = |p: &str| tok.inner.token_to_id(p).unwrap();
+        assert!(
+            tok.add_bos,
+            "llama tokenizers add BOS unless the GGUF says otherwise"
+        );
+        assert_eq!(
+            tok.encode("hello world").unwrap(),
+            vec![1, id("▁hello"), id("▁world")]
+        );
+        // "é" is not in the vocabulary: its two UTF-8 bytes become byte tokens.
+        let ids = tok.encode("hé").unwrap();
+        assert_eq!(ids, vec![1, id("▁h"), id("<0xC3>"), id("<0xA9>")]);
+        assert_eq!(tok.decode(&ids), " hé");
+        assert_eq!(tok.eog_ids, vec![2]);
+        assert_eq!(
+            tok.encode("</s>").unwrap(),
+            vec![1, 2],
+            "control tokens are special"
+        );
+    }
+}
