@@ -3,6 +3,8 @@
 
 use anyhow::{Result, bail};
 
+pub mod cpu;
+
 /// Where the model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceKind {

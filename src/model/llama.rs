@@ -16,6 +16,7 @@ use candle_core::{Device, Module, Tensor};
 use super::ops::{RopeTable, rms_norm, silu_mul};
 use super::paged_attention::{HeadShape, PagedKvCache, SeqSpan};
 use super::tokenizer::Meta;
+use crate::device::cpu::{CpuQMatrix, QKind};
 
 /// Hyper-parameters read from GGUF metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,14 +96,41 @@ impl LlamaConfig {
 
 struct Layer {
     attn_norm: Vec<f32>,
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
-    wo: QMatMul,
+    wq: Linear,
+    wk: Linear,
+    wv: Linear,
+    wo: Linear,
     ffn_norm: Vec<f32>,
-    w_gate: QMatMul,
-    w_up: QMatMul,
-    w_down: QMatMul,
+    w_gate: Linear,
+    w_up: Linear,
+    w_down: Linear,
+}
+
+/// A weight matmul: our batched CPU kernel for Q4_1 / Q8_0, candle's for the rest.
+enum Linear {
+    Ours(CpuQMatrix),
+    Candle(QMatMul),
+}
+
+impl Linear {
+    fn from_arc(t: Arc<QTensor>) -> Result<Self> {
+        if QKind::from_ggml(t.dtype()).is_some() && t.shape().rank() == 2 {
+            Ok(Linear::Ours(CpuQMatrix::from_qtensor(&t)?))
+        } else {
+            Ok(Linear::Candle(QMatMul::from_arc(t)?))
+        }
+    }
+
+    /// `x · Wᵀ` for `m` rows of `x`, as `[m, n]`.
+    fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        match self {
+            Linear::Ours(w) => Ok(w.matmul(x, m)),
+            Linear::Candle(w) => {
+                let x = Tensor::from_slice(x, (m, x.len() / m.max(1)), &Device::Cpu)?;
+                Ok(w.forward(&x)?.flatten_all()?.to_vec1::<f32>()?)
+            }
+        }
+    }
 }
 
 /// A flat batch: the tokens one step computes, from any number of sequences.
@@ -126,7 +154,7 @@ pub struct Llama {
     embed: Arc<QTensor>,
     layers: Vec<Layer>,
     norm: Vec<f32>,
-    output: QMatMul,
+    output: Linear,
     rope: RopeTable,
 }
 
@@ -139,11 +167,11 @@ fn load_f32(ct: &gguf_file::Content, r: &mut (impl Read + Seek), name: &str) -> 
         .to_vec1::<f32>()?)
 }
 
-fn load_mm(ct: &gguf_file::Content, r: &mut (impl Read + Seek), name: &str) -> Result<QMatMul> {
+fn load_mm(ct: &gguf_file::Content, r: &mut (impl Read + Seek), name: &str) -> Result<Linear> {
     let t = ct
         .tensor(r, name, &Device::Cpu)
         .with_context(|| format!("loading {name}"))?;
-    Ok(QMatMul::from_qtensor(t)?)
+    Linear::from_arc(Arc::new(t))
 }
 
 impl Llama {
@@ -158,7 +186,7 @@ impl Llama {
         let output = if ct.tensor_infos.contains_key("output.weight") {
             load_mm(ct, r, "output.weight")?
         } else {
-            QMatMul::from_arc(embed.clone())?
+            Linear::from_arc(embed.clone())?
         };
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
@@ -223,23 +251,19 @@ impl Llama {
         let mut attn = vec![0f32; t * qw];
         for (li, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(&x, &layer.attn_norm, cfg.rms_eps);
-            let h = Tensor::from_vec(h, (t, d), &Device::Cpu)?;
-            let mut q = matmul(&layer.wq, &h)?;
-            let mut k = matmul(&layer.wk, &h)?;
-            let v = matmul(&layer.wv, &h)?;
+            let mut q = layer.wq.forward(&h, t)?;
+            let mut k = layer.wk.forward(&h, t)?;
+            let v = layer.wv.forward(&h, t)?;
             self.rope.apply(&mut q, &input.positions, cfg.n_head);
             self.rope.apply(&mut k, &input.positions, cfg.n_kv_head);
             debug_assert_eq!(k.len(), t * kw);
             cache.write(li, &input.slots, &k, &v);
             cache.attend(li, cfg.heads(), &input.spans, &q, &mut attn);
-            let a = Tensor::from_slice(&attn, (t, qw), &Device::Cpu)?;
-            add_in_place(&mut x, &matmul(&layer.wo, &a)?);
+            add_in_place(&mut x, &layer.wo.forward(&attn, t)?);
             let h = rms_norm(&x, &layer.ffn_norm, cfg.rms_eps);
-            let h = Tensor::from_vec(h, (t, d), &Device::Cpu)?;
-            let g = matmul(&layer.w_gate, &h)?;
-            let u = matmul(&layer.w_up, &h)?;
-            let m = Tensor::from_vec(silu_mul(&g, &u), (t, cfg.n_ff), &Device::Cpu)?;
-            add_in_place(&mut x, &matmul(&layer.w_down, &m)?);
+            let g = layer.w_gate.forward(&h, t)?;
+            let u = layer.w_up.forward(&h, t)?;
+            add_in_place(&mut x, &layer.w_down.forward(&silu_mul(&g, &u), t)?);
         }
         let r = input.logits_rows.len();
         if r == 0 {
@@ -249,18 +273,11 @@ impl Llama {
         for &row in &input.logits_rows {
             last.extend_from_slice(&x[row * d..(row + 1) * d]);
         }
-        let h = Tensor::from_vec(
-            rms_norm(&last, &self.norm, cfg.rms_eps),
-            (r, d),
-            &Device::Cpu,
-        )?;
-        let logits = matmul(&self.output, &h)?;
+        let logits = self
+            .output
+            .forward(&rms_norm(&last, &self.norm, cfg.rms_eps), r)?;
         Ok(logits.chunks(cfg.vocab_size).map(<[f32]>::to_vec).collect())
     }
-}
-
-fn matmul(w: &QMatMul, x: &Tensor) -> Result<Vec<f32>> {
-    Ok(w.forward(x)?.flatten_all()?.to_vec1::<f32>()?)
 }
 
 fn add_in_place(x: &mut [f32], y: &[f32]) {
