@@ -6,14 +6,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::Server;
 use common::sse::{
     BlockReader, STREAM_LIMIT, SseItem, assert_usage_adds_up, chat_content, parse_strict,
     post_json, stream_raw,
 };
+use common::{MODEL, Server, chat_body as chat};
 use serde_json::{Value, json};
 
-const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
 /// A question with a short factual answer.
 const QUESTION: &str = "What is the capital of France?";
 /// A prompt whose answer is long, so small `max_tokens` always end with "length".
@@ -32,18 +31,6 @@ fn client() -> reqwest::Client {
 
 fn url(s: &Server) -> String {
     format!("{}/v1/chat/completions", s.url)
-}
-
-fn chat(content: &str, extra: Value) -> Value {
-    let mut body = json!({
-        "model": MODEL,
-        "messages": [{"role": "user", "content": content}],
-        "temperature": 0,
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    body
 }
 
 /// Non-streaming request that must succeed; returns the body.

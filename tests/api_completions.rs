@@ -7,14 +7,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::Server;
 use common::sse::{
     BlockReader, STREAM_LIMIT, assert_usage_adds_up, completion_text, parse_strict, post_json,
     stream_raw,
 };
+use common::{MODEL, Server};
 use serde_json::{Value, json};
 
-const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
 const FRANCE: &str = "The capital of France is";
 /// A prompt that keeps going, so small `max_tokens` always end with "length".
 const STORY: &str = "Once upon a time, in a small village by the sea, there lived";
@@ -35,11 +34,10 @@ fn url(s: &Server) -> String {
 }
 
 fn req(prompt: impl Into<Value>, extra: Value) -> Value {
-    let mut body = json!({"model": MODEL, "prompt": prompt.into(), "temperature": 0});
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    body
+    common::merged(
+        json!({"model": MODEL, "prompt": prompt.into(), "temperature": 0}),
+        extra,
+    )
 }
 
 async fn ok(c: &reqwest::Client, s: &Server, body: &Value) -> Value {

@@ -10,13 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::Server;
 use common::sse::{
     BlockReader, chat_content, metric, parse_strict, post_json, read_body, scrape, wait_idle,
 };
+use common::{MODEL, Server, chat_body as chat};
 use serde_json::{Value, json};
 
-const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
 const PROMPTS: [&str; 4] = [
     "What is the capital of France?",
     "Write a haiku about the sea.",
@@ -36,18 +35,6 @@ fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(300))
         .build()
         .unwrap()
-}
-
-fn chat(content: &str, extra: Value) -> Value {
-    let mut body = json!({
-        "model": MODEL,
-        "messages": [{"role": "user", "content": content}],
-        "temperature": 0,
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    body
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -10,11 +10,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::Server;
 use common::sse::{metric_sum, post_json, scrape, wait_idle};
+use common::{MODEL, Server, chat_body};
 use serde_json::{Value, json};
-
-const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
 
 /// Context of 64 tokens (a one-word chat prompt is ~31), bodies up to 1 KiB, n up to 4.
 fn server() -> &'static Server {
@@ -36,16 +34,7 @@ fn client() -> reqwest::Client {
 }
 
 fn chat(extra: Value) -> Value {
-    let mut body = json!({
-        "model": MODEL,
-        "messages": [{"role": "user", "content": "Hi"}],
-        "max_tokens": 2,
-        "temperature": 0,
-    });
-    for (k, v) in extra.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    body
+    common::merged(chat_body("Hi", json!({"max_tokens": 2})), extra)
 }
 
 /// Checks OpenAI's error shape; returns the error object.

@@ -7,9 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::Server;
-
-const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
+use common::{MODEL, Server};
 
 fn venv_python(venv: &Path) -> PathBuf {
     venv.join("bin").join("python")

@@ -160,3 +160,26 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// The default model's id, as clients send it.
+pub const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1";
+
+/// `body` with every field of `extra` set over it.
+pub fn merged(mut body: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+    for (k, v) in extra.as_object().expect("extra fields are an object") {
+        body[k] = v.clone();
+    }
+    body
+}
+
+/// A greedy chat request with one user message, `extra` fields set over it.
+pub fn chat_body(content: &str, extra: serde_json::Value) -> serde_json::Value {
+    merged(
+        serde_json::json!({
+            "model": MODEL,
+            "messages": [{"role": "user", "content": content}],
+            "temperature": 0,
+        }),
+        extra,
+    )
+}
