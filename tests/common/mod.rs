@@ -35,7 +35,13 @@ pub fn default_model() -> PathBuf {
             .output()
             .expect("running ferrite fetch-model");
         assert!(out.status.success(), "fetch-model failed");
-        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let path = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+        assert!(
+            path.is_file(),
+            "fetch-model printed {stdout:?}, not a model path"
+        );
+        path
     })
     .clone()
 }
@@ -91,15 +97,20 @@ impl Server {
                 );
             }
         };
-        let server = Server { child, url, log };
+        let mut server = Server { child, url, log };
         server.wait_ready(Duration::from_secs(120));
         server
     }
 
-    fn wait_ready(&self, limit: Duration) {
+    fn wait_ready(&mut self, limit: Duration) {
         let t0 = Instant::now();
         let client = reqwest::blocking::Client::new();
         while t0.elapsed() < limit {
+            assert!(
+                self.is_running(),
+                "server exited before it was ready; log: {:?}",
+                self.log.lock().unwrap()
+            );
             if let Ok(r) = client
                 .get(format!("{}/health", self.url))
                 .timeout(Duration::from_secs(5))
