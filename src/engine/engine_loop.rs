@@ -225,7 +225,7 @@ impl Engine {
         if self.scheduler.num_running() > 0 {
             return;
         }
-        if let Some(&id) = self.seqs.keys().min() {
+        if let Some(id) = self.scheduler.next_waiting() {
             if let Some(seq) = self.seqs.get(&id) {
                 seq.fail("the request does not fit in the KV cache");
             }

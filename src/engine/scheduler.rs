@@ -204,6 +204,11 @@ impl Scheduler {
         &self.kv
     }
 
+    /// The sequence at the head of the queue, the next to be admitted.
+    pub fn next_waiting(&self) -> Option<SeqId> {
+        self.waiting.front().copied()
+    }
+
     /// Sequences waiting (new and preempted).
     pub fn num_waiting(&self) -> usize {
         self.waiting.len()
