@@ -10,18 +10,7 @@ use std::time::{Duration, Instant};
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use ferrite::device::cpu::CpuQMatrix;
-
-fn rand_vec(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+use ferrite::model::gguf_writer::signed_units as rand_vec;
 
 /// Mean seconds per call of `f`, over at least ~0.3 s after a warm-up.
 fn time(mut f: impl FnMut()) -> f64 {

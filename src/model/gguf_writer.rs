@@ -24,6 +24,7 @@ use candle_core::quantized::GgmlDType;
 mod random;
 mod synthetic;
 
+pub use random::signed_units;
 use random::{SplitMix64, block_header, fill_random};
 pub use synthetic::{SyntheticLlama, gpt2_byte_chars};
 

@@ -5,19 +5,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
 use super::{CpuQMatrix, QKind};
-
-/// Deterministic xorshift values in [-1, 1).
-fn rand_vec(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+use crate::model::gguf_writer::signed_units as rand_vec;
 
 /// A random quantized `(n, k)` weight and its dequantized f32 values.
 fn weight(n: usize, k: usize, dtype: GgmlDType, seed: u64) -> (CpuQMatrix, Vec<f32>) {

@@ -32,6 +32,13 @@ impl SplitMix64 {
     }
 }
 
+/// `len` deterministic values uniform in `[-1, 1)` from `seed` (synthetic activations
+/// and weights for tests and benchmarks).
+pub fn signed_units(len: usize, seed: u64) -> Vec<f32> {
+    let mut rng = SplitMix64(seed);
+    (0..len).map(|_| rng.signed_unit()).collect()
+}
+
 fn h(x: f32) -> [u8; 2] {
     f16::from_f32(x).to_le_bytes()
 }
