@@ -390,30 +390,18 @@ async fn body_over_max_body_is_413() {
     let s = server();
     let c = client();
     let big = chat(json!({"messages": [{"role": "user", "content": "x".repeat(2000)}]}));
-    let r = c
-        .post(format!("{}/v1/chat/completions", s.url))
-        .json(&big)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    let text = r.text().await.unwrap();
+    let url = format!("{}/v1/chat/completions", s.url);
+    let (status, headers, text) = send(c.post(&url).json(&big)).await;
     assert_eq!(status, 413, "{text}");
     error_object(413, &headers, &text).unwrap();
     // Without Content-Length (chunked) the limit holds too.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(big.to_string().into_bytes())];
     let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
-    let r = c
-        .post(format!("{}/v1/chat/completions", s.url))
+    let chunked = c
+        .post(&url)
         .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let headers = r.headers().clone();
-    let text = r.text().await.unwrap();
+        .body(body);
+    let (status, headers, text) = send(chunked).await;
     assert_eq!(status, 413, "chunked body: {text}");
     error_object(413, &headers, &text).unwrap();
 }
@@ -574,4 +562,12 @@ async fn loading_is_503_in_the_error_shape() {
         post_json(&c, &format!("{url}/v1/chat/completions"), &chat(json!({}))).await;
     assert_eq!(status, 200, "{v}");
     drop(guard);
+}
+
+/// Sends a request and returns (status, headers, body text).
+async fn send(rb: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, String) {
+    let r = rb.send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.unwrap())
 }
