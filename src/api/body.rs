@@ -1,5 +1,7 @@
 //! Reading a request body ourselves, so that a body over the limit is a 413 and bad JSON
 //! is a 400, both in OpenAI's error shape (axum's extractors would answer in plain text).
+//! Handlers read with `read_bytes`, then parse with `parse_json` (pure, so the fuzz
+//! target and tests can call it without a request).
 
 use axum::extract::Request;
 use axum::http::header;
@@ -8,12 +10,11 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 
-/// Reads at most `limit` bytes of body and parses them as JSON into `T`.
+/// Reads at most `limit` bytes of body.
 ///
 /// A `Content-Length` over the limit is refused before reading; a body that grows past
-/// it while streaming is refused as soon as it does. Serde's message names the problem
-/// (wrong type, missing field, syntax) and where in the body it is.
-pub async fn read_json<T: DeserializeOwned>(req: Request, limit: usize) -> Result<T, ApiError> {
+/// it while streaming is refused as soon as it does.
+pub async fn read_bytes(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -33,13 +34,20 @@ pub async fn read_json<T: DeserializeOwned>(req: Request, limit: usize) -> Resul
         }
         buf.extend_from_slice(&chunk);
     }
+    Ok(buf)
+}
+
+/// Parses a whole body as JSON into `T`: an empty body, bad JSON or a wrong field is a
+/// 400. Serde's message names the problem (wrong type, missing field, syntax) and where
+/// in the body it is; the field at fault becomes `param` when one alone is.
+pub fn parse_json<T: DeserializeOwned>(buf: &[u8]) -> Result<T, ApiError> {
     if buf.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::invalid(
             "The request body is empty; expected a JSON object.",
             None,
         ));
     }
-    serde_json::from_slice(&buf).map_err(|e| match culprit::<T>(&buf) {
+    serde_json::from_slice(buf).map_err(|e| match culprit::<T>(buf) {
         Some(field) => ApiError::invalid(
             format!("Invalid value for `{field}`: {e}"),
             Some(field.as_str()),
@@ -52,10 +60,25 @@ pub async fn read_json<T: DeserializeOwned>(req: Request, limit: usize) -> Resul
 /// (Serde loses field names inside flattened structs, so we find it by elimination:
 /// first a field whose removal makes the body parse; failing that, a required field
 /// whose removal makes serde complain only that it is missing.) Error path only.
+///
+/// The search re-parses the body once or twice per key, so it is skipped for bodies
+/// where that would be expensive (many keys, or a large body times its keys): a crafted
+/// body must not turn one 400 into seconds of CPU. Those errors just name no `param`.
 fn culprit<T: DeserializeOwned>(body: &[u8]) -> Option<String> {
+    const MAX_KEYS: usize = 64;
+    const MAX_WORK_BYTES: usize = 32 << 20;
     let serde_json::Value::Object(obj) = serde_json::from_slice(body).ok()? else {
         return None;
     };
+    if obj.len() > MAX_KEYS || body.len().saturating_mul(2 * obj.len()) > MAX_WORK_BYTES {
+        return None;
+    }
+    // Parsed into a map, duplicate keys collapse: if that alone makes the body parse, the
+    // fault (a duplicate field) belongs to no single key, and eliminating keys would
+    // blame whichever comes first.
+    if serde_json::from_value::<T>(serde_json::Value::Object(obj.clone())).is_ok() {
+        return None;
+    }
     let without = |key: &str| {
         let mut rest = obj.clone();
         rest.remove(key);

@@ -1,21 +1,25 @@
 //! `POST /v1/chat/completions` and `POST /v1/completions`: parse, validate, tokenize,
 //! submit, then stream SSE chunks or drain into one JSON body. Both endpoints share one
 //! pipeline (`run`); they differ in how the prompt is built and in response shapes.
+//! The guard layer's `Hooks` reach `run`: streams get the request's cutoff, and greedy
+//! non-streaming requests go through the response cache when it is on.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 
-use super::body::read_json;
+use super::body::read_bytes;
+use super::check::{self, CheckedChat, CheckedCompletion};
 use super::chunks::ChunkBuilder;
 use super::error::ApiError;
 use super::generate::{self, ChoiceOutput, Generation, PromptJob};
+use super::guard::{Hooks, json_response};
 use super::middleware::RequestCtx;
 use super::openai::{
-    AssistantMessage, ChatChoice, ChatCompletion, ChatLogprobs, ChatRequest, ChatTokenLogprob,
-    Completion, CompletionChoice, CompletionLogprobs, CompletionRequest, UsageBody,
+    AssistantMessage, ChatChoice, ChatCompletion, ChatLogprobs, ChatTokenLogprob, Completion,
+    CompletionChoice, CompletionLogprobs, UsageBody,
 };
 use super::prompt;
 use super::sse;
@@ -38,29 +42,32 @@ pub async fn completions(State(state): State<AppState>, req: Request) -> Respons
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-fn ctx_of(req: &Request) -> RequestCtx {
-    req.extensions()
+/// What a handler knows of its request besides the body.
+struct Call {
+    request: RequestCtx,
+    hooks: Option<Hooks>,
+}
+
+fn ctx_of(req: &Request) -> Call {
+    let request = req
+        .extensions()
         .get::<RequestCtx>()
         .cloned()
         .unwrap_or_else(|| RequestCtx {
             id: uuid::Uuid::new_v4().to_string(),
             arrival: Instant::now(),
-        })
+        });
+    Call {
+        request,
+        hooks: Hooks::of(req),
+    }
 }
 
-async fn chat_inner(state: &AppState, ctx: RequestCtx, req: Request) -> Result<Response, ApiError> {
+async fn chat_inner(state: &AppState, ctx: Call, req: Request) -> Result<Response, ApiError> {
     let ready = state.ready()?;
-    let body: ChatRequest = read_json(req, state.limits.max_body_bytes).await?;
-    validate::model(body.common.model.as_deref(), &ready.model.info.id)?;
-    validate::chat_unsupported(&body)?;
-    let logprobs = validate::chat_logprobs(body.logprobs, body.top_logprobs)?;
-    let max_tokens = match (body.max_completion_tokens, body.common.max_tokens) {
-        (Some(m), _) => Some((m, "max_completion_tokens")),
-        (None, Some(m)) => Some((m, "max_tokens")),
-        (None, None) => None,
-    };
-    let checked = validate::common(&body.common, max_tokens, logprobs, &state.limits)?;
-    let messages = validate::messages(&body.messages)?;
+    let bytes = read_bytes(req, state.limits.max_body_bytes).await?;
+    let CheckedChat { checked, messages } =
+        check::chat(&bytes, &ready.model.info.id, &state.limits)?;
     let model = ready.model.clone();
     let ids = prompt::blocking(move || prompt::chat_ids(&model, &messages)).await?;
     run(state, ready, &ctx, Endpoint::Chat, vec![ids], checked).await
@@ -68,17 +75,15 @@ async fn chat_inner(state: &AppState, ctx: RequestCtx, req: Request) -> Result<R
 
 async fn completions_inner(
     state: &AppState,
-    ctx: RequestCtx,
+    ctx: Call,
     req: Request,
 ) -> Result<Response, ApiError> {
     let ready = state.ready()?;
-    let body: CompletionRequest = read_json(req, state.limits.max_body_bytes).await?;
-    validate::model(body.common.model.as_deref(), &ready.model.info.id)?;
-    validate::completion_unsupported(&body)?;
-    let logprobs = validate::completion_logprobs(body.logprobs)?;
-    let max_tokens = body.common.max_tokens.map(|m| (m, "max_tokens"));
-    let checked = validate::common(&body.common, max_tokens, logprobs, &state.limits)?;
-    let input = validate::prompt(&body.prompt)?;
+    let bytes = read_bytes(req, state.limits.max_body_bytes).await?;
+    let CheckedCompletion {
+        checked,
+        prompt: input,
+    } = check::completion(&bytes, &ready.model.info.id, &state.limits)?;
     let model = ready.model.clone();
     let prompts = prompt::blocking(move || prompt::completion_ids(&model, input)).await?;
     run(state, ready, &ctx, Endpoint::Completion, prompts, checked).await
@@ -88,7 +93,7 @@ async fn completions_inner(
 async fn run(
     state: &AppState,
     ready: &Ready,
-    ctx: &RequestCtx,
+    ctx: &Call,
     endpoint: Endpoint,
     prompts: Vec<Vec<u32>>,
     checked: Checked,
@@ -110,7 +115,14 @@ async fn run(
             Ok(PromptJob { ids, params })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    let generation = Generation::start(&ready.engine, &jobs, checked.n, &ctx.id, ctx.arrival)?;
+    let hooks = ctx.hooks.as_ref();
+    let cache_key =
+        hooks.and_then(|h| h.cache_key(&info.id, endpoint, checked.n, &jobs, checked.stream));
+    if let Some(body) = cache_key.and_then(|k| hooks?.cached(&k)) {
+        return Ok(json_response(body, Some("hit")));
+    }
+    let (id, arrival) = (&ctx.request.id, ctx.request.arrival);
+    let generation = Generation::start(&ready.engine, &jobs, checked.n, id, arrival)?;
     let prefix = match endpoint {
         Endpoint::Chat => "chatcmpl",
         Endpoint::Completion => "cmpl",
@@ -130,8 +142,9 @@ async fn run(
             include_usage: checked.include_usage,
         };
         let keep_alive = state.limits.sse_keep_alive;
+        let cutoff = hooks.map(|h| &h.cutoff);
         return Ok(sse::response(
-            generation, chunks, logprobs, checked.n, keep_alive,
+            generation, chunks, logprobs, checked.n, keep_alive, cutoff,
         ));
     }
     let outputs = generate::collect(generation).await?;
@@ -139,12 +152,17 @@ async fn run(
         &outputs.iter().map(|o| o.usage).collect::<Vec<_>>(),
         checked.n,
     );
-    Ok(match endpoint {
-        Endpoint::Chat => Json(chat_body(meta, outputs, logprobs, usage)).into_response(),
+    let body = match endpoint {
+        Endpoint::Chat => serde_json::to_vec(&chat_body(meta, outputs, logprobs, usage)),
         Endpoint::Completion => {
-            Json(completion_body(meta, outputs, logprobs, usage)).into_response()
+            serde_json::to_vec(&completion_body(meta, outputs, logprobs, usage))
         }
-    })
+    };
+    let body = Bytes::from(body.map_err(|e| ApiError::internal(format!("encoding: {e}")))?);
+    if let (Some(h), Some(k)) = (hooks, cache_key) {
+        h.store(k, body.clone());
+    }
+    Ok(json_response(body, cache_key.map(|_| "miss")))
 }
 
 /// Identity shared by a response and its chunks.

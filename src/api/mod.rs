@@ -2,19 +2,32 @@
 //! single `ApiError` -> status mapping. The engine only ever sees validated token ids
 //! and resolved sampling parameters; everything client-shaped stays here.
 //!
-//! Routes: `POST /v1/chat/completions`, `POST /v1/completions`, `GET /v1/models`,
-//! `GET /v1/models/{id}`, `GET /health`, `GET /metrics`; anything else is a 404 or 405
-//! in OpenAI's error shape. Every response carries `x-request-id`.
+//! Routes: `POST /v1/chat/completions`, `POST /v1/completions` (the LLM),
+//! `POST /v1/embeddings`, `POST /rerank` (TEI shape), `POST /v1/rerank` (Cohere/Jina
+//! shape) (the encoder), `GET /v1/models`, `GET /v1/models/{id}`, `GET /health`,
+//! `GET /metrics`; anything else is a 404 or 405 in OpenAI's error shape. Every response carries `x-request-id`.
+//!
+//! Production layers (`guard`, one router layer over every route): API-key auth, rate
+//! limits, per-request deadlines, the shutdown drain/abort and the response cache;
+//! `connections` bounds open connections at the listener.
 
+pub mod auth;
 mod body;
+pub mod check;
 pub mod chunks;
 mod completions;
+pub mod connections;
+pub mod deadline;
+pub mod encoder;
 pub mod error;
 mod generate;
+pub mod guard;
 mod info;
 pub mod middleware;
 pub mod openai;
 mod prompt;
+pub mod rate_limit;
+pub mod response_cache;
 pub mod sse;
 pub mod validate;
 
@@ -30,6 +43,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::engine::handle::EngineHandle;
 use crate::model::ServedModel;
+use crate::model::encoder::ServedEncoder;
 use error::ApiError;
 
 /// Shared state of every handler. Cheap to clone.
@@ -45,6 +59,49 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Request limits.
     pub limits: ApiLimits,
+    /// Which models are served; the encoder side once loaded.
+    pub serving: Serving,
+}
+
+/// Which models the server was started to serve, and the encoder once it is loaded.
+#[derive(Clone)]
+pub struct Serving {
+    /// Whether an LLM is served (false: `--model none`).
+    pub llm: bool,
+    /// The encoder's path or name while loading (`None`: no encoder is served).
+    pub encoder: Option<String>,
+    /// Set once the encoder is loaded.
+    pub encoder_ready: Arc<OnceLock<EncoderReady>>,
+}
+
+impl Default for Serving {
+    /// An LLM only.
+    fn default() -> Self {
+        Self {
+            llm: true,
+            encoder: None,
+            encoder_ready: Arc::new(OnceLock::new()),
+        }
+    }
+}
+
+/// What the encoder routes need once the encoder is up.
+pub struct EncoderReady {
+    /// Encoder identity and tokenizer.
+    pub encoder: Arc<ServedEncoder>,
+    /// The engine's submission handle.
+    pub engine: EngineHandle,
+    /// Request limits of the encoder routes.
+    pub limits: EncoderLimits,
+}
+
+/// Operator limits on encoder requests.
+#[derive(Debug, Clone, Copy)]
+pub struct EncoderLimits {
+    /// Most documents in one rerank request.
+    pub max_rerank_documents: usize,
+    /// Most inputs in one embeddings request.
+    pub max_embedding_inputs: usize,
 }
 
 /// What the routes need once the model is up.
@@ -68,24 +125,65 @@ pub struct ApiLimits {
     pub sse_keep_alive: Duration,
 }
 
-impl AppState {
-    /// The loaded model and engine, or 503 while loading.
-    pub fn ready(&self) -> Result<&Ready, ApiError> {
-        self.ready.get().ok_or_else(ApiError::loading)
+impl Default for ApiLimits {
+    /// The `ferrite serve` defaults: 4 MiB bodies, `n` up to 8, no `max_tokens` cap,
+    /// keep-alives every 15 s.
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 4 << 20,
+            max_n: 8,
+            max_tokens_cap: None,
+            sse_keep_alive: Duration::from_secs(15),
+        }
     }
 }
 
-/// Every route plus the request-id / metrics / error-shape middleware, ready to serve.
+impl AppState {
+    /// The loaded model and engine, 503 while loading, 404 when no LLM is served.
+    pub fn ready(&self) -> Result<&Ready, ApiError> {
+        if !self.serving.llm {
+            return Err(ApiError::not_served("an LLM", "--model"));
+        }
+        self.ready.get().ok_or_else(ApiError::loading)
+    }
+
+    /// The loaded encoder, 503 while loading, 404 when no encoder is served.
+    pub fn encoder(&self) -> Result<&EncoderReady, ApiError> {
+        if self.serving.encoder.is_none() {
+            return Err(ApiError::not_served("an encoder", "--encoder"));
+        }
+        self.serving
+            .encoder_ready
+            .get()
+            .ok_or_else(ApiError::loading)
+    }
+}
+
+/// Every route plus the request-id / metrics / error-shape middleware, ready to serve,
+/// with no production guard (no auth, limits, deadline or cache).
 pub fn router(state: AppState) -> Router {
+    router_with(state, guard::Guard::default())
+}
+
+/// `router` behind the production `guard` layer (auth, rate limit, deadline, shutdown,
+/// response cache), which covers every route and the fallbacks.
+pub fn router_with(state: AppState, guard: guard::Guard) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(completions::chat))
         .route("/v1/completions", post(completions::completions))
+        .route("/v1/embeddings", post(encoder::embeddings::embeddings))
+        .route("/rerank", post(encoder::rerank::rerank_tei))
+        .route("/v1/rerank", post(encoder::rerank::rerank_cohere))
         .route("/v1/models", get(info::list_models))
         .route("/v1/models/{*id}", get(info::get_model))
         .route("/health", get(info::health))
         .route("/metrics", get(info::metrics))
         .fallback(info::not_found)
         .method_not_allowed_fallback(info::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(guard),
+            guard::layer,
+        ))
         .layer(axum::middleware::from_fn(middleware::request_context))
         .with_state(state)
 }

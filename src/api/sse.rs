@@ -3,6 +3,9 @@
 //! usage chunk, then `data: [DONE]`.
 //! A mid-stream engine error becomes one `data: {"error":{...}}` event, then `[DONE]`.
 //! Keep-alive comments go out while the engine is silent.
+//! When the request's `Cutoff` fires (deadline passed, or the shutdown grace period is
+//! over) the stream ends the same way: one error event (504 / 503 shaped), then `[DONE]`,
+//! and the receivers are dropped so the engine frees the sequences' KV blocks.
 //!
 //! When the client disconnects, hyper drops the body, which drops the `Generation`
 //! and with it every event receiver: the engine aborts those sequences.
@@ -16,6 +19,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 
 use super::chunks::ChunkBuilder;
+use super::deadline::{Cutoff, Fired};
 use super::error::ApiError;
 use super::generate::Generation;
 use super::middleware::{StatusRecorder, deferred};
@@ -33,6 +37,14 @@ struct StreamState {
     n: usize,
     finished: bool,
     recorder: Option<StatusRecorder>,
+    /// Resolves when the request must end (deadline or shutdown abort).
+    cutoff: Option<Fired>,
+}
+
+/// What ended one wait of `advance`.
+enum Next {
+    Event(Option<(usize, TokenEvent)>),
+    Cut(ApiError),
 }
 
 impl StreamState {
@@ -52,10 +64,29 @@ impl StreamState {
         self.queue.push_back(Event::default().data(data));
     }
 
+    async fn wait(&mut self) -> Next {
+        let Some(g) = self.generation.as_mut() else {
+            return Next::Event(None);
+        };
+        match self.cutoff.as_mut() {
+            Some(fired) => tokio::select! {
+                biased;
+                e = g.next() => Next::Event(e),
+                e = fired => Next::Cut(e),
+            },
+            None => Next::Event(g.next().await),
+        }
+    }
+
     async fn advance(&mut self) {
-        let next = match self.generation.as_mut() {
-            Some(g) => g.next().await,
-            None => None,
+        let next = match self.wait().await {
+            Next::Event(e) => e,
+            Next::Cut(e) => {
+                tracing::info!(status = e.status.as_u16(), "stream cut off: {}", e.message);
+                self.push(e.to_json());
+                self.end(e.status.as_u16());
+                return;
+            }
         };
         match next {
             Some((i, TokenEvent::Token { text, logprob, .. })) => {
@@ -106,6 +137,7 @@ impl StreamState {
     fn end(&mut self, status: u16) {
         self.push("[DONE]".to_string());
         self.generation = None;
+        self.cutoff = None;
         self.finished = true;
         if let Some(r) = self.recorder.take() {
             r.finish(status);
@@ -114,13 +146,15 @@ impl StreamState {
 }
 
 /// The SSE response of a submitted generation. `logprobs` keeps empty-text token
-/// chunks (they carry a logprob); `n` is choices per prompt (for usage totals).
+/// chunks (they carry a logprob); `n` is choices per prompt (for usage totals);
+/// `cutoff` ends the stream early with an error event.
 pub fn response(
     generation: Generation,
     chunks: ChunkBuilder,
     logprobs: bool,
     n: usize,
     keep_alive: Duration,
+    cutoff: Option<&Cutoff>,
 ) -> Response {
     let total = generation.len();
     let mut state = StreamState {
@@ -133,6 +167,7 @@ pub fn response(
         n,
         finished: false,
         recorder: Some(StatusRecorder::new()),
+        cutoff: cutoff.map(Cutoff::fired),
     };
     for i in 0..total {
         if let Some(data) = state.chunks.role(i) {

@@ -27,23 +27,29 @@ pub fn repo_root() -> PathBuf {
 /// The default model's path, fetched on first use (a file lock serialises fetches).
 pub fn default_model() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let out = Command::new(binary())
-            .args(["fetch-model", "--models-dir"])
-            .arg(repo_root().join("models"))
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running ferrite fetch-model");
-        assert!(out.status.success(), "fetch-model failed");
-        let stdout = String::from_utf8(out.stdout).unwrap();
-        let path = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
-        assert!(
-            path.is_file(),
-            "fetch-model printed {stdout:?}, not a model path"
-        );
-        path
-    })
-    .clone()
+    PATH.get_or_init(|| fetch(&[])).clone()
+}
+
+/// The default encoder's folder, fetched on first use.
+pub fn default_encoder() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| fetch(&["--encoder"])).clone()
+}
+
+/// Runs `ferrite fetch-model EXTRA` and returns the path it prints.
+fn fetch(extra: &[&str]) -> PathBuf {
+    let out = Command::new(binary())
+        .args(["fetch-model", "--models-dir"])
+        .arg(repo_root().join("models"))
+        .args(extra)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running ferrite fetch-model");
+    assert!(out.status.success(), "fetch-model {extra:?} failed");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let path = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+    assert!(path.exists(), "fetch-model printed {stdout:?}, not a path");
+    path
 }
 
 /// A running server, killed on drop.
@@ -64,13 +70,34 @@ impl Server {
         Self::start_raw(&args)
     }
 
+    /// Starts the default model with extra flags and extra environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let model = default_model();
+        let mut args: Vec<String> = vec!["--model".into(), model.display().to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Self::start_raw_env(&args, env)
+    }
+
     /// Starts `ferrite serve --port 0 ARGS`, waiting until ready (panics after 120 s).
     pub fn start_raw(args: &[String]) -> Server {
+        Self::start_raw_env(args, &[])
+    }
+
+    /// `start_raw` with extra environment variables.
+    /// The default encoder is left out (`--encoder none`) unless `args` name one.
+    pub fn start_raw_env(args: &[String], env: &[(&str, &str)]) -> Server {
+        let no_encoder: &[&str] = if args.iter().any(|a| a == "--encoder") {
+            &[]
+        } else {
+            &["--encoder", "none"]
+        };
         let mut child = Command::new(binary())
             .arg("serve")
             .args(["--host", "127.0.0.1", "--port", "0"])
             .args(args)
+            .args(no_encoder)
             .env("FERRITE_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -163,6 +190,61 @@ impl Server {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (`"TERM"`, `"INT"`, ...) to the server through `kill(1)`.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits up to `limit` for the process to exit; its status, or `None` if still alive.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let t0 = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if t0.elapsed() >= limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the server logged so far, one line per log line.
+    pub fn log_text(&self) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .join("\n")
+    }
+
+    /// The server's resident memory in KiB (`VmRSS` of /proc/PID/status; Linux only).
+    pub fn rss_kib(&self) -> Option<u64> {
+        rss_kib(self.pid())
+    }
+
+    /// Whether the server logged a panic (or the process aborted on one).
+    pub fn logged_panic(&self) -> Option<String> {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.iter().find(|l| l.contains("panicked")).cloned()
+    }
+}
+
+/// Resident memory of process `pid` in KiB (`VmRSS` of /proc/PID/status), if readable.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 impl Drop for Server {

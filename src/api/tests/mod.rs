@@ -124,7 +124,7 @@ fn fake_engine(max_waiting: usize) -> (EngineHandle, Arc<Seen>) {
             std::thread::spawn(move || serve_sequence(req, &seen));
         }
     });
-    (EngineHandle::new(tx, stats, max_waiting), seen)
+    (EngineHandle::new(tx, stats, max_waiting, 0), seen)
 }
 
 struct Server {
@@ -171,6 +171,7 @@ async fn start_with(loaded: bool, max_waiting: usize, metrics: Option<Prometheus
             max_tokens_cap: None,
             sse_keep_alive: Duration::from_millis(50),
         },
+        serving: super::Serving::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
