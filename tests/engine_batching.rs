@@ -12,7 +12,7 @@ use ferrite::engine::start::{EngineConfig, StartedEngine};
 use ferrite::engine::types::{FinishReason, SamplingParams, TokenEvent};
 
 fn prompts(e: &StartedEngine) -> Vec<Vec<u32>> {
-    let tok = &e.served.tokenizer;
+    let tok = &e.served.as_ref().expect("an LLM is served").tokenizer;
     [
         "The capital of France is",
         "def fibonacci(n):\n    ",
@@ -71,6 +71,8 @@ fn chunked_prefill_gives_the_same_tokens() {
     });
     let long = whole
         .served
+        .as_ref()
+        .expect("an LLM is served")
         .tokenizer
         .encode(&"A long prompt about rivers and mountains. ".repeat(12))
         .unwrap();

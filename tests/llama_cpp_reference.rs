@@ -38,7 +38,7 @@ fn tokenizer_matches_llama_cpp() {
     let e = engine(config());
     for case in fixture()["cases"].as_array().unwrap() {
         let prompt = case["prompt"].as_str().unwrap();
-        let ours = e.served.tokenizer.encode(prompt).unwrap();
+        let ours = e.served.as_ref().unwrap().tokenizer.encode(prompt).unwrap();
         assert_eq!(
             ours,
             ids(&case["prompt_ids"]),

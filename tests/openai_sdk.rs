@@ -1,6 +1,7 @@
 //! The official OpenAI Python SDK against a running server: `tests/python/openai_sdk_check.py`
 //! runs in a virtual environment created once under `target/py-openai-venv` (`pip install
-//! openai`; needs `python3` with `venv` and a reachable package index).
+//! openai`; needs `python3` with `venv` and a reachable package index); the embeddings
+//! client is checked by `tests/python/openai_embeddings_check.py` the same way.
 
 mod common;
 
@@ -85,4 +86,31 @@ fn official_python_sdk_works_against_the_server() {
         out.status
     );
     assert!(stdout.contains("all OpenAI SDK checks passed"), "{stdout}");
+}
+
+#[test]
+fn official_python_sdk_embeddings_work_against_the_server() {
+    let python = venv();
+    let encoder = common::default_encoder();
+    let s = Server::start(&["--encoder", encoder.to_str().unwrap()]);
+    let script = common::repo_root()
+        .join("tests")
+        .join("python")
+        .join("openai_embeddings_check.py");
+    let out = Command::new(&python)
+        .arg(&script)
+        .args([s.url.as_str(), "all-MiniLM-L6-v2"])
+        .output()
+        .expect("running the SDK script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "SDK embeddings checks failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("all OpenAI SDK embeddings checks passed"),
+        "{stdout}"
+    );
 }

@@ -89,6 +89,14 @@ impl ApiError {
         .with_code("model_not_found")
     }
 
+    /// 404: the route needs a model this server was started without.
+    pub fn not_served(what: &str, flag: &str) -> Self {
+        let message = format!(
+            "This server does not serve {what}; start it with {flag} to enable this route."
+        );
+        Self::new(StatusCode::NOT_FOUND, message).with_code("model_not_found")
+    }
+
     /// 404: no such route.
     pub fn route_not_found(method: &str, path: &str) -> Self {
         Self::new(

@@ -6,11 +6,13 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde_json::{Value, json};
 
+use super::encoder::rerank::Mode;
 use super::error::ApiError;
 use super::openai::{ModelCard, ModelList};
-use super::{AppState, Ready};
+use super::{AppState, EncoderReady, Ready};
+use crate::model::encoder::config::Task;
 
 fn card(ready: &Ready) -> ModelCard {
     let info = &ready.model.info;
@@ -20,54 +22,112 @@ fn card(ready: &Ready) -> ModelCard {
         created: info.created,
         owned_by: "ferrite",
         max_model_len: info.context_length,
+        task: None,
+        rerank_mode: None,
+        dimensions: None,
     }
 }
 
-/// `GET /v1/models`: the served model (503 while loading).
+fn encoder_card(ready: &EncoderReady) -> ModelCard {
+    let info = &ready.encoder.info;
+    let (task, dimensions) = match info.task {
+        Task::CrossEncoder => ("cross-encoder", None),
+        Task::Embedding(_) => ("embedding", Some(info.dims)),
+    };
+    ModelCard {
+        id: info.id.clone(),
+        object: "model",
+        created: info.created,
+        owned_by: "ferrite",
+        max_model_len: info.max_len,
+        task: Some(task),
+        rerank_mode: Some(Mode::of(info.task).name()),
+        dimensions,
+    }
+}
+
+/// Every served model that is loaded; 503 while any is still loading.
+fn cards(state: &AppState) -> Result<Vec<ModelCard>, ApiError> {
+    let mut cards = Vec::new();
+    if state.serving.llm {
+        cards.push(card(state.ready()?));
+    }
+    if state.serving.encoder.is_some() {
+        cards.push(encoder_card(state.encoder()?));
+    }
+    Ok(cards)
+}
+
+/// `GET /v1/models`: the served models (503 while loading).
 pub async fn list_models(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
-    let ready = state.ready()?;
     Ok(Json(ModelList {
         object: "list",
-        data: vec![card(ready)],
+        data: cards(&state)?,
     }))
 }
 
-/// `GET /v1/models/{id}`: the served model, or 404.
+/// `GET /v1/models/{id}`: a served model, or 404.
 pub async fn get_model(
     State(state): State<AppState>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ModelCard>, ApiError> {
-    let ready = state.ready()?;
+    let cards = cards(&state)?;
     let Path(id) = id.map_err(|e| ApiError::invalid(e.body_text(), Some("model")))?;
-    if id != ready.model.info.id {
-        return Err(ApiError::model_not_found(&id));
-    }
-    Ok(Json(card(ready)))
+    cards
+        .into_iter()
+        .find(|c| c.id == id)
+        .map(Json)
+        .ok_or_else(|| ApiError::model_not_found(&id))
 }
 
-/// `GET /health`: 200 with engine counters when ready, 503 while loading.
+/// `GET /health`: 200 with engine counters once every served model is loaded, 503
+/// while loading. Says which models are served and, for the encoder, its rerank mode.
 pub async fn health(State(state): State<AppState>) -> Response {
-    match state.ready.get() {
-        Some(ready) => {
-            let s = ready.engine.stats();
-            let body = json!({
-                "status": "ok",
-                "model": ready.model.info.id,
-                "device": state.device,
-                "context_length": ready.model.info.context_length,
-                "requests_running": s.running,
-                "requests_waiting": s.waiting,
-                "kv_blocks_used": s.blocks_used,
-                "kv_blocks_total": s.blocks_total,
-            });
-            (StatusCode::OK, Json(body)).into_response()
-        }
-        None => {
-            let body =
-                json!({"status": "loading", "model": state.loading_model, "device": state.device});
-            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
-        }
+    let llm = state.ready.get();
+    let encoder = state.serving.encoder_ready.get();
+    let loaded = (!state.serving.llm || llm.is_some())
+        && (state.serving.encoder.is_none() || encoder.is_some());
+    if !loaded {
+        let body = json!({
+            "status": "loading",
+            "model": state.serving.llm.then_some(&state.loading_model),
+            "encoder": state.serving.encoder,
+            "device": state.device,
+        });
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     }
+    let engine = llm
+        .map(|r| &r.engine)
+        .or(encoder.map(|e| &e.engine))
+        .expect("at least one model is served");
+    let s = engine.stats();
+    let mut body = json!({
+        "status": "ok",
+        "device": state.device,
+        "model": llm.map(|r| r.model.info.id.clone()),
+        "requests_running": s.running,
+        "requests_waiting": s.waiting,
+        "kv_blocks_used": s.blocks_used,
+        "kv_blocks_total": s.blocks_total,
+    });
+    if let Some(r) = llm {
+        body["context_length"] = json!(r.model.info.context_length);
+    }
+    body["encoder"] = match encoder {
+        Some(e) => {
+            let card = encoder_card(e);
+            json!({
+                "model": card.id,
+                "task": card.task,
+                "rerank_mode": card.rerank_mode,
+                "dimensions": card.dimensions,
+                "max_input_tokens": card.max_model_len,
+                "inputs_waiting": s.encoder_waiting,
+            })
+        }
+        None => Value::Null,
+    };
+    (StatusCode::OK, Json(body)).into_response()
 }
 
 /// `GET /metrics`: Prometheus text exposition.

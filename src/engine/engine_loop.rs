@@ -1,19 +1,17 @@
-//! The engine loop: one OS thread owning the scheduler, the KV cache and the model.
-//! Each iteration takes in new commands, drops sequences whose client went away, plans
-//! a step, runs ONE batched forward over every scheduled token, samples, and streams
-//! events out.
+//! The LLM side of the engine thread: the scheduler, the KV cache and the model. Each
+//! `tick` drops sequences whose client went away, plans a step, runs ONE batched
+//! forward over every scheduled token, samples, and streams events out. The thread
+//! loop itself (commands, encoder interleaving, shutdown) is in `worker.rs`.
 //!
 //! Invariants: a sequence leaves `seqs` and the scheduler together (so its blocks are
-//! freed) when it finishes, fails or loses its client; the thread blocks on the
-//! command channel when idle and never spins.
+//! freed) when it finishes, fails or loses its client.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Instant;
 
-use super::handle::{Command, EngineStats};
+use super::handle::EngineStats;
 use super::kv_manager::SeqId;
 use super::sampler::SamplerState;
 use super::scheduler::{ScheduledSeq, Scheduler, StepPlan};
@@ -36,7 +34,6 @@ pub struct Engine {
     /// Longest sequence (prompt + generated) the engine accepts.
     max_seq_len: usize,
     next_id: SeqId,
-    shutting_down: bool,
 }
 
 impl Engine {
@@ -58,59 +55,26 @@ impl Engine {
             stats,
             max_seq_len,
             next_id: 0,
-            shutting_down: false,
         }
     }
 
-    /// Runs until shutdown (or every handle is dropped) and no sequence is left.
-    pub fn run(mut self, rx: Receiver<Command>) {
-        self.publish();
-        loop {
-            if !self.intake(&rx) {
-                break;
-            }
-            self.drop_disconnected();
-            if self.seqs.is_empty() {
-                self.publish();
-                continue;
-            }
+    /// Whether no sequence is queued or running.
+    pub fn is_idle(&self) -> bool {
+        self.seqs.is_empty()
+    }
+
+    /// One iteration: drops sequences whose client left, runs a step if any
+    /// sequence is left, and publishes the counters.
+    pub fn tick(&mut self) {
+        self.drop_disconnected();
+        if !self.seqs.is_empty() {
             self.step();
-            self.publish();
         }
-        tracing::info!("engine loop stopped");
+        self.publish();
     }
 
-    /// Takes in pending commands; blocks when there is nothing to do. False to exit.
-    fn intake(&mut self, rx: &Receiver<Command>) -> bool {
-        if self.seqs.is_empty() {
-            if self.shutting_down {
-                return false;
-            }
-            match rx.recv() {
-                Ok(cmd) => self.handle(cmd),
-                Err(_) => return false,
-            }
-        }
-        loop {
-            match rx.try_recv() {
-                Ok(cmd) => self.handle(cmd),
-                Err(TryRecvError::Empty) => return true,
-                Err(TryRecvError::Disconnected) => {
-                    self.shutting_down = true;
-                    return !self.seqs.is_empty();
-                }
-            }
-        }
-    }
-
-    fn handle(&mut self, cmd: Command) {
-        match cmd {
-            Command::Add(req) => self.add(req),
-            Command::Shutdown => self.shutting_down = true,
-        }
-    }
-
-    fn add(&mut self, req: GenerateRequest) {
+    /// Takes in a new sequence (or fails it at once when it can never run).
+    pub fn add(&mut self, req: GenerateRequest) {
         let need = req.prompt_ids.len() + req.params.max_tokens;
         let bad = if req.prompt_ids.is_empty() {
             Some("the prompt is empty".to_string())
@@ -287,7 +251,8 @@ impl Engine {
         }
     }
 
-    fn publish(&self) {
+    /// Publishes the counters read by `/health` and `/metrics`.
+    pub fn publish(&self) {
         let kv = self.scheduler.kv();
         let st = &self.stats;
         st.running

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
+use super::encode::EncodeJob;
 use super::types::GenerateRequest;
 
 /// Commands sent to the engine thread.
@@ -16,6 +17,8 @@ use super::types::GenerateRequest;
 pub enum Command {
     /// A new sequence to schedule.
     Add(GenerateRequest),
+    /// Encoder inputs of one request (embeddings or rerank).
+    Encode(EncodeJob),
     /// Finish running sequences, then exit the loop.
     Shutdown,
 }
@@ -44,6 +47,8 @@ pub struct EngineStats {
     pub blocks_total: AtomicUsize,
     /// Sequences preempted since start.
     pub preemptions: AtomicUsize,
+    /// Encoder inputs queued and not yet run.
+    pub encoder_waiting: AtomicUsize,
 }
 
 /// A plain copy of `EngineStats`.
@@ -59,6 +64,8 @@ pub struct StatsSnapshot {
     pub blocks_total: usize,
     /// See `EngineStats::preemptions`.
     pub preemptions: usize,
+    /// See `EngineStats::encoder_waiting`.
+    pub encoder_waiting: usize,
 }
 
 /// Cloneable handle to a running engine thread.
@@ -67,15 +74,23 @@ pub struct EngineHandle {
     tx: mpsc::Sender<Command>,
     stats: Arc<EngineStats>,
     max_waiting: usize,
+    max_encoder_waiting: usize,
 }
 
 impl EngineHandle {
-    /// Wraps the sending side of an engine's command channel.
-    pub fn new(tx: mpsc::Sender<Command>, stats: Arc<EngineStats>, max_waiting: usize) -> Self {
+    /// Wraps the sending side of an engine's command channel. At most `max_waiting`
+    /// sequences and `max_encoder_waiting` encoder inputs may wait.
+    pub fn new(
+        tx: mpsc::Sender<Command>,
+        stats: Arc<EngineStats>,
+        max_waiting: usize,
+        max_encoder_waiting: usize,
+    ) -> Self {
         Self {
             tx,
             stats,
             max_waiting,
+            max_encoder_waiting,
         }
     }
 
@@ -101,6 +116,26 @@ impl EngineHandle {
         Ok(())
     }
 
+    /// Queues one request's encoder inputs; refused when the encoder queue would
+    /// exceed its bound.
+    pub fn encode(&self, job: EncodeJob) -> Result<(), SubmitError> {
+        let n = job.inputs.len();
+        let admitted = self.stats.encoder_waiting.fetch_update(
+            Ordering::AcqRel,
+            Ordering::Acquire,
+            // An empty queue admits any job, so no job is refused for ever.
+            |w| (w == 0 || w + n <= self.max_encoder_waiting).then_some(w + n),
+        );
+        if admitted.is_err() {
+            return Err(SubmitError::QueueFull);
+        }
+        if self.tx.send(Command::Encode(job)).is_err() {
+            self.stats.encoder_waiting.fetch_sub(n, Ordering::AcqRel);
+            return Err(SubmitError::Stopped);
+        }
+        Ok(())
+    }
+
     /// Asks the engine to finish what it runs and stop.
     pub fn shutdown(&self) {
         let _ = self.tx.send(Command::Shutdown);
@@ -114,6 +149,7 @@ impl EngineHandle {
             blocks_used: self.stats.blocks_used.load(Ordering::Acquire),
             blocks_total: self.stats.blocks_total.load(Ordering::Acquire),
             preemptions: self.stats.preemptions.load(Ordering::Acquire),
+            encoder_waiting: self.stats.encoder_waiting.load(Ordering::Acquire),
         }
     }
 }

@@ -1,16 +1,19 @@
-//! Starting an engine: sizing the KV cache from the memory budget, capping the
-//! sequence length to what both the model and the cache can hold, and spawning the
-//! engine thread.
+//! Starting an engine: splitting the memory budget between encoder activations and
+//! the KV cache, sizing the cache, capping the sequence length to what both the model
+//! and the cache can hold, and spawning the engine thread.
 
 use std::sync::Arc;
 use std::sync::mpsc;
 
 use anyhow::{Result, bail};
 
+use super::encode::EncoderWorker;
 use super::engine_loop::Engine;
 use super::handle::{EngineHandle, EngineStats};
 use super::kv_manager::KvCacheManager;
 use super::scheduler::{Scheduler, SchedulerConfig};
+use super::worker::EngineThread;
+use crate::model::encoder::{EncoderInfo, LoadedEncoder, ServedEncoder};
 use crate::model::loader::LoadedModel;
 use crate::model::paged_attention::PagedKvCache;
 use crate::model::{ModelInfo, ServedModel};
@@ -32,12 +35,54 @@ pub struct EngineConfig {
     pub max_model_len: Option<usize>,
 }
 
+/// Encoder scheduling limits.
+#[derive(Debug, Clone)]
+pub struct EncoderEngineConfig {
+    /// Most tokens in one encoder batch (one batch runs between two LLM steps).
+    pub batch_tokens: usize,
+    /// Most encoder inputs queued at once (more is a 429).
+    pub max_waiting: usize,
+}
+
+/// An LLM to serve: the loaded GGUF and its identity.
+pub struct LlmParts {
+    /// Loaded weights, tokenizer and template.
+    pub model: LoadedModel,
+    /// Identity shown to clients.
+    pub info: ModelInfo,
+}
+
+/// An encoder to serve.
+pub struct EncoderParts {
+    /// Loaded weights and tokenizer.
+    pub model: LoadedEncoder,
+    /// Identity shown to clients.
+    pub info: EncoderInfo,
+    /// Its scheduling limits.
+    pub config: EncoderEngineConfig,
+}
+
+/// How the memory budget was split.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// The whole budget (`--kv-cache-memory`).
+    pub budget_bytes: usize,
+    /// Reserved for the activations of one encoder batch.
+    pub encoder_activation_bytes: usize,
+    /// Bytes of KV blocks actually allocated.
+    pub kv_cache_bytes: usize,
+}
+
 /// A started engine.
 pub struct StartedEngine {
     /// Handle for submitting work.
     pub handle: EngineHandle,
-    /// The text side of the model, for the HTTP layer.
-    pub served: Arc<ServedModel>,
+    /// The text side of the LLM, for the HTTP layer (None: encoder only).
+    pub served: Option<Arc<ServedModel>>,
+    /// The text side of the encoder (None: LLM only).
+    pub encoder: Option<Arc<ServedEncoder>>,
+    /// How memory was split.
+    pub memory: MemoryPlan,
     /// The engine thread.
     pub thread: std::thread::JoinHandle<()>,
 }
@@ -53,22 +98,101 @@ pub fn blocks_for_budget(
     bytes / (PagedKvCache::bytes_per_token(n_layer, n_kv_head, head_dim) * block_size)
 }
 
-/// Sizes the cache, builds the scheduler and spawns the engine thread.
+/// Starts an engine serving only an LLM.
 pub fn start(model: LoadedModel, info: ModelInfo, cfg: &EngineConfig) -> Result<StartedEngine> {
+    start_engine(Some(LlmParts { model, info }), None, cfg)
+}
+
+/// Splits the budget, sizes the cache, builds the scheduler and spawns the engine
+/// thread for an LLM, an encoder, or both.
+pub fn start_engine(
+    llm: Option<LlmParts>,
+    encoder: Option<EncoderParts>,
+    cfg: &EngineConfig,
+) -> Result<StartedEngine> {
+    if llm.is_none() && encoder.is_none() {
+        bail!("nothing to serve: neither an LLM nor an encoder was given");
+    }
+    let encoder_activation_bytes = encoder.as_ref().map_or(0, |e| {
+        e.model
+            .encoder
+            .config()
+            .activation_bytes(e.config.batch_tokens.max(e.info.max_len))
+    });
+    let Some(llm_budget) = cfg.kv_cache_bytes.checked_sub(encoder_activation_bytes) else {
+        bail!(
+            "--kv-cache-memory of {} bytes does not cover the encoder's activations ({} bytes for batches of {} tokens)",
+            cfg.kv_cache_bytes,
+            encoder_activation_bytes,
+            encoder.as_ref().map_or(0, |e| e.config.batch_tokens)
+        );
+    };
+    let stats = Arc::new(EngineStats::default());
+    let (llm_engine, served, kv_cache_bytes) = match llm {
+        Some(parts) => {
+            let (engine, served, bytes) = build_llm(parts, llm_budget, cfg, stats.clone())?;
+            (Some(engine), Some(served), bytes)
+        }
+        None => (None, None, 0),
+    };
+    let memory = MemoryPlan {
+        budget_bytes: cfg.kv_cache_bytes,
+        encoder_activation_bytes,
+        kv_cache_bytes,
+    };
+    tracing::info!(?memory, "memory budget split");
+    let max_encoder_waiting = encoder.as_ref().map_or(0, |e| e.config.max_waiting);
+    let (worker, served_encoder) = match encoder {
+        Some(parts) => {
+            let worker = EncoderWorker::new(
+                parts.model.encoder,
+                parts.config.batch_tokens,
+                stats.clone(),
+            );
+            let served = Arc::new(ServedEncoder {
+                info: parts.info,
+                tokenizer: parts.model.tokenizer,
+            });
+            (Some(worker), Some(served))
+        }
+        None => (None, None),
+    };
+    let (tx, rx) = mpsc::channel();
+    let engine = EngineThread::new(llm_engine, worker, stats.clone());
+    let thread = std::thread::Builder::new()
+        .name("ferrite-engine".into())
+        .spawn(move || engine.run(rx))?;
+    Ok(StartedEngine {
+        handle: EngineHandle::new(tx, stats, cfg.max_waiting, max_encoder_waiting),
+        served,
+        encoder: served_encoder,
+        memory,
+        thread,
+    })
+}
+
+/// The LLM side: cache sized from `budget`, scheduler, engine state.
+fn build_llm(
+    parts: LlmParts,
+    budget: usize,
+    cfg: &EngineConfig,
+    stats: Arc<EngineStats>,
+) -> Result<(Engine, Arc<ServedModel>, usize)> {
+    let LlmParts { model, info } = parts;
     let mc = model.llama.config().clone();
     let num_blocks = blocks_for_budget(
-        cfg.kv_cache_bytes,
+        budget,
         cfg.block_size,
         mc.n_layer,
         mc.n_kv_head,
         mc.head_dim,
     );
+    let block_bytes =
+        PagedKvCache::bytes_per_token(mc.n_layer, mc.n_kv_head, mc.head_dim) * cfg.block_size;
     if num_blocks == 0 {
         bail!(
-            "--kv-cache-memory of {} bytes holds no block of {} tokens ({} bytes per token)",
-            cfg.kv_cache_bytes,
+            "{budget} bytes of --kv-cache-memory left for the KV cache hold no block of {} tokens ({block_bytes} bytes)",
             cfg.block_size,
-            PagedKvCache::bytes_per_token(mc.n_layer, mc.n_kv_head, mc.head_dim)
         );
     }
     let kv = KvCacheManager::new(num_blocks, cfg.block_size);
@@ -92,7 +216,6 @@ pub fn start(model: LoadedModel, info: ModelInfo, cfg: &EngineConfig) -> Result<
         num_blocks,
         block_size = cfg.block_size,
         max_seq_len,
-        cache_mib = cfg.kv_cache_bytes >> 20,
         "KV cache sized"
     );
     let cache = PagedKvCache::new(
@@ -103,19 +226,14 @@ pub fn start(model: LoadedModel, info: ModelInfo, cfg: &EngineConfig) -> Result<
         mc.head_dim,
     );
     let tokenizer = Arc::new(model.tokenizer);
-    let stats = Arc::new(EngineStats::default());
-    let (tx, rx) = mpsc::channel();
     let engine = Engine::new(
         model.llama,
         cache,
         scheduler,
         tokenizer.clone(),
-        stats.clone(),
+        stats,
         max_seq_len,
     );
-    let thread = std::thread::Builder::new()
-        .name("ferrite-engine".into())
-        .spawn(move || engine.run(rx))?;
     let served = Arc::new(ServedModel {
         info: ModelInfo {
             context_length: max_seq_len,
@@ -124,9 +242,5 @@ pub fn start(model: LoadedModel, info: ModelInfo, cfg: &EngineConfig) -> Result<
         tokenizer,
         template: model.template,
     });
-    Ok(StartedEngine {
-        handle: EngineHandle::new(tx, stats, cfg.max_waiting),
-        served,
-        thread,
-    })
+    Ok((engine, served, num_blocks * block_bytes))
 }

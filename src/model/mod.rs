@@ -1,7 +1,9 @@
 //! Models: GGUF loading, the llama-family forward pass over the paged KV cache, the
-//! tokenizer built from GGUF metadata, chat templates, and obtaining model files.
+//! tokenizer built from GGUF metadata, chat templates, encoders (BERT / XLM-R embedding
+//! and rerank models), and obtaining model files.
 
 pub mod chat_template;
+pub mod encoder;
 pub mod gguf_writer;
 pub mod llama;
 pub mod loader;

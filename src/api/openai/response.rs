@@ -258,8 +258,17 @@ pub struct ModelCard {
     pub created: u64,
     /// `ferrite`.
     pub owned_by: &'static str,
-    /// Context length (vLLM's extension).
+    /// Context length (vLLM's extension); an encoder's input limit.
     pub max_model_len: usize,
+    /// For an encoder: `embedding` or `cross-encoder`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<&'static str>,
+    /// For an encoder: how rerank scores (`cross-encoder` or `embedding-cosine`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerank_mode: Option<&'static str>,
+    /// For an embedding model: the embedding width.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<usize>,
 }
 
 /// `GET /v1/models` body.

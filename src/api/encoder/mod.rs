@@ -1,0 +1,76 @@
+//! The encoder routes: `POST /v1/embeddings` (OpenAI shape), `POST /rerank` (TEI
+//! shape) and `POST /v1/rerank` (Cohere/Jina shape). They share one path: parse and
+//! validate the body, tokenize off the async runtime, submit one job to the engine
+//! thread (which batches it with other requests' inputs between LLM steps), await
+//! the outputs, and shape the answer.
+//!
+//! Invariants: the engine only sees inputs within the encoder's length limit and
+//! vocabulary; a non-finite output never reaches a client (it is a 500).
+
+pub mod documents;
+pub mod embeddings;
+pub mod rerank;
+
+use tokio::sync::oneshot;
+
+use super::EncoderReady;
+use super::error::ApiError;
+use crate::engine::encode::EncodeJob;
+use crate::engine::handle::SubmitError;
+use crate::metrics as m;
+use crate::model::encoder::tokenize::{Encoded, TokenizeError};
+
+/// Runs CPU-bound work (tokenizing) on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("tokenizing failed: {e}")))?
+}
+
+/// A tokenizer error about input `index` of field `param` as a 400.
+fn tokenize_error(e: TokenizeError, param: &str, index: Option<usize>) -> ApiError {
+    let at = index.map_or(String::new(), |i| format!("[{i}]"));
+    match e {
+        TokenizeError::TooLong { len, max } => ApiError::invalid(
+            format!(
+                "`{param}{at}` has {len} tokens but the encoder accepts at most {max}; \
+                 shorten it or set `truncate` to true."
+            ),
+            Some(param),
+        )
+        .with_code("context_length_exceeded"),
+        TokenizeError::Failed(msg) => {
+            ApiError::invalid(format!("`{param}{at}`: {msg}"), Some(param))
+        }
+    }
+}
+
+/// Submits inputs as one job and waits for one output per input.
+async fn run(ready: &EncoderReady, inputs: Vec<Encoded>) -> Result<Vec<Vec<f32>>, ApiError> {
+    let n = inputs.len();
+    let (reply, rx) = oneshot::channel();
+    ready
+        .engine
+        .encode(EncodeJob { inputs, reply })
+        .map_err(|e| match e {
+            SubmitError::QueueFull => ApiError::queue_full(),
+            SubmitError::Stopped => ApiError::stopped(),
+        })?;
+    let outputs = rx
+        .await
+        .map_err(|_| ApiError::stopped())?
+        .map_err(ApiError::internal)?;
+    if outputs.len() != n || outputs.iter().flatten().any(|x| !x.is_finite()) {
+        return Err(ApiError::internal(
+            "The encoder produced a non-finite or missing output.",
+        ));
+    }
+    Ok(outputs)
+}
+
+/// Counts a request on `route`.
+fn count(route: &'static str) {
+    metrics::counter!(m::ENCODER_REQUESTS_TOTAL, "route" => route).increment(1);
+}

@@ -1,0 +1,264 @@
+//! Encoder work on the engine thread: a FIFO of jobs (one per HTTP request, each a
+//! list of tokenized inputs) cut into batches bounded by a token budget. A batch may
+//! hold the tail of one job and the head of the next, so concurrent requests share
+//! forwards (dynamic batching). The engine loop runs at most one batch between two
+//! LLM steps, so LLM streams keep flowing while encoder traffic does too.
+//!
+//! Invariants: every job gets exactly one reply (all outputs in input order, or an
+//! error) unless its requester went away, in which case its remaining inputs are
+//! dropped unrun; `stats.encoder_waiting` counts inputs queued and not yet run.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use super::handle::EngineStats;
+use crate::metrics as m;
+use crate::model::encoder::Encoder;
+use crate::model::encoder::bert::PackedBatch;
+use crate::model::encoder::tokenize::Encoded;
+
+/// What a job's requester receives: one output per input, in order.
+pub type EncodeResult = Result<Vec<Vec<f32>>, String>;
+
+/// One request's encoder inputs.
+#[derive(Debug)]
+pub struct EncodeJob {
+    /// Tokenized inputs (each within the encoder's length limit).
+    pub inputs: Vec<Encoded>,
+    /// Where the outputs go.
+    pub reply: oneshot::Sender<EncodeResult>,
+}
+
+struct Pending {
+    inputs: Vec<Encoded>,
+    outputs: Vec<Vec<f32>>,
+    reply: oneshot::Sender<EncodeResult>,
+    arrived: Instant,
+}
+
+impl Pending {
+    fn next(&self) -> usize {
+        self.outputs.len()
+    }
+}
+
+/// The encoder and its queue, owned by the engine thread.
+pub struct EncoderWorker {
+    encoder: Encoder,
+    queue: VecDeque<Pending>,
+    batch_tokens: usize,
+    stats: Arc<EngineStats>,
+}
+
+impl EncoderWorker {
+    /// A worker that runs batches of at most `batch_tokens` tokens (a single input
+    /// longer than that runs alone).
+    pub fn new(encoder: Encoder, batch_tokens: usize, stats: Arc<EngineStats>) -> Self {
+        Self {
+            encoder,
+            queue: VecDeque::new(),
+            batch_tokens: batch_tokens.max(1),
+            stats,
+        }
+    }
+
+    /// Queues a job (already counted in `stats.encoder_waiting` by the handle).
+    pub fn add(&mut self, job: EncodeJob) {
+        if job.inputs.is_empty() {
+            let _ = job.reply.send(Ok(Vec::new()));
+            return;
+        }
+        self.queue.push_back(Pending {
+            outputs: Vec::with_capacity(job.inputs.len()),
+            inputs: job.inputs,
+            reply: job.reply,
+            arrived: Instant::now(),
+        });
+    }
+
+    /// Whether any job waits.
+    pub fn has_work(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// Runs one batch: drops abandoned jobs, packs inputs FIFO up to the token
+    /// budget, runs the encoder, and replies to every job that completed.
+    pub fn run_batch(&mut self) {
+        self.drop_abandoned();
+        let (batch, taken) = self.pack();
+        if taken.is_empty() {
+            return;
+        }
+        let inputs: usize = taken.iter().map(|&(_, n)| n).sum();
+        self.stats
+            .encoder_waiting
+            .fetch_sub(inputs, Ordering::AcqRel);
+        metrics::histogram!(m::ENCODER_BATCH_TOKENS).record(batch.ids.len() as f64);
+        match self.encoder.run(&batch) {
+            Ok(outputs) => {
+                let mut outputs = outputs.into_iter();
+                for &(job, n) in &taken {
+                    self.queue[job].outputs.extend(outputs.by_ref().take(n));
+                }
+                while self
+                    .queue
+                    .front()
+                    .is_some_and(|p| p.outputs.len() == p.inputs.len())
+                {
+                    let done = self.queue.pop_front().expect("front exists");
+                    finish(done, None);
+                }
+            }
+            Err(e) => {
+                tracing::error!("encoder forward failed: {e:#}");
+                let msg = format!("the encoder failed to run: {e}");
+                for &(job, n) in taken.iter().rev() {
+                    let failed = self.queue.remove(job).expect("job index is valid");
+                    // Its `n` inputs of this batch were un-counted above.
+                    let left = failed.inputs.len() - failed.next() - n;
+                    self.stats.encoder_waiting.fetch_sub(left, Ordering::AcqRel);
+                    finish(failed, Some(msg.clone()));
+                }
+            }
+        }
+    }
+
+    /// Inputs of the front jobs, in order, up to the budget: `(job index, count)`.
+    fn pack(&self) -> (PackedBatch, Vec<(usize, usize)>) {
+        let mut batch = PackedBatch::default();
+        let mut taken = Vec::new();
+        'jobs: for (j, p) in self.queue.iter().enumerate() {
+            let mut n = 0;
+            for input in &p.inputs[p.next()..] {
+                let fits = batch.ids.len() + input.ids.len() <= self.batch_tokens;
+                if !fits && !batch.lens.is_empty() {
+                    if n > 0 {
+                        taken.push((j, n));
+                    }
+                    break 'jobs;
+                }
+                batch.push(&input.ids, &input.type_ids);
+                n += 1;
+            }
+            if n > 0 {
+                taken.push((j, n));
+            }
+        }
+        (batch, taken)
+    }
+
+    fn drop_abandoned(&mut self) {
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        for p in self.queue.drain(..) {
+            if p.reply.is_closed() {
+                metrics::counter!(m::CANCELLED_TOTAL).increment(1);
+                self.stats
+                    .encoder_waiting
+                    .fetch_sub(p.inputs.len() - p.next(), Ordering::AcqRel);
+            } else {
+                kept.push_back(p);
+            }
+        }
+        self.queue = kept;
+    }
+}
+
+fn finish(p: Pending, error: Option<String>) {
+    metrics::histogram!(m::ENCODER_LATENCY_SECONDS).record(p.arrived.elapsed().as_secs_f64());
+    let result = match error {
+        Some(e) => Err(e),
+        None => Ok(p.outputs),
+    };
+    let _ = p.reply.send(result);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::encoder::tokenize::EncoderTokenizer;
+
+    fn worker(batch_tokens: usize) -> (EncoderWorker, EncoderTokenizer, Arc<EngineStats>) {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/encoders/bert_cross_encoder");
+        let loaded = Encoder::load(&dir).expect("fixture loads");
+        let stats = Arc::new(EngineStats::default());
+        (
+            EncoderWorker::new(loaded.encoder, batch_tokens, stats.clone()),
+            loaded.tokenizer,
+            stats,
+        )
+    }
+
+    fn job(
+        w: &mut EncoderWorker,
+        stats: &EngineStats,
+        tok: &EncoderTokenizer,
+        docs: &[&str],
+    ) -> oneshot::Receiver<EncodeResult> {
+        let inputs: Vec<Encoded> = docs
+            .iter()
+            .map(|d| tok.pair("a query", d, true).unwrap())
+            .collect();
+        stats
+            .encoder_waiting
+            .fetch_add(inputs.len(), Ordering::AcqRel);
+        let (reply, rx) = oneshot::channel();
+        w.add(EncodeJob { inputs, reply });
+        rx
+    }
+
+    #[test]
+    fn one_batch_serves_several_requests_and_outputs_do_not_depend_on_batching() {
+        let (mut w, tok, stats) = worker(10_000);
+        let docs: [&[&str]; 3] = [&["one", "two"], &["three"], &["four", "five", "six"]];
+        let mut rxs: Vec<_> = docs.iter().map(|d| job(&mut w, &stats, &tok, d)).collect();
+        w.run_batch();
+        assert!(!w.has_work(), "one batch took all three requests");
+        assert_eq!(stats.encoder_waiting.load(Ordering::Acquire), 0);
+        let together: Vec<Vec<Vec<f32>>> = rxs
+            .iter_mut()
+            .map(|rx| rx.try_recv().unwrap().unwrap())
+            .collect();
+        // Each request alone, and a tiny budget that splits requests across batches.
+        let (mut tiny, _, tiny_stats) = worker(1);
+        for (d, want) in docs.iter().zip(&together) {
+            let mut rx = job(&mut tiny, &tiny_stats, &tok, d);
+            for _ in 0..d.len() {
+                assert!(tiny.has_work());
+                tiny.run_batch();
+            }
+            let alone = rx.try_recv().unwrap().unwrap();
+            assert_eq!(alone.len(), want.len());
+            for (a, b) in alone.iter().zip(want) {
+                assert!((a[0] - b[0]).abs() < 1e-5, "{a:?} vs {b:?}");
+            }
+        }
+        assert_eq!(tiny_stats.encoder_waiting.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn a_budget_cuts_batches_fifo_and_abandoned_requests_are_dropped() {
+        let (mut w, tok, stats) = worker(16);
+        let mut first = job(&mut w, &stats, &tok, &["one", "two", "three"]);
+        let dropped = job(&mut w, &stats, &tok, &["four", "five"]);
+        let mut last = job(&mut w, &stats, &tok, &["six"]);
+        drop(dropped);
+        let mut batches = 0;
+        while w.has_work() {
+            w.run_batch();
+            batches += 1;
+            assert!(batches < 10, "the queue drains");
+        }
+        assert!(
+            batches >= 2,
+            "a 16-token budget cannot hold 4 pairs at once"
+        );
+        assert_eq!(first.try_recv().unwrap().unwrap().len(), 3);
+        assert_eq!(last.try_recv().unwrap().unwrap().len(), 1);
+        assert_eq!(stats.encoder_waiting.load(Ordering::Acquire), 0);
+    }
+}

@@ -1,0 +1,265 @@
+//! What an encoder folder says about itself: the transformer shape from `config.json`
+//! (BERT or XLM-RoBERTa), whether it is an embedding model or a one-label
+//! cross-encoder, and the sentence-transformers pooling and length settings.
+//!
+//! Invariant: a config that parses here can be run by `bert.rs` (unsupported
+//! architectures, activations, label counts or shapes are errors at load time).
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// Which transformer family: they differ in position ids and checkpoint prefixes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// BERT (positions from 0, token types 0/1 for the two segments of a pair).
+    Bert,
+    /// XLM-RoBERTa (positions from `pad_token_id + 1`, one token type).
+    XlmRoberta,
+}
+
+/// The feed-forward activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// Exact GELU (`erf`), what `"gelu"` means in transformers.
+    GeluErf,
+    /// The tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
+    GeluTanh,
+    /// ReLU.
+    Relu,
+}
+
+/// Pooling of token states into one sentence vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// Mean over all tokens of the input (special tokens included, as
+    /// sentence-transformers does with its attention mask).
+    Mean,
+    /// The first token's state.
+    Cls,
+}
+
+/// What the model computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Task {
+    /// Sentence embeddings (pooled, L2-normalized).
+    Embedding(Pooling),
+    /// One relevance logit per (query, document) pair.
+    CrossEncoder,
+}
+
+/// Everything needed to run an encoder folder.
+#[derive(Debug, Clone)]
+pub struct EncoderConfig {
+    /// Transformer family.
+    pub family: Family,
+    /// Embedding model or cross-encoder.
+    pub task: Task,
+    /// Hidden width.
+    pub hidden: usize,
+    /// Transformer layers.
+    pub layers: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Feed-forward width.
+    pub intermediate: usize,
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// Rows of the token-type table.
+    pub type_vocab: usize,
+    /// Rows of the position table.
+    pub max_positions: usize,
+    /// LayerNorm epsilon.
+    pub eps: f64,
+    /// Feed-forward activation.
+    pub activation: Activation,
+    /// Padding id (XLM-R positions start after it).
+    pub pad_id: usize,
+    /// Longest input in tokens, special tokens included.
+    pub max_len: usize,
+}
+
+#[derive(Deserialize)]
+struct RawConfig {
+    model_type: Option<String>,
+    #[serde(default)]
+    architectures: Vec<String>,
+    hidden_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    intermediate_size: usize,
+    vocab_size: usize,
+    #[serde(default = "one")]
+    type_vocab_size: usize,
+    max_position_embeddings: usize,
+    #[serde(default = "default_eps")]
+    layer_norm_eps: f64,
+    #[serde(default = "default_act")]
+    hidden_act: String,
+    pad_token_id: Option<usize>,
+    num_labels: Option<usize>,
+    id2label: Option<serde_json::Map<String, serde_json::Value>>,
+    position_embedding_type: Option<String>,
+}
+
+fn one() -> usize {
+    1
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_act() -> String {
+    "gelu".into()
+}
+
+#[derive(Deserialize)]
+struct PoolingConfig {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+}
+
+#[derive(Deserialize)]
+struct SentenceBertConfig {
+    max_seq_length: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct TokenizerConfig {
+    model_max_length: Option<f64>,
+}
+
+impl EncoderConfig {
+    /// Reads `config.json` and the optional sentence-transformers files in `dir`.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let raw: RawConfig = read_json(&dir.join("config.json"))?
+            .context("the encoder folder has no config.json")?;
+        let family = match raw.model_type.as_deref() {
+            Some("bert") => Family::Bert,
+            Some("xlm-roberta" | "roberta") => Family::XlmRoberta,
+            other => {
+                bail!("encoder model_type {other:?} is not supported (bert, xlm-roberta, roberta)")
+            }
+        };
+        if let Some(kind) = raw.position_embedding_type.as_deref()
+            && kind != "absolute"
+        {
+            bail!("position_embedding_type {kind:?} is not supported (absolute)");
+        }
+        let activation = match raw.hidden_act.as_str() {
+            "gelu" => Activation::GeluErf,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
+            "relu" => Activation::Relu,
+            other => bail!("hidden_act {other:?} is not supported"),
+        };
+        if raw.num_attention_heads == 0 || !raw.hidden_size.is_multiple_of(raw.num_attention_heads)
+        {
+            bail!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                raw.hidden_size,
+                raw.num_attention_heads
+            );
+        }
+        let task = task(dir, &raw)?;
+        let pad_id = raw.pad_token_id.unwrap_or(match family {
+            Family::Bert => 0,
+            Family::XlmRoberta => 1,
+        });
+        let position_offset = match family {
+            Family::Bert => 0,
+            Family::XlmRoberta => pad_id + 1,
+        };
+        let mut max_len = raw
+            .max_position_embeddings
+            .checked_sub(position_offset)
+            .filter(|&n| n > 0)
+            .context("max_position_embeddings leaves no positions")?;
+        let sbert: Option<SentenceBertConfig> = read_json(&dir.join("sentence_bert_config.json"))?;
+        let tok: Option<TokenizerConfig> = read_json(&dir.join("tokenizer_config.json"))?;
+        let limits = [
+            sbert.and_then(|c| c.max_seq_length),
+            tok.and_then(|c| c.model_max_length)
+                .filter(|n| (1.0..1e9).contains(n))
+                .map(|n| n as usize),
+        ];
+        for limit in limits.into_iter().flatten() {
+            max_len = max_len.min(limit);
+        }
+        Ok(Self {
+            family,
+            task,
+            hidden: raw.hidden_size,
+            layers: raw.num_hidden_layers,
+            heads: raw.num_attention_heads,
+            intermediate: raw.intermediate_size,
+            vocab: raw.vocab_size,
+            type_vocab: raw.type_vocab_size.max(1),
+            max_positions: raw.max_position_embeddings,
+            eps: raw.layer_norm_eps,
+            activation,
+            pad_id,
+            max_len,
+        })
+    }
+
+    /// First position id of a sequence.
+    pub fn position_offset(&self) -> usize {
+        match self.family {
+            Family::Bert => 0,
+            Family::XlmRoberta => self.pad_id + 1,
+        }
+    }
+
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.hidden / self.heads
+    }
+
+    /// Bytes of activations one forward over `tokens` tokens (no sequence longer
+    /// than `max_len`) needs at its peak: the residual stream, the fused QKV, the
+    /// attention output, the feed-forward intermediate, and one sequence's scores.
+    pub fn activation_bytes(&self, tokens: usize) -> usize {
+        let per_token = 6 * self.hidden + 2 * self.intermediate;
+        let scores = self.heads * self.max_len * self.max_len;
+        4 * (tokens * per_token + scores)
+    }
+}
+
+fn task(dir: &Path, raw: &RawConfig) -> Result<Task> {
+    let arch = raw.architectures.first().map(String::as_str).unwrap_or("");
+    if arch.ends_with("ForSequenceClassification") {
+        let labels = raw
+            .num_labels
+            .or_else(|| raw.id2label.as_ref().map(|m| m.len()))
+            .unwrap_or(2);
+        if labels != 1 {
+            bail!(
+                "{arch} with {labels} labels is not a reranker: only one-label cross-encoders are supported"
+            );
+        }
+        return Ok(Task::CrossEncoder);
+    }
+    let pooling: Option<PoolingConfig> = read_json(&dir.join("1_Pooling/config.json"))?;
+    let pooling = match pooling {
+        Some(p) if p.pooling_mode_cls_token && !p.pooling_mode_mean_tokens => Pooling::Cls,
+        Some(p) if p.pooling_mode_mean_tokens => Pooling::Mean,
+        Some(_) => bail!("1_Pooling/config.json asks for a pooling other than mean or CLS"),
+        // Without a sentence-transformers config: XLM-R embedders (bge-m3 family) use
+        // CLS, BERT sentence embedders mean pooling.
+        None if raw.model_type.as_deref() == Some("bert") => Pooling::Mean,
+        None => Pooling::Cls,
+    };
+    Ok(Task::Embedding(pooling))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .with_context(|| format!("parsing {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
