@@ -10,13 +10,19 @@ use std::io::{Read, Seek};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use candle_core::quantized::{QMatMul, QTensor, gguf_file};
-use candle_core::{Device, Module, Tensor};
+use candle_core::quantized::{QTensor, gguf_file};
+use candle_core::{Device, Tensor};
 
-use super::ops::{RopeTable, rms_norm, silu_mul};
-use super::paged_attention::{HeadShape, PagedKvCache, SeqSpan};
+mod linear;
+mod profile;
+
+use linear::{Linear, Projections};
+use profile::Laps;
+pub use profile::{Phase, StepProfile};
+
+use super::ops::{RopeTable, rms_norm, silu_gate_up};
+use super::paged_attention::{HeadShape, PagedKvCache, SeqSpan, Strided};
 use super::tokenizer::Meta;
-use crate::device::cpu::{CpuQMatrix, QKind};
 
 /// Hyper-parameters read from GGUF metadata.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,41 +102,13 @@ impl LlamaConfig {
 
 struct Layer {
     attn_norm: Vec<f32>,
-    wq: Linear,
-    wk: Linear,
-    wv: Linear,
+    /// Q, K and V.
+    qkv: Projections,
     wo: Linear,
     ffn_norm: Vec<f32>,
-    w_gate: Linear,
-    w_up: Linear,
+    /// FFN gate and up.
+    gate_up: Projections,
     w_down: Linear,
-}
-
-/// A weight matmul: our batched CPU kernel for Q4_1 / Q8_0, candle's for the rest.
-enum Linear {
-    Ours(CpuQMatrix),
-    Candle(QMatMul),
-}
-
-impl Linear {
-    fn from_arc(t: Arc<QTensor>) -> Result<Self> {
-        if QKind::from_ggml(t.dtype()).is_some() && t.shape().rank() == 2 {
-            Ok(Linear::Ours(CpuQMatrix::from_qtensor(&t)?))
-        } else {
-            Ok(Linear::Candle(QMatMul::from_arc(t)?))
-        }
-    }
-
-    /// `x · Wᵀ` for `m` rows of `x`, as `[m, n]`.
-    fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
-        match self {
-            Linear::Ours(w) => Ok(w.matmul(x, m)),
-            Linear::Candle(w) => {
-                let x = Tensor::from_slice(x, (m, x.len() / m.max(1)), &Device::Cpu)?;
-                Ok(w.forward(&x)?.flatten_all()?.to_vec1::<f32>()?)
-            }
-        }
-    }
 }
 
 /// A flat batch: the tokens one step computes, from any number of sequences.
@@ -167,11 +145,13 @@ fn load_f32(ct: &gguf_file::Content, r: &mut (impl Read + Seek), name: &str) -> 
         .to_vec1::<f32>()?)
 }
 
+fn load_q(ct: &gguf_file::Content, r: &mut (impl Read + Seek), name: &str) -> Result<QTensor> {
+    ct.tensor(r, name, &Device::Cpu)
+        .with_context(|| format!("loading {name}"))
+}
+
 fn load_mm(ct: &gguf_file::Content, r: &mut (impl Read + Seek), name: &str) -> Result<Linear> {
-    let t = ct
-        .tensor(r, name, &Device::Cpu)
-        .with_context(|| format!("loading {name}"))?;
-    Linear::from_arc(Arc::new(t))
+    Linear::from_arc(Arc::new(load_q(ct, r, name)?))
 }
 
 impl Llama {
@@ -193,15 +173,30 @@ impl Llama {
             let p = |n: &str| format!("blk.{i}.{n}.weight");
             layers.push(Layer {
                 attn_norm: load_f32(ct, r, &p("attn_norm"))?,
-                wq: load_mm(ct, r, &p("attn_q"))?,
-                wk: load_mm(ct, r, &p("attn_k"))?,
-                wv: load_mm(ct, r, &p("attn_v"))?,
+                qkv: Projections::new(vec![
+                    load_q(ct, r, &p("attn_q"))?,
+                    load_q(ct, r, &p("attn_k"))?,
+                    load_q(ct, r, &p("attn_v"))?,
+                ])?,
                 wo: load_mm(ct, r, &p("attn_output"))?,
                 ffn_norm: load_f32(ct, r, &p("ffn_norm"))?,
-                w_gate: load_mm(ct, r, &p("ffn_gate"))?,
-                w_up: load_mm(ct, r, &p("ffn_up"))?,
+                gate_up: Projections::new(vec![
+                    load_q(ct, r, &p("ffn_gate"))?,
+                    load_q(ct, r, &p("ffn_up"))?,
+                ])?,
                 w_down: load_mm(ct, r, &p("ffn_down"))?,
             });
+            let l = &layers[i];
+            let (qw, kw) = (cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim);
+            if l.qkv.widths() != [qw, kw, kw] || l.gate_up.widths() != [cfg.n_ff, cfg.n_ff] {
+                bail!(
+                    "layer {i}: projection widths {:?} / {:?} do not match the metadata \
+                     ({qw}, {kw}, {kw} / {ff}, {ff})",
+                    l.qkv.widths(),
+                    l.gate_up.widths(),
+                    ff = cfg.n_ff
+                );
+            }
         }
         let rope = RopeTable::new(cfg.head_dim, cfg.context_length, cfg.rope_theta);
         Ok(Self {
@@ -222,6 +217,30 @@ impl Llama {
     /// Runs one step: writes the batch's K/V into `cache` and returns the logits of
     /// `input.logits_rows`, one `vocab_size` row each.
     pub fn forward(&self, input: &BatchInput, cache: &mut PagedKvCache) -> Result<Vec<Vec<f32>>> {
+        self.forward_profiled(input, cache, None)
+    }
+
+    /// [`Self::forward`], adding the wall-clock time of each phase to `profile` when one
+    /// is given (without one, no clock is read).
+    ///
+    /// The whole step runs on a rayon worker: its parallel regions (one per matmul and
+    /// attention, hundreds per step) then fork from inside the pool, instead of this
+    /// thread handing each one over and sleeping until it is done.
+    pub fn forward_profiled(
+        &self,
+        input: &BatchInput,
+        cache: &mut PagedKvCache,
+        profile: Option<&mut StepProfile>,
+    ) -> Result<Vec<Vec<f32>>> {
+        rayon::scope(|_| self.step(input, cache, profile))
+    }
+
+    fn step(
+        &self,
+        input: &BatchInput,
+        cache: &mut PagedKvCache,
+        profile: Option<&mut StepProfile>,
+    ) -> Result<Vec<Vec<f32>>> {
         let t = input.tokens.len();
         let cfg = &self.cfg;
         if t == 0 {
@@ -237,34 +256,19 @@ impl Llama {
                 cfg.context_length
             );
         }
+        let mut laps = Laps::new(profile);
         let ids = Tensor::from_slice(&input.tokens, t, &Device::Cpu)?;
         let mut x = self
             .embed
             .embedding(&ids)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        let (d, qw, kw) = (
-            cfg.n_embd,
-            cfg.n_head * cfg.head_dim,
-            cfg.n_kv_head * cfg.head_dim,
-        );
-        let mut attn = vec![0f32; t * qw];
+        laps.lap(Phase::Embed);
+        let mut attn = vec![0f32; t * cfg.n_head * cfg.head_dim];
         for (li, layer) in self.layers.iter().enumerate() {
-            let h = rms_norm(&x, &layer.attn_norm, cfg.rms_eps);
-            let mut q = layer.wq.forward(&h, t)?;
-            let mut k = layer.wk.forward(&h, t)?;
-            let v = layer.wv.forward(&h, t)?;
-            self.rope.apply(&mut q, &input.positions, cfg.n_head);
-            self.rope.apply(&mut k, &input.positions, cfg.n_kv_head);
-            debug_assert_eq!(k.len(), t * kw);
-            cache.write(li, &input.slots, &k, &v);
-            cache.attend(li, cfg.heads(), &input.spans, &q, &mut attn);
-            add_in_place(&mut x, &layer.wo.forward(&attn, t)?);
-            let h = rms_norm(&x, &layer.ffn_norm, cfg.rms_eps);
-            let g = layer.w_gate.forward(&h, t)?;
-            let u = layer.w_up.forward(&h, t)?;
-            add_in_place(&mut x, &layer.w_down.forward(&silu_mul(&g, &u), t)?);
+            self.layer_forward(li, layer, input, cache, &mut x, &mut attn, &mut laps)?;
         }
+        let d = cfg.n_embd;
         let r = input.logits_rows.len();
         if r == 0 {
             return Ok(Vec::new());
@@ -273,10 +277,65 @@ impl Llama {
         for &row in &input.logits_rows {
             last.extend_from_slice(&x[row * d..(row + 1) * d]);
         }
-        let logits = self
-            .output
-            .forward(&rms_norm(&last, &self.norm, cfg.rms_eps), r)?;
-        Ok(logits.chunks(cfg.vocab_size).map(<[f32]>::to_vec).collect())
+        let h = rms_norm(&last, &self.norm, cfg.rms_eps);
+        laps.lap(Phase::Norm);
+        let logits = self.output.forward(&h, r)?;
+        let rows = logits.chunks(cfg.vocab_size).map(<[f32]>::to_vec).collect();
+        laps.lap(Phase::LmHead);
+        Ok(rows)
+    }
+
+    /// One decoder layer over the whole batch, updating the residual stream `x`.
+    #[allow(clippy::too_many_arguments)]
+    fn layer_forward(
+        &self,
+        li: usize,
+        layer: &Layer,
+        input: &BatchInput,
+        cache: &mut PagedKvCache,
+        x: &mut [f32],
+        attn: &mut [f32],
+        laps: &mut Laps<'_>,
+    ) -> Result<()> {
+        let cfg = &self.cfg;
+        let t = input.tokens.len();
+        let h = rms_norm(x, &layer.attn_norm, cfg.rms_eps);
+        laps.lap(Phase::Norm);
+        // One [t, qw | kw | kw] buffer; the parts are read in place.
+        let mut qkv = layer.qkv.forward(&h, t)?;
+        let (qw, kw) = (cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim);
+        let stride = qw + 2 * kw;
+        laps.lap(Phase::Qkv);
+        let pos = &input.positions;
+        self.rope
+            .apply_strided(&mut qkv, stride, 0, pos, cfg.n_head);
+        self.rope
+            .apply_strided(&mut qkv, stride, qw, pos, cfg.n_kv_head);
+        laps.lap(Phase::Rotary);
+        let part = |offset| Strided {
+            data: &qkv,
+            stride,
+            offset,
+        };
+        cache.write_strided(li, &input.slots, part(qw), part(qw + kw));
+        laps.lap(Phase::KvWrite);
+        cache.attend_strided(li, cfg.heads(), &input.spans, part(0), attn);
+        laps.lap(Phase::Attention);
+        let o = layer.wo.forward(attn, t)?;
+        laps.lap(Phase::OutProj);
+        add_in_place(x, &o);
+        laps.lap(Phase::Residual);
+        let h = rms_norm(x, &layer.ffn_norm, cfg.rms_eps);
+        laps.lap(Phase::Norm);
+        let gu = layer.gate_up.forward(&h, t)?;
+        laps.lap(Phase::FfnGateUp);
+        let a = silu_gate_up(&gu, cfg.n_ff);
+        laps.lap(Phase::Silu);
+        let dn = layer.w_down.forward(&a, t)?;
+        laps.lap(Phase::FfnDown);
+        add_in_place(x, &dn);
+        laps.lap(Phase::Residual);
+        Ok(())
     }
 }
 

@@ -1,27 +1,31 @@
 //! Small row-wise CPU ops of the decoder: RMSNorm, rotary embedding, SiLU gating.
 //! Each works on flat `[rows, width]` f32 buffers, one row at a time, so a row's result
-//! never depends on the other rows of the batch.
+//! never depends on the other rows of the batch. RMSNorm and SiLU run on the SIMD
+//! kernels of `device::cpu::rowops`.
+
+use crate::device::cpu::rowops;
 
 /// RMSNorm of each row of `x` (width `w.len()`), scaled by `w`.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
-    let d = w.len();
     let mut out = vec![0f32; x.len()];
-    for (xr, or) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-        let ss: f32 = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
-        let inv = 1.0 / (ss + eps).sqrt();
-        for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
-            *o = v * inv * g;
-        }
-    }
+    rowops::rms_norm(x, w, eps, &mut out);
     out
 }
 
 /// `silu(g) * u`, elementwise.
 pub fn silu_mul(g: &[f32], u: &[f32]) -> Vec<f32> {
-    g.iter()
-        .zip(u)
-        .map(|(&a, &b)| a / (1.0 + (-a).exp()) * b)
-        .collect()
+    let mut out = vec![0f32; g.len()];
+    rowops::silu_mul(g, u, &mut out);
+    out
+}
+
+/// SwiGLU over fused rows `[gate | up]` of width `2 * ff`: `silu(gate) * up`, `[rows, ff]`.
+pub fn silu_gate_up(gu: &[f32], ff: usize) -> Vec<f32> {
+    let mut out = vec![0f32; gu.len() / 2];
+    for (row, o) in gu.chunks_exact(2 * ff).zip(out.chunks_exact_mut(ff)) {
+        rowops::silu_mul(&row[..ff], &row[ff..], o);
+    }
+    out
 }
 
 /// Precomputed rotary cos/sin for every position, rotating adjacent pairs
@@ -56,11 +60,28 @@ impl RopeTable {
 
     /// Rotates every head of every row of `x` (`[rows, n_heads * head_dim]`) in place.
     pub fn apply(&self, x: &mut [f32], positions: &[usize], n_heads: usize) {
+        self.apply_strided(x, n_heads * self.half * 2, 0, positions, n_heads);
+    }
+
+    /// [`Self::apply`] on the heads at columns `offset..offset + n_heads * head_dim` of
+    /// rows `stride` values apart (one part of a fused projection's output).
+    pub fn apply_strided(
+        &self,
+        x: &mut [f32],
+        stride: usize,
+        offset: usize,
+        positions: &[usize],
+        n_heads: usize,
+    ) {
         let hd = self.half * 2;
-        for (row, &pos) in x.chunks_exact_mut(n_heads * hd).zip(positions) {
+        assert!(
+            offset + n_heads * hd <= stride,
+            "rotary columns outside the row"
+        );
+        for (row, &pos) in x.chunks_exact_mut(stride).zip(positions) {
             let cos = &self.cos[pos * self.half..][..self.half];
             let sin = &self.sin[pos * self.half..][..self.half];
-            for head in row.chunks_exact_mut(hd) {
+            for head in row[offset..offset + n_heads * hd].chunks_exact_mut(hd) {
                 for i in 0..self.half {
                     let (a, b) = (head[2 * i], head[2 * i + 1]);
                     head[2 * i] = a * cos[i] - b * sin[i];

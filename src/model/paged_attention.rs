@@ -11,6 +11,8 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
+use crate::device::cpu::attention::{self, AttnScratch, KvHead};
+
 /// K/V storage for every layer.
 pub struct PagedKvCache {
     block_size: usize,
@@ -32,6 +34,34 @@ pub struct SeqSpan {
     pub start_pos: usize,
     /// The sequence's block table.
     pub block_table: Vec<u32>,
+}
+
+/// Rows of `width` values that are one part of a wider matrix: row `i` is
+/// `data[i * stride + offset..][..width]` (e.g. K inside a fused Q|K|V projection).
+#[derive(Debug, Clone, Copy)]
+pub struct Strided<'a> {
+    /// The whole matrix, row-major.
+    pub data: &'a [f32],
+    /// Values per row of `data`.
+    pub stride: usize,
+    /// First column of the part.
+    pub offset: usize,
+}
+
+impl<'a> Strided<'a> {
+    /// Rows of `width` values with nothing between them.
+    pub fn dense(data: &'a [f32], width: usize) -> Self {
+        Self {
+            data,
+            stride: width,
+            offset: 0,
+        }
+    }
+
+    /// Row `i`, `width` values.
+    pub fn row(&self, i: usize, width: usize) -> &'a [f32] {
+        &self.data[i * self.stride + self.offset..][..width]
+    }
 }
 
 /// Shape of the attention heads.
@@ -83,15 +113,25 @@ impl PagedKvCache {
     /// Writes rows of `k` and `v` (`[tokens, n_kv_head * head_dim]`) at `slots`.
     pub fn write(&mut self, layer: usize, slots: &[usize], k: &[f32], v: &[f32]) {
         let w = self.n_kv_head * self.head_dim;
+        self.write_strided(layer, slots, Strided::dense(k, w), Strided::dense(v, w));
+    }
+
+    /// [`Self::write`] with K and V read as parts of wider rows.
+    pub fn write_strided(&mut self, layer: usize, slots: &[usize], k: Strided, v: Strided) {
+        let w = self.n_kv_head * self.head_dim;
         for (row, &slot) in slots.iter().enumerate() {
             let dst = slot * w..(slot + 1) * w;
-            self.k[layer][dst.clone()].convert_from_f32_slice(&k[row * w..(row + 1) * w]);
-            self.v[layer][dst].convert_from_f32_slice(&v[row * w..(row + 1) * w]);
+            self.k[layer][dst.clone()].convert_from_f32_slice(k.row(row, w));
+            self.v[layer][dst].convert_from_f32_slice(v.row(row, w));
         }
     }
 
     /// Causal attention of `q` (`[tokens, n_head * head_dim]`) over the cache, written
     /// to `out` (same shape). The batch's K/V must already be in the cache.
+    ///
+    /// Work is split over (token, K/V head) pairs: each computes the `n_head /
+    /// n_kv_head` query heads that share one K/V head, reading every key once for all
+    /// of them (SIMD kernel in `device::cpu::attention`).
     pub fn attend(
         &self,
         layer: usize,
@@ -101,78 +141,51 @@ impl PagedKvCache {
         out: &mut [f32],
     ) {
         let qw = shape.n_head * shape.head_dim;
+        self.attend_strided(layer, shape, spans, Strided::dense(q, qw), out);
+    }
+
+    /// [`Self::attend`] with the queries read as parts of wider rows.
+    pub fn attend_strided(
+        &self,
+        layer: usize,
+        shape: HeadShape,
+        spans: &[SeqSpan],
+        q: Strided,
+        out: &mut [f32],
+    ) {
+        let hd = shape.head_dim;
+        let qw = shape.n_head * hd;
         let group = shape.n_head / shape.n_kv_head;
-        let scale = 1.0 / (shape.head_dim as f32).sqrt();
+        let scale = 1.0 / (hd as f32).sqrt();
         let (k, v) = (&self.k[layer], &self.v[layer]);
         let rows: Vec<(usize, &SeqSpan)> = spans
             .iter()
             .flat_map(|s| (0..s.len).map(move |i| (i, s)))
             .collect();
-        out.par_chunks_mut(qw)
-            .zip(rows.par_iter())
-            .for_each(|(out_row, &(i, span))| {
+        assert_eq!(out.len(), rows.len() * qw, "attention output shape");
+        assert!(
+            q.offset + qw <= q.stride && q.data.len() >= rows.len() * q.stride,
+            "attention query shape"
+        );
+        out.par_chunks_mut(group * hd).enumerate().for_each_init(
+            || AttnScratch::new(group),
+            |scratch, (idx, o)| {
+                let (r, kvh) = (idx / shape.n_kv_head, idx % shape.n_kv_head);
+                let (i, span) = rows[r];
                 let row = span.offset + i;
-                let ctx = span.start_pos + i + 1;
-                let mut scores = vec![0f32; ctx];
-                let mut buf = vec![0f32; shape.head_dim];
-                for h in 0..shape.n_head {
-                    let kvh = h / group;
-                    let qh = &q[row * qw + h * shape.head_dim..][..shape.head_dim];
-                    self.scores(k, span, kvh, qh, scale, &mut scores, &mut buf);
-                    softmax_in_place(&mut scores);
-                    let oh = &mut out_row[h * shape.head_dim..][..shape.head_dim];
-                    oh.fill(0.0);
-                    for (j, &p) in scores.iter().enumerate() {
-                        self.row(v, span, j, kvh).convert_to_f32_slice(&mut buf);
-                        for (o, &x) in oh.iter_mut().zip(&buf) {
-                            *o += p * x;
-                        }
-                    }
-                }
-            });
+                let kv = KvHead {
+                    k,
+                    v,
+                    block_table: &span.block_table,
+                    block_size: self.block_size,
+                    slot_stride: self.n_kv_head * hd,
+                    head_offset: kvh * hd,
+                };
+                let qh = &q.row(row, qw)[kvh * group * hd..][..group * hd];
+                attention::attend(qh, span.start_pos + i + 1, &kv, hd, scale, o, scratch);
+            },
+        );
     }
-
-    #[allow(clippy::too_many_arguments)]
-    fn scores(
-        &self,
-        k: &[f16],
-        span: &SeqSpan,
-        kvh: usize,
-        qh: &[f32],
-        scale: f32,
-        scores: &mut [f32],
-        buf: &mut [f32],
-    ) {
-        for (j, s) in scores.iter_mut().enumerate() {
-            self.row(k, span, j, kvh).convert_to_f32_slice(buf);
-            *s = dot(qh, buf) * scale;
-        }
-    }
-
-    #[inline]
-    fn row<'a>(&self, data: &'a [f16], span: &SeqSpan, pos: usize, kvh: usize) -> &'a [f16] {
-        let block = span.block_table[pos / self.block_size] as usize;
-        let slot = block * self.block_size + pos % self.block_size;
-        let start = (slot * self.n_kv_head + kvh) * self.head_dim;
-        &data[start..start + self.head_dim]
-    }
-}
-
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight independent accumulators: lets the compiler vectorise without -ffast-math.
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8;
-    for c in 0..chunks {
-        for l in 0..8 {
-            acc[l] += a[c * 8 + l] * b[c * 8 + l];
-        }
-    }
-    let mut sum = acc.iter().sum::<f32>();
-    for i in chunks * 8..a.len() {
-        sum += a[i] * b[i];
-    }
-    sum
 }
 
 /// Numerically stable softmax.

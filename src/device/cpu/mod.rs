@@ -1,15 +1,33 @@
-//! CPU compute kernels of our own, for the work candle's CPU backend does poorly.
+//! CPU compute kernels of our own, for the work candle's CPU backend does poorly. Every
+//! kernel picks AVX2 + FMA + F16C at run time where the CPU has them (no `target-cpu`
+//! needed) and has a portable scalar twin that gives bit-identical results (the
+//! reference the tests hold the SIMD code to).
 //!
-//! [`CpuQMatrix`] multiplies a batch of f32 activation rows by a GGML-quantized weight
-//! matrix (Q4_1 or Q8_0), reading each weight block once per tile of activation rows so
-//! the per-row cost falls as the batch grows. Results are batch-invariant: each output
-//! element's arithmetic is the same whatever the batch size or the row's position in it.
+//! - [`CpuQMatrix`]: a batch of f32 activation rows times a GGML-quantized weight
+//!   (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K), repacked at load into panels of 8 weight rows so
+//!   each f32 lane is one output and each weight block is read once per tile of 4
+//!   activation rows: the per-row cost falls as the batch grows.
+//! - [`attention`]: causal attention over the paged f16 KV cache with an online softmax,
+//!   every K/V row read once for all query heads that share it.
+//! - [`rowops`]: RMSNorm and SiLU gating.
+//!
+//! Results are batch-invariant: each output element's arithmetic is the same whatever
+//! the batch size or the row's position in it.
 
 mod acts;
+pub mod attention;
+mod isa;
+mod math;
 mod qmatmul;
+mod repack;
+pub mod rowops;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_attention;
+#[cfg(target_arch = "x86_64")]
+mod x86_math;
 
 #[cfg(test)]
 mod tests;

@@ -2,71 +2,118 @@
 
 use anyhow::{Result, bail};
 use candle_core::quantized::{GgmlDType, QTensor};
-use half::f16;
 use rayon::prelude::*;
 
-use super::acts::{QActs, QK};
+use super::acts::{QActs, QK, Sums};
+use super::isa::Isa;
+use super::repack::{self, Layout, PANEL, Panels, QK_K, Sub32};
 
 /// Weight encodings the kernels handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QKind {
+    /// Blocks of 32 4-bit values with an f16 scale: `w = d * (q - 8)`.
+    Q4_0,
     /// Blocks of 32 4-bit values with f16 scale `d` and offset `m`: `w = d*q + m`.
     Q4_1,
     /// Blocks of 32 `i8` values with f16 scale `d`: `w = d*q`.
     Q8_0,
+    /// Super-blocks of 256: 4-bit values, 6-bit scales and mins per 32.
+    Q4K,
+    /// Super-blocks of 256: 6-bit values, 8-bit scales per 16.
+    Q6K,
 }
 
 impl QKind {
     /// The kind for a GGML dtype, if the kernels support it.
     pub fn from_ggml(dtype: GgmlDType) -> Option<Self> {
         match dtype {
+            GgmlDType::Q4_0 => Some(QKind::Q4_0),
             GgmlDType::Q4_1 => Some(QKind::Q4_1),
             GgmlDType::Q8_0 => Some(QKind::Q8_0),
+            GgmlDType::Q4K => Some(QKind::Q4K),
+            GgmlDType::Q6K => Some(QKind::Q6K),
             _ => None,
         }
     }
 
-    /// Bytes of packed values per block.
-    pub(crate) fn qs_bytes(self) -> usize {
+    /// `(values, bytes)` of one GGML block.
+    fn block(self) -> (usize, usize) {
         match self {
-            QKind::Q4_1 => 16,
-            QKind::Q8_0 => 32,
+            QKind::Q4_0 => (QK, 18),
+            QKind::Q4_1 => (QK, 20),
+            QKind::Q8_0 => (QK, 34),
+            QKind::Q4K => (QK_K, 144),
+            QKind::Q6K => (QK_K, 210),
         }
     }
 
-    /// f16 scalars (`d`, and `m` for Q4_1) per block.
-    fn n_scalars(self) -> usize {
+    fn layout(self) -> Layout {
         match self {
-            QKind::Q4_1 => 2,
-            QKind::Q8_0 => 1,
+            QKind::Q4_0 | QKind::Q4_1 | QKind::Q4K => Layout::U4,
+            QKind::Q8_0 => Layout::I8,
+            QKind::Q6K => Layout::I8Halves,
+        }
+    }
+
+    /// How activation block sums are kept: as ggml's Q8_1 does for Q4_1 (f16).
+    pub(crate) fn sums(self) -> Sums {
+        match self {
+            QKind::Q4_1 => Sums::F16,
+            QKind::Q4_0 | QKind::Q4K => Sums::F32,
+            QKind::Q8_0 | QKind::Q6K => Sums::None,
+        }
+    }
+
+    fn decode(self, raw: &[u8], out: &mut [Sub32]) {
+        match self {
+            QKind::Q4_0 => repack::q4_0(raw, out),
+            QKind::Q4_1 => repack::q4_1(raw, out),
+            QKind::Q8_0 => repack::q8_0(raw, out),
+            QKind::Q4K => repack::q4_k(raw, out),
+            QKind::Q6K => repack::q6_k(raw, out),
         }
     }
 }
 
 /// One quantized weight matrix of `n` rows (output features) by `k` columns (input
-/// features), unpacked from GGML blocks into scales (as f32, exact) and packed values.
-#[derive(Debug, Clone)]
+/// features), repacked into panels of 8 rows (see `repack`).
 pub struct CpuQMatrix {
     pub(crate) kind: QKind,
     pub(crate) n: usize,
     pub(crate) k: usize,
-    /// Per block: `d` (and `m` for Q4_1), `n * nb * n_scalars`.
-    pub(crate) scales: Vec<f32>,
-    /// Per block: the packed values, `n * nb * qs_bytes`.
-    pub(crate) qs: Vec<u8>,
+    pub(crate) p: Panels,
 }
+
+impl std::fmt::Debug for CpuQMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuQMatrix")
+            .field("kind", &self.kind)
+            .field("n", &self.n)
+            .field("k", &self.k)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `[m, n]` output shared by the parallel tasks, each writing its own columns.
+struct Out {
+    ptr: *mut f32,
+    n: usize,
+}
+
+// SAFETY: tasks write disjoint columns through the pointer (see `CpuQMatrix::panels`).
+unsafe impl Sync for Out {}
 
 /// Multiply-adds below which a matmul runs on the calling thread alone.
 const PAR_MIN_WORK: usize = 1 << 18;
 /// Multiply-adds each parallel task should get at least.
 const TASK_MIN_WORK: usize = 1 << 17;
-/// Weight rows per cache panel.
-const PANEL_ROWS: usize = 64;
-/// Activation rows per cache group (a multiple of the SIMD tile).
-const GROUP_ROWS: usize = 16;
+/// Activation rows per cache group (their quantized values stay in L2).
+const GROUP_ROWS: usize = 64;
+/// Activation rows per kernel tile.
+pub(crate) const TILE: usize = 4;
 
 impl CpuQMatrix {
-    /// Builds the matrix from a 2-D Q4_1 or Q8_0 tensor of shape `(n, k)`.
+    /// Builds the matrix from a 2-D tensor of shape `(n, k)` in a supported format.
     pub fn from_qtensor(qt: &QTensor) -> Result<Self> {
         let Some(kind) = QKind::from_ggml(qt.dtype()) else {
             bail!("CpuQMatrix: unsupported dtype {:?}", qt.dtype());
@@ -75,35 +122,33 @@ impl CpuQMatrix {
         Self::from_raw(kind, n, k, &qt.data()?)
     }
 
-    /// Builds the matrix from raw GGML blocks (`n` rows of `k / 32` blocks each).
+    /// Builds the matrix from raw GGML blocks (`n` rows of `k` values each).
     pub fn from_raw(kind: QKind, n: usize, k: usize, raw: &[u8]) -> Result<Self> {
-        if !k.is_multiple_of(QK) {
-            bail!("CpuQMatrix: k = {k} is not a multiple of {QK}");
+        let (bk, bytes) = kind.block();
+        if k == 0 || !k.is_multiple_of(bk) {
+            bail!("CpuQMatrix: k = {k} is not a positive multiple of {bk} for {kind:?}");
         }
-        let (ns, qb) = (kind.n_scalars(), kind.qs_bytes());
-        let block = 2 * ns + qb;
-        let blocks = n * (k / QK);
-        if raw.len() != blocks * block {
+        let row_bytes = k / bk * bytes;
+        if raw.len() != n * row_bytes {
             bail!(
-                "CpuQMatrix: {} bytes for {blocks} blocks of {block}",
+                "CpuQMatrix: {} bytes for {n} rows of {row_bytes} bytes ({kind:?})",
                 raw.len()
             );
         }
-        let mut scales = Vec::with_capacity(blocks * ns);
-        let mut qs = Vec::with_capacity(blocks * qb);
-        for b in raw.chunks_exact(block) {
-            for h in b[..2 * ns].chunks_exact(2) {
-                scales.push(f16::from_le_bytes([h[0], h[1]]).to_f32());
+        let nb = k / QK;
+        let mut p = Panels::new(kind.layout(), n, nb);
+        let mut subs = [Sub32::default(); QK_K / QK];
+        let per = bk / QK;
+        for (j, row) in raw.chunks_exact(row_bytes.max(1)).enumerate().take(n) {
+            for (bi, blk) in row.chunks_exact(bytes).enumerate() {
+                kind.decode(blk, &mut subs[..per]);
+                for (s, sub) in subs[..per].iter().enumerate() {
+                    p.put(j, bi * per + s, sub);
+                }
             }
-            qs.extend_from_slice(&b[2 * ns..]);
         }
-        Ok(Self {
-            kind,
-            n,
-            k,
-            scales,
-            qs,
-        })
+        p.compact();
+        Ok(Self { kind, n, k, p })
     }
 
     /// Output features (rows of the weight).
@@ -121,93 +166,111 @@ impl CpuQMatrix {
         self.kind
     }
 
-    /// `x · Wᵀ` for `m` rows `x` (`[m, k]`, row-major), returned as `[m, n]`; uses AVX2
-    /// where the CPU has it.
-    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        self.matmul_with(x, m, Backend::detect())
+    /// Bytes of weight data held (packed values and scales).
+    pub fn size_in_bytes(&self) -> usize {
+        self.p.qs.len() + self.p.d.bytes() + self.p.m.bytes()
     }
 
-    /// [`Self::matmul`] with the portable scalar kernel (the reference for the SIMD one).
-    pub fn matmul_scalar(&self, x: &[f32], m: usize) -> Vec<f32> {
-        self.matmul_with(x, m, Backend::Scalar)
-    }
-
-    fn matmul_with(&self, x: &[f32], m: usize, backend: Backend) -> Vec<f32> {
-        assert_eq!(x.len(), m * self.k, "x must be [m, k]");
-        if m == 0 || self.n == 0 {
-            return Vec::new();
-        }
-        let acts = QActs::quantize(x, m, self.k);
-        let work = m * self.n * self.k;
-        if work < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
-            return self.columns(backend, &acts, 0, self.n, m);
-        }
-        let min_cols = TASK_MIN_WORK.div_ceil(m * self.k);
-        let even = self.n.div_ceil(4 * rayon::current_num_threads());
-        let cw = min_cols.max(even).max(1);
-        let starts: Vec<usize> = (0..self.n).step_by(cw).collect();
-        let parts: Vec<Vec<f32>> = starts
-            .par_iter()
-            .map(|&j0| self.columns(backend, &acts, j0, (j0 + cw).min(self.n), m))
-            .collect();
-        let mut out = vec![0f32; m * self.n];
-        for (&j0, part) in starts.iter().zip(&parts) {
-            let w = part.len() / m;
-            for (dst, src) in out.chunks_exact_mut(self.n).zip(part.chunks_exact(w)) {
-                dst[j0..j0 + w].copy_from_slice(src);
-            }
-        }
-        out
-    }
-
-    /// Output columns `j0..j1` for all `m` rows, as `[m, j1 - j0]`. Cache-blocked: a
-    /// panel of weight rows against a group of activation rows at a time.
-    fn columns(&self, backend: Backend, acts: &QActs, j0: usize, j1: usize, m: usize) -> Vec<f32> {
-        let cw = j1 - j0;
-        let mut out = vec![0f32; m * cw];
-        let mut tmp = [0f32; GROUP_ROWS];
-        for p0 in (j0..j1).step_by(PANEL_ROWS) {
-            let p1 = (p0 + PANEL_ROWS).min(j1);
-            for g0 in (0..m).step_by(GROUP_ROWS) {
-                let g = (m - g0).min(GROUP_ROWS);
-                for j in p0..p1 {
-                    backend.row_dots(self, j, acts, g0, &mut tmp[..g]);
-                    for (r, &v) in tmp[..g].iter().enumerate() {
-                        out[(g0 + r) * cw + j - j0] = v;
-                    }
+    /// The weights as f32, `[n, k]` row-major: exactly ggml's dequantized values.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.n * self.k];
+        for (j, row) in out.chunks_exact_mut(self.k).enumerate() {
+            for (b, vals) in row.chunks_exact_mut(QK).enumerate() {
+                let s = self.p.get(j, b);
+                for (t, v) in vals.iter_mut().enumerate() {
+                    *v = s.d[t / 16] * f32::from(s.q[t]) + s.m;
                 }
             }
         }
         out
     }
-}
 
-/// Which kernel computes the dot products.
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Scalar,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-}
-
-impl Backend {
-    fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            return Backend::Avx2;
-        }
-        Backend::Scalar
+    /// `x · Wᵀ` for `m` rows `x` (`[m, k]`, row-major), returned as `[m, n]`; uses AVX2
+    /// where the CPU has it.
+    pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        self.matmul_with(x, m, Isa::detect())
     }
 
-    /// Dot products of weight row `j` with activation rows `r0..r0 + out.len()`.
-    fn row_dots(self, w: &CpuQMatrix, j: usize, a: &QActs, r0: usize, out: &mut [f32]) {
-        assert!(j < w.n && a.nb * QK == w.k && a.qs.len() >= (r0 + out.len()) * w.k);
-        match self {
-            Backend::Scalar => super::scalar::row_dots(w, j, a, r0, out),
-            // SAFETY: `detect` chose this backend only on a CPU with AVX2 and FMA, and
-            // the lengths were checked above.
+    /// [`Self::matmul`] with the portable scalar kernel (the reference for the SIMD one).
+    pub fn matmul_scalar(&self, x: &[f32], m: usize) -> Vec<f32> {
+        self.matmul_with(x, m, Isa::Scalar)
+    }
+
+    fn matmul_with(&self, x: &[f32], m: usize, isa: Isa) -> Vec<f32> {
+        assert_eq!(x.len(), m * self.k, "x must be [m, k]");
+        if m == 0 || self.n == 0 {
+            return Vec::new();
+        }
+        let acts = QActs::quantize(x, m, self.k, self.kind.sums());
+        let mut out: Vec<f32> = Vec::with_capacity(m * self.n);
+        let dst = Out {
+            ptr: out.spare_capacity_mut().as_mut_ptr().cast(),
+            n: self.n,
+        };
+        let panels = self.n.div_ceil(PANEL);
+        let work = m * self.n * self.k;
+        if work < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
+            // SAFETY: `dst` holds m * n values and this call writes all of them.
+            unsafe { self.panels(isa, &acts, 0, panels, m, &dst) };
+        } else {
+            let min_panels = TASK_MIN_WORK.div_ceil(m * self.k * PANEL);
+            let even = panels.div_ceil(4 * rayon::current_num_threads());
+            let pw = min_panels.max(even).max(1);
+            (0..panels.div_ceil(pw)).into_par_iter().for_each(|t| {
+                let g0 = t * pw;
+                // SAFETY: tasks cover disjoint panel ranges, so they write disjoint
+                // columns of `dst`; together they write every value.
+                unsafe { self.panels(isa, &acts, g0, (g0 + pw).min(panels), m, &dst) };
+            });
+        }
+        // SAFETY: every one of the m * n values was written above.
+        unsafe { out.set_len(m * self.n) };
+        out
+    }
+
+    /// Output columns of panels `g0..g1` for all `m` rows, written into `dst`.
+    /// Cache-blocked: a group of activation rows against each panel in turn.
+    ///
+    /// # Safety
+    /// `dst` must hold `m` rows of `self.n` values, and no other thread may access its
+    /// columns `g0 * PANEL..g1 * PANEL` meanwhile.
+    unsafe fn panels(&self, isa: Isa, acts: &QActs, g0: usize, g1: usize, m: usize, dst: &Out) {
+        assert!(g1 * PANEL < self.n + PANEL && dst.n == self.n);
+        let mut tile = [[0f32; PANEL]; TILE];
+        for r0 in (0..m).step_by(GROUP_ROWS) {
+            let r1 = (r0 + GROUP_ROWS).min(m);
+            for g in g0..g1 {
+                let j0 = g * PANEL;
+                let cols = PANEL.min(self.n - j0);
+                let mut r = r0;
+                while r < r1 {
+                    let rows = if r + TILE <= r1 { TILE } else { 1 };
+                    self.tile(isa, g, acts, r, &mut tile[..rows]);
+                    for (i, t) in tile[..rows].iter().enumerate() {
+                        // SAFETY: row r + i < m, columns j0..j0 + cols < n are this
+                        // task's (caller contract).
+                        unsafe {
+                            let at = dst.ptr.add((r + i) * dst.n + j0);
+                            std::ptr::copy_nonoverlapping(t.as_ptr(), at, cols);
+                        }
+                    }
+                    r += rows;
+                }
+            }
+        }
+    }
+
+    /// Panel `g` against activation rows `r0..r0 + out.len()` (1 or [`TILE`] rows).
+    fn tile(&self, isa: Isa, g: usize, a: &QActs, r0: usize, out: &mut [[f32; PANEL]]) {
+        assert!(g * PANEL < self.n && a.nb == self.p.nb);
+        assert!(a.qs.len() >= (r0 + out.len()) * self.k && matches!(out.len(), 1 | TILE));
+        assert!(self.kind.sums() == Sums::None || a.s.len() == a.d.len());
+        match isa {
+            Isa::Scalar => super::scalar::tile(&self.p, g, a, r0, out),
+            // SAFETY: `Isa::detect` chose Avx2 only on a CPU with AVX2, FMA and F16C; the
+            // panel and the activation rows exist (checked above).
             #[cfg(target_arch = "x86_64")]
-            Backend::Avx2 => unsafe { super::x86::row_dots(w, j, a, r0, out) },
+            Isa::Avx2 => unsafe { super::x86::tile(&self.p, g, a, r0, out) },
         }
     }
 }

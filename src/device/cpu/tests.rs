@@ -27,15 +27,48 @@ fn reference(w: &[f32], x: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
     out
 }
 
+/// Shapes `(n, k)` with ragged panels (n not a multiple of 8) and several block counts.
 const SHAPES: [(usize, usize); 4] = [(37, 64), (130, 576), (576, 160), (1027, 256)];
-const DTYPES: [GgmlDType; 2] = [GgmlDType::Q4_1, GgmlDType::Q8_0];
+/// The same for the K-quants, whose k is a multiple of 256.
+const SHAPES_K: [(usize, usize); 4] = [(37, 256), (130, 512), (9, 768), (1027, 256)];
+const DTYPES: [GgmlDType; 5] = [
+    GgmlDType::Q4_0,
+    GgmlDType::Q4_1,
+    GgmlDType::Q8_0,
+    GgmlDType::Q4K,
+    GgmlDType::Q6K,
+];
+
+fn shapes(dtype: GgmlDType) -> &'static [(usize, usize)] {
+    match dtype {
+        GgmlDType::Q4K | GgmlDType::Q6K => &SHAPES_K,
+        _ => &SHAPES,
+    }
+}
+
+/// The repacked panels hold exactly ggml's (candle's) dequantized values (`==`: Q4_0's
+/// `d * q - 8 d` gives +0 where ggml's `(q - 8) * d` gives -0).
+#[test]
+fn repacked_weights_dequantize_exactly() {
+    for dtype in DTYPES {
+        for (si, &(n, k)) in shapes(dtype).iter().enumerate() {
+            let (w, deq) = weight(n, k, dtype, si as u64 + 50);
+            let ours = w.dequantize();
+            let bad = ours.iter().zip(&deq).position(|(a, b)| a != b);
+            assert!(
+                bad.is_none(),
+                "{dtype:?} n={n} k={k}: repacked value {bad:?} differs"
+            );
+        }
+    }
+}
 
 /// Within activation-quantization error of the f32 reference on the dequantized weight:
 /// max abs error <= 0.02 * max|ref| + 1e-3.
 #[test]
 fn matches_f32_reference() {
     for dtype in DTYPES {
-        for (si, &(n, k)) in SHAPES.iter().enumerate() {
+        for (si, &(n, k)) in shapes(dtype).iter().enumerate() {
             let (w, deq) = weight(n, k, dtype, si as u64 + 1);
             for m in [1, 3, 8, 33] {
                 let x = rand_vec(m * k, 100 + m as u64);
@@ -59,7 +92,7 @@ fn matches_f32_reference() {
 #[test]
 fn simd_equals_scalar_bitwise() {
     for dtype in DTYPES {
-        for (si, &(n, k)) in SHAPES.iter().enumerate() {
+        for (si, &(n, k)) in shapes(dtype).iter().enumerate() {
             let (w, _) = weight(n, k, dtype, si as u64 + 7);
             for m in [1, 3, 8, 33] {
                 let x = rand_vec(m * k, 200 + m as u64);
@@ -78,8 +111,8 @@ fn simd_equals_scalar_bitwise() {
 #[test]
 fn batch_invariant() {
     for dtype in DTYPES {
-        // 2048 x 576 is large enough to take the parallel path at m = 33.
-        for (si, &(n, k)) in SHAPES.iter().chain(&[(2048, 576)]).enumerate() {
+        // 2048 x 1024 is large enough to take the parallel path at m = 33.
+        for (si, &(n, k)) in shapes(dtype).iter().chain(&[(2048, 1024)]).enumerate() {
             let (w, _) = weight(n, k, dtype, si as u64 + 13);
             let m = 33;
             let x = rand_vec(m * k, 300);
@@ -102,8 +135,85 @@ fn rejects_bad_input() {
     assert!(CpuQMatrix::from_raw(QKind::Q4_1, 2, 48, &[0; 40]).is_err());
     assert!(CpuQMatrix::from_raw(QKind::Q4_1, 2, 32, &[0; 39]).is_err());
     let t = Tensor::zeros((4, 32), candle_core::DType::F32, &Device::Cpu).unwrap();
-    let qt = QTensor::quantize(&t, GgmlDType::Q4_0).unwrap();
+    let qt = QTensor::quantize(&t, GgmlDType::Q5_0).unwrap();
     assert!(CpuQMatrix::from_qtensor(&qt).is_err());
+    assert!(
+        CpuQMatrix::from_raw(QKind::Q4K, 2, 128, &[0; 144]).is_err(),
+        "k % 256"
+    );
+    assert!(CpuQMatrix::from_raw(QKind::Q6K, 1, 256, &[0; 209]).is_err());
     let w = CpuQMatrix::from_raw(QKind::Q8_0, 2, 32, &[0; 68]).unwrap();
     assert_eq!(w.matmul(&[1.0; 32], 1), vec![0.0, 0.0]);
+}
+
+/// The kernels compute exactly `sum_b d_w d_x (q_w · q_x) + m_w s_x` over the quantized
+/// activations, up to f32 rounding (checked against the same sum in f64).
+#[test]
+fn matches_the_quantized_sum_in_f64() {
+    use super::acts::QActs;
+    use super::repack::PANEL;
+    for dtype in DTYPES {
+        for (si, &(n, k)) in shapes(dtype).iter().enumerate() {
+            let (w, _) = weight(n, k, dtype, si as u64 + 70);
+            let m = 5;
+            let x = rand_vec(m * k, 400);
+            let got = w.matmul(&x, m);
+            let a = QActs::quantize(&x, m, k, w.kind.sums());
+            for r in 0..m {
+                for j in 0..n {
+                    let mut want = 0f64;
+                    let mut mag = 0f64;
+                    for b in 0..k / 32 {
+                        let s = w.p.get(j, b);
+                        let xq = &a.qs[r * k + b * 32..][..32];
+                        let dx = f64::from(a.d[r * (k / 32) + b]);
+                        for (t, &xt) in xq.iter().enumerate() {
+                            let v = f64::from(s.d[t / 16]) * dx * f64::from(s.q[t]) * f64::from(xt);
+                            want += v;
+                            mag += v.abs();
+                        }
+                        if !a.s.is_empty() {
+                            let v = f64::from(s.m) * f64::from(a.s[r * (k / 32) + b]);
+                            want += v;
+                            mag += v.abs();
+                        }
+                    }
+                    let g = f64::from(got[r * n + j]);
+                    assert!(
+                        (g - want).abs() <= 1e-5 * mag + 1e-6,
+                        "{dtype:?} n={n} k={k} row {r} col {j} (panel lane {}): {g} vs {want}",
+                        j % PANEL
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The SIMD activation quantizer reproduces the scalar one exactly, ties included.
+#[test]
+fn activation_quantization_simd_equals_scalar() {
+    use super::acts::{QActs, Sums};
+    use super::isa::Isa;
+    let mut x = rand_vec(64 * 96, 9);
+    // Exact ties: 127 * 0.5 / 127 style values, and an all-zero block.
+    for (i, v) in x[..32].iter_mut().enumerate() {
+        *v = (i as f32 - 15.5) / 2.0;
+    }
+    x[32..64].fill(0.0);
+    for sums in [Sums::None, Sums::F16, Sums::F32] {
+        let a = QActs::quantize_with(Isa::detect(), &x, 64, 96, sums);
+        let b = QActs::quantize_with(Isa::Scalar, &x, 64, 96, sums);
+        assert_eq!(a.qs, b.qs);
+        assert!(
+            a.d.iter()
+                .zip(&b.d)
+                .all(|(p, q)| p.to_bits() == q.to_bits())
+        );
+        assert!(
+            a.s.iter()
+                .zip(&b.s)
+                .all(|(p, q)| p.to_bits() == q.to_bits())
+        );
+    }
 }

@@ -1,51 +1,63 @@
-//! AVX2 + FMA kernels: each weight block is unpacked once into a register and dotted
-//! with a tile of activation rows; every row keeps its own accumulators, so its
-//! arithmetic does not depend on the tile or the batch.
+//! AVX2 + FMA matmul kernels over 8-row panels (see `repack`). Each 32-byte weight
+//! register holds 4 consecutive values of each of 8 weight rows; `maddubs` against a
+//! broadcast group of 4 activations gives the 8 rows' partial sums side by side, so
+//! every f32 lane is one output and no horizontal sums are needed. The integer block
+//! sums are exact; each row of a tile keeps its own accumulators, so its arithmetic
+//! does not depend on the tile or the batch (`scalar::tile` reproduces it bitwise).
 
 use std::arch::x86_64::*;
 
 use super::acts::{QActs, QK};
-use super::qmatmul::{CpuQMatrix, QKind};
+use super::qmatmul::TILE;
+use super::repack::{Layout, PANEL, Panels};
 
-/// Activation rows per tile.
-const TILE: usize = 4;
-
-/// Dot products of weight row `j` with activation rows `r0..r0 + out.len()` of `a`.
+/// Panel `g` of `p` against activation rows `r0..r0 + out.len()` (1 or `TILE` rows).
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA; `j < w.n`, `a` must hold at least
-/// `r0 + out.len()` rows of `w.k` values.
-#[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn row_dots(w: &CpuQMatrix, j: usize, a: &QActs, r0: usize, out: &mut [f32]) {
-    let m = out.len();
-    let full = m - m % TILE;
-    for t in (0..full).step_by(TILE) {
-        let o = &mut out[t..t + TILE];
-        // SAFETY: same contract as this function; rows r0+t..r0+t+TILE exist.
-        unsafe { dispatch::<TILE>(w, j, a, r0 + t, o) };
-    }
-    for t in full..m {
-        // SAFETY: as above, one row.
-        unsafe { dispatch::<1>(w, j, a, r0 + t, &mut out[t..t + 1]) };
-    }
-}
-
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dispatch<const R: usize>(w: &CpuQMatrix, j: usize, a: &QActs, r0: usize, o: &mut [f32]) {
+/// The CPU must support AVX2, FMA and F16C; panel `g` must exist in `p`, `a` must hold rows
+/// `r0..r0 + out.len()` of `p.nb` blocks (with sums for U4).
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn tile(p: &Panels, g: usize, a: &QActs, r0: usize, out: &mut [[f32; PANEL]]) {
     // SAFETY: forwarded contract.
     unsafe {
-        match w.kind {
-            QKind::Q4_1 => q4_1_tile::<R>(w, j, a, r0, o),
-            QKind::Q8_0 => q8_0_tile::<R>(w, j, a, r0, o),
+        match (p.layout, p.d.is_f16(), out.len()) {
+            (Layout::U4, false, TILE) => u4::<TILE, false>(p, g, a, r0, out),
+            (Layout::U4, false, _) => u4::<1, false>(p, g, a, r0, out),
+            (Layout::U4, true, TILE) => u4::<TILE, true>(p, g, a, r0, out),
+            (Layout::U4, true, _) => u4::<1, true>(p, g, a, r0, out),
+            (Layout::I8, false, TILE) => i8_full::<TILE, false>(p, g, a, r0, out),
+            (Layout::I8, false, _) => i8_full::<1, false>(p, g, a, r0, out),
+            (Layout::I8, true, TILE) => i8_full::<TILE, true>(p, g, a, r0, out),
+            (Layout::I8, true, _) => i8_full::<1, true>(p, g, a, r0, out),
+            (Layout::I8Halves, false, TILE) => i8_halves::<TILE, false>(p, g, a, r0, out),
+            (Layout::I8Halves, false, _) => i8_halves::<1, false>(p, g, a, r0, out),
+            (Layout::I8Halves, true, TILE) => i8_halves::<TILE, true>(p, g, a, r0, out),
+            (Layout::I8Halves, true, _) => i8_halves::<1, true>(p, g, a, r0, out),
         }
     }
 }
 
-/// Raw pointers to the quantized values, scales and sums of `R` activation rows.
+/// Eight scales starting at element `i` of `p`: f16 (widened) when `H`, else f32.
+///
+/// # Safety
+/// Elements `i..i + 8` must exist.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scales8<const H: bool>(p: *const u8, i: usize) -> __m256 {
+    // SAFETY: the caller guarantees the 8 elements.
+    unsafe {
+        if H {
+            _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * i).cast()))
+        } else {
+            _mm256_loadu_ps(p.add(4 * i).cast())
+        }
+    }
+}
+
+/// Pointers to the quantized values and scales of `R` activation rows.
 struct Rows<const R: usize> {
     qs: [*const i8; R],
     d: [*const f32; R],
-    s: [*const f32; R],
 }
 
 impl<const R: usize> Rows<R> {
@@ -56,75 +68,177 @@ impl<const R: usize> Rows<R> {
         Self {
             qs: std::array::from_fn(|r| a.qs[(r0 + r) * k..].as_ptr()),
             d: std::array::from_fn(|r| a.d[(r0 + r) * nb..].as_ptr()),
-            s: std::array::from_fn(|r| a.s[(r0 + r) * nb..].as_ptr()),
+        }
+    }
+
+    /// Activations `4u..4u + 4` of block `b` of row `r`, broadcast to all 8 lanes.
+    ///
+    /// # Safety
+    /// Block `b` must exist.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn quad(&self, r: usize, b: usize, u: usize) -> __m256i {
+        // SAFETY: the caller guarantees block b; 4u + 4 <= 32.
+        unsafe {
+            let p = self.qs[r].add(b * QK + 4 * u).cast::<i32>();
+            _mm256_set1_epi32(p.read_unaligned())
         }
     }
 }
 
-#[target_feature(enable = "avx2,fma")]
-unsafe fn q4_1_tile<const R: usize>(w: &CpuQMatrix, j: usize, a: &QActs, r0: usize, o: &mut [f32]) {
-    let nb = a.nb;
-    let x = Rows::<R>::new(a, r0);
-    let mut acc = [_mm256_setzero_ps(); R];
-    let mut summ = [0f32; R];
-    let low = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    let wq = &w.qs[j * nb * 16..(j + 1) * nb * 16];
-    let ws = &w.scales[j * nb * 2..(j + 1) * nb * 2];
+/// The panel's offset term `sum_b m[b] * s[b]` for one activation row, lane per row.
+///
+/// # Safety
+/// As [`tile`]; `p` is U4 and `a` has sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn offsets<const H: bool>(p: &Panels, g: usize, a: &QActs, row: usize) -> __m256 {
+    let nb = p.nb;
+    assert!(p.m.len() >= (g + 1) * nb * PANEL && a.s.len() >= (row + 1) * nb);
+    let (m, s) = (p.m.ptr(g * nb * PANEL), a.s[row * nb..].as_ptr());
+    let mut acc = _mm256_setzero_ps();
     for b in 0..nb {
-        // SAFETY: `wq` holds nb blocks of 16 bytes; `Rows::new` checked that every
-        // row has nb blocks of 32 values and nb scales and sums.
+        // SAFETY: bounds asserted above.
         unsafe {
-            let q = _mm_loadu_si128(wq.as_ptr().add(b * 16).cast());
-            let wv = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), low);
-            let (dw, mw) = (*ws.get_unchecked(2 * b), *ws.get_unchecked(2 * b + 1));
-            for r in 0..R {
-                let xv = _mm256_loadu_si256(x.qs[r].add(b * QK).cast());
-                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, xv), ones);
-                let sc = _mm256_set1_ps(dw * *x.d[r].add(b));
-                acc[r] = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(p), acc[r]);
-                summ[r] += mw * *x.s[r].add(b);
+            let mv = scales8::<H>(m, b * PANEL);
+            acc = _mm256_fmadd_ps(mv, _mm256_set1_ps(*s.add(b)), acc);
+        }
+    }
+    acc
+}
+
+/// 4-bit panels: 8 groups of 4 values per block, two per byte.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn u4<const R: usize, const H: bool>(
+    p: &Panels,
+    g: usize,
+    a: &QActs,
+    r0: usize,
+    out: &mut [[f32; PANEL]],
+) {
+    let nb = p.nb;
+    let x = Rows::<R>::new(a, r0);
+    assert!(p.qs.len() >= (g + 1) * nb * 128 && p.d.len() >= (g + 1) * nb * PANEL);
+    let (qs, ds) = (p.qs[g * nb * 128..].as_ptr(), p.d.ptr(g * nb * PANEL));
+    let mask = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); R];
+    for b in 0..nb {
+        // SAFETY: block b of panel g exists (asserted), rows checked by `Rows::new`.
+        unsafe {
+            let wb = qs.add(b * 128);
+            // Sums of 8 products of a 4-bit and a 7-bit value fit in i16 (|.| <= 30480).
+            let mut s16 = [_mm256_setzero_si256(); R];
+            for q in 0..4 {
+                let raw = _mm256_loadu_si256(wb.add(32 * q).cast());
+                let lo = _mm256_and_si256(raw, mask);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), mask);
+                for (r, s) in s16.iter_mut().enumerate() {
+                    *s = _mm256_add_epi16(*s, _mm256_maddubs_epi16(lo, x.quad(r, b, q)));
+                    *s = _mm256_add_epi16(*s, _mm256_maddubs_epi16(hi, x.quad(r, b, q + 4)));
+                }
+            }
+            let dv = scales8::<H>(ds, b * PANEL);
+            for (r, s) in s16.iter().enumerate() {
+                let sumi = _mm256_cvtepi32_ps(_mm256_madd_epi16(*s, ones));
+                let sc = _mm256_mul_ps(dv, _mm256_set1_ps(*x.d[r].add(b)));
+                acc[r] = _mm256_fmadd_ps(sumi, sc, acc[r]);
             }
         }
     }
-    for r in 0..R {
-        o[r] = hsum(acc[r]) + summ[r];
+    for (r, o) in out.iter_mut().enumerate().take(R) {
+        // SAFETY: row r0 + r exists and has sums (caller contract).
+        let total = _mm256_add_ps(acc[r], unsafe { offsets::<H>(p, g, a, r0 + r) });
+        // SAFETY: `o` holds PANEL = 8 floats.
+        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), total) };
     }
 }
 
-#[target_feature(enable = "avx2,fma")]
-unsafe fn q8_0_tile<const R: usize>(w: &CpuQMatrix, j: usize, a: &QActs, r0: usize, o: &mut [f32]) {
-    let nb = a.nb;
+/// Signed 8-bit panels with one scale per block (Q8_0). Products of two 8-bit values
+/// need `madd` to i32 after every `maddubs`.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn i8_full<const R: usize, const H: bool>(
+    p: &Panels,
+    g: usize,
+    a: &QActs,
+    r0: usize,
+    out: &mut [[f32; PANEL]],
+) {
+    let nb = p.nb;
     let x = Rows::<R>::new(a, r0);
-    let mut acc = [_mm256_setzero_ps(); R];
+    assert!(p.qs.len() >= (g + 1) * nb * 256 && p.d.len() >= (g + 1) * nb * PANEL);
+    let (qs, ds) = (p.qs[g * nb * 256..].as_ptr(), p.d.ptr(g * nb * PANEL));
     let ones = _mm256_set1_epi16(1);
-    let wq = &w.qs[j * nb * QK..(j + 1) * nb * QK];
-    let ws = &w.scales[j * nb..(j + 1) * nb];
+    let mut acc = [_mm256_setzero_ps(); R];
     for b in 0..nb {
-        // SAFETY: `wq` holds nb blocks of 32 bytes; `Rows::new` checked the rows.
+        // SAFETY: as in `u4`.
         unsafe {
-            let wv = _mm256_loadu_si256(wq.as_ptr().add(b * QK).cast());
-            // |w| as u8; the signs move onto the activations.
-            let aw = _mm256_sign_epi8(wv, wv);
-            let dw = *ws.get_unchecked(b);
-            for (r, acc) in acc.iter_mut().enumerate() {
-                let xv = _mm256_loadu_si256(x.qs[r].add(b * QK).cast());
-                let sx = _mm256_sign_epi8(xv, wv);
-                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
-                let sc = _mm256_set1_ps(dw * *x.d[r].add(b));
-                *acc = _mm256_fmadd_ps(sc, _mm256_cvtepi32_ps(p), *acc);
+            let wb = qs.add(b * 256);
+            let mut s32 = [_mm256_setzero_si256(); R];
+            for u in 0..8 {
+                let w = _mm256_loadu_si256(wb.add(32 * u).cast());
+                // |w| as u8; the signs move onto the activations.
+                let aw = _mm256_sign_epi8(w, w);
+                for (r, s) in s32.iter_mut().enumerate() {
+                    let sx = _mm256_sign_epi8(x.quad(r, b, u), w);
+                    let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
+                    *s = _mm256_add_epi32(*s, prod);
+                }
+            }
+            let dv = scales8::<H>(ds, b * PANEL);
+            for (r, s) in s32.iter().enumerate() {
+                let sc = _mm256_mul_ps(dv, _mm256_set1_ps(*x.d[r].add(b)));
+                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(*s), sc, acc[r]);
             }
         }
     }
-    for r in 0..R {
-        o[r] = hsum(acc[r]);
+    for (r, o) in out.iter_mut().enumerate().take(R) {
+        // SAFETY: `o` holds PANEL = 8 floats.
+        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), acc[r]) };
     }
 }
 
-/// Horizontal sum in the order `scalar::hsum8` reproduces.
-#[target_feature(enable = "avx2,fma")]
-fn hsum(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+/// Values in `-32..32` with a scale per 16 (Q6_K): four `maddubs` per half fit in i16
+/// (|.| <= 4 * 2 * 32 * 127 = 32512).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn i8_halves<const R: usize, const H: bool>(
+    p: &Panels,
+    g: usize,
+    a: &QActs,
+    r0: usize,
+    out: &mut [[f32; PANEL]],
+) {
+    let nb = p.nb;
+    let x = Rows::<R>::new(a, r0);
+    assert!(p.qs.len() >= (g + 1) * nb * 256 && p.d.len() >= (g + 1) * nb * 2 * PANEL);
+    let (qs, ds) = (p.qs[g * nb * 256..].as_ptr(), p.d.ptr(g * nb * 2 * PANEL));
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); R];
+    for b in 0..nb {
+        for half in 0..2 {
+            // SAFETY: as in `u4`.
+            unsafe {
+                let wb = qs.add(b * 256 + 128 * half);
+                let mut s16 = [_mm256_setzero_si256(); R];
+                for u in 0..4 {
+                    let w = _mm256_loadu_si256(wb.add(32 * u).cast());
+                    let aw = _mm256_sign_epi8(w, w);
+                    for (r, s) in s16.iter_mut().enumerate() {
+                        let sx = _mm256_sign_epi8(x.quad(r, b, 4 * half + u), w);
+                        *s = _mm256_add_epi16(*s, _mm256_maddubs_epi16(aw, sx));
+                    }
+                }
+                let dv = scales8::<H>(ds, (2 * b + half) * PANEL);
+                for (r, s) in s16.iter().enumerate() {
+                    let sumi = _mm256_cvtepi32_ps(_mm256_madd_epi16(*s, ones));
+                    let sc = _mm256_mul_ps(dv, _mm256_set1_ps(*x.d[r].add(b)));
+                    acc[r] = _mm256_fmadd_ps(sumi, sc, acc[r]);
+                }
+            }
+        }
+    }
+    for (r, o) in out.iter_mut().enumerate().take(R) {
+        // SAFETY: `o` holds PANEL = 8 floats.
+        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), acc[r]) };
+    }
 }

@@ -1,0 +1,382 @@
+//! Causal attention of one query row's heads over one K/V head of the paged f16 cache,
+//! with an online (streaming) softmax over chunks of [`CHUNK`] keys.
+//!
+//! The driver ([`drive`]) is written once and instantiated over a [`Kern`]: the
+//! portable [`Scalar`] one, and the AVX2 + FMA + F16C one in `x86_attention`. The
+//! scalar kernel emulates the SIMD one's eight f32 lanes, fused multiply-adds,
+//! horizontal sums and polynomial `exp`, so the two give bit-identical results.
+//!
+//! Invariants: a query's result depends only on its own values, the number of keys it
+//! sees (`ctx`) and those keys: chunks are aligned to positions (`0, CHUNK, 2 CHUNK,
+//! ...`), never to the batch, so results are batch-invariant and independent of how a
+//! prompt was chunked. No heap allocation happens per call; [`AttnScratch`] is reused.
+
+use half::f16;
+
+use super::isa::Isa;
+use super::math::{exp_scalar, hsum8};
+
+/// Keys per softmax chunk.
+pub const CHUNK: usize = 16;
+
+/// One K/V head of one sequence in the paged cache (layout `[slot][kv_head][head_dim]`).
+#[derive(Debug, Clone, Copy)]
+pub struct KvHead<'a> {
+    /// All keys of the layer.
+    pub k: &'a [f16],
+    /// All values of the layer.
+    pub v: &'a [f16],
+    /// The sequence's block table.
+    pub block_table: &'a [u32],
+    /// Slots per block.
+    pub block_size: usize,
+    /// f16 values per slot (`n_kv_head * head_dim`).
+    pub slot_stride: usize,
+    /// Offset of this head within a slot (`kv_head * head_dim`).
+    pub head_offset: usize,
+}
+
+/// Per-thread working memory of [`attend`]: the chunk's scores and, per head, the
+/// running max, sum and rescale factor.
+#[derive(Debug, Clone, Default)]
+pub struct AttnScratch {
+    s: Vec<f32>,
+    m: Vec<f32>,
+    l: Vec<f32>,
+    alpha: Vec<f32>,
+}
+
+impl AttnScratch {
+    /// Scratch for heads of width `head_dim` in groups of up to `group` query heads.
+    pub fn new(group: usize) -> Self {
+        let mut s = Self::default();
+        s.reserve(group);
+        s
+    }
+
+    fn reserve(&mut self, group: usize) {
+        if self.m.len() < group {
+            self.s.resize(group * CHUNK, 0.0);
+            self.m.resize(group, 0.0);
+            self.l.resize(group, 0.0);
+            self.alpha.resize(group, 0.0);
+        }
+    }
+}
+
+/// Attention of `group = q.len() / head_dim` query heads (`q`, `[group, head_dim]`,
+/// already rotated) over positions `0..ctx` of `kv`, scaled by `scale`, written to
+/// `out` (same shape as `q`). Uses AVX2 where the CPU has it.
+///
+/// Panics if the shapes disagree or the block table is too short for `ctx`.
+pub fn attend(
+    q: &[f32],
+    ctx: usize,
+    kv: &KvHead<'_>,
+    head_dim: usize,
+    scale: f32,
+    out: &mut [f32],
+    scratch: &mut AttnScratch,
+) {
+    attend_with(Isa::detect(), q, ctx, kv, head_dim, scale, out, scratch);
+}
+
+/// [`attend`] with the portable scalar kernel (the reference for the SIMD one).
+pub fn attend_scalar(
+    q: &[f32],
+    ctx: usize,
+    kv: &KvHead<'_>,
+    head_dim: usize,
+    scale: f32,
+    out: &mut [f32],
+    scratch: &mut AttnScratch,
+) {
+    attend_with(Isa::Scalar, q, ctx, kv, head_dim, scale, out, scratch);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attend_with(
+    isa: Isa,
+    q: &[f32],
+    ctx: usize,
+    kv: &KvHead<'_>,
+    hd: usize,
+    scale: f32,
+    out: &mut [f32],
+    scratch: &mut AttnScratch,
+) {
+    assert!(hd > 0 && q.len().is_multiple_of(hd) && out.len() == q.len());
+    assert!(kv.head_offset + hd <= kv.slot_stride);
+    let need_blocks = ctx.div_ceil(kv.block_size.max(1));
+    assert!(kv.block_size > 0 && kv.block_table.len() >= need_blocks);
+    let slots = kv.k.len().min(kv.v.len()) / kv.slot_stride.max(1);
+    assert!(
+        kv.block_table[..need_blocks]
+            .iter()
+            .all(|&b| (b as usize + 1) * kv.block_size <= slots),
+        "block table points outside the cache"
+    );
+    scratch.reserve(q.len() / hd);
+    match isa {
+        // SAFETY: `Isa::detect` picked Avx2 only on a CPU with AVX2, FMA and F16C; the
+        // shapes and every slot the block table names were checked above.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if hd.is_multiple_of(8) => unsafe {
+            super::x86_attention::attend(q, ctx, kv, hd, scale, out, scratch)
+        },
+        _ => drive::<Scalar>(q, ctx, kv, hd, scale, out, scratch),
+    }
+}
+
+/// The per-chunk operations a kernel provides, over all `g = q.len() / hd` query heads
+/// of the group at once (each key and value row is read once for all of them). Key `j`
+/// of the chunk is `k[offs[j]..][..hd]` (value: `v[offs[j]..][..hd]`), `j < offs.len()
+/// <= CHUNK`; scores and probabilities are `[g, CHUNK]`. Callers guarantee the bounds
+/// (checked by `attend_with`); x86 implementations need AVX2, FMA and F16C.
+pub(super) trait Kern {
+    /// `s[h * CHUNK + j] = dot(q_h, key j) * scale`.
+    unsafe fn scores(q: &[f32], k: &[f16], offs: &[usize], hd: usize, scale: f32, s: &mut [f32]);
+    /// `s[j] = exp(s[j] - max)` for `j < n`; `s` holds [`CHUNK`] values.
+    unsafe fn exp_shift(s: &mut [f32], n: usize, max: f32);
+    /// `o_h = o_h * alpha[h] + sum_j p[h * CHUNK + j] * value j`, `o` being `[g, hd]`.
+    unsafe fn pv(p: &[f32], v: &[f16], offs: &[usize], alpha: &[f32], o: &mut [f32]);
+}
+
+/// The shared driver: per chunk of keys, every head's scores, then its running max
+/// `m`, sum `l` and output `o` (flash-attention style).
+#[inline(always)]
+pub(super) fn drive<K: Kern>(
+    q: &[f32],
+    ctx: usize,
+    kv: &KvHead<'_>,
+    hd: usize,
+    scale: f32,
+    out: &mut [f32],
+    sc: &mut AttnScratch,
+) {
+    let group = q.len() / hd;
+    out.fill(0.0);
+    sc.m[..group].fill(f32::NEG_INFINITY);
+    sc.l[..group].fill(0.0);
+    let mut offs = [0usize; CHUNK];
+    for c0 in (0..ctx).step_by(CHUNK) {
+        let n = CHUNK.min(ctx - c0);
+        let (mut blk, mut off) = (c0 / kv.block_size, c0 % kv.block_size);
+        for o in &mut offs[..n] {
+            let slot = kv.block_table[blk] as usize * kv.block_size + off;
+            *o = slot * kv.slot_stride + kv.head_offset;
+            off += 1;
+            if off == kv.block_size {
+                (blk, off) = (blk + 1, 0);
+            }
+        }
+        let s = &mut sc.s[..group * CHUNK];
+        // SAFETY: every offset names a checked slot of the cache; s is [group, CHUNK].
+        unsafe { K::scores(q, kv.k, &offs[..n], hd, scale, s) };
+        for h in 0..group {
+            let sh = &mut s[h * CHUNK..(h + 1) * CHUNK];
+            let cmax = sh[..n].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let m_old = sc.m[h];
+            let m_new = m_old.max(cmax);
+            let alpha = if m_old == f32::NEG_INFINITY {
+                0.0
+            } else {
+                exp_scalar(m_old - m_new)
+            };
+            // SAFETY: sh holds CHUNK values.
+            unsafe { K::exp_shift(sh, n, m_new) };
+            let mut sum = 0f32;
+            for &p in &sh[..n] {
+                sum += p;
+            }
+            sc.l[h] = sc.l[h] * alpha + sum;
+            sc.m[h] = m_new;
+            sc.alpha[h] = alpha;
+        }
+        // SAFETY: as above; out is [group, hd].
+        unsafe { K::pv(s, kv.v, &offs[..n], &sc.alpha[..group], out) };
+    }
+    for h in 0..group {
+        let inv = 1.0 / sc.l[h];
+        for o in &mut out[h * hd..(h + 1) * hd] {
+            *o *= inv;
+        }
+    }
+}
+
+/// The portable kernel.
+pub(super) struct Scalar;
+
+impl Kern for Scalar {
+    unsafe fn scores(q: &[f32], k: &[f16], offs: &[usize], hd: usize, scale: f32, s: &mut [f32]) {
+        for (j, &at) in offs.iter().enumerate() {
+            for (h, qh) in q.chunks_exact(hd).enumerate() {
+                s[h * CHUNK + j] = dot_lanes(qh, &k[at..at + hd]) * scale;
+            }
+        }
+    }
+
+    unsafe fn exp_shift(s: &mut [f32], n: usize, max: f32) {
+        for v in &mut s[..n] {
+            *v = exp_scalar(*v - max);
+        }
+    }
+
+    unsafe fn pv(p: &[f32], v: &[f16], offs: &[usize], alpha: &[f32], o: &mut [f32]) {
+        let hd = o.len() / alpha.len();
+        for (h, oh) in o.chunks_exact_mut(hd).enumerate() {
+            for (d, od) in oh.iter_mut().enumerate() {
+                let mut acc = *od * alpha[h];
+                for (j, &at) in offs.iter().enumerate() {
+                    acc = p[h * CHUNK + j].mul_add(v[at + d].to_f32(), acc);
+                }
+                *od = acc;
+            }
+        }
+    }
+}
+
+/// Dot product as eight f32 lanes (`lane l` takes elements `l, l + 8, ...`) with fused
+/// multiply-adds, reduced in the AVX2 kernels' order; past the last multiple of 8 the
+/// tail is added in order.
+fn dot_lanes(a: &[f32], b: &[f16]) -> f32 {
+    let mut acc = [0f32; 8];
+    let full = a.len() - a.len() % 8;
+    for c in (0..full).step_by(8) {
+        for l in 0..8 {
+            acc[l] = a[c + l].mul_add(b[c + l].to_f32(), acc[l]);
+        }
+    }
+    let mut s = hsum8(&acc);
+    for i in full..a.len() {
+        s = a[i].mul_add(b[i].to_f32(), s);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::gguf_writer::signed_units;
+
+    /// Softmax attention in f64 over contiguous keys, the plain reference.
+    fn reference(q: &[f32], k: &[f32], v: &[f32], hd: usize, scale: f32) -> Vec<f32> {
+        let ctx = k.len() / hd;
+        let mut out = Vec::new();
+        for qh in q.chunks(hd) {
+            let s: Vec<f64> = (0..ctx)
+                .map(|j| {
+                    let kj = &k[j * hd..(j + 1) * hd];
+                    qh.iter()
+                        .zip(kj)
+                        .map(|(a, b)| *a as f64 * *b as f64)
+                        .sum::<f64>()
+                        * scale as f64
+                })
+                .collect();
+            let max = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = s.iter().map(|x| (x - max).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            for d in 0..hd {
+                let o: f64 = (0..ctx).map(|j| e[j] * v[j * hd + d] as f64).sum();
+                out.push((o / sum) as f32);
+            }
+        }
+        out
+    }
+
+    /// A random paged cache of `slots` slots with `n_kv` heads of width `hd`.
+    fn cache(slots: usize, n_kv: usize, hd: usize, seed: u64) -> (Vec<f16>, Vec<f16>) {
+        let f = |s| {
+            signed_units(slots * n_kv * hd, s)
+                .iter()
+                .map(|&x| f16::from_f32(2.0 * x))
+                .collect::<Vec<_>>()
+        };
+        (f(seed), f(seed + 1))
+    }
+
+    /// Both kernels against the f64 reference on several head widths, group sizes,
+    /// block sizes and context lengths (ragged chunks), and SIMD == scalar bitwise.
+    #[test]
+    fn matches_reference_and_simd_equals_scalar() {
+        for &(hd, group, bs, n_kv) in
+            &[(64, 3, 16, 3), (128, 1, 16, 2), (8, 4, 5, 1), (12, 2, 7, 2)]
+        {
+            let blocks = 40;
+            let (k, v) = cache(blocks * bs, n_kv, hd, hd as u64);
+            // A scrambled block table.
+            let table: Vec<u32> = (0..blocks as u32)
+                .map(|i| (i * 17 + 3) % blocks as u32)
+                .collect();
+            for ctx in [1, 15, 16, 17, 100, 33 * 5] {
+                if ctx > blocks * bs {
+                    continue;
+                }
+                let kvh = n_kv - 1;
+                let kv = KvHead {
+                    k: &k,
+                    v: &v,
+                    block_table: &table,
+                    block_size: bs,
+                    slot_stride: n_kv * hd,
+                    head_offset: kvh * hd,
+                };
+                let gather = |src: &[f16]| -> Vec<f32> {
+                    (0..ctx)
+                        .flat_map(|p| {
+                            let slot = table[p / bs] as usize * bs + p % bs;
+                            let at = slot * n_kv * hd + kvh * hd;
+                            src[at..at + hd]
+                                .iter()
+                                .map(|x| x.to_f32())
+                                .collect::<Vec<_>>()
+                        })
+                        .collect()
+                };
+                let q: Vec<f32> = signed_units(group * hd, ctx as u64)
+                    .iter()
+                    .map(|x| 3.0 * x)
+                    .collect();
+                let scale = 1.0 / (hd as f32).sqrt();
+                let want = reference(&q, &gather(&k), &gather(&v), hd, scale);
+                let mut sc = AttnScratch::new(group);
+                let (mut fast, mut slow) = (vec![0f32; q.len()], vec![0f32; q.len()]);
+                attend(&q, ctx, &kv, hd, scale, &mut fast, &mut sc);
+                attend_scalar(&q, ctx, &kv, hd, scale, &mut slow, &mut sc);
+                for (i, (&f, &w)) in fast.iter().zip(&want).enumerate() {
+                    assert!((f - w).abs() < 2e-5, "hd {hd} ctx {ctx} [{i}]: {f} vs {w}");
+                }
+                let same = fast
+                    .iter()
+                    .zip(&slow)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(same, "hd {hd} group {group} ctx {ctx}: SIMD != scalar");
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "outside the cache")]
+    fn rejects_a_block_table_outside_the_cache() {
+        let (k, v) = cache(32, 1, 8, 1);
+        let kv = KvHead {
+            k: &k,
+            v: &v,
+            block_table: &[0, 9],
+            block_size: 16,
+            slot_stride: 8,
+            head_offset: 0,
+        };
+        let mut out = [0f32; 8];
+        attend(
+            &[0.5; 8],
+            20,
+            &kv,
+            8,
+            1.0,
+            &mut out,
+            &mut AttnScratch::new(1),
+        );
+    }
+}

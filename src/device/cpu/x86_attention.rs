@@ -1,0 +1,215 @@
+//! The AVX2 + FMA + F16C attention kernel: f16 keys and values widened with
+//! `vcvtph2ps` straight from the cache, each read once for all query heads of the
+//! group; eight-lane FMA dot products over four keys at a time; a vector polynomial
+//! `exp`; outputs accumulated in registers. `attention::Scalar` reproduces every
+//! operation, so results match it bitwise.
+
+use std::arch::x86_64::*;
+
+use half::f16;
+
+use super::attention::{AttnScratch, CHUNK, Kern, KvHead, drive};
+use super::x86_math::{exp8, hsum};
+
+/// Attention of one query row's heads; see `attention::attend`.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C; `hd` must be a multiple of 8 and the
+/// arguments must satisfy the checks of `attention::attend_with`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn attend(
+    q: &[f32],
+    ctx: usize,
+    kv: &KvHead<'_>,
+    hd: usize,
+    scale: f32,
+    out: &mut [f32],
+    sc: &mut AttnScratch,
+) {
+    drive::<Avx2>(q, ctx, kv, hd, scale, out, sc);
+}
+
+struct Avx2;
+
+/// Eight f16 values at `p` as f32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load8(p: *const f16) -> __m256 {
+    // SAFETY: the caller guarantees 8 values at p.
+    unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
+}
+
+/// Scores of `H` heads (`q`, `[H, hd]`) against the keys at `offs`; `s` is `[H, CHUNK]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scores_h<const H: usize>(
+    q: *const f32,
+    k: *const f16,
+    offs: &[usize],
+    hd: usize,
+    scale: f32,
+    s: *mut f32,
+) {
+    let n = offs.len();
+    let mut j = 0;
+    // SAFETY (all accesses): q holds H rows of hd, key rows hold hd values at their
+    // offsets, s holds H rows of CHUNK >= n (caller contract).
+    unsafe {
+        while j + 4 <= n {
+            let kp: [*const f16; 4] = std::array::from_fn(|i| k.add(offs[j + i]));
+            let mut acc = [[_mm256_setzero_ps(); 4]; H];
+            for c in (0..hd).step_by(8) {
+                let qv: [__m256; H] = std::array::from_fn(|h| _mm256_loadu_ps(q.add(h * hd + c)));
+                for i in 0..4 {
+                    let kv = load8(kp[i].add(c));
+                    for h in 0..H {
+                        acc[h][i] = _mm256_fmadd_ps(qv[h], kv, acc[h][i]);
+                    }
+                }
+            }
+            for (h, row) in acc.iter().enumerate() {
+                for (i, a) in row.iter().enumerate() {
+                    *s.add(h * CHUNK + j + i) = hsum(*a) * scale;
+                }
+            }
+            j += 4;
+        }
+        while j < n {
+            let kp = k.add(offs[j]);
+            let mut acc = [_mm256_setzero_ps(); H];
+            for c in (0..hd).step_by(8) {
+                let kv = load8(kp.add(c));
+                for (h, a) in acc.iter_mut().enumerate() {
+                    *a = _mm256_fmadd_ps(_mm256_loadu_ps(q.add(h * hd + c)), kv, *a);
+                }
+            }
+            for (h, a) in acc.iter().enumerate() {
+                *s.add(h * CHUNK + j) = hsum(*a) * scale;
+            }
+            j += 1;
+        }
+    }
+}
+
+/// `o_h = o_h * alpha[h] + sum_j p[h * CHUNK + j] * value j` for `H` heads, over
+/// columns `c0..c0 + 8 W` (accumulators in registers across all keys).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pv_hw<const H: usize, const W: usize>(
+    p: *const f32,
+    v: *const f16,
+    offs: &[usize],
+    alpha: &[f32],
+    o: *mut f32,
+    hd: usize,
+    c0: usize,
+) {
+    // SAFETY (all accesses): as in `scores_h`; c0 + 8 W <= hd; o is [H, hd].
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); W]; H];
+        for (h, a) in acc.iter_mut().enumerate() {
+            let al = _mm256_set1_ps(alpha[h]);
+            for (w, x) in a.iter_mut().enumerate() {
+                *x = _mm256_mul_ps(_mm256_loadu_ps(o.add(h * hd + c0 + 8 * w)), al);
+            }
+        }
+        for (j, &at) in offs.iter().enumerate() {
+            let vv: [__m256; W] = std::array::from_fn(|w| load8(v.add(at + c0 + 8 * w)));
+            for (h, a) in acc.iter_mut().enumerate() {
+                let pj = _mm256_set1_ps(*p.add(h * CHUNK + j));
+                for (x, vw) in a.iter_mut().zip(&vv) {
+                    *x = _mm256_fmadd_ps(pj, *vw, *x);
+                }
+            }
+        }
+        for (h, a) in acc.iter().enumerate() {
+            for (w, x) in a.iter().enumerate() {
+                _mm256_storeu_ps(o.add(h * hd + c0 + 8 * w), *x);
+            }
+        }
+    }
+}
+
+/// [`pv_hw`] over all columns: `W`-vector strips, then single vectors.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn pv_h<const H: usize, const W: usize>(
+    p: *const f32,
+    v: *const f16,
+    offs: &[usize],
+    alpha: &[f32],
+    o: *mut f32,
+    hd: usize,
+) {
+    let mut c0 = 0;
+    // SAFETY: forwarded contract; every strip lies within hd.
+    unsafe {
+        while c0 + 8 * W <= hd {
+            pv_hw::<H, W>(p, v, offs, alpha, o, hd, c0);
+            c0 += 8 * W;
+        }
+        while c0 < hd {
+            pv_hw::<H, 1>(p, v, offs, alpha, o, hd, c0);
+            c0 += 8;
+        }
+    }
+}
+
+impl Kern for Avx2 {
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn scores(q: &[f32], k: &[f16], offs: &[usize], hd: usize, scale: f32, s: &mut [f32]) {
+        let g = q.len() / hd;
+        debug_assert!(hd.is_multiple_of(8) && s.len() >= g * CHUNK && offs.len() <= CHUNK);
+        let (qp, kp, sp) = (q.as_ptr(), k.as_ptr(), s.as_mut_ptr());
+        let mut h = 0;
+        // SAFETY: heads h..h + H exist; the caller guarantees the key rows.
+        unsafe {
+            while h < g {
+                let (qh, sh) = (qp.add(h * hd), sp.add(h * CHUNK));
+                match g - h {
+                    1 => scores_h::<1>(qh, kp, offs, hd, scale, sh),
+                    2 => scores_h::<2>(qh, kp, offs, hd, scale, sh),
+                    _ => scores_h::<3>(qh, kp, offs, hd, scale, sh),
+                }
+                h += (g - h).min(3);
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn exp_shift(s: &mut [f32], n: usize, max: f32) {
+        debug_assert!(n <= s.len() && s.len().is_multiple_of(8));
+        let m = _mm256_set1_ps(max);
+        for c in (0..n).step_by(8) {
+            // SAFETY: c < n <= s.len() and s.len() is a multiple of 8.
+            unsafe {
+                let p = s.as_mut_ptr().add(c);
+                _mm256_storeu_ps(p, exp8(_mm256_sub_ps(_mm256_loadu_ps(p), m)));
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn pv(p: &[f32], v: &[f16], offs: &[usize], alpha: &[f32], o: &mut [f32]) {
+        let g = alpha.len();
+        let hd = o.len() / g;
+        debug_assert!(hd.is_multiple_of(8) && p.len() >= g * CHUNK);
+        let (pp, vp, op) = (p.as_ptr(), v.as_ptr(), o.as_mut_ptr());
+        let mut h = 0;
+        // SAFETY: heads h..h + H exist; the caller guarantees the value rows.
+        unsafe {
+            while h < g {
+                let (ph, oh, al) = (pp.add(h * CHUNK), op.add(h * hd), &alpha[h..]);
+                match g - h {
+                    1 => pv_h::<1, 8>(ph, vp, offs, al, oh, hd),
+                    2 => pv_h::<2, 4>(ph, vp, offs, al, oh, hd),
+                    _ => pv_h::<3, 2>(ph, vp, offs, al, oh, hd),
+                }
+                h += (g - h).min(3);
+            }
+        }
+    }
+}
