@@ -119,17 +119,10 @@ impl SamplerState {
     }
 }
 
-/// Index of the largest logit (lowest index on ties; NaN never wins).
+/// Index of the largest logit (lowest index on ties; NaN never wins). SIMD where the
+/// CPU has it (`device::cpu::rowops::argmax`), same result as a plain scan.
 pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    let mut best_v = f32::NEG_INFINITY;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > best_v {
-            best_v = v;
-            best = i;
-        }
-    }
-    best as u32
+    crate::device::cpu::rowops::argmax(logits) as u32
 }
 
 /// `(log-sum-exp, top-k (id, logprob) best first)` of `logits`.

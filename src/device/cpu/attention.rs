@@ -136,6 +136,9 @@ fn attend_with(
 pub(super) trait Kern {
     /// `s[h * CHUNK + j] = dot(q_h, key j) * scale`.
     unsafe fn scores(q: &[f32], k: &[f16], offs: &[usize], hd: usize, scale: f32, s: &mut [f32]);
+    /// The largest of the [`CHUNK`] values of `s` (exact; callers pad unused slots with
+    /// `-inf`).
+    unsafe fn max(s: &[f32]) -> f32;
     /// `s[j] = exp(s[j] - max)` for `j < n`; `s` holds [`CHUNK`] values.
     unsafe fn exp_shift(s: &mut [f32], n: usize, max: f32);
     /// `o_h = o_h * alpha[h] + sum_j p[h * CHUNK + j] * value j`, `o` being `[g, hd]`.
@@ -171,11 +174,17 @@ pub(super) fn drive<K: Kern>(
             }
         }
         let s = &mut sc.s[..group * CHUNK];
+        if n < CHUNK {
+            for sh in s.chunks_exact_mut(CHUNK) {
+                sh[n..].fill(f32::NEG_INFINITY);
+            }
+        }
         // SAFETY: every offset names a checked slot of the cache; s is [group, CHUNK].
         unsafe { K::scores(q, kv.k, &offs[..n], hd, scale, s) };
         for h in 0..group {
             let sh = &mut s[h * CHUNK..(h + 1) * CHUNK];
-            let cmax = sh[..n].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            // SAFETY: sh holds CHUNK values.
+            let cmax = unsafe { K::max(sh) };
             let m_old = sc.m[h];
             let m_new = m_old.max(cmax);
             let alpha = if m_old == f32::NEG_INFINITY {
@@ -214,6 +223,10 @@ impl Kern for Scalar {
                 s[h * CHUNK + j] = dot_lanes(qh, &k[at..at + hd]) * scale;
             }
         }
+    }
+
+    unsafe fn max(s: &[f32]) -> f32 {
+        s[..CHUNK].iter().copied().fold(f32::NEG_INFINITY, f32::max)
     }
 
     unsafe fn exp_shift(s: &mut [f32], n: usize, max: f32) {

@@ -18,6 +18,7 @@ mod acts;
 pub mod attention;
 mod isa;
 mod math;
+mod panels;
 mod qmatmul;
 mod repack;
 pub mod rowops;

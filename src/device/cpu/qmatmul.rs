@@ -6,7 +6,8 @@ use rayon::prelude::*;
 
 use super::acts::{QActs, QK, Sums};
 use super::isa::Isa;
-use super::repack::{self, Layout, PANEL, Panels, QK_K, Sub32};
+use super::panels::Panels;
+use super::repack::{self, Layout, PANEL, QK_K, Sub32};
 
 /// Weight encodings the kernels handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +137,8 @@ impl CpuQMatrix {
             );
         }
         let nb = k / QK;
-        let mut p = Panels::new(kind.layout(), n, nb);
+        let kquant = matches!(kind, QKind::Q4K | QKind::Q6K);
+        let mut p = Panels::new(kind.layout(), n, nb, kquant);
         let mut subs = [Sub32::default(); QK_K / QK];
         let per = bk / QK;
         for (j, row) in raw.chunks_exact(row_bytes.max(1)).enumerate().take(n) {

@@ -1,5 +1,6 @@
 //! Decoding GGML weight blocks (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K) into blocks of 32 small
-//! integers with f32 scales, and interleaving them into panels of 8 weight rows.
+//! integers with their scales ([`Sub32`]), and the panel layouts they are interleaved
+//! into (`panels` stores them).
 //!
 //! Every format becomes one of two panel layouts, with exactly ggml's dequantized
 //! values (`w = d * q + m`, the products `d * sc` and `dmin * m` of the K-quants taken
@@ -55,11 +56,19 @@ impl Layout {
 }
 
 /// 32 decoded weights of one row: `w[t] = d[t / 16] * q[t] + m`.
+///
+/// For the K-quants the factors are kept too: `d[h] = dsup * sc[h]` and
+/// `m = -(msup * mn)` (f32 products, as ggml forms them), `dsup`/`msup` being the
+/// super-block's f16 scales and `sc`/`mn` the small integer sub-block scales.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Sub32 {
     pub q: [i8; QK],
     pub d: [f32; 2],
     pub m: f32,
+    pub sc: [i8; 2],
+    pub mn: i8,
+    pub dsup: f32,
+    pub msup: f32,
 }
 
 fn h(b: &[u8], at: usize) -> f32 {
@@ -124,6 +133,7 @@ pub(crate) fn q4_k(b: &[u8], out: &mut [Sub32]) {
         }
         sub.d = [d * f32::from(sc); 2];
         sub.m = -(dmin * f32::from(mn));
+        (sub.sc, sub.mn, sub.dsup, sub.msup) = ([sc as i8; 2], mn as i8, d, dmin);
     }
 }
 
@@ -149,178 +159,7 @@ pub(crate) fn q6_k(b: &[u8], out: &mut [Sub32]) {
         let s = |i: usize| d * f32::from(sc[i] as i8);
         sub.d = [s(2 * j), s(2 * j + 1)];
         sub.m = 0.0;
-    }
-}
-
-/// Scales or offsets of the panels: f16 when every value is exactly an f16 (Q4_0,
-/// Q4_1, Q8_0: a fifth less memory traffic), f32 otherwise (the K-quants' products).
-pub(crate) enum Scales {
-    F32(Vec<f32>),
-    F16(Vec<f16>),
-}
-
-impl Scales {
-    pub(crate) fn get(&self, i: usize) -> f32 {
-        match self {
-            Scales::F32(v) => v[i],
-            Scales::F16(v) => v[i].to_f32(),
-        }
-    }
-
-    pub(crate) fn is_f16(&self) -> bool {
-        matches!(self, Scales::F16(_))
-    }
-
-    /// Address of value `i` (f32 or f16 as [`Self::is_f16`] says); panics past the end.
-    pub(crate) fn ptr(&self, i: usize) -> *const u8 {
-        match self {
-            Scales::F32(v) => v[i..].as_ptr().cast(),
-            Scales::F16(v) => v[i..].as_ptr().cast(),
-        }
-    }
-
-    fn set(&mut self, i: usize, x: f32) {
-        match self {
-            Scales::F32(v) => v[i] = x,
-            Scales::F16(v) => v[i] = f16::from_f32(x),
-        }
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            Scales::F32(v) => v.len(),
-            Scales::F16(v) => v.len(),
-        }
-    }
-
-    /// Whether every value is exactly an f16.
-    fn f16_exact(&self) -> bool {
-        match self {
-            Scales::F32(v) => v.iter().all(|&x| f16::from_f32(x).to_f32() == x),
-            Scales::F16(_) => true,
-        }
-    }
-
-    fn to_f16(&self) -> Self {
-        match self {
-            Scales::F32(v) => Scales::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
-            Scales::F16(v) => Scales::F16(v.clone()),
-        }
-    }
-
-    /// Bytes held.
-    pub(crate) fn bytes(&self) -> usize {
-        match self {
-            Scales::F32(v) => 4 * v.len(),
-            Scales::F16(v) => 2 * v.len(),
-        }
-    }
-}
-
-/// Panels of one weight matrix, built row by row from decoded blocks.
-pub(crate) struct Panels {
-    pub layout: Layout,
-    pub nb: usize,
-    pub qs: Vec<u8>,
-    /// Scales: `layout.n_scales()` per (panel, block).
-    pub d: Scales,
-    /// Offsets `m`, U4 only: `PANEL` per (panel, block); the same type as `d`.
-    pub m: Scales,
-}
-
-impl Panels {
-    /// Zeroed panels for `n` rows of `nb` blocks.
-    pub(crate) fn new(layout: Layout, n: usize, nb: usize) -> Self {
-        let blocks = n.div_ceil(PANEL) * nb;
-        Self {
-            layout,
-            nb,
-            qs: vec![0; blocks * layout.qs_bytes()],
-            d: Scales::F32(vec![0.0; blocks * layout.n_scales()]),
-            m: Scales::F32(vec![
-                0.0;
-                if layout == Layout::U4 {
-                    blocks * PANEL
-                } else {
-                    0
-                }
-            ]),
-        }
-    }
-
-    /// Switches the scales and offsets to f16 if both are exact in it (call once, after
-    /// the last [`Self::put`]).
-    pub(crate) fn compact(&mut self) {
-        if self.d.f16_exact() && self.m.f16_exact() {
-            self.d = self.d.to_f16();
-            self.m = self.m.to_f16();
-        }
-    }
-
-    /// Stores decoded block `b` of weight row `j`.
-    pub(crate) fn put(&mut self, j: usize, b: usize, sub: &Sub32) {
-        let (g, i) = (j / PANEL, j % PANEL);
-        let pb = g * self.nb + b;
-        let qs = &mut self.qs[pb * self.layout.qs_bytes()..][..self.layout.qs_bytes()];
-        let ds = pb * self.layout.n_scales();
-        match self.layout {
-            Layout::U4 => {
-                for p in 0..4 {
-                    for t in 0..4 {
-                        let (lo, hi) = (sub.q[4 * p + t] as u8, sub.q[16 + 4 * p + t] as u8);
-                        qs[32 * p + 4 * i + t] = lo | (hi << 4);
-                    }
-                }
-                self.d.set(pb * PANEL + i, sub.d[0]);
-                self.m.set(pb * PANEL + i, sub.m);
-            }
-            Layout::I8 | Layout::I8Halves => {
-                for u in 0..8 {
-                    for t in 0..4 {
-                        qs[32 * u + 4 * i + t] = sub.q[4 * u + t] as u8;
-                    }
-                }
-                self.d.set(ds + i, sub.d[0]);
-                if self.layout == Layout::I8Halves {
-                    self.d.set(ds + PANEL + i, sub.d[1]);
-                }
-            }
-        }
-    }
-
-    /// Decoded block `b` of weight row `j` (the inverse of [`Self::put`]).
-    pub(crate) fn get(&self, j: usize, b: usize) -> Sub32 {
-        let (g, i) = (j / PANEL, j % PANEL);
-        let pb = g * self.nb + b;
-        let qs = &self.qs[pb * self.layout.qs_bytes()..][..self.layout.qs_bytes()];
-        let ds = pb * self.layout.n_scales();
-        let mut sub = Sub32::default();
-        match self.layout {
-            Layout::U4 => {
-                for p in 0..4 {
-                    for t in 0..4 {
-                        let byte = qs[32 * p + 4 * i + t];
-                        sub.q[4 * p + t] = (byte & 0xF) as i8;
-                        sub.q[16 + 4 * p + t] = (byte >> 4) as i8;
-                    }
-                }
-                sub.d = [self.d.get(ds + i); 2];
-                sub.m = self.m.get(pb * PANEL + i);
-            }
-            Layout::I8 | Layout::I8Halves => {
-                for u in 0..8 {
-                    for t in 0..4 {
-                        sub.q[4 * u + t] = qs[32 * u + 4 * i + t] as i8;
-                    }
-                }
-                let d1 = if self.layout == Layout::I8Halves {
-                    self.d.get(ds + PANEL + i)
-                } else {
-                    self.d.get(ds + i)
-                };
-                sub.d = [self.d.get(ds + i), d1];
-            }
-        }
-        sub
+        sub.sc = [sc[2 * j] as i8, sc[2 * j + 1] as i8];
+        sub.dsup = d;
     }
 }

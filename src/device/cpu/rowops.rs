@@ -1,6 +1,7 @@
-//! Row-wise kernels of the decoder: RMSNorm and SiLU gating, AVX2 + FMA where the CPU
-//! has them, with portable versions that give bit-identical results (same eight-lane
-//! sums, same polynomial `exp`). Each row's result depends on that row alone.
+//! Row-wise kernels of the decoder: RMSNorm, SiLU gating and argmax over logits,
+//! AVX2 and FMA where the CPU has them, with portable versions that give bit-identical
+//! results (same sums, same polynomial `exp`). Each row's result depends on that row
+//! alone.
 
 use super::isa::Isa;
 use super::math::exp_scalar;
@@ -79,6 +80,28 @@ fn silu_mul_with(isa: Isa, g: &[f32], u: &[f32], out: &mut [f32]) {
     }
 }
 
+/// Index of the largest value: the lowest index on ties, NaN never wins, 0 when no
+/// value beats `-inf` (as a strict `>` scan from the start gives).
+pub fn argmax(v: &[f32]) -> usize {
+    match Isa::detect() {
+        // SAFETY: Avx2 is only detected on CPUs with AVX2.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::argmax(v) },
+        _ => argmax_scalar(v),
+    }
+}
+
+/// [`argmax`] as a plain scan (the reference).
+pub fn argmax_scalar(v: &[f32]) -> usize {
+    let (mut best, mut best_v) = (0, f32::NEG_INFINITY);
+    for (i, &x) in v.iter().enumerate() {
+        if x > best_v {
+            (best, best_v) = (i, x);
+        }
+    }
+    best
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -104,6 +127,48 @@ mod x86 {
             s += f64::from(v * v);
         }
         s as f32
+    }
+
+    /// [`super::argmax`]: eight lanes each keep their first maximum, then the lanes are
+    /// reduced (largest value, lowest index), then the tail is scanned.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn argmax(v: &[f32]) -> usize {
+        let full = v.len() - v.len() % 8;
+        let mut best = _mm256_set1_ps(f32::NEG_INFINITY);
+        let mut best_i = _mm256_setzero_si256();
+        let mut idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let eight = _mm256_set1_epi32(8);
+        for c in (0..full).step_by(8) {
+            // SAFETY: c + 8 <= v.len().
+            let x = unsafe { _mm256_loadu_ps(v.as_ptr().add(c)) };
+            // Strictly greater (ordered): NaN and ties keep the earlier value.
+            let gt = _mm256_cmp_ps::<_CMP_GT_OQ>(x, best);
+            best = _mm256_blendv_ps(best, x, gt);
+            best_i = _mm256_blendv_epi8(best_i, idx, _mm256_castps_si256(gt));
+            idx = _mm256_add_epi32(idx, eight);
+        }
+        let (mut lanes, mut lane_i) = ([0f32; 8], [0i32; 8]);
+        // SAFETY: 8 floats and 8 ints.
+        unsafe {
+            _mm256_storeu_ps(lanes.as_mut_ptr(), best);
+            _mm256_storeu_si256(lane_i.as_mut_ptr().cast(), best_i);
+        }
+        let (mut bi, mut bv) = (0usize, f32::NEG_INFINITY);
+        for (&x, &i) in lanes.iter().zip(&lane_i) {
+            let i = i as usize;
+            if x > bv || (x == bv && x > f32::NEG_INFINITY && i < bi) {
+                (bi, bv) = (i, x);
+            }
+        }
+        for (i, &x) in v.iter().enumerate().skip(full) {
+            if x > bv {
+                (bi, bv) = (i, x);
+            }
+        }
+        bi
     }
 
     /// SiLU gating of the first multiple of 8 elements; returns how many were done.
@@ -133,6 +198,31 @@ mod x86 {
 mod tests {
     use super::*;
     use crate::model::gguf_writer::signed_units;
+
+    #[test]
+    fn argmax_matches_the_plain_scan() {
+        let mut v = signed_units(49152 + 5, 3);
+        assert_eq!(argmax(&v), argmax_scalar(&v));
+        // Ties: the lowest index wins, across lanes and in the tail.
+        v[40000] = 2.0;
+        v[100] = 2.0;
+        v[49155] = 2.0;
+        assert_eq!((argmax(&v), argmax_scalar(&v)), (100, 100));
+        v[100] = f32::NAN;
+        assert_eq!((argmax(&v), argmax_scalar(&v)), (40000, 40000));
+        for x in [
+            vec![f32::NEG_INFINITY; 20],
+            vec![f32::NAN; 9],
+            vec![1.0; 3],
+            vec![],
+        ] {
+            assert_eq!(argmax(&x), argmax_scalar(&x), "{x:?}");
+        }
+        let mut w = vec![0.0f32; 17];
+        w[3] = 1.0;
+        w[11] = 1.0;
+        assert_eq!(argmax(&w), 3);
+    }
 
     #[test]
     fn simd_equals_scalar_and_matches_plain_formulas() {

@@ -4,7 +4,8 @@
 //! bitwise.
 
 use super::acts::{QActs, QK};
-use super::repack::{Layout, PANEL, Panels};
+use super::panels::Panels;
+use super::repack::{Layout, PANEL};
 
 /// Panel `g` of `p` against activation rows `r0..r0 + out.len()` of `a`.
 pub(super) fn tile(p: &Panels, g: usize, a: &QActs, r0: usize, out: &mut [[f32; PANEL]]) {

@@ -8,49 +8,77 @@
 use std::arch::x86_64::*;
 
 use super::acts::{QActs, QK};
+use super::panels::{Panels, enc};
 use super::qmatmul::TILE;
-use super::repack::{Layout, PANEL, Panels};
+use super::repack::{Layout, PANEL};
 
 /// Panel `g` of `p` against activation rows `r0..r0 + out.len()` (1 or `TILE` rows).
 ///
 /// # Safety
-/// The CPU must support AVX2, FMA and F16C; panel `g` must exist in `p`, `a` must hold rows
-/// `r0..r0 + out.len()` of `p.nb` blocks (with sums for U4).
+/// The CPU must support AVX2, FMA and F16C; panel `g` must exist in `p`, `a` must hold
+/// rows `r0..r0 + out.len()` of `p.nb` blocks (with sums for U4).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn tile(p: &Panels, g: usize, a: &QActs, r0: usize, out: &mut [[f32; PANEL]]) {
+    macro_rules! go {
+        ($f:ident, $s:expr) => {
+            if out.len() == TILE {
+                $f::<TILE, { $s }>(p, g, a, r0, out)
+            } else {
+                $f::<1, { $s }>(p, g, a, r0, out)
+            }
+        };
+    }
     // SAFETY: forwarded contract.
     unsafe {
-        match (p.layout, p.d.is_f16(), out.len()) {
-            (Layout::U4, false, TILE) => u4::<TILE, false>(p, g, a, r0, out),
-            (Layout::U4, false, _) => u4::<1, false>(p, g, a, r0, out),
-            (Layout::U4, true, TILE) => u4::<TILE, true>(p, g, a, r0, out),
-            (Layout::U4, true, _) => u4::<1, true>(p, g, a, r0, out),
-            (Layout::I8, false, TILE) => i8_full::<TILE, false>(p, g, a, r0, out),
-            (Layout::I8, false, _) => i8_full::<1, false>(p, g, a, r0, out),
-            (Layout::I8, true, TILE) => i8_full::<TILE, true>(p, g, a, r0, out),
-            (Layout::I8, true, _) => i8_full::<1, true>(p, g, a, r0, out),
-            (Layout::I8Halves, false, TILE) => i8_halves::<TILE, false>(p, g, a, r0, out),
-            (Layout::I8Halves, false, _) => i8_halves::<1, false>(p, g, a, r0, out),
-            (Layout::I8Halves, true, TILE) => i8_halves::<TILE, true>(p, g, a, r0, out),
-            (Layout::I8Halves, true, _) => i8_halves::<1, true>(p, g, a, r0, out),
+        match (p.layout, p.d.code()) {
+            (Layout::U4, enc::F32) => go!(u4, enc::F32),
+            (Layout::U4, enc::F16) => go!(u4, enc::F16),
+            (Layout::U4, _) => go!(u4, enc::SUB),
+            (Layout::I8, enc::F32) => go!(i8_full, enc::F32),
+            (Layout::I8, enc::F16) => go!(i8_full, enc::F16),
+            (Layout::I8, _) => go!(i8_full, enc::SUB),
+            (Layout::I8Halves, enc::F32) => go!(i8_halves, enc::F32),
+            (Layout::I8Halves, enc::F16) => go!(i8_halves, enc::F16),
+            (Layout::I8Halves, _) => go!(i8_halves, enc::SUB),
         }
     }
 }
 
-/// Eight scales starting at element `i` of `p`: f16 (widened) when `H`, else f32.
+/// Eight scales (lanes) starting at value `i` of a `Scales` whose base addresses are
+/// `p`, encoded as `S` (`panels::enc`); `si` indexes the super-block scales.
 ///
 /// # Safety
-/// Elements `i..i + 8` must exist.
+/// Values `i..i + 8` (and super-block scales `si..si + 8` for `Sub`) must exist.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn scales8<const H: bool>(p: *const u8, i: usize) -> __m256 {
+unsafe fn scales8<const S: u8>(p: (*const u8, *const u8), i: usize, si: usize) -> __m256 {
     // SAFETY: the caller guarantees the 8 elements.
     unsafe {
-        if H {
-            _mm256_cvtph_ps(_mm_loadu_si128(p.add(2 * i).cast()))
-        } else {
-            _mm256_loadu_ps(p.add(4 * i).cast())
+        match S {
+            enc::F32 => _mm256_loadu_ps(p.0.cast::<f32>().add(i)),
+            enc::F16 => _mm256_cvtph_ps(_mm_loadu_si128(p.0.cast::<u16>().add(i).cast())),
+            _ => {
+                let q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p.0.add(i).cast()));
+                let sup = _mm256_cvtph_ps(_mm_loadu_si128(p.1.cast::<u16>().add(si).cast()));
+                let v = _mm256_mul_ps(sup, _mm256_cvtepi32_ps(q));
+                if S == enc::SUB_NEG {
+                    _mm256_xor_ps(v, _mm256_set1_ps(-0.0))
+                } else {
+                    v
+                }
+            }
         }
+    }
+}
+
+/// Checks that panel `g`'s scales (and offsets) exist for all `nb` blocks.
+fn check_scales(p: &Panels, g: usize) {
+    let (nb, ns) = (p.nb, p.layout.n_scales());
+    assert!(p.d.len() >= (g + 1) * nb * ns);
+    assert!(p.d.sup_len() == 0 || p.d.sup_len() >= p.sup_index(g + 1, 0));
+    if p.layout == Layout::U4 {
+        assert!(p.m.len() >= (g + 1) * nb * PANEL);
+        assert!(p.m.sup_len() == 0 || p.m.sup_len() >= p.sup_index(g + 1, 0));
     }
 }
 
@@ -86,22 +114,32 @@ impl<const R: usize> Rows<R> {
     }
 }
 
-/// The panel's offset term `sum_b m[b] * s[b]` for one activation row, lane per row.
+/// The panel's offset terms `sum_b m[b] * s[b]` for `R` activation rows (lane per
+/// weight row), each row with its own accumulator.
 ///
 /// # Safety
-/// As [`tile`]; `p` is U4 and `a` has sums.
+/// As [`tile`]; `p` is U4 with offsets encoded as `S` and `a` has sums.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn offsets<const H: bool>(p: &Panels, g: usize, a: &QActs, row: usize) -> __m256 {
+unsafe fn offsets<const R: usize, const S: u8>(
+    p: &Panels,
+    g: usize,
+    a: &QActs,
+    r0: usize,
+) -> [__m256; R] {
     let nb = p.nb;
-    assert!(p.m.len() >= (g + 1) * nb * PANEL && a.s.len() >= (row + 1) * nb);
-    let (m, s) = (p.m.ptr(g * nb * PANEL), a.s[row * nb..].as_ptr());
-    let mut acc = _mm256_setzero_ps();
+    check_scales(p, g);
+    assert!(a.s.len() >= (r0 + R) * nb);
+    let m = p.m.ptrs();
+    let s: [*const f32; R] = std::array::from_fn(|r| a.s[(r0 + r) * nb..].as_ptr());
+    let mut acc = [_mm256_setzero_ps(); R];
     for b in 0..nb {
-        // SAFETY: bounds asserted above.
+        // SAFETY: bounds checked above.
         unsafe {
-            let mv = scales8::<H>(m, b * PANEL);
-            acc = _mm256_fmadd_ps(mv, _mm256_set1_ps(*s.add(b)), acc);
+            let mv = scales8::<S>(m, (g * nb + b) * PANEL, p.sup_index(g, b));
+            for (x, sr) in acc.iter_mut().zip(&s) {
+                *x = _mm256_fmadd_ps(mv, _mm256_set1_ps(*sr.add(b)), *x);
+            }
         }
     }
     acc
@@ -109,7 +147,7 @@ unsafe fn offsets<const H: bool>(p: &Panels, g: usize, a: &QActs, row: usize) ->
 
 /// 4-bit panels: 8 groups of 4 values per block, two per byte.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn u4<const R: usize, const H: bool>(
+unsafe fn u4<const R: usize, const S: u8>(
     p: &Panels,
     g: usize,
     a: &QActs,
@@ -118,8 +156,9 @@ unsafe fn u4<const R: usize, const H: bool>(
 ) {
     let nb = p.nb;
     let x = Rows::<R>::new(a, r0);
-    assert!(p.qs.len() >= (g + 1) * nb * 128 && p.d.len() >= (g + 1) * nb * PANEL);
-    let (qs, ds) = (p.qs[g * nb * 128..].as_ptr(), p.d.ptr(g * nb * PANEL));
+    assert!(p.qs.len() >= (g + 1) * nb * 128);
+    check_scales(p, g);
+    let (qs, ds) = (p.qs[g * nb * 128..].as_ptr(), p.d.ptrs());
     let mask = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); R];
@@ -138,7 +177,7 @@ unsafe fn u4<const R: usize, const H: bool>(
                     *s = _mm256_add_epi16(*s, _mm256_maddubs_epi16(hi, x.quad(r, b, q + 4)));
                 }
             }
-            let dv = scales8::<H>(ds, b * PANEL);
+            let dv = scales8::<S>(ds, (g * nb + b) * PANEL, p.sup_index(g, b));
             for (r, s) in s16.iter().enumerate() {
                 let sumi = _mm256_cvtepi32_ps(_mm256_madd_epi16(*s, ones));
                 let sc = _mm256_mul_ps(dv, _mm256_set1_ps(*x.d[r].add(b)));
@@ -146,9 +185,16 @@ unsafe fn u4<const R: usize, const H: bool>(
             }
         }
     }
+    let off = if S == enc::SUB {
+        // SAFETY: rows r0..r0 + R exist and have sums (caller contract); K-quant
+        // offsets are stored negated.
+        unsafe { offsets::<R, { enc::SUB_NEG }>(p, g, a, r0) }
+    } else {
+        // SAFETY: as above.
+        unsafe { offsets::<R, S>(p, g, a, r0) }
+    };
     for (r, o) in out.iter_mut().enumerate().take(R) {
-        // SAFETY: row r0 + r exists and has sums (caller contract).
-        let total = _mm256_add_ps(acc[r], unsafe { offsets::<H>(p, g, a, r0 + r) });
+        let total = _mm256_add_ps(acc[r], off[r]);
         // SAFETY: `o` holds PANEL = 8 floats.
         unsafe { _mm256_storeu_ps(o.as_mut_ptr(), total) };
     }
@@ -157,7 +203,7 @@ unsafe fn u4<const R: usize, const H: bool>(
 /// Signed 8-bit panels with one scale per block (Q8_0). Products of two 8-bit values
 /// need `madd` to i32 after every `maddubs`.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn i8_full<const R: usize, const H: bool>(
+unsafe fn i8_full<const R: usize, const S: u8>(
     p: &Panels,
     g: usize,
     a: &QActs,
@@ -166,8 +212,9 @@ unsafe fn i8_full<const R: usize, const H: bool>(
 ) {
     let nb = p.nb;
     let x = Rows::<R>::new(a, r0);
-    assert!(p.qs.len() >= (g + 1) * nb * 256 && p.d.len() >= (g + 1) * nb * PANEL);
-    let (qs, ds) = (p.qs[g * nb * 256..].as_ptr(), p.d.ptr(g * nb * PANEL));
+    assert!(p.qs.len() >= (g + 1) * nb * 256);
+    check_scales(p, g);
+    let (qs, ds) = (p.qs[g * nb * 256..].as_ptr(), p.d.ptrs());
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); R];
     for b in 0..nb {
@@ -185,7 +232,7 @@ unsafe fn i8_full<const R: usize, const H: bool>(
                     *s = _mm256_add_epi32(*s, prod);
                 }
             }
-            let dv = scales8::<H>(ds, b * PANEL);
+            let dv = scales8::<S>(ds, (g * nb + b) * PANEL, p.sup_index(g, b));
             for (r, s) in s32.iter().enumerate() {
                 let sc = _mm256_mul_ps(dv, _mm256_set1_ps(*x.d[r].add(b)));
                 acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(*s), sc, acc[r]);
@@ -201,7 +248,7 @@ unsafe fn i8_full<const R: usize, const H: bool>(
 /// Values in `-32..32` with a scale per 16 (Q6_K): four `maddubs` per half fit in i16
 /// (|.| <= 4 * 2 * 32 * 127 = 32512).
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn i8_halves<const R: usize, const H: bool>(
+unsafe fn i8_halves<const R: usize, const S: u8>(
     p: &Panels,
     g: usize,
     a: &QActs,
@@ -210,8 +257,9 @@ unsafe fn i8_halves<const R: usize, const H: bool>(
 ) {
     let nb = p.nb;
     let x = Rows::<R>::new(a, r0);
-    assert!(p.qs.len() >= (g + 1) * nb * 256 && p.d.len() >= (g + 1) * nb * 2 * PANEL);
-    let (qs, ds) = (p.qs[g * nb * 256..].as_ptr(), p.d.ptr(g * nb * 2 * PANEL));
+    assert!(p.qs.len() >= (g + 1) * nb * 256);
+    check_scales(p, g);
+    let (qs, ds) = (p.qs[g * nb * 256..].as_ptr(), p.d.ptrs());
     let ones = _mm256_set1_epi16(1);
     let mut acc = [_mm256_setzero_ps(); R];
     for b in 0..nb {
@@ -228,7 +276,7 @@ unsafe fn i8_halves<const R: usize, const H: bool>(
                         *s = _mm256_add_epi16(*s, _mm256_maddubs_epi16(aw, sx));
                     }
                 }
-                let dv = scales8::<H>(ds, (2 * b + half) * PANEL);
+                let dv = scales8::<S>(ds, ((g * nb + b) * 2 + half) * PANEL, p.sup_index(g, b));
                 for (r, s) in s16.iter().enumerate() {
                     let sumi = _mm256_cvtepi32_ps(_mm256_madd_epi16(*s, ones));
                     let sc = _mm256_mul_ps(dv, _mm256_set1_ps(*x.d[r].add(b)));

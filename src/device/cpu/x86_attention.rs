@@ -179,6 +179,22 @@ impl Kern for Avx2 {
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn max(s: &[f32]) -> f32 {
+        debug_assert!(s.len() >= CHUNK && CHUNK == 16);
+        // SAFETY: s holds CHUNK = 16 values.
+        unsafe {
+            let m = _mm256_max_ps(
+                _mm256_loadu_ps(s.as_ptr()),
+                _mm256_loadu_ps(s.as_ptr().add(8)),
+            );
+            let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+            let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+            _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2)))
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn exp_shift(s: &mut [f32], n: usize, max: f32) {
         debug_assert!(n <= s.len() && s.len().is_multiple_of(8));
         let m = _mm256_set1_ps(max);

@@ -55,7 +55,7 @@ impl Linear {
 /// Several projections of the same input: one fused matrix, or separate ones.
 pub(super) enum Projections {
     /// One matrix whose output columns are the parts' side by side (widths given).
-    Fused(Linear, Vec<usize>),
+    Fused(Box<Linear>, Vec<usize>),
     /// Formats differ (or the kernels do not cover them): one matmul each.
     Split(Vec<Linear>),
 }
@@ -81,7 +81,7 @@ impl Projections {
                 }
                 let n = widths.iter().sum();
                 let w = CpuQMatrix::from_raw(kind, n, k, &raw)?;
-                Ok(Projections::Fused(Linear::Ours(w), widths))
+                Ok(Projections::Fused(Box::new(Linear::Ours(w)), widths))
             }
             _ => Ok(Projections::Split(
                 ts.into_iter()
