@@ -134,10 +134,16 @@ pub struct EncoderArgs {
     #[arg(long, env = "FERRITE_SERVED_ENCODER_NAME")]
     pub served_encoder_name: Option<String>,
 
-    /// Most tokens in one encoder batch. One batch runs between two LLM steps, so this
-    /// bounds how much rerank/embedding work can delay a token of a running stream.
+    /// Most tokens in one encoder batch (batches may mix requests). While LLM streams
+    /// run, batches are cut smaller so one layer fits the encoder's time slice.
     #[arg(long, env = "FERRITE_ENCODER_BATCH_TOKENS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     pub encoder_batch_tokens: u32,
+
+    /// Part of the device the encoder gets while LLM streams run, in (0, 1): encoder
+    /// work is sliced between LLM steps so streams slow by at most about
+    /// 1 / (1 - share) (0.3: about 1.4x). When the LLM is idle the encoder gets all.
+    #[arg(long, env = "FERRITE_ENCODER_SHARE", default_value_t = 0.3, value_parser = parse_share)]
+    pub encoder_share: f64,
 
     /// Most encoder inputs (texts or pairs) queued at once; more is a 429.
     #[arg(long, env = "FERRITE_MAX_ENCODER_WAITING", default_value_t = 8192)]
@@ -219,6 +225,16 @@ impl ProductionArgs {
     }
 }
 
+/// A fraction strictly between 0 and 1.
+fn parse_share(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if v > 0.0 && v < 1.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not strictly between 0 and 1"))
+    }
+}
+
 /// A rate in requests per second: finite and not negative.
 pub fn parse_rate(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
@@ -296,6 +312,8 @@ mod tests {
             );
         }
         assert_eq!(parse_rate("0.5"), Ok(0.5));
+        assert_eq!(parse_share("0.3"), Ok(0.3));
+        assert!(parse_share("1").is_err() && parse_share("0").is_err());
         assert!(Cli::try_parse_from(["ferrite", "serve", "--api-key", " "]).is_err());
     }
 

@@ -154,6 +154,7 @@ async fn load_encoder(
         config: EncoderEngineConfig {
             batch_tokens: args.encoder.encoder_batch_tokens as usize,
             max_waiting: args.encoder.max_encoder_waiting,
+            share: args.encoder.encoder_share,
         },
     })
 }

@@ -44,6 +44,7 @@ fn encoder() -> EncoderParts {
         config: EncoderEngineConfig {
             batch_tokens: 64,
             max_waiting: 1000,
+            share: 0.3,
         },
     }
 }

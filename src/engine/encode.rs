@@ -1,24 +1,28 @@
 //! Encoder work on the engine thread: a FIFO of jobs (one per HTTP request, each a
 //! list of tokenized inputs) cut into batches bounded by a token budget. A batch may
 //! hold the tail of one job and the head of the next, so concurrent requests share
-//! forwards (dynamic batching). The engine loop runs at most one batch between two
-//! LLM steps, so LLM streams keep flowing while encoder traffic does too.
+//! forwards (dynamic batching). A batch runs one layer at a time ([`Pass`]): the
+//! engine loop gives the encoder a time slice between two LLM steps
+//! ([`EncoderWorker::run_slice`]), so a long batch is spread over several steps and
+//! LLM streams keep their pace while encoder traffic flows.
 //!
 //! Invariants: every job gets exactly one reply (all outputs in input order, or an
 //! error) unless its requester went away, in which case its remaining inputs are
-//! dropped unrun; `stats.encoder_waiting` counts inputs queued and not yet run.
+//! dropped unrun; `stats.encoder_waiting` counts inputs queued and not yet started;
+//! at most one batch is in flight, and jobs are only removed from the queue when none
+//! is (so the in-flight batch's job indices stay valid).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
 use super::handle::EngineStats;
 use crate::metrics as m;
 use crate::model::encoder::Encoder;
-use crate::model::encoder::bert::PackedBatch;
+use crate::model::encoder::bert::{PackedBatch, Pass};
 use crate::model::encoder::tokenize::Encoded;
 
 /// What a job's requester receives: one output per input, in order.
@@ -46,12 +50,38 @@ impl Pending {
     }
 }
 
+/// A batch part-way through the encoder, and whose inputs it holds.
+struct InFlight {
+    pass: Pass,
+    /// `(job index in the queue, inputs of that job in the batch)`, in batch order.
+    taken: Vec<(usize, usize)>,
+}
+
+/// Measured cost of encoder work: seconds per token per layer (moving average).
+#[derive(Debug, Clone, Copy)]
+struct Cost {
+    per_token_layer: f64,
+}
+
+impl Cost {
+    fn observe(&mut self, took: Duration, tokens: usize) {
+        let sample = took.as_secs_f64() / tokens.max(1) as f64;
+        self.per_token_layer = 0.8 * self.per_token_layer + 0.2 * sample;
+    }
+
+    fn layer(&self, tokens: usize) -> Duration {
+        Duration::from_secs_f64(self.per_token_layer * tokens as f64)
+    }
+}
+
 /// The encoder and its queue, owned by the engine thread.
 pub struct EncoderWorker {
     encoder: Encoder,
     queue: VecDeque<Pending>,
     batch_tokens: usize,
     stats: Arc<EngineStats>,
+    in_flight: Option<InFlight>,
+    cost: Cost,
 }
 
 impl EncoderWorker {
@@ -63,6 +93,11 @@ impl EncoderWorker {
             queue: VecDeque::new(),
             batch_tokens: batch_tokens.max(1),
             stats,
+            in_flight: None,
+            // A first guess (a small BERT on one core); replaced by measurements.
+            cost: Cost {
+                per_token_layer: 50e-6,
+            },
         }
     }
 
@@ -85,23 +120,85 @@ impl EncoderWorker {
         !self.queue.is_empty()
     }
 
-    /// Runs one batch: drops abandoned jobs, packs inputs FIFO up to the token
-    /// budget, runs the encoder, and replies to every job that completed.
+    /// Runs one whole batch (every layer): finishes the one in flight, or starts one
+    /// of up to `batch_tokens` and runs it to the end.
     pub fn run_batch(&mut self) {
-        self.drop_abandoned();
-        let (batch, taken) = self.pack();
-        if taken.is_empty() {
+        if self.in_flight.is_none() && !self.start_batch(None) {
             return;
+        }
+        while self.in_flight.is_some() {
+            self.run_slice(None);
+        }
+    }
+
+    /// Gives the encoder a slice of the device. With `Some(budget)`, starts a batch
+    /// small enough that one layer fits the budget (if none is in flight) and runs
+    /// layers while the next one is expected to end within the budget (always at
+    /// least one); with `None`, starts a batch of up to `batch_tokens` and runs one
+    /// layer. Replies to every job the batch completes.
+    pub fn run_slice(&mut self, budget: Option<Duration>) {
+        let t0 = Instant::now();
+        if self.in_flight.is_none() && !self.start_batch(budget) {
+            return;
+        }
+        loop {
+            let Some(fl) = self.in_flight.as_mut() else {
+                return;
+            };
+            let tokens = fl.pass.tokens();
+            let started = Instant::now();
+            let done = self.encoder.advance(&mut fl.pass);
+            self.cost.observe(started.elapsed(), tokens);
+            if done {
+                self.complete();
+                return;
+            }
+            match budget {
+                Some(b) if t0.elapsed() + self.cost.layer(tokens) <= b => {}
+                _ => return,
+            }
+        }
+    }
+
+    /// Packs the next batch and computes its embeddings. True if a batch is now in
+    /// flight.
+    fn start_batch(&mut self, budget: Option<Duration>) -> bool {
+        self.drop_abandoned();
+        let cap = match budget {
+            None => self.batch_tokens,
+            Some(b) => {
+                let per_token = self.cost.per_token_layer.max(1e-9);
+                ((b.as_secs_f64() / per_token) as usize).clamp(1, self.batch_tokens)
+            }
+        };
+        let (batch, taken) = self.pack(cap);
+        if taken.is_empty() {
+            return false;
         }
         let inputs: usize = taken.iter().map(|&(_, n)| n).sum();
         self.stats
             .encoder_waiting
             .fetch_sub(inputs, Ordering::AcqRel);
         metrics::histogram!(m::ENCODER_BATCH_TOKENS).record(batch.ids.len() as f64);
-        match self.encoder.run(&batch) {
+        match self.encoder.begin(&batch) {
+            Ok(pass) => {
+                self.in_flight = Some(InFlight { pass, taken });
+                true
+            }
+            Err(e) => {
+                self.fail(&taken, &format!("{e:#}"));
+                false
+            }
+        }
+    }
+
+    /// Hands a finished batch's outputs to its jobs; replies to completed ones.
+    fn complete(&mut self) {
+        let fl = self.in_flight.take().expect("a batch is in flight");
+        match self.encoder.finish(&fl.pass) {
             Ok(outputs) => {
                 let mut outputs = outputs.into_iter();
-                for &(job, n) in &taken {
+                for &(job, n) in &fl.taken {
                     self.queue[job].outputs.extend(outputs.by_ref().take(n));
                 }
                 while self
@@ -113,28 +210,31 @@ impl EncoderWorker {
                     finish(done, None);
                 }
             }
-            Err(e) => {
-                tracing::error!("encoder forward failed: {e:#}");
-                let msg = format!("the encoder failed to run: {e}");
-                for &(job, n) in taken.iter().rev() {
-                    let failed = self.queue.remove(job).expect("job index is valid");
-                    // Its `n` inputs of this batch were un-counted above.
-                    let left = failed.inputs.len() - failed.next() - n;
-                    self.stats.encoder_waiting.fetch_sub(left, Ordering::AcqRel);
-                    finish(failed, Some(msg.clone()));
-                }
-            }
+            Err(e) => self.fail(&fl.taken, &format!("{e:#}")),
+        }
+    }
+
+    /// Fails every job with inputs in a batch (their other inputs are dropped).
+    fn fail(&mut self, taken: &[(usize, usize)], error: &str) {
+        tracing::error!("encoder forward failed: {error}");
+        let msg = format!("the encoder failed to run: {error}");
+        for &(job, n) in taken.iter().rev() {
+            let failed = self.queue.remove(job).expect("job index is valid");
+            // Its `n` inputs of this batch were un-counted when the batch started.
+            let left = failed.inputs.len() - failed.next() - n;
+            self.stats.encoder_waiting.fetch_sub(left, Ordering::AcqRel);
+            finish(failed, Some(msg.clone()));
         }
     }
 
     /// Inputs of the front jobs, in order, up to the budget: `(job index, count)`.
-    fn pack(&self) -> (PackedBatch, Vec<(usize, usize)>) {
+    fn pack(&self, cap: usize) -> (PackedBatch, Vec<(usize, usize)>) {
         let mut batch = PackedBatch::default();
         let mut taken = Vec::new();
         'jobs: for (j, p) in self.queue.iter().enumerate() {
             let mut n = 0;
             for input in &p.inputs[p.next()..] {
-                let fits = batch.ids.len() + input.ids.len() <= self.batch_tokens;
+                let fits = batch.ids.len() + input.ids.len() <= cap;
                 if !fits && !batch.lens.is_empty() {
                     if n > 0 {
                         taken.push((j, n));
@@ -259,6 +359,56 @@ mod tests {
         );
         assert_eq!(first.try_recv().unwrap().unwrap().len(), 3);
         assert_eq!(last.try_recv().unwrap().unwrap().len(), 1);
+        assert_eq!(stats.encoder_waiting.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn time_slices_spread_batches_over_calls_with_the_same_results() {
+        let docs = ["one", "two", "three"];
+        let (mut w, tok, stats) = worker(10_000);
+        let mut rx = job(&mut w, &stats, &tok, &docs);
+        w.run_batch();
+        let whole = rx.try_recv().unwrap().unwrap();
+
+        let (mut s, _, s_stats) = worker(10_000);
+        let layers = s.encoder.layers();
+        let mut rx = job(&mut s, &s_stats, &tok, &docs);
+        let mut slices = 0;
+        while s.has_work() {
+            // A zero budget: one-input batches, one layer per call.
+            s.run_slice(Some(Duration::ZERO));
+            slices += 1;
+            assert!(slices <= docs.len() * layers, "the queue drains");
+            if s.has_work() {
+                assert!(rx.try_recv().is_err(), "no reply before the last input ran");
+            }
+        }
+        assert_eq!(
+            slices,
+            docs.len() * layers,
+            "one layer of one input per slice"
+        );
+        assert_eq!(s_stats.encoder_waiting.load(Ordering::Acquire), 0);
+        let sliced = rx.try_recv().unwrap().unwrap();
+        for (a, b) in sliced.iter().zip(&whole) {
+            assert!((a[0] - b[0]).abs() < 1e-5, "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn a_job_abandoned_mid_batch_is_dropped_after_it_and_others_still_answered() {
+        let (mut w, tok, stats) = worker(10_000);
+        let gone = job(&mut w, &stats, &tok, &["one", "two"]);
+        w.run_slice(Some(Duration::ZERO));
+        drop(gone);
+        let mut kept = job(&mut w, &stats, &tok, &["three"]);
+        let mut calls = 0;
+        while w.has_work() {
+            w.run_slice(None);
+            calls += 1;
+            assert!(calls < 100, "the queue drains");
+        }
+        assert_eq!(kept.try_recv().unwrap().unwrap().len(), 1);
         assert_eq!(stats.encoder_waiting.load(Ordering::Acquire), 0);
     }
 }

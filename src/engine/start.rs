@@ -38,8 +38,10 @@ pub struct EngineConfig {
 /// Encoder scheduling limits.
 #[derive(Debug, Clone)]
 pub struct EncoderEngineConfig {
-    /// Most tokens in one encoder batch (one batch runs between two LLM steps).
+    /// Most tokens in one encoder batch.
     pub batch_tokens: usize,
+    /// Part of the device the encoder gets while LLM sequences run, in `(0, 1)`.
+    pub share: f64,
     /// Most encoder inputs queued at once (more is a 429).
     pub max_waiting: usize,
 }
@@ -142,6 +144,7 @@ pub fn start_engine(
     };
     tracing::info!(?memory, "memory budget split");
     let max_encoder_waiting = encoder.as_ref().map_or(0, |e| e.config.max_waiting);
+    let encoder_share = encoder.as_ref().map_or(0.3, |e| e.config.share);
     let (worker, served_encoder) = match encoder {
         Some(parts) => {
             let worker = EncoderWorker::new(
@@ -158,7 +161,7 @@ pub fn start_engine(
         None => (None, None),
     };
     let (tx, rx) = mpsc::channel();
-    let engine = EngineThread::new(llm_engine, worker, stats.clone());
+    let engine = EngineThread::new(llm_engine, worker, stats.clone(), encoder_share);
     let thread = std::thread::Builder::new()
         .name("ferrite-engine".into())
         .spawn(move || engine.run(rx))?;

@@ -1,5 +1,9 @@
-//! The engine thread's loop: takes in commands, and alternates one LLM step with at
-//! most one encoder batch, so neither workload starves the other on the one device.
+//! The engine thread's loop: takes in commands, and alternates one LLM step with a
+//! slice of encoder work, so neither workload starves the other on the one device.
+//! While LLM sequences run, the encoder's slice is sized from the measured LLM step
+//! time so that it gets `encoder_share` of the device (inter-token latency grows by
+//! at most about `1 / (1 - share)`); when the LLM is idle the encoder runs flat out,
+//! one layer per loop turn so new commands are still taken in between.
 //!
 //! Invariants: the thread blocks on the command channel whenever both sides are idle
 //! (it never spins); a command for a side that is not loaded is answered with an
@@ -8,6 +12,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, TryRecvError};
+use std::time::{Duration, Instant};
 
 use super::encode::EncoderWorker;
 use super::engine_loop::Engine;
@@ -20,20 +25,34 @@ pub struct EngineThread {
     encoder: Option<EncoderWorker>,
     stats: std::sync::Arc<EngineStats>,
     shutting_down: bool,
+    /// Encoder time per unit of LLM time while both have work: `share / (1 - share)`.
+    encoder_ratio: f64,
+    /// Moving average of the LLM step time (seconds), for sizing encoder slices.
+    llm_step: f64,
 }
+
+/// Shortest encoder slice while the LLM is busy (so tiny LLM steps do not reduce the
+/// encoder to one layer of one input per step).
+const MIN_ENCODER_SLICE: Duration = Duration::from_millis(2);
 
 impl EngineThread {
     /// Assembles the thread's state; at least one side should be present.
+    /// `encoder_share` (in `(0, 1)`) is the part of the device the encoder gets while
+    /// LLM sequences run.
     pub fn new(
         llm: Option<Engine>,
         encoder: Option<EncoderWorker>,
         stats: std::sync::Arc<EngineStats>,
+        encoder_share: f64,
     ) -> Self {
+        let share = encoder_share.clamp(0.01, 0.99);
         Self {
             llm,
             encoder,
             stats,
             shutting_down: false,
+            encoder_ratio: share / (1.0 - share),
+            llm_step: 0.03,
         }
     }
 
@@ -48,13 +67,24 @@ impl EngineThread {
             llm.publish();
         }
         while self.intake(&rx) {
+            let mut llm_busy = false;
             if let Some(llm) = &mut self.llm {
+                let stepped = !llm.is_idle();
+                let t = Instant::now();
                 llm.tick();
+                if stepped {
+                    self.llm_step = 0.8 * self.llm_step + 0.2 * t.elapsed().as_secs_f64();
+                }
+                llm_busy = !llm.is_idle();
             }
             if let Some(enc) = &mut self.encoder
                 && enc.has_work()
             {
-                enc.run_batch();
+                let budget = llm_busy.then(|| {
+                    Duration::from_secs_f64(self.llm_step * self.encoder_ratio)
+                        .max(MIN_ENCODER_SLICE)
+                });
+                enc.run_slice(budget);
                 let waiting = self.stats.encoder_waiting.load(Ordering::Acquire);
                 metrics::gauge!(crate::metrics::ENCODER_WAITING).set(waiting as f64);
             }

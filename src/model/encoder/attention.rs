@@ -6,6 +6,8 @@
 
 use rayon::prelude::*;
 
+use super::ops::{View, gemm_into};
+
 /// Attention for every input of a packed batch.
 ///
 /// `qkv` is `[tokens, 3 * hidden]` row-major (queries, then keys, then values, each
@@ -40,7 +42,8 @@ pub fn packed_attention(
     out
 }
 
-/// One head of one input: `[len, head_dim]`.
+/// One head of one input: `[len, head_dim]`. Scores and the weighted sum of values
+/// are two small matrix products read straight out of `qkv` through strides.
 fn one_head(
     qkv: &[f32],
     offset: usize,
@@ -51,38 +54,55 @@ fn one_head(
 ) -> Vec<f32> {
     let hidden = heads * head_dim;
     let stride = 3 * hidden;
-    let row = |t: usize, part: usize| {
-        let start = (offset + t) * stride + part * hidden + head * head_dim;
-        &qkv[start..start + head_dim]
-    };
+    let at = |part: usize| offset * stride + part * hidden + head * head_dim;
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let mut out = vec![0.0f32; len * head_dim];
-    let mut scores = vec![0.0f32; len];
-    for i in 0..len {
-        let q = row(i, 0);
-        let mut max = f32::NEG_INFINITY;
-        for (j, s) in scores.iter_mut().enumerate() {
-            *s = dot(q, row(j, 1)) * scale;
-            max = max.max(*s);
-        }
+    // scores[i, j] = scale * q_i . k_j: keys read as a [head_dim, len] matrix.
+    let mut scores = vec![0.0f32; len * len];
+    let q = View {
+        data: &qkv[at(0)..],
+        stride,
+    };
+    gemm_into(
+        &mut scores,
+        q,
+        len,
+        head_dim,
+        &qkv[at(1)..],
+        1,
+        stride,
+        len,
+        scale,
+        1,
+    );
+    for row in scores.chunks_exact_mut(len) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0.0f32;
-        for s in scores.iter_mut() {
+        for s in row.iter_mut() {
             *s = (*s - max).exp();
             sum += *s;
         }
-        let o = &mut out[i * head_dim..(i + 1) * head_dim];
-        for (j, &s) in scores.iter().enumerate() {
-            let w = s / sum;
-            for (acc, &v) in o.iter_mut().zip(row(j, 2)) {
-                *acc += w * v;
-            }
-        }
+        let inv = 1.0 / sum;
+        row.iter_mut().for_each(|s| *s *= inv);
     }
+    // out = probabilities [len, len] @ values [len, head_dim].
+    let mut out = vec![0.0f32; len * head_dim];
+    let p = View {
+        data: &scores,
+        stride: len,
+    };
+    gemm_into(
+        &mut out,
+        p,
+        len,
+        len,
+        &qkv[at(2)..],
+        stride,
+        1,
+        head_dim,
+        1.0,
+        1,
+    );
     out
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 #[cfg(test)]

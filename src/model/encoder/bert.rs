@@ -1,49 +1,21 @@
 //! The BERT / XLM-RoBERTa transformer over a packed batch: every input's tokens are
 //! laid end to end (no padding), so the linear layers run one matmul over all tokens
-//! of all inputs, and attention stays within each input (`attention.rs`).
+//! of all inputs, and attention stays within each input (`attention.rs`). A batch runs
+//! as a [`Pass`], one layer at a time, so the engine can interleave it with LLM steps.
 //!
 //! Invariants: weights are f32 and pre-transposed to `[in, out]` at load; the query,
 //! key and value projections are fused into one `[hidden, 3 * hidden]` matmul; an
-//! input never attends to another input's tokens.
+//! input never attends to another input's tokens; a pass's result does not depend on
+//! how its layers were spread over time.
 
 use std::collections::HashMap;
 
 use anyhow::{Context, Result, bail};
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 
 use super::attention::packed_attention;
-use super::config::{Activation, EncoderConfig};
-
-/// A dense layer: `x @ w + b` with `w` stored `[in, out]`.
-pub struct Dense {
-    w: Tensor,
-    b: Tensor,
-}
-
-impl Dense {
-    /// `x`: `[rows, in]` -> `[rows, out]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.matmul(&self.w)?.broadcast_add(&self.b)?)
-    }
-}
-
-/// LayerNorm with weight and bias.
-pub struct LayerNorm {
-    w: Tensor,
-    b: Tensor,
-    eps: f64,
-}
-
-impl LayerNorm {
-    /// Normalizes each row of `x` (`[rows, hidden]`).
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centered = x.broadcast_sub(&mean)?;
-        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-        Ok(normed.broadcast_mul(&self.w)?.broadcast_add(&self.b)?)
-    }
-}
+use super::config::EncoderConfig;
+use super::ops::{Dense, LayerNorm, activate};
 
 struct Layer {
     qkv: Dense,
@@ -86,12 +58,48 @@ impl PackedBatch {
     }
 }
 
+/// A packed batch part-way through the body: hidden states `[tokens, hidden]` after
+/// `layers_done` layers.
+pub struct Pass {
+    lens: Vec<usize>,
+    offsets: Vec<usize>,
+    x: Vec<f32>,
+    layers_done: usize,
+}
+
+impl Pass {
+    /// Tokens in the batch.
+    pub fn tokens(&self) -> usize {
+        self.lens.iter().sum()
+    }
+
+    /// Layers already applied.
+    pub fn layers_done(&self) -> usize {
+        self.layers_done
+    }
+
+    /// Each input's length, in order.
+    pub fn lens(&self) -> &[usize] {
+        &self.lens
+    }
+
+    /// Each input's first row.
+    pub fn offsets(&self) -> &[usize] {
+        &self.offsets
+    }
+
+    /// The hidden states, `[tokens, hidden]` row-major.
+    pub fn states(&self) -> &[f32] {
+        &self.x
+    }
+}
+
 /// Weights of the transformer body (embeddings + layers).
 pub struct BertBody {
     cfg: EncoderConfig,
-    word: Tensor,
-    position: Tensor,
-    token_type: Tensor,
+    word: Vec<f32>,
+    position: Vec<f32>,
+    token_type: Vec<f32>,
     embed_norm: LayerNorm,
     layers: Vec<Layer>,
 }
@@ -143,18 +151,24 @@ impl Checkpoint {
     /// A dense layer stored PyTorch-style (`weight` `[out, in]`, `bias` `[out]`).
     pub fn dense(&self, name: &str, inp: usize, out: usize) -> Result<Dense> {
         let w = self.get(&format!("{name}.weight"), &[out, inp])?;
-        Ok(Dense {
-            w: w.t()?.contiguous()?,
-            b: self.get(&format!("{name}.bias"), &[out])?,
-        })
+        let w = w.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let b = self
+            .get(&format!("{name}.bias"), &[out])?
+            .to_vec1::<f32>()?;
+        Ok(Dense::new(w, b, inp, out))
     }
 
     fn layer_norm(&self, name: &str, width: usize, eps: f64) -> Result<LayerNorm> {
-        Ok(LayerNorm {
-            w: self.body(&format!("{name}.weight"), &[width])?,
-            b: self.body(&format!("{name}.bias"), &[width])?,
+        Ok(LayerNorm::new(
+            self.body(&format!("{name}.weight"), &[width])?.to_vec1()?,
+            self.body(&format!("{name}.bias"), &[width])?.to_vec1()?,
             eps,
-        })
+        ))
+    }
+
+    /// A body table `[rows, width]` as a flat row-major vector.
+    fn table(&self, name: &str, rows: usize, width: usize) -> Result<Vec<f32>> {
+        Ok(self.body(name, &[rows, width])?.flatten_all()?.to_vec1()?)
     }
 
     /// Name of a body tensor with the prefix.
@@ -172,16 +186,13 @@ impl BertBody {
             let p = format!("encoder.layer.{i}");
             let dense =
                 |name: &str, inp, out| ck.dense(&ck.body_name(&format!("{p}.{name}")), inp, out);
-            let (q, k, v) = (
+            let qkv = Dense::concat(&[
                 dense("attention.self.query", h, h)?,
                 dense("attention.self.key", h, h)?,
                 dense("attention.self.value", h, h)?,
-            );
+            ]);
             layers.push(Layer {
-                qkv: Dense {
-                    w: Tensor::cat(&[&q.w, &k.w, &v.w], 1)?,
-                    b: Tensor::cat(&[&q.b, &k.b, &v.b], 0)?,
-                },
+                qkv,
                 attn_out: dense("attention.output.dense", h, h)?,
                 attn_norm: ck.layer_norm(&format!("{p}.attention.output.LayerNorm"), h, cfg.eps)?,
                 ffn_in: dense("intermediate.dense", h, cfg.intermediate)?,
@@ -191,67 +202,92 @@ impl BertBody {
         }
         Ok(Self {
             cfg: cfg.clone(),
-            word: ck.body("embeddings.word_embeddings.weight", &[cfg.vocab, h])?,
-            position: ck.body(
+            word: ck.table("embeddings.word_embeddings.weight", cfg.vocab, h)?,
+            position: ck.table(
                 "embeddings.position_embeddings.weight",
-                &[cfg.max_positions, h],
+                cfg.max_positions,
+                h,
             )?,
-            token_type: ck.body(
-                "embeddings.token_type_embeddings.weight",
-                &[cfg.type_vocab, h],
-            )?,
+            token_type: ck.table("embeddings.token_type_embeddings.weight", cfg.type_vocab, h)?,
             embed_norm: ck.layer_norm("embeddings.LayerNorm", h, cfg.eps)?,
             layers,
         })
     }
 
-    /// Final hidden states `[tokens, hidden]` of a packed batch. Inputs must be
+    /// Number of transformer layers.
+    pub fn layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Starts a pass: checks the batch and computes the embeddings. Inputs must be
     /// non-empty, at most `max_len` long, with ids inside the vocabulary.
-    pub fn forward(&self, batch: &PackedBatch) -> Result<Tensor> {
+    pub fn begin(&self, batch: &PackedBatch) -> Result<Pass> {
         let cfg = &self.cfg;
-        let n = batch.ids.len();
+        let h = cfg.hidden;
         if let Some(&bad) = batch.ids.iter().find(|&&t| t as usize >= cfg.vocab) {
             bail!("token id {bad} is outside the vocabulary of {}", cfg.vocab);
         }
         if let Some(&long) = batch.lens.iter().find(|&&l| l == 0 || l > cfg.max_len) {
             bail!("an input of {long} tokens is outside 1..={}", cfg.max_len);
         }
-        let dev = Device::Cpu;
-        let positions: Vec<u32> = batch
+        let longest = batch.lens.iter().copied().max().unwrap_or(0);
+        if longest + cfg.position_offset() > cfg.max_positions {
+            bail!(
+                "an input of {longest} tokens needs more than the model's {} positions",
+                cfg.max_positions
+            );
+        }
+        let mut x = Vec::with_capacity(batch.ids.len() * h);
+        let positions = batch
             .lens
             .iter()
-            .flat_map(|&l| (0..l).map(|p| (p + cfg.position_offset()) as u32))
-            .collect();
-        let types: Vec<u32> = batch
-            .type_ids
-            .iter()
-            .map(|&t| t.min(cfg.type_vocab as u32 - 1))
-            .collect();
-        let ids = Tensor::from_slice(&batch.ids, n, &dev)?;
-        let positions = Tensor::from_vec(positions, n, &dev)?;
-        let types = Tensor::from_vec(types, n, &dev)?;
-        let x = ((self.word.embedding(&ids)? + self.position.embedding(&positions)?)?
-            + self.token_type.embedding(&types)?)?;
-        let mut x = self.embed_norm.forward(&x)?;
-        let offsets = batch.offsets();
-        for layer in &self.layers {
-            x = self.layer(layer, &x, &offsets, &batch.lens)?;
+            .flat_map(|&l| (0..l).map(|p| p + cfg.position_offset()));
+        for ((&id, &ty), pos) in batch.ids.iter().zip(&batch.type_ids).zip(positions) {
+            let ty = (ty as usize).min(cfg.type_vocab - 1);
+            let (w, p, t) = (id as usize * h, pos * h, ty * h);
+            x.extend(
+                self.word[w..w + h]
+                    .iter()
+                    .zip(&self.position[p..p + h])
+                    .zip(&self.token_type[t..t + h])
+                    .map(|((a, b), c)| a + b + c),
+            );
         }
-        Ok(x)
+        self.embed_norm.apply(&mut x);
+        Ok(Pass {
+            lens: batch.lens.clone(),
+            offsets: batch.offsets(),
+            x,
+            layers_done: 0,
+        })
     }
 
-    fn layer(&self, l: &Layer, x: &Tensor, offsets: &[usize], lens: &[usize]) -> Result<Tensor> {
+    /// Applies the next layer; true once every layer has run.
+    pub fn advance(&self, pass: &mut Pass) -> bool {
+        if let Some(l) = self.layers.get(pass.layers_done) {
+            pass.x = self.layer(l, &pass.x, &pass.offsets, &pass.lens);
+            pass.layers_done += 1;
+        }
+        pass.layers_done == self.layers.len()
+    }
+
+    /// Final hidden states `[tokens, hidden]` of a packed batch (all layers at once).
+    pub fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
+        let mut pass = self.begin(batch)?;
+        while !self.advance(&mut pass) {}
+        Ok(pass.x)
+    }
+
+    fn layer(&self, l: &Layer, x: &[f32], offsets: &[usize], lens: &[usize]) -> Vec<f32> {
         let cfg = &self.cfg;
-        let qkv = l.qkv.forward(x)?.flatten_all()?.to_vec1::<f32>()?;
+        let qkv = l.qkv.forward(x);
         let attn = packed_attention(&qkv, offsets, lens, cfg.heads, cfg.head_dim());
-        let attn = Tensor::from_vec(attn, (x.dim(0)?, cfg.hidden), &Device::Cpu)?;
-        let x = l.attn_norm.forward(&(l.attn_out.forward(&attn)? + x)?)?;
-        let h = l.ffn_in.forward(&x)?;
-        let h = match cfg.activation {
-            Activation::GeluErf => h.gelu_erf()?,
-            Activation::GeluTanh => h.gelu()?,
-            Activation::Relu => h.relu()?,
-        };
-        l.ffn_norm.forward(&(l.ffn_out.forward(&h)? + x)?)
+        let mut x1 = l.attn_out.forward(&attn);
+        l.attn_norm.apply_residual(&mut x1, x);
+        let mut h = l.ffn_in.forward(&x1);
+        activate(&mut h, cfg.activation);
+        let mut out = l.ffn_out.forward(&h);
+        l.ffn_norm.apply_residual(&mut out, &x1);
+        out
     }
 }

@@ -9,15 +9,17 @@
 pub mod attention;
 pub mod bert;
 pub mod config;
+pub mod ops;
 pub mod tokenize;
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 
-use bert::{BertBody, Checkpoint, Dense, PackedBatch};
+use bert::{BertBody, Checkpoint, PackedBatch, Pass};
 use config::{EncoderConfig, Family, Pooling, Task};
+use ops::Dense;
 use tokenize::EncoderTokenizer;
 
 /// What turns the last hidden states into outputs.
@@ -84,36 +86,67 @@ impl Encoder {
         }
     }
 
-    /// One output per input of the batch (see the module invariants).
+    /// Number of transformer layers (the steps of a [`Pass`]).
+    pub fn layers(&self) -> usize {
+        self.body.layers()
+    }
+
+    /// Starts a batch: checks it and computes its embeddings (see [`BertBody::begin`]).
+    pub fn begin(&self, batch: &PackedBatch) -> Result<Pass> {
+        self.body.begin(batch)
+    }
+
+    /// Runs the pass's next layer; true once every layer has run.
+    pub fn advance(&self, pass: &mut Pass) -> bool {
+        self.body.advance(pass)
+    }
+
+    /// One output per input of a finished pass (see the module invariants).
+    pub fn finish(&self, pass: &Pass) -> Result<Vec<Vec<f32>>> {
+        if pass.layers_done() != self.layers() {
+            bail!(
+                "the pass ran {} of {} layers",
+                pass.layers_done(),
+                self.layers()
+            );
+        }
+        let h = self.config.hidden;
+        let states = pass.states();
+        let firsts = || -> Vec<f32> {
+            pass.offsets()
+                .iter()
+                .flat_map(|&o| states[o * h..(o + 1) * h].iter().copied())
+                .collect()
+        };
+        let rows = |v: Vec<f32>, width: usize| v.chunks_exact(width).map(<[f32]>::to_vec).collect();
+        match &self.head {
+            Head::Pool(pooling) => Ok(pass
+                .offsets()
+                .iter()
+                .zip(pass.lens())
+                .map(|(&o, &l)| normalized(pool(&states[o * h..(o + l) * h], h, *pooling)))
+                .collect()),
+            Head::BertClassifier { pooler, classifier } => {
+                let mut pooled = pooler.forward(&firsts());
+                ops::tanh(&mut pooled);
+                Ok(rows(classifier.forward(&pooled), classifier.out()))
+            }
+            Head::RobertaClassifier { dense, out_proj } => {
+                let mut x = dense.forward(&firsts());
+                ops::tanh(&mut x);
+                Ok(rows(out_proj.forward(&x), out_proj.out()))
+            }
+        }
+    }
+
+    /// One output per input of the batch, all layers at once.
     pub fn run(&self, batch: &PackedBatch) -> Result<Vec<Vec<f32>>> {
         if batch.lens.is_empty() {
             return Ok(Vec::new());
         }
-        let states = self.body.forward(batch)?;
-        let offsets = batch.offsets();
-        let firsts: Vec<u32> = offsets.iter().map(|&o| o as u32).collect();
-        let cls = || -> Result<Tensor> {
-            let idx = Tensor::from_slice(&firsts, firsts.len(), &Device::Cpu)?;
-            Ok(states.index_select(&idx, 0)?)
-        };
-        match &self.head {
-            Head::Pool(pooling) => {
-                let rows = states.to_vec2::<f32>()?;
-                Ok(offsets
-                    .iter()
-                    .zip(&batch.lens)
-                    .map(|(&o, &l)| normalized(pool(&rows[o..o + l], *pooling)))
-                    .collect())
-            }
-            Head::BertClassifier { pooler, classifier } => {
-                let pooled = pooler.forward(&cls()?)?.tanh()?;
-                Ok(classifier.forward(&pooled)?.to_vec2::<f32>()?)
-            }
-            Head::RobertaClassifier { dense, out_proj } => {
-                let x = dense.forward(&cls()?)?.tanh()?;
-                Ok(out_proj.forward(&x)?.to_vec2::<f32>()?)
-            }
-        }
+        let mut pass = self.begin(batch)?;
+        while !self.advance(&mut pass) {}
+        self.finish(&pass)
     }
 }
 
@@ -133,17 +166,18 @@ fn load_head(cfg: &EncoderConfig, ck: &Checkpoint) -> Result<Head> {
     }
 }
 
-fn pool(rows: &[Vec<f32>], pooling: Pooling) -> Vec<f32> {
+/// Pools an input's hidden states (`[len, width]` row-major).
+fn pool(rows: &[f32], width: usize, pooling: Pooling) -> Vec<f32> {
     match pooling {
-        Pooling::Cls => rows[0].clone(),
+        Pooling::Cls => rows[..width].to_vec(),
         Pooling::Mean => {
-            let mut acc = vec![0.0f32; rows[0].len()];
-            for r in rows {
+            let mut acc = vec![0.0f32; width];
+            for r in rows.chunks_exact(width) {
                 for (a, v) in acc.iter_mut().zip(r) {
                     *a += v;
                 }
             }
-            let n = rows.len() as f32;
+            let n = (rows.len() / width) as f32;
             acc.iter_mut().for_each(|a| *a /= n);
             acc
         }

@@ -1,0 +1,88 @@
+//! Cost of one encoder batch on the default encoder (all-MiniLM-L6-v2, or
+//! `FERRITE_BENCH_ENCODER=DIR`): packed batches of 1, 4 and 16 inputs of 128 tokens,
+//! timed whole, plus the f32 matmul of the largest layer shape alone, to show how much
+//! of a batch is GEMM. Each case reports the minimum over `--reps` runs (shared machine).
+//!
+//! `cargo bench --bench encoder_batch [-- --reps N]`.
+
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Tensor};
+use ferrite::model::encoder::Encoder;
+use ferrite::model::encoder::bert::PackedBatch;
+use ferrite::model::source::DefaultEncoder;
+
+const INPUT_TOKENS: usize = 128;
+
+fn min_time(reps: usize, mut f: impl FnMut()) -> Duration {
+    f();
+    (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed()
+        })
+        .min()
+        .expect("reps >= 1")
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let reps = args
+        .iter()
+        .position(|a| a == "--reps")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5usize);
+    let dir = match std::env::var("FERRITE_BENCH_ENCODER") {
+        Ok(d) => d.into(),
+        Err(_) => DefaultEncoder::ensure(std::path::Path::new("models"))?,
+    };
+    let loaded = Encoder::load(&dir)?;
+    let enc = loaded.encoder;
+    let cfg = enc.config().clone();
+    let per_token_flops =
+        (cfg.layers * 2 * (4 * cfg.hidden * cfg.hidden + 2 * cfg.hidden * cfg.intermediate)) as f64;
+    println!(
+        "encoder {} ({} layers, hidden {}, ffn {}), {reps} reps, min time",
+        dir.display(),
+        cfg.layers,
+        cfg.hidden,
+        cfg.intermediate
+    );
+    for inputs in [1usize, 4, 16] {
+        let mut batch = PackedBatch::default();
+        for i in 0..inputs {
+            let ids: Vec<u32> = (0..INPUT_TOKENS)
+                .map(|t| (100 + (i * 131 + t * 7919) % (cfg.vocab - 200)) as u32)
+                .collect();
+            batch.push(&ids, &vec![0; INPUT_TOKENS]);
+        }
+        let t = min_time(reps, || {
+            enc.run(&batch).expect("batch runs");
+        });
+        let tokens = inputs * INPUT_TOKENS;
+        println!(
+            "batch {inputs:>2} x {INPUT_TOKENS} tokens: {:>8.1} ms  {:>6.3} ms/token  {:>5.1} GFLOP/s (linear layers only)",
+            t.as_secs_f64() * 1e3,
+            t.as_secs_f64() * 1e3 / tokens as f64,
+            per_token_flops * tokens as f64 / t.as_secs_f64() / 1e9
+        );
+    }
+    let rows = 16 * INPUT_TOKENS;
+    let x = Tensor::randn(0f32, 1.0, (rows, cfg.hidden), &Device::Cpu)?;
+    let w = Tensor::randn(0f32, 1.0, (cfg.hidden, cfg.intermediate), &Device::Cpu)?;
+    let t = min_time(reps, || {
+        x.matmul(&w).expect("matmul");
+    });
+    let flops = 2.0 * (rows * cfg.hidden * cfg.intermediate) as f64;
+    println!(
+        "candle f32 matmul [{rows}, {}] x [{}, {}]: {:.1} ms, {:.1} GFLOP/s",
+        cfg.hidden,
+        cfg.hidden,
+        cfg.intermediate,
+        t.as_secs_f64() * 1e3,
+        flops / t.as_secs_f64() / 1e9
+    );
+    Ok(())
+}
