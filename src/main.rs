@@ -3,9 +3,10 @@
 //! `serve` binds its port first (so `/health` answers 503 while the model loads), then
 //! loads the model, starts the engine thread and marks the server ready.
 //!
-//! Shutdown (SIGTERM or ctrl-c; see `ferrite::shutdown`): `/health` turns 503 and the
-//! listener closes at once; in-flight requests run for up to `--shutdown-grace-secs`,
-//! then are aborted with a final error; the engine is stopped and the process exits 0.
+//! Shutdown (SIGTERM or ctrl-c; see `ferrite::shutdown`): `/health` turns 503 and new
+//! requests get a 503 at once; in-flight requests run for up to `--shutdown-grace-secs`,
+//! then are aborted with a final error; the listener closes when none is left, the
+//! engine is stopped and the process exits 0.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -92,6 +93,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         serving: serving.clone(),
     };
     let guard = Guard::from_args(&args.production, shutdown.clone());
+    let in_flight = guard.in_flight.clone();
     let app =
         ferrite::api::router_with(state, guard).into_make_service_with_connect_info::<ClientAddr>();
     let listener = LimitedListener::new(listener, args.production.max_connections as usize);
@@ -99,7 +101,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let drain = shutdown.clone();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
-            .with_graceful_shutdown(async move { drain.draining().await })
+            .with_graceful_shutdown(async move {
+                // Keep accepting while draining (so probes see the 503) until the
+                // requests admitted before have ended or been aborted.
+                drain.draining().await;
+                in_flight.idle().await;
+                tracing::info!("no request left in flight: closing the listener");
+            })
             .await
     });
     let engine = tokio::select! {

@@ -1,9 +1,9 @@
 //! Graceful shutdown: the two phases a SIGTERM (or ctrl-c) starts, shared by `main` and
 //! the HTTP layers.
 //!
-//! 1. **Draining** (at once): `/health` answers 503 `"status": "draining"`, the listener
-//!    stops accepting connections (axum's graceful shutdown waits on [`Shutdown::draining`])
-//!    and requests already in flight keep running.
+//! 1. **Draining** (at once): `/health` answers 503 `"status": "draining"`, new requests
+//!    are refused with a 503 (`api::guard`) and requests already in flight keep running;
+//!    the listener stays open (so probes see the 503) until none is left in flight.
 //! 2. **Abort** (after `--shutdown-grace-secs`, or at a second signal): every request
 //!    still running is cut off with a final error (a JSON 503, or an SSE error event then
 //!    `[DONE]`); dropping its event receivers makes the engine free its KV blocks.
@@ -33,7 +33,7 @@ impl Shutdown {
         let first = !self.drain.is_cancelled();
         self.drain.cancel();
         if first {
-            tracing::info!("draining: /health answers 503, no new connections accepted");
+            tracing::info!("draining: /health answers 503, new requests are refused");
         }
     }
 

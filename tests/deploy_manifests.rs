@@ -38,11 +38,13 @@ const PY_PACKAGES: &[&str] = &[
 ];
 
 /// GPU metrics the dashboard shows before the CUDA device exports them (issue 5):
-/// per-GPU `gpu` label, bytes and a 0..1 busy ratio.
+/// per-GPU `gpu` label, bytes, busy percent (0..100) and temperature, named as issue 5
+/// names them.
 const GPU_METRICS: &[&str] = &[
     "ferrite_gpu_memory_used_bytes",
     "ferrite_gpu_memory_total_bytes",
-    "ferrite_gpu_utilization_ratio",
+    "ferrite_gpu_utilization_percent",
+    "ferrite_gpu_temperature_celsius",
 ];
 
 /// Metrics the dashboard must chart (what an operator looks at first).
@@ -56,7 +58,7 @@ const REQUIRED: &[&str] = &[
     "ferrite_kv_cache_blocks_used",
     "ferrite_kv_cache_blocks_total",
     "ferrite_gpu_memory_used_bytes",
-    "ferrite_gpu_utilization_ratio",
+    "ferrite_gpu_utilization_percent",
     "ferrite_encoder_requests_total",
 ];
 

@@ -2,7 +2,11 @@
 //! later are covered without touching their handlers). In order:
 //!
 //! 1. `/health` is exempt from everything below; while the server drains it answers 503
-//!    with `"status": "draining"` (the handler's body, status rewritten).
+//!    with `"status": "draining"` (the handler's body, status rewritten). Every other
+//!    request that arrives while draining is refused (503 `server_shutting_down`,
+//!    `Connection: close`); requests admitted before keep running, counted in
+//!    [`InFlight`] until their body ends, so `main` closes the listener once they are
+//!    done (load balancers keep seeing the 503 meanwhile).
 //! 2. **Auth**: with API keys configured, `Authorization: Bearer <key>` is required
 //!    (401 `invalid_api_key` otherwise). `/metrics` too, unless `--metrics-public`.
 //! 3. **Rate limit** (`--rate-limit`): one bucket per API key, or per client IP for
@@ -28,7 +32,9 @@ use axum::response::{IntoResponse, Response};
 use super::auth::{ApiKeys, Caller, KeyId, unauthorized};
 use super::connections::ClientAddr;
 use super::deadline::Cutoff;
+use super::error::ApiError;
 use super::generate::PromptJob;
+use super::in_flight::{self, InFlight};
 use super::rate_limit::{self, ClientKey, RateLimiter, client_ip, too_many_requests};
 use super::response_cache::{self, CacheKey, ResponseCache};
 use super::validate::Endpoint;
@@ -57,6 +63,8 @@ pub struct Guard {
     pub shutdown: Shutdown,
     /// Whole-response cache (`None`: off).
     pub cache: Option<Arc<ResponseCache>>,
+    /// Requests admitted and not yet fully answered.
+    pub in_flight: InFlight,
 }
 
 impl Guard {
@@ -76,6 +84,7 @@ impl Guard {
                 Duration::from_secs(p.response_cache_ttl_secs),
             )
             .map(Arc::new),
+            in_flight: InFlight::default(),
         };
         tracing::info!(
             api_keys = p.api_keys.len(),
@@ -158,6 +167,10 @@ pub async fn layer(State(g): State<Arc<Guard>>, mut req: Request, next: Next) ->
             resp
         };
     }
+    if g.shutdown.is_draining() {
+        return shutting_down();
+    }
+    let ticket = g.in_flight.enter();
     let metrics = path == "/metrics";
     let caller = if metrics && g.metrics_public {
         Caller::Open
@@ -188,14 +201,28 @@ pub async fn layer(State(g): State<Arc<Guard>>, mut req: Request, next: Next) ->
         caller,
         cache: g.cache.clone(),
     });
-    tokio::select! {
+    let resp = tokio::select! {
         biased;
         resp = next.run(req) => resp,
         e = fired => {
             tracing::info!(status = e.status.as_u16(), "request cut off before its response: {}", e.message);
             e.into_response()
         }
-    }
+    };
+    in_flight::track(resp, ticket)
+}
+
+/// 503 for a request that arrives while the server drains; the connection is closed
+/// after it so the client reconnects (through its load balancer) elsewhere.
+fn shutting_down() -> Response {
+    let message =
+        "The server is shutting down and takes no new requests; retry on another instance.";
+    let mut resp = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+        .with_code("server_shutting_down")
+        .into_response();
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 fn peer(req: &Request) -> Option<IpAddr> {
@@ -333,15 +360,36 @@ mod tests {
             (v["status"].as_str(), v["model"].as_str()),
             (Some("draining"), Some("m"))
         );
+        // A request admitted before draining keeps running; one arriving after is
+        // refused at once; the admitted one is cut off at the abort.
+        let fresh = Shutdown::new();
         let no_deadline = Guard {
-            shutdown: shutdown.clone(),
+            shutdown: fresh.clone(),
             ..Guard::default()
         };
+        let in_flight = no_deadline.in_flight.clone();
         let app = guarded(no_deadline);
-        let slow = tokio::spawn(async move { call(&app, "/slow", None).await.0 });
+        let slow = tokio::spawn({
+            let app = app.clone();
+            async move { call(&app, "/slow", None).await.0 }
+        });
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!slow.is_finished());
-        shutdown.abort();
+        assert_eq!(in_flight.count(), 1);
+        fresh.begin_draining();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !slow.is_finished(),
+            "admitted requests run on while draining"
+        );
+        let (status, resp) = call(&app, "/v1/models", None).await;
+        assert_eq!(status, 503);
+        assert_eq!(resp.headers()[header::CONNECTION], "close");
+        assert_eq!(json(resp).await["error"]["code"], "server_shutting_down");
+        assert_eq!(call(&app, "/health", None).await.0, 503);
+        fresh.abort();
         assert_eq!(slow.await.unwrap(), 503);
+        tokio::time::timeout(Duration::from_secs(1), in_flight.idle())
+            .await
+            .expect("nothing left in flight");
     }
 }

@@ -22,6 +22,7 @@ pub mod encoder;
 pub mod error;
 mod generate;
 pub mod guard;
+pub mod in_flight;
 mod info;
 pub mod middleware;
 pub mod openai;
