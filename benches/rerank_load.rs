@@ -1,7 +1,8 @@
 //! Load generator for rerank: N workers each loop sending `POST /v1/rerank` (Cohere
 //! shape) with one query and `--docs` documents of about `--doc-tokens` tokens, until
-//! `--requests` are spent or `--duration-secs` pass, then print latency p50/p99,
-//! requests/s and documents/s.
+//! `--requests` are spent, `--duration-secs` pass, or `--stop-file` appears (each
+//! worker finishes the request it is in), then print latency p50/p99, requests/s and
+//! documents/s.
 //!
 //! `cargo bench --bench rerank_load -- --url http://127.0.0.1:8080 --concurrency 8
 //! --requests 64 --docs 20 [--doc-tokens 100] [--duration-secs 0] [--json out.json]`.
@@ -84,6 +85,10 @@ struct Args {
     /// Also write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Stop (after the requests in progress) once this file exists: lets a script
+    /// run rerank load exactly as long as another measurement.
+    #[arg(long)]
+    stop_file: Option<PathBuf>,
 }
 
 fn document(seed: usize, words: usize) -> String {
@@ -151,7 +156,7 @@ async fn main() -> Result<()> {
                 let done = match deadline {
                     Some(d) => Instant::now() >= d,
                     None => i >= args.requests,
-                };
+                } || args.stop_file.as_ref().is_some_and(|f| f.exists());
                 if done {
                     break;
                 }

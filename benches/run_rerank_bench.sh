@@ -5,7 +5,8 @@
 #   1. rerank latency p50/p99 for 20 and for 50 candidates of ~100 tokens (one client),
 #   2. rerank requests/s at concurrency 8 (20 candidates),
 #   3. the LLM's inter-token latency p50/p99 at 8 streams, alone and while 2 rerank
-#      clients keep sending 20-candidate requests,
+#      clients keep sending 20-candidate requests (and what those clients got meanwhile:
+#      rerank is sliced between LLM steps, --encoder-share, and must not starve),
 # and prints a markdown table. A cross-encoder can be benchmarked instead with
 # ENCODER=path/to/folder.
 #
@@ -81,14 +82,19 @@ chat() { # $1 = output json
 out="$OUT_DIR/chat-alone.json"
 chat "$out"
 ROWS+=("| LLM, 8 streams, alone | ITL p50 $(fmt "$(jget itl_ms_p50 "$out")" 2) ms, p99 $(fmt "$(jget itl_ms_p99 "$out")" 2) ms | $(fmt "$(jget agg_tok_s "$out")" 1) tok/s |")
+rm -f "$OUT_DIR/stop"
 "$RERANK" --url "$BASE_URL" --concurrency 2 --duration-secs 100000 --docs 20 --warmup 0 \
-    --json "$OUT_DIR/rerank-background.json" >"$OUT_DIR/rerank-background.log" 2>&1 &
+    --stop-file "$OUT_DIR/stop" --json "$OUT_DIR/rerank-background.json" \
+    >"$OUT_DIR/rerank-background.log" 2>&1 &
 BG_PID=$!
 out="$OUT_DIR/chat-with-rerank.json"
 chat "$out"
-kill "$BG_PID" 2>/dev/null || true
+touch "$OUT_DIR/stop"
+wait "$BG_PID" || true
 BG_PID=
 ROWS+=("| LLM, 8 streams, + 2 rerank clients (20 docs) | ITL p50 $(fmt "$(jget itl_ms_p50 "$out")" 2) ms, p99 $(fmt "$(jget itl_ms_p99 "$out")" 2) ms | $(fmt "$(jget agg_tok_s "$out")" 1) tok/s |")
+bg="$OUT_DIR/rerank-background.json"
+ROWS+=("| rerank, 20 docs, 2 clients, beside those 8 streams | p50 $(fmt "$(jget latency_ms_p50 "$bg")" 1) ms, p99 $(fmt "$(jget latency_ms_p99 "$bg")" 1) ms | $(fmt "$(jget req_s "$bg")" 2) req/s |")
 
 echo
 echo "encoder: ${ENCODER:-default (all-MiniLM-L6-v2)}; results and logs in $OUT_DIR"
