@@ -80,6 +80,12 @@ pub struct ServeArgs {
     #[arg(long, env = "FERRITE_MAX_NUM_SEQS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_num_seqs: u32,
 
+    /// Reuse the KV blocks of prompt prefixes computed before (a shared system prompt,
+    /// an earlier turn of the conversation): full 16-token blocks, matched from the
+    /// start of the prompt. `--prefix-caching false` turns it off.
+    #[arg(long, env = "FERRITE_PREFIX_CACHING", default_value_t = true, action = clap::ArgAction::Set)]
+    pub prefix_caching: bool,
+
     /// Most tokens computed in one engine step; longer prompts are prefilled in chunks.
     #[arg(long, env = "FERRITE_MAX_BATCHED_TOKENS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_batched_tokens: u32,

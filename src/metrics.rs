@@ -33,6 +33,10 @@ pub const GENERATION_TOKENS_TOTAL: &str = "ferrite_generation_tokens_total";
 pub const REQUESTS_TOTAL: &str = "ferrite_requests_total";
 /// Sequences preempted for lack of KV blocks (counter).
 pub const PREEMPTIONS_TOTAL: &str = "ferrite_preemptions_total";
+/// Prompt tokens looked up in the prefix cache (counter).
+pub const PREFIX_CACHE_QUERIED_TOKENS_TOTAL: &str = "ferrite_prefix_cache_queried_tokens_total";
+/// Prompt tokens found in the prefix cache, not recomputed (counter).
+pub const PREFIX_CACHE_HIT_TOKENS_TOTAL: &str = "ferrite_prefix_cache_hit_tokens_total";
 /// Sequences aborted because their client went away (counter).
 pub const CANCELLED_TOTAL: &str = "ferrite_sequences_cancelled_total";
 /// Response-cache lookups answered from the cache (counter).
@@ -86,6 +90,8 @@ pub fn install() -> PrometheusHandle {
                 PROMPT_TOKENS_TOTAL,
                 GENERATION_TOKENS_TOTAL,
                 PREEMPTIONS_TOTAL,
+                PREFIX_CACHE_QUERIED_TOKENS_TOTAL,
+                PREFIX_CACHE_HIT_TOKENS_TOTAL,
                 CANCELLED_TOTAL,
                 CACHE_HITS_TOTAL,
                 CACHE_MISSES_TOTAL,
@@ -123,6 +129,14 @@ fn describe() {
     describe_counter!(
         PREEMPTIONS_TOTAL,
         "Sequences preempted for lack of KV blocks"
+    );
+    describe_counter!(
+        PREFIX_CACHE_QUERIED_TOKENS_TOTAL,
+        "Prompt tokens looked up in the prefix cache"
+    );
+    describe_counter!(
+        PREFIX_CACHE_HIT_TOKENS_TOTAL,
+        "Prompt tokens found in the prefix cache instead of computed"
     );
     describe_counter!(
         CANCELLED_TOTAL,

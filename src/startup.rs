@@ -80,6 +80,7 @@ pub async fn load_and_start(args: &ServeArgs, device: DeviceKind) -> Result<Star
         max_num_seqs: args.max_num_seqs as usize,
         max_waiting: args.max_waiting,
         max_model_len: args.max_model_len,
+        prefix_caching: args.prefix_caching,
     };
     start_engine(llm, encoder, &cfg)
 }

@@ -174,3 +174,57 @@ fn same_seed_same_sample_and_stop_strings_end_sequences() {
     assert!(text.starts_with(&cut));
     wait_idle(&e.handle);
 }
+
+#[test]
+fn cached_prompt_prefixes_change_no_output_and_free_their_blocks() {
+    let cold = engine(EngineConfig {
+        prefix_caching: false,
+        ..config()
+    });
+    let warm = engine(config());
+    let tok = &warm.served.as_ref().expect("an LLM is served").tokenizer;
+    let system = "You are a careful assistant. Answer in one short sentence. ".repeat(4);
+    let prompts: Vec<Vec<u32>> = ["Name a river.", "Name a mountain.", "Name a city."]
+        .iter()
+        .map(|q| tok.encode(&format!("{system}{q}")).unwrap())
+        .collect();
+    assert!(
+        prompts[0].len() > 48,
+        "the shared part spans several blocks"
+    );
+    // The prompts end in a full stop, after which the model would stop at once.
+    let twelve = || SamplingParams {
+        ignore_eos: true,
+        ..greedy(12)
+    };
+    let want: Vec<_> = prompts
+        .iter()
+        .map(|p| collect(submit(&cold.handle, p, twelve())))
+        .collect();
+    // The first prompt fills the cache; the rest, at once, start from its blocks; the
+    // first again is nearly all cached.
+    assert_eq!(
+        collect(submit(&warm.handle, &prompts[0], twelve())),
+        want[0]
+    );
+    let rxs: Vec<_> = prompts[1..]
+        .iter()
+        .map(|p| submit(&warm.handle, p, twelve()))
+        .collect();
+    for (rx, w) in rxs.into_iter().zip(&want[1..]) {
+        assert_eq!(collect(rx), *w);
+    }
+    assert_eq!(
+        collect(submit(&warm.handle, &prompts[0], twelve())),
+        want[0]
+    );
+    wait_idle(&warm.handle);
+    let stats = warm.handle.stats();
+    assert!(
+        stats.prefix_cached_tokens >= 3 * 48,
+        "{} prompt tokens came from the cache",
+        stats.prefix_cached_tokens
+    );
+    assert_eq!(stats.blocks_used, 0);
+    assert_eq!(cold.handle.stats().prefix_cached_tokens, 0);
+}

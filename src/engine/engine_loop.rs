@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::handle::EngineStats;
-use super::kv_manager::SeqId;
+use super::kv_manager::{SeqId, block_hashes};
 use super::sampler::SamplerState;
 use super::scheduler::{ScheduledSeq, Scheduler, StepPlan};
 use super::sequence::{Progress, Sequence};
@@ -101,7 +101,13 @@ impl Engine {
         metrics::counter!(m::PROMPT_TOKENS_TOTAL).increment(req.prompt_ids.len() as u64);
         // The sequence keeps counting against the admission bound (`stats.waiting`)
         // until it is first scheduled.
-        self.scheduler.add(id, req.prompt_ids.len());
+        let hashes = if self.scheduler.prefix_caching() {
+            block_hashes(&req.prompt_ids, self.scheduler.kv().block_size())
+        } else {
+            Vec::new()
+        };
+        self.scheduler
+            .add_with_prefix(id, req.prompt_ids.len(), hashes);
         self.seqs.insert(
             id,
             Sequence {
@@ -263,5 +269,10 @@ impl Engine {
         metrics::gauge!(m::REQUESTS_WAITING).set(self.scheduler.num_waiting() as f64);
         metrics::gauge!(m::KV_BLOCKS_USED).set(kv.num_used() as f64);
         metrics::gauge!(m::KV_BLOCKS_TOTAL).set(kv.num_total() as f64);
+        let (queried, hits) = self.scheduler.prefix_cache_stats();
+        st.prefix_cached_tokens
+            .store(hits as usize, Ordering::Release);
+        metrics::counter!(m::PREFIX_CACHE_QUERIED_TOKENS_TOTAL).absolute(queried);
+        metrics::counter!(m::PREFIX_CACHE_HIT_TOKENS_TOTAL).absolute(hits);
     }
 }

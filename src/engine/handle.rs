@@ -49,6 +49,8 @@ pub struct EngineStats {
     pub preemptions: AtomicUsize,
     /// Encoder inputs queued and not yet run.
     pub encoder_waiting: AtomicUsize,
+    /// Prompt tokens taken from the prefix cache instead of computed, since start.
+    pub prefix_cached_tokens: AtomicUsize,
 }
 
 /// A plain copy of `EngineStats`.
@@ -66,6 +68,8 @@ pub struct StatsSnapshot {
     pub preemptions: usize,
     /// See `EngineStats::encoder_waiting`.
     pub encoder_waiting: usize,
+    /// See `EngineStats::prefix_cached_tokens`.
+    pub prefix_cached_tokens: usize,
 }
 
 /// Cloneable handle to a running engine thread.
@@ -149,6 +153,7 @@ impl EngineHandle {
             blocks_used: self.stats.blocks_used.load(Ordering::Acquire),
             blocks_total: self.stats.blocks_total.load(Ordering::Acquire),
             preemptions: self.stats.preemptions.load(Ordering::Acquire),
+            prefix_cached_tokens: self.stats.prefix_cached_tokens.load(Ordering::Acquire),
             encoder_waiting: self.stats.encoder_waiting.load(Ordering::Acquire),
         }
     }

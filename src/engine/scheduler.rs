@@ -7,13 +7,19 @@
 //! sequence has left". When blocks run out, the newest running sequence is preempted:
 //! its blocks are freed and it goes back to the front of the queue to be recomputed.
 //!
+//! Prefix caching: a sequence added with its prompt's block hashes starts, when it is
+//! admitted, from the longest run of its prompt's full blocks that the KV cache
+//! already holds (never the whole prompt: at least one token is computed, to get its
+//! logits); its own full prompt blocks are registered once computed (at the next
+//! `schedule`, when the step that computed them has run).
+//!
 //! It works on plain counts, never on tensors. Invariants: every scheduled sequence
 //! holds blocks for all tokens it will have computed after the step; a sequence is in
 //! exactly one of `waiting` / `running` until it is removed; removal frees its blocks.
 
 use std::collections::{HashMap, VecDeque};
 
-use super::kv_manager::{KvCacheManager, SeqId};
+use super::kv_manager::{BlockHash, KvCacheManager, SeqId};
 
 /// Limits of one step.
 #[derive(Debug, Clone, Copy)]
@@ -22,6 +28,8 @@ pub struct SchedulerConfig {
     pub max_batched_tokens: usize,
     /// Most sequences running at once.
     pub max_num_seqs: usize,
+    /// Whether prompts may start from cached prefix blocks (see the module docs).
+    pub prefix_caching: bool,
 }
 
 /// One sequence's share of a step.
@@ -60,6 +68,16 @@ struct Counts {
     num_tokens: usize,
     /// Tokens whose K/V are in the cache.
     num_computed: usize,
+    /// Prompt length (the prefix cache only covers prompt blocks).
+    num_prompt: usize,
+}
+
+/// A sequence's prompt blocks for the prefix cache.
+#[derive(Debug, Default)]
+struct Prefix {
+    hashes: Vec<BlockHash>,
+    /// Blocks already registered.
+    registered: usize,
 }
 
 /// Continuous-batching scheduler over a paged KV cache.
@@ -68,8 +86,12 @@ pub struct Scheduler {
     cfg: SchedulerConfig,
     kv: KvCacheManager,
     seqs: HashMap<SeqId, Counts>,
+    prefixes: HashMap<SeqId, Prefix>,
     waiting: VecDeque<SeqId>,
     running: Vec<SeqId>,
+    /// Prompt tokens looked up in, and found in, the prefix cache.
+    prefix_queried: u64,
+    prefix_hits: u64,
 }
 
 impl Scheduler {
@@ -80,21 +102,56 @@ impl Scheduler {
             cfg,
             kv,
             seqs: HashMap::new(),
+            prefixes: HashMap::new(),
             waiting: VecDeque::new(),
             running: Vec::new(),
+            prefix_queried: 0,
+            prefix_hits: 0,
         }
     }
 
     /// Queues a new sequence with `num_prompt_tokens` tokens to compute.
     pub fn add(&mut self, id: SeqId, num_prompt_tokens: usize) {
+        self.add_with_prefix(id, num_prompt_tokens, Vec::new());
+    }
+
+    /// Queues a new sequence whose prompt's full blocks have the hashes
+    /// `prompt_block_hashes` (see `kv_manager::block_hashes`), so it can start from
+    /// cached blocks and leave its own for later sequences.
+    pub fn add_with_prefix(
+        &mut self,
+        id: SeqId,
+        num_prompt_tokens: usize,
+        prompt_block_hashes: Vec<BlockHash>,
+    ) {
         self.seqs.insert(
             id,
             Counts {
                 num_tokens: num_prompt_tokens,
                 num_computed: 0,
+                num_prompt: num_prompt_tokens,
             },
         );
+        if self.cfg.prefix_caching && !prompt_block_hashes.is_empty() {
+            self.prefixes.insert(
+                id,
+                Prefix {
+                    hashes: prompt_block_hashes,
+                    registered: 0,
+                },
+            );
+        }
         self.waiting.push_back(id);
+    }
+
+    /// Whether prefix caching is on.
+    pub fn prefix_caching(&self) -> bool {
+        self.cfg.prefix_caching
+    }
+
+    /// `(prompt tokens looked up, prompt tokens found)` in the prefix cache so far.
+    pub fn prefix_cache_stats(&self) -> (u64, u64) {
+        (self.prefix_queried, self.prefix_hits)
     }
 
     /// Records a token appended to `id` (sampled after a step).
@@ -110,12 +167,14 @@ impl Scheduler {
             self.running.retain(|&s| s != id);
             self.waiting.retain(|&s| s != id);
         }
+        self.prefixes.remove(&id);
         self.kv.free(id);
     }
 
     /// Plans one step and grants its blocks. Sequences in the plan count their
     /// tokens as computed from now on.
     pub fn schedule(&mut self) -> StepPlan {
+        self.register_computed_prefixes();
         let mut plan = StepPlan::default();
         let mut budget = self.cfg.max_batched_tokens;
         let mut i = 0;
@@ -156,8 +215,43 @@ impl Scheduler {
         true
     }
 
+    /// Registers the running sequences' prompt blocks computed by earlier steps.
+    fn register_computed_prefixes(&mut self) {
+        for id in &self.running {
+            let (Some(p), Some(c)) = (self.prefixes.get_mut(id), self.seqs.get(id)) else {
+                continue;
+            };
+            let full = (c.num_computed / self.kv.block_size()).min(p.hashes.len());
+            if full > p.registered {
+                self.kv.register(*id, &p.hashes[..full]);
+                p.registered = full;
+            }
+        }
+    }
+
+    /// Starts a sequence that holds no blocks from its longest cached prompt prefix;
+    /// returns the tokens it no longer needs to compute.
+    fn take_cached_prefix(&mut self, id: SeqId) -> usize {
+        let c = self.seqs[&id];
+        let Some(p) = self.prefixes.get_mut(&id) else {
+            return 0;
+        };
+        if c.num_computed != 0 {
+            return 0;
+        }
+        let bs = self.kv.block_size();
+        // Leave at least the last prompt token to compute (its logits are sampled).
+        let max_blocks = (c.num_prompt.saturating_sub(1) / bs).min(p.hashes.len());
+        let hit = self.kv.take_prefix(id, &p.hashes, max_blocks);
+        p.registered = hit;
+        hit * bs
+    }
+
     fn preempt(&mut self, id: SeqId, plan: &mut StepPlan) {
         self.kv.free(id);
+        if let Some(p) = self.prefixes.get_mut(&id) {
+            p.registered = 0;
+        }
         if let Some(c) = self.seqs.get_mut(&id) {
             c.num_computed = 0;
         }
@@ -170,7 +264,10 @@ impl Scheduler {
             let Some(&id) = self.waiting.front() else {
                 break;
             };
-            let c = self.seqs[&id];
+            let cached = self.take_cached_prefix(id);
+            let c = self.seqs.get_mut(&id).expect("waiting sequence is known");
+            c.num_computed += cached;
+            let c = *c;
             let len = (c.num_tokens - c.num_computed).min(*budget);
             // Keep a watermark of free blocks (1% of the pool, as vLLM does) so that
             // admitting a prompt does not force a preemption at the very next decode.
@@ -178,7 +275,19 @@ impl Scheduler {
             let need = self.kv.missing_blocks(id, c.num_computed + len);
             if !self.kv.can_allocate(need + watermark) || !self.kv.ensure(id, c.num_computed + len)
             {
+                if cached > 0 {
+                    // Not admitted after all: hold nothing while waiting.
+                    self.kv.free(id);
+                    self.seqs.get_mut(&id).expect("known").num_computed = 0;
+                    if let Some(p) = self.prefixes.get_mut(&id) {
+                        p.registered = 0;
+                    }
+                }
                 break;
+            }
+            if self.prefixes.contains_key(&id) {
+                self.prefix_queried += c.num_prompt as u64;
+                self.prefix_hits += cached as u64;
             }
             self.waiting.pop_front();
             self.running.push(id);
@@ -240,6 +349,7 @@ mod tests {
             SchedulerConfig {
                 max_batched_tokens: budget,
                 max_num_seqs: max_seqs,
+                prefix_caching: true,
             },
             KvCacheManager::new(blocks, block_size),
         )
@@ -463,5 +573,63 @@ mod tests {
             s.remove(id);
         }
         assert_eq!(s.kv().num_used(), 0);
+    }
+
+    #[test]
+    fn a_cached_prompt_prefix_is_not_recomputed_and_never_the_whole_prompt() {
+        use crate::engine::kv_manager::block_hashes;
+        let mut s = sched(16, 4, 64, 8);
+        let prompt: Vec<u32> = (0..10).collect();
+        s.add_with_prefix(1, 10, block_hashes(&prompt, 4));
+        let p = s.schedule();
+        assert_eq!((p.scheduled[0].start, p.scheduled[0].len), (0, 10));
+        s.append_token(1);
+        // The next step registers the first two (full) blocks; 2 shares them.
+        s.add_with_prefix(2, 10, block_hashes(&prompt, 4));
+        let p = s.schedule();
+        let second = p.scheduled.iter().find(|x| x.id == 2).unwrap();
+        assert_eq!(
+            (second.start, second.len),
+            (8, 2),
+            "8 tokens came from the cache"
+        );
+        assert_eq!(s.kv().block_table(2)[..2], s.kv().block_table(1)[..2]);
+        assert_eq!(s.prefix_cache_stats(), (20, 8));
+        // A prompt of exactly two blocks still computes its last token.
+        s.add_with_prefix(3, 8, block_hashes(&prompt[..8], 4));
+        let p = s.schedule();
+        let third = p.scheduled.iter().find(|x| x.id == 3).unwrap();
+        assert_eq!((third.start, third.len), (4, 4));
+        assert!(third.samples);
+        for id in 1..=3 {
+            s.remove(id);
+        }
+        assert_eq!(
+            s.kv().num_used(),
+            0,
+            "shared blocks are freed by their last holder"
+        );
+    }
+
+    #[test]
+    fn without_prefix_caching_hashes_are_ignored() {
+        use crate::engine::kv_manager::block_hashes;
+        let mut s = Scheduler::new(
+            SchedulerConfig {
+                max_batched_tokens: 64,
+                max_num_seqs: 8,
+                prefix_caching: false,
+            },
+            KvCacheManager::new(16, 4),
+        );
+        let prompt: Vec<u32> = (0..10).collect();
+        s.add_with_prefix(1, 10, block_hashes(&prompt, 4));
+        s.schedule();
+        s.append_token(1);
+        s.add_with_prefix(2, 10, block_hashes(&prompt, 4));
+        let p = s.schedule();
+        let second = p.scheduled.iter().find(|x| x.id == 2).unwrap();
+        assert_eq!((second.start, second.len), (0, 10));
+        assert_eq!(s.prefix_cache_stats(), (0, 0));
     }
 }

@@ -33,6 +33,8 @@ pub struct EngineConfig {
     pub max_waiting: usize,
     /// Operator cap on prompt + generated tokens.
     pub max_model_len: Option<usize>,
+    /// Reuse the KV blocks of prompt prefixes computed before.
+    pub prefix_caching: bool,
 }
 
 /// Encoder scheduling limits.
@@ -203,6 +205,7 @@ fn build_llm(
         SchedulerConfig {
             max_batched_tokens: cfg.max_batched_tokens,
             max_num_seqs: cfg.max_num_seqs,
+            prefix_caching: cfg.prefix_caching,
         },
         kv,
     );

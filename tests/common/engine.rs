@@ -29,6 +29,7 @@ pub fn config() -> EngineConfig {
         max_num_seqs: 64,
         max_waiting: 1024,
         max_model_len: None,
+        prefix_caching: true,
     }
 }
 
