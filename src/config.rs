@@ -203,13 +203,19 @@ pub struct ProductionArgs {
     #[arg(long, env = "FERRITE_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
+    /// Seconds a connection may take to send a complete request head (after it opens,
+    /// or after its previous response); slower ones are closed, so slow-header clients
+    /// cannot hold connection slots. Does not limit bodies or response streams.
+    #[arg(long, env = "FERRITE_HEADER_READ_TIMEOUT", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout: u64,
+
     /// Seconds a request may take from arrival to its last byte; past it generation is
     /// stopped and the client gets a 504 error (an error event when streaming). 0: none.
     #[arg(long, env = "FERRITE_REQUEST_TIMEOUT", default_value_t = 600)]
     pub request_timeout: u64,
 
-    /// On SIGTERM / ctrl-c: seconds in-flight requests may run on (while /health says 503
-    /// and no connection is accepted) before they are aborted and the process exits.
+    /// On SIGTERM / ctrl-c: seconds in-flight requests may run on (while /health and new
+    /// requests get 503) before they are aborted and the process exits.
     #[arg(long, env = "FERRITE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
 

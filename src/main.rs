@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use ferrite::api::connections::{ClientAddr, LimitedListener};
+use ferrite::api::connections::LimitedListener;
 use ferrite::api::guard::Guard;
+use ferrite::api::serve::{self, ServeOptions};
 use ferrite::api::{ApiLimits, AppState, EncoderLimits, EncoderReady, Ready, Serving};
 use ferrite::config::{Cli, CliCommand, ServeArgs};
 use ferrite::device::DeviceKind;
@@ -94,21 +95,23 @@ async fn serve(args: ServeArgs) -> Result<()> {
     };
     let guard = Guard::from_args(&args.production, shutdown.clone());
     let in_flight = guard.in_flight.clone();
-    let app =
-        ferrite::api::router_with(state, guard).into_make_service_with_connect_info::<ClientAddr>();
+    let app = ferrite::api::router_with(state, guard);
     let listener = LimitedListener::new(listener, args.production.max_connections as usize);
+    let opts = ServeOptions {
+        header_read_timeout: Duration::from_secs(args.production.header_read_timeout),
+    };
     tracing::info!("ferrite listening on http://{addr}");
     let drain = shutdown.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                // Keep accepting while draining (so probes see the 503) until the
-                // requests admitted before have ended or been aborted.
-                drain.draining().await;
-                in_flight.idle().await;
-                tracing::info!("no request left in flight: closing the listener");
-            })
-            .await
+        let stop = async move {
+            // Keep accepting while draining (so probes see the 503) until the requests
+            // admitted before have ended or been aborted.
+            drain.draining().await;
+            in_flight.idle().await;
+            tracing::info!("no request left in flight: closing the listener");
+        };
+        serve::serve(listener, app, opts, stop).await;
+        Ok::<(), std::io::Error>(())
     });
     let engine = tokio::select! {
         engine = load_and_start(&args, device) => engine?,

@@ -342,6 +342,7 @@ async fn help_lists_every_production_flag_and_hides_env_keys() {
         ("--rate-limit-burst", "FERRITE_RATE_LIMIT_BURST"),
         ("--trust-forwarded-for", "FERRITE_TRUST_FORWARDED_FOR"),
         ("--max-connections", "FERRITE_MAX_CONNECTIONS"),
+        ("--header-read-timeout", "FERRITE_HEADER_READ_TIMEOUT"),
         ("--request-timeout", "FERRITE_REQUEST_TIMEOUT"),
         ("--shutdown-grace-secs", "FERRITE_SHUTDOWN_GRACE_SECS"),
         ("--response-cache-entries", "FERRITE_RESPONSE_CACHE_ENTRIES"),
@@ -388,6 +389,67 @@ async fn connections_over_the_limit_wait_until_one_closes() {
         .unwrap();
     assert_eq!(r.status(), 200, "served once a slot freed");
     drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_header_clients_are_cut_off_but_long_streams_are_not() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = Server::start(&[
+        "--max-connections",
+        "1",
+        "--header-read-timeout",
+        "1",
+        KV[0],
+        KV[1],
+    ]);
+    let addr = s.url.trim_start_matches("http://").to_string();
+    // A slowloris client takes the only slot and never finishes its request head.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let c = client();
+    let r = c
+        .get(format!("{}/health", s.url))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("served once the slow connection is closed");
+    assert_eq!(r.status(), 200);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        t0.elapsed()
+    );
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the slow connection was closed");
+    drop(r);
+    // A stream far longer than the header timeout runs to the end.
+    let body = chat_body(
+        "Tell me a long story.",
+        json!({"max_tokens": 300, "ignore_eos": true, "stream": true}),
+    );
+    let t1 = Instant::now();
+    let text = c
+        .post(format!("{}/v1/chat/completions", s.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sse = parse_strict(&text).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        sse.events
+            .iter()
+            .any(|e| e["choices"][0]["finish_reason"] == "length"),
+        "stream cut short after {:?}",
+        t1.elapsed()
+    );
+    assert!(t1.elapsed() > Duration::from_secs(1), "{:?}", t1.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -29,6 +29,7 @@ pub mod openai;
 mod prompt;
 pub mod rate_limit;
 pub mod response_cache;
+pub mod serve;
 pub mod sse;
 pub mod validate;
 
