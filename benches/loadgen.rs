@@ -60,6 +60,11 @@ struct Args {
     /// Also write the results as JSON to this path.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Start every request's message with its own number, so no two prompts share
+    /// more than the chat template's preamble (a server's prefix cache then only
+    /// saves that part). Default: 8 fixed prompts, cycled.
+    #[arg(long)]
+    unique_prompts: bool,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -88,9 +93,15 @@ struct Job {
 
 impl Job {
     fn body(&self, i: usize) -> Value {
+        let prompt = PROMPTS[i % PROMPTS.len()];
+        let content = if self.args.unique_prompts {
+            format!("Request {i}. {prompt}")
+        } else {
+            prompt.to_string()
+        };
         json!({
             "model": self.model,
-            "messages": [{"role": "user", "content": PROMPTS[i % PROMPTS.len()]}],
+            "messages": [{"role": "user", "content": content}],
             "stream": true,
             "stream_options": {"include_usage": true},
             "temperature": self.args.temperature,

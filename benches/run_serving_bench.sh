@@ -10,6 +10,7 @@
 #   REQUESTS=                 requests per run (default: max(2*concurrency, MIN_REQUESTS))
 #   MIN_REQUESTS=8
 #   MAX_TOKENS=128            max_tokens per request (ignore_eos: every request makes all)
+#   LOADGEN_ARGS=            extra benches/loadgen.rs flags (e.g. --unique-prompts)
 #   WARMUP=2                  warm-up requests before each measured run
 #   MODES="batched serial"    batched = default scheduler, serial = --max-num-seqs 1
 #   SERVER_ARGS=              extra `ferrite serve` arguments (e.g. --model PATH)
@@ -23,6 +24,7 @@ CONCURRENCIES=${CONCURRENCIES:-"1 8 32"}
 MIN_REQUESTS=${MIN_REQUESTS:-8}
 MAX_TOKENS=${MAX_TOKENS:-128}
 WARMUP=${WARMUP:-2}
+LOADGEN_ARGS=${LOADGEN_ARGS:-}
 MODES=${MODES:-"batched serial"}
 SERVER_ARGS=${SERVER_ARGS:-}
 RUN_TIMEOUT=${RUN_TIMEOUT:-600}
@@ -107,9 +109,10 @@ for mode in $MODES; do
         n=${REQUESTS:-$((2 * c > MIN_REQUESTS ? 2 * c : MIN_REQUESTS))}
         out="$OUT_DIR/$mode-c$c.json"
         echo "== mode $mode, concurrency $c, $n requests x $MAX_TOKENS tokens" >&2
+        # shellcheck disable=SC2086 # LOADGEN_ARGS is a list of words
         if ! timeout --kill-after=10 "$RUN_TIMEOUT" "$LOADGEN" --url "$BASE_URL" \
             --concurrency "$c" --requests "$n" --max-tokens "$MAX_TOKENS" \
-            --warmup "$WARMUP" --json "$out" >&2; then
+            --warmup "$WARMUP" $LOADGEN_ARGS --json "$out" >&2; then
             echo "   run failed or timed out after ${RUN_TIMEOUT}s" >&2
             ROWS+=("| $c | $mode | failed | | | | |")
             continue

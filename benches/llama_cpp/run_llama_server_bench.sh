@@ -11,6 +11,7 @@
 #   REQUESTS=                requests per run (default: max(2*concurrency, MIN_REQUESTS))
 #   MIN_REQUESTS=8
 #   MAX_TOKENS=128           max_tokens per request (ignore_eos: every request makes all)
+#   LOADGEN_ARGS=            extra benches/loadgen.rs flags (e.g. --unique-prompts)
 #   WARMUP=2                 warm-up requests before each measured run
 #   MODEL=                   GGUF path (default: the default model, fetched by ferrite)
 #   SLOTS=32                 llama-server -np
@@ -28,6 +29,7 @@ CONCURRENCIES=${CONCURRENCIES:-"1 32"}
 MIN_REQUESTS=${MIN_REQUESTS:-8}
 MAX_TOKENS=${MAX_TOKENS:-128}
 WARMUP=${WARMUP:-2}
+LOADGEN_ARGS=${LOADGEN_ARGS:-}
 SLOTS=${SLOTS:-32}
 THREADS=${THREADS:-2}
 SLOT_CTX=${SLOT_CTX:-256}
@@ -105,9 +107,10 @@ for c in $CONCURRENCIES; do
     n=${REQUESTS:-$((2 * c > MIN_REQUESTS ? 2 * c : MIN_REQUESTS))}
     out="$OUT_DIR/llama-server-c$c.json"
     echo "== llama-server, concurrency $c, $n requests x $MAX_TOKENS tokens" >&2
+    # shellcheck disable=SC2086 # LOADGEN_ARGS is a list of words
     if ! timeout --kill-after=10 "$RUN_TIMEOUT" "$LOADGEN" --url "$BASE_URL" \
         --concurrency "$c" --requests "$n" --max-tokens "$MAX_TOKENS" \
-        --warmup "$WARMUP" --json "$out" >&2; then
+        --warmup "$WARMUP" $LOADGEN_ARGS --json "$out" >&2; then
         echo "   run failed or timed out after ${RUN_TIMEOUT}s" >&2
         ROWS+=("| $c | llama-server | failed | | | | |")
         continue
