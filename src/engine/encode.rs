@@ -121,8 +121,10 @@ impl EncoderWorker {
     }
 
     /// Runs one whole batch (every layer): finishes the one in flight, or starts one
-    /// of up to `batch_tokens` and runs it to the end.
-    pub fn run_batch(&mut self) {
+    /// of up to `batch_tokens` and runs it to the end. (The engine loop uses
+    /// `run_slice`; tests use this to step batch by batch.)
+    #[cfg(test)]
+    fn run_batch(&mut self) {
         if self.in_flight.is_none() && !self.start_batch(None) {
             return;
         }

@@ -271,13 +271,6 @@ impl BertBody {
         pass.layers_done == self.layers.len()
     }
 
-    /// Final hidden states `[tokens, hidden]` of a packed batch (all layers at once).
-    pub fn forward(&self, batch: &PackedBatch) -> Result<Vec<f32>> {
-        let mut pass = self.begin(batch)?;
-        while !self.advance(&mut pass) {}
-        Ok(pass.x)
-    }
-
     fn layer(&self, l: &Layer, x: &[f32], offsets: &[usize], lens: &[usize]) -> Vec<f32> {
         let cfg = &self.cfg;
         let qkv = l.qkv.forward(x);
