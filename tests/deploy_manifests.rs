@@ -68,36 +68,7 @@ fn dashboard_path() -> PathBuf {
 
 /// The venv's python with the deploy-check packages, created on first use.
 fn venv() -> PathBuf {
-    let venv = common::repo_root().join("target").join("py-deploy-venv");
-    let python = venv.join("bin").join("python");
-    let stamp = venv.join("ferrite-packages.txt");
-    let wanted = PY_PACKAGES.join("\n");
-    if python.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
-        return python;
-    }
-    let status = Command::new("python3")
-        .args(["-m", "venv", "--clear"])
-        .arg(&venv)
-        .status()
-        .expect("running python3 -m venv");
-    assert!(
-        status.success(),
-        "python3 -m venv {} failed",
-        venv.display()
-    );
-    let out = Command::new(&python)
-        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
-        .args(PY_PACKAGES)
-        .output()
-        .expect("running pip");
-    assert!(
-        out.status.success(),
-        "pip install {PY_PACKAGES:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::write(&stamp, wanted).expect("writing the venv stamp");
-    python
+    common::python_venv("py-deploy-venv", PY_PACKAGES)
 }
 
 #[test]

@@ -10,52 +10,16 @@ use std::process::Command;
 
 use common::{MODEL, Server};
 
-fn venv_python(venv: &Path) -> PathBuf {
-    venv.join("bin").join("python")
-}
-
 fn has_openai(python: &Path) -> bool {
-    python.exists()
-        && Command::new(python)
-            .args(["-c", "import openai"])
-            .status()
-            .is_ok_and(|s| s.success())
+    Command::new(python)
+        .args(["-c", "import openai"])
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// The venv's python, creating the venv and installing `openai` on first use.
 fn venv() -> PathBuf {
-    let venv = common::repo_root().join("target").join("py-openai-venv");
-    let python = venv_python(&venv);
-    if has_openai(&python) {
-        return python;
-    }
-    let status = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .expect("running python3 -m venv");
-    assert!(
-        status.success(),
-        "python3 -m venv {} failed",
-        venv.display()
-    );
-    let out = Command::new(&python)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--disable-pip-version-check",
-            "openai",
-        ])
-        .output()
-        .expect("running pip");
-    assert!(
-        out.status.success(),
-        "pip install openai failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let python = common::python_venv("py-openai-venv", &["openai"]);
     assert!(
         has_openai(&python),
         "openai not importable after pip install"

@@ -24,6 +24,45 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A Python virtual environment under `target/NAME` with `packages` (pip specs)
+/// installed: created on first use, and again whenever its stamp file does not list
+/// exactly these packages. Returns its python. Calls are serialised within a test
+/// binary (its tests run in parallel and may share a venv).
+pub fn python_venv(name: &str, packages: &[&str]) -> PathBuf {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let venv = repo_root().join("target").join(name);
+    let python = venv.join("bin").join("python");
+    let stamp = venv.join("ferrite-packages.txt");
+    let wanted = packages.join("\n");
+    if python.exists() && std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return python;
+    }
+    let status = Command::new("python3")
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv)
+        .status()
+        .expect("running python3 -m venv");
+    assert!(
+        status.success(),
+        "python3 -m venv {} failed",
+        venv.display()
+    );
+    let out = Command::new(&python)
+        .args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+        .args(packages)
+        .output()
+        .expect("running pip");
+    assert!(
+        out.status.success(),
+        "pip install {packages:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&stamp, wanted).expect("writing the venv stamp");
+    python
+}
+
 /// The default model's path, fetched on first use (a file lock serialises fetches).
 pub fn default_model() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
