@@ -4,6 +4,7 @@
 use anyhow::{Result, bail};
 
 pub mod cpu;
+pub mod kernels;
 
 /// Where the model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

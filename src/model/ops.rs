@@ -53,6 +53,12 @@ impl RopeTable {
         Self { half, cos, sin }
     }
 
+    /// The `cos` and `sin` tables, `[position][head_dim / 2]` each (what the GPU path
+    /// uploads, so both paths rotate by the same numbers).
+    pub fn tables(&self) -> (&[f32], &[f32]) {
+        (&self.cos, &self.sin)
+    }
+
     /// Positions the table covers.
     pub fn max_positions(&self) -> usize {
         self.cos.len() / self.half.max(1)

@@ -38,7 +38,7 @@ impl QKind {
     }
 
     /// `(values, bytes)` of one GGML block.
-    fn block(self) -> (usize, usize) {
+    pub fn block(self) -> (usize, usize) {
         match self {
             QKind::Q4_0 => (QK, 18),
             QKind::Q4_1 => (QK, 20),

@@ -1,0 +1,294 @@
+//! The KV cache on the device, writes into it by slot mapping, and paged attention over
+//! it for a flat batch of prefill chunks and decodes.
+
+use super::{Result, check, int, ptr};
+use crate::device::kernels::buffer::{
+    DevBuf, DevIndex, Device, DeviceError, DeviceExt, KernelArg, LaunchDims,
+};
+use crate::model::paged_attention::{HeadShape, SeqSpan};
+
+/// One layer's K and V cache on the device: `slots` x `kv_width` f16 values each.
+#[derive(Debug)]
+pub struct DevKvLayer {
+    /// Keys, f16 bits.
+    pub k: DevBuf<u16>,
+    /// Values, f16 bits.
+    pub v: DevBuf<u16>,
+    /// `n_kv_head * head_dim`.
+    pub kv_width: usize,
+    /// Tokens per block.
+    pub block_size: usize,
+}
+
+impl DevKvLayer {
+    /// A zeroed layer of `num_blocks` blocks.
+    pub fn alloc(
+        dev: &dyn Device,
+        num_blocks: usize,
+        block_size: usize,
+        kv_width: usize,
+    ) -> Result<Self> {
+        let n = num_blocks * block_size * kv_width;
+        Ok(Self {
+            k: dev.alloc(n)?,
+            v: dev.alloc(n)?,
+            kv_width,
+            block_size,
+        })
+    }
+
+    /// Token slots.
+    pub fn slots(&self) -> usize {
+        self.k.len() / self.kv_width.max(1)
+    }
+
+    /// Blocks.
+    pub fn num_blocks(&self) -> usize {
+        self.slots() / self.block_size.max(1)
+    }
+}
+
+/// Where K and V sit in the rows written to the cache.
+#[derive(Debug, Clone, Copy)]
+pub struct KvColumns {
+    /// Floats per row.
+    pub stride: usize,
+    /// First column of K.
+    pub k_off: usize,
+    /// First column of V.
+    pub v_off: usize,
+}
+
+/// Writes K and V of `rows` rows of `qkv` into `cache` at `slots` (negative: skip).
+pub fn kv_write(
+    dev: &dyn Device,
+    qkv: &DevBuf<f32>,
+    cols: KvColumns,
+    slots: &DevIndex,
+    cache: &mut DevKvLayer,
+    rows: usize,
+) -> Result<()> {
+    const OP: &str = "kv_write";
+    let w = cache.kv_width;
+    check(
+        cols.k_off + w <= cols.stride && cols.v_off + w <= cols.stride,
+        OP,
+        || {
+            format!(
+                "K at {} and V at {} need {w} columns in rows of {}",
+                cols.k_off, cols.v_off, cols.stride
+            )
+        },
+    )?;
+    check(
+        qkv.len() >= rows * cols.stride && slots.len() >= rows,
+        OP,
+        || {
+            format!(
+                "{rows} rows: qkv has {} floats, slots {}",
+                qkv.len(),
+                slots.len()
+            )
+        },
+    )?;
+    check(
+        slots.min() >= -1 && (slots.max() as i64) < cache.slots() as i64,
+        OP,
+        || {
+            format!(
+                "slots must be in -1..{}, got {}..={}",
+                cache.slots(),
+                slots.min(),
+                slots.max()
+            )
+        },
+    )?;
+    if rows * w == 0 {
+        return Ok(());
+    }
+    let args = [
+        ptr(qkv),
+        int(cols.stride, OP, "stride")?,
+        int(cols.k_off, OP, "k_off")?,
+        int(cols.v_off, OP, "v_off")?,
+        ptr(slots.buf()),
+        ptr(&cache.k),
+        ptr(&cache.v),
+        int(w, OP, "kv_width")?,
+        int(rows, OP, "rows")?,
+    ];
+    // SAFETY: slots bounded by the cache, columns by the rows.
+    unsafe { dev.launch("kv_write", LaunchDims::cover(rows * w, 256), &args) }
+}
+
+/// A flat batch's attention metadata on the device: per query row its position and
+/// sequence, and the sequences' block tables padded to one width.
+#[derive(Debug)]
+pub struct AttnBatch {
+    row_pos: DevIndex,
+    row_seq: DevIndex,
+    tables: DevIndex,
+    max_blocks: usize,
+    block_size: usize,
+    rows: usize,
+}
+
+impl AttnBatch {
+    /// From the CPU path's spans (rows in span order, `offset`s consecutive from 0).
+    pub fn upload(dev: &dyn Device, spans: &[SeqSpan], block_size: usize) -> Result<Self> {
+        const OP: &str = "attention batch";
+        check(block_size > 0, OP, || "block size 0".into())?;
+        let max_blocks = spans
+            .iter()
+            .map(|s| s.block_table.len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let (mut pos, mut seq, mut tables) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, s) in spans.iter().enumerate() {
+            check(s.offset == pos.len(), OP, || {
+                format!(
+                    "span {i} starts at row {}, expected {}",
+                    s.offset,
+                    pos.len()
+                )
+            })?;
+            let end = s.start_pos + s.len;
+            check(s.block_table.len() * block_size >= end, OP, || {
+                format!(
+                    "span {i} reaches position {end}, its table covers {}",
+                    s.block_table.len() * block_size
+                )
+            })?;
+            for t in 0..s.len {
+                pos.push(
+                    i32::try_from(s.start_pos + t).map_err(|_| DeviceError::Shape {
+                        op: OP,
+                        detail: "position overflows i32".into(),
+                    })?,
+                );
+                seq.push(i as i32);
+            }
+            let mut row: Vec<i32> = s.block_table.iter().map(|&b| b as i32).collect();
+            row.resize(max_blocks, 0);
+            tables.extend(row);
+        }
+        Ok(Self {
+            rows: pos.len(),
+            row_pos: dev.upload_index(&pos)?,
+            row_seq: dev.upload_index(&seq)?,
+            tables: dev.upload_index(&tables)?,
+            max_blocks,
+            block_size,
+        })
+    }
+
+    /// Query rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+}
+
+/// Causal attention of the batch's query rows (heads at column `q_off` of `q` rows
+/// `q_stride` wide) over `cache`, into `out` (`[rows][n_head * head_dim]`).
+#[allow(clippy::too_many_arguments)]
+pub fn paged_attention(
+    dev: &dyn Device,
+    q: &DevBuf<f32>,
+    q_stride: usize,
+    q_off: usize,
+    cache: &DevKvLayer,
+    batch: &AttnBatch,
+    shape: HeadShape,
+    out: &mut DevBuf<f32>,
+) -> Result<()> {
+    const OP: &str = "paged_attention";
+    let HeadShape {
+        n_head,
+        n_kv_head,
+        head_dim,
+    } = shape;
+    check(
+        n_kv_head > 0 && n_head.is_multiple_of(n_kv_head) && n_head / n_kv_head <= 8,
+        OP,
+        || {
+            format!(
+                "{n_head} query heads over {n_kv_head} K/V heads: need a whole group of at most 8"
+            )
+        },
+    )?;
+    check(
+        head_dim.is_multiple_of(32) && head_dim > 0 && head_dim <= 256,
+        OP,
+        || format!("head_dim {head_dim}: must be a multiple of 32 up to 256"),
+    )?;
+    check(
+        cache.kv_width == n_kv_head * head_dim && cache.block_size == batch.block_size,
+        OP,
+        || {
+            format!(
+                "cache holds {} wide rows in blocks of {}, shape wants {} in blocks of {}",
+                cache.kv_width,
+                cache.block_size,
+                n_kv_head * head_dim,
+                batch.block_size
+            )
+        },
+    )?;
+    let rows = batch.rows;
+    check(
+        q_off + n_head * head_dim <= q_stride && q.len() >= rows * q_stride,
+        OP,
+        || {
+            format!(
+                "{rows} query rows of {q_stride} from column {q_off}: q has {}",
+                q.len()
+            )
+        },
+    )?;
+    check(out.len() >= rows * n_head * head_dim, OP, || {
+        format!(
+            "out needs {} floats, has {}",
+            rows * n_head * head_dim,
+            out.len()
+        )
+    })?;
+    check(
+        batch.tables.min() >= 0 && (batch.tables.max() as i64) < cache.num_blocks() as i64,
+        OP,
+        || {
+            format!(
+                "block ids must be in 0..{}, got {}..={}",
+                cache.num_blocks(),
+                batch.tables.min(),
+                batch.tables.max()
+            )
+        },
+    )?;
+    if rows == 0 {
+        return Ok(());
+    }
+    let args = [
+        ptr(q),
+        int(q_stride, OP, "q_stride")?,
+        int(q_off, OP, "q_off")?,
+        ptr(&cache.k),
+        ptr(&cache.v),
+        ptr(batch.row_pos.buf()),
+        ptr(batch.row_seq.buf()),
+        ptr(batch.tables.buf()),
+        int(batch.max_blocks, OP, "max_blocks")?,
+        int(batch.block_size, OP, "block_size")?,
+        ptr(out),
+        int(n_head, OP, "n_head")?,
+        int(n_kv_head, OP, "n_kv_head")?,
+        int(head_dim, OP, "head_dim")?,
+        KernelArg::F32(1.0 / (head_dim as f32).sqrt()),
+    ];
+    let dims = LaunchDims {
+        grid: [rows as u32, n_kv_head as u32, 1],
+        block: [(32 * (n_head / n_kv_head)) as u32, 1, 1],
+    };
+    // SAFETY: tables bounded by the cache; positions covered by each table (upload).
+    unsafe { dev.launch("paged_attention", dims, &args) }
+}

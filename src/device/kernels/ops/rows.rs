@@ -1,0 +1,241 @@
+//! Row-wise kernels: RMSNorm with the residual add, the plain residual add, rotary,
+//! SiLU gating and greedy argmax.
+
+use super::{Result, check, int, ptr};
+use crate::device::kernels::buffer::{DevBuf, DevIndex, Device, DeviceExt, KernelArg, LaunchDims};
+use crate::model::ops::RopeTable;
+
+/// RMSNorm of `rows` rows of `x` (width `w.len()`) into `out`, after `x += delta` when
+/// `delta` is given (the residual add, written back into `x`).
+pub fn rms_norm_residual(
+    dev: &dyn Device,
+    x: &mut DevBuf<f32>,
+    delta: Option<&DevBuf<f32>>,
+    w: &DevBuf<f32>,
+    out: &mut DevBuf<f32>,
+    rows: usize,
+    eps: f32,
+) -> Result<()> {
+    const OP: &str = "rms_norm_residual";
+    let width = w.len();
+    let need = rows * width;
+    check(width > 0, OP, || "empty weight".into())?;
+    check(x.len() >= need && out.len() >= need, OP, || {
+        format!(
+            "x and out need {rows} x {width} floats, have {} and {}",
+            x.len(),
+            out.len()
+        )
+    })?;
+    if let Some(d) = delta {
+        check(d.len() >= need, OP, || {
+            format!("delta needs {need} floats, has {}", d.len())
+        })?;
+    }
+    if rows == 0 {
+        return Ok(());
+    }
+    let args = [
+        ptr(x),
+        KernelArg::Ptr(delta.map_or(0, |d| d.ptr())),
+        ptr(w),
+        ptr(out),
+        int(width, OP, "width")?,
+        KernelArg::F32(eps),
+    ];
+    // SAFETY: every buffer holds rows x width floats.
+    unsafe {
+        dev.launch(
+            "rms_norm_residual",
+            LaunchDims::linear(rows as u32, 256),
+            &args,
+        )
+    }
+}
+
+/// `x += delta` over the first `count` floats.
+pub fn add_in_place(
+    dev: &dyn Device,
+    x: &mut DevBuf<f32>,
+    delta: &DevBuf<f32>,
+    count: usize,
+) -> Result<()> {
+    check(
+        x.len() >= count && delta.len() >= count,
+        "add_in_place",
+        || {
+            format!(
+                "{count} floats asked, buffers hold {} and {}",
+                x.len(),
+                delta.len()
+            )
+        },
+    )?;
+    if count == 0 {
+        return Ok(());
+    }
+    let args = [ptr(x), ptr(delta), KernelArg::U64(count as u64)];
+    // SAFETY: both hold count floats.
+    unsafe { dev.launch("add_in_place", LaunchDims::cover(count, 256), &args) }
+}
+
+/// The rotary tables on the device.
+#[derive(Debug)]
+pub struct DevRope {
+    cos: DevBuf<f32>,
+    sin: DevBuf<f32>,
+    half: usize,
+    max_positions: usize,
+}
+
+impl DevRope {
+    /// Uploads the CPU path's table.
+    pub fn upload(dev: &dyn Device, table: &RopeTable) -> Result<Self> {
+        let (cos, sin) = table.tables();
+        let max_positions = table.max_positions();
+        Ok(Self {
+            half: cos.len() / max_positions.max(1),
+            max_positions,
+            cos: dev.upload(cos)?,
+            sin: dev.upload(sin)?,
+        })
+    }
+}
+
+/// Where rotary applies: `n_heads` heads of `head_dim` from column `offset` of rows
+/// `stride` floats apart.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadColumns {
+    /// Floats per row.
+    pub stride: usize,
+    /// First column of the first head.
+    pub offset: usize,
+    /// Heads.
+    pub n_heads: usize,
+    /// Width of a head.
+    pub head_dim: usize,
+}
+
+/// Rotates the heads at `cols` of `rows` rows of `x`, row `r` by position `pos[r]`.
+pub fn rotary(
+    dev: &dyn Device,
+    x: &mut DevBuf<f32>,
+    rope: &DevRope,
+    pos: &DevIndex,
+    rows: usize,
+    cols: HeadColumns,
+) -> Result<()> {
+    const OP: &str = "rotary";
+    let HeadColumns {
+        stride,
+        offset,
+        n_heads,
+        head_dim,
+    } = cols;
+    check(head_dim == 2 * rope.half, OP, || {
+        format!("head_dim {head_dim}, table built for {}", 2 * rope.half)
+    })?;
+    check(offset + n_heads * head_dim <= stride, OP, || {
+        format!(
+            "heads end at column {}, rows are {stride} wide",
+            offset + n_heads * head_dim
+        )
+    })?;
+    check(x.len() >= rows * stride && pos.len() >= rows, OP, || {
+        format!(
+            "{rows} rows of {stride}: x has {}, positions {}",
+            x.len(),
+            pos.len()
+        )
+    })?;
+    check(
+        pos.min() >= 0 && (pos.max() as usize) < rope.max_positions,
+        OP,
+        || {
+            format!(
+                "positions must be in 0..{}, got {}..={}",
+                rope.max_positions,
+                pos.min(),
+                pos.max()
+            )
+        },
+    )?;
+    let pairs = rows * n_heads * rope.half;
+    if pairs == 0 {
+        return Ok(());
+    }
+    let args = [
+        ptr(x),
+        ptr(&rope.cos),
+        ptr(&rope.sin),
+        ptr(pos.buf()),
+        int(rows, OP, "rows")?,
+        int(stride, OP, "stride")?,
+        int(offset, OP, "offset")?,
+        int(n_heads, OP, "heads")?,
+        int(head_dim, OP, "head_dim")?,
+    ];
+    // SAFETY: columns and positions bounded above.
+    unsafe { dev.launch("rotary", LaunchDims::cover(pairs, 256), &args) }
+}
+
+/// Rows of `2 * ff` (gate | up) into rows of `ff`: `silu(gate) * up`.
+pub fn silu_gate_up(
+    dev: &dyn Device,
+    gu: &DevBuf<f32>,
+    out: &mut DevBuf<f32>,
+    rows: usize,
+    ff: usize,
+) -> Result<()> {
+    const OP: &str = "silu_gate_up";
+    check(
+        gu.len() >= rows * 2 * ff && out.len() >= rows * ff,
+        OP,
+        || {
+            format!(
+                "{rows} rows of ff {ff}: gate|up has {}, out {}",
+                gu.len(),
+                out.len()
+            )
+        },
+    )?;
+    if rows * ff == 0 {
+        return Ok(());
+    }
+    let args = [
+        ptr(gu),
+        ptr(out),
+        int(rows, OP, "rows")?,
+        int(ff, OP, "ff")?,
+    ];
+    // SAFETY: sizes checked.
+    unsafe { dev.launch("silu_gate_up", LaunchDims::cover(rows * ff, 256), &args) }
+}
+
+/// Index of each row's largest value (ties: lowest index; NaN never wins).
+pub fn argmax_rows(
+    dev: &dyn Device,
+    logits: &DevBuf<f32>,
+    rows: usize,
+    width: usize,
+    out: &mut DevBuf<i32>,
+) -> Result<()> {
+    const OP: &str = "argmax_rows";
+    check(
+        width > 0 && logits.len() >= rows * width && out.len() >= rows,
+        OP,
+        || {
+            format!(
+                "{rows} rows of {width}: logits has {}, out {}",
+                logits.len(),
+                out.len()
+            )
+        },
+    )?;
+    if rows == 0 {
+        return Ok(());
+    }
+    let args = [ptr(logits), ptr(out), int(width, OP, "width")?];
+    // SAFETY: sizes checked.
+    unsafe { dev.launch("argmax_rows", LaunchDims::linear(rows as u32, 256), &args) }
+}

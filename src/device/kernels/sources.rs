@@ -1,0 +1,115 @@
+//! The CUDA sources, embedded at build time, grouped in modules as NVRTC compiles them:
+//! each module's text is `kernels/common.cuh` followed by its `.cu` file. The kernel
+//! names listed per module are the ones the wrappers launch (the emulator registers
+//! exactly these, so a listed name without a kernel fails to build there).
+
+/// Helpers prepended to every module.
+pub const COMMON: &str = include_str!("../../../kernels/common.cuh");
+
+/// One compilation unit of kernels.
+#[derive(Debug)]
+pub struct KernelModule {
+    /// File stem under `kernels/`.
+    pub name: &'static str,
+    /// The `.cu` text (without [`COMMON`]).
+    pub source: &'static str,
+    /// `extern "C"` kernels it defines.
+    pub kernels: &'static [&'static str],
+}
+
+impl KernelModule {
+    /// The text to compile: [`COMMON`], then the module.
+    pub fn full_source(&self) -> String {
+        format!(
+            "{COMMON}\n// ---- kernels/{}.cu ----\n{}",
+            self.name, self.source
+        )
+    }
+}
+
+/// Every kernel module.
+pub const MODULES: &[KernelModule] = &[
+    KernelModule {
+        name: "quant",
+        source: include_str!("../../../kernels/quant.cu"),
+        kernels: &[
+            "qmatvec_q4_0",
+            "qmatvec_q4_1",
+            "qmatvec_q8_0",
+            "qmatvec_q4_k",
+            "qmatvec_q6_k",
+            "qmatmul_q4_0",
+            "qmatmul_q4_1",
+            "qmatmul_q8_0",
+            "qmatmul_q4_k",
+            "qmatmul_q6_k",
+            "dequant_rows_q4_0",
+            "dequant_rows_q4_1",
+            "dequant_rows_q8_0",
+            "dequant_rows_q4_k",
+            "dequant_rows_q6_k",
+        ],
+    },
+    KernelModule {
+        name: "norm",
+        source: include_str!("../../../kernels/norm.cu"),
+        kernels: &["rms_norm_residual", "add_in_place"],
+    },
+    KernelModule {
+        name: "rotary",
+        source: include_str!("../../../kernels/rotary.cu"),
+        kernels: &["rotary"],
+    },
+    KernelModule {
+        name: "activation",
+        source: include_str!("../../../kernels/activation.cu"),
+        kernels: &["silu_gate_up"],
+    },
+    KernelModule {
+        name: "kv_cache",
+        source: include_str!("../../../kernels/kv_cache.cu"),
+        kernels: &["kv_write"],
+    },
+    KernelModule {
+        name: "attention",
+        source: include_str!("../../../kernels/attention.cu"),
+        kernels: &["paged_attention"],
+    },
+    KernelModule {
+        name: "sampling",
+        source: include_str!("../../../kernels/sampling.cu"),
+        kernels: &["argmax_rows"],
+    },
+];
+
+/// The module defining `kernel`.
+pub fn module_of(kernel: &str) -> Option<&'static KernelModule> {
+    MODULES.iter().find(|m| m.kernels.contains(&kernel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_names_are_unique_and_mentioned_in_their_module() {
+        let mut seen = std::collections::HashSet::new();
+        for m in MODULES {
+            for k in m.kernels {
+                assert!(seen.insert(*k), "{k} listed twice");
+                // Quantized kernels are stamped out by QUANT_KERNELS(name, ...).
+                let stem = k
+                    .rsplit_once("_q")
+                    .map(|(_, f)| format!("QUANT_KERNELS(q{f},"));
+                assert!(
+                    m.source.contains(&format!("void {k}("))
+                        || stem.is_some_and(|s| m.source.contains(&s)),
+                    "{k} not defined in kernels/{}.cu",
+                    m.name
+                );
+            }
+        }
+        assert_eq!(module_of("paged_attention").unwrap().name, "attention");
+        assert!(module_of("nope").is_none());
+    }
+}

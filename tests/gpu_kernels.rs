@@ -1,0 +1,444 @@
+//! The CUDA kernels (`kernels/*.cu`) through their safe wrappers
+//! (`device::kernels::ops`), against the CPU path on random inputs of several shapes.
+//!
+//! Every check runs on the host emulator (`gpu_kernels/emu.rs`: the same sources built
+//! with the host C++ compiler), so the kernels' indexing and arithmetic are tested on
+//! every machine; built with `--features cuda` on a machine with a GPU, every check runs
+//! on the GPU too. Tolerances, per output: quantized matmuls |gpu - ref| <= 1e-4 * sum
+//! |x_j w_j| + 1e-6 (f32 sums in another order over exactly the same dequantized
+//! weights); RMSNorm, SiLU, rotary 1e-5 relative + 1e-6; attention 2e-4 absolute on
+//! outputs of size ~1 (same f16 cache values, another summation order, `expf`);
+//! argmax and dequantization exact.
+
+#[path = "gpu_kernels/emu.rs"]
+mod emu;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device as CandleDevice, Tensor};
+use ferrite::device::cpu::{CpuQMatrix, QKind, rowops};
+use ferrite::device::kernels::ops::{
+    self, AttnBatch, DevKvLayer, DevRope, HeadColumns, KvColumns, QWeight,
+};
+use ferrite::device::kernels::{Device, DeviceError, DeviceExt};
+use ferrite::model::gguf_writer::signed_units;
+use ferrite::model::ops::{RopeTable, silu_gate_up};
+use ferrite::model::paged_attention::{HeadShape, PagedKvCache, SeqSpan, Strided};
+
+/// The devices to check: the emulator, and the GPU when there is one.
+fn devices() -> Vec<&'static dyn Device> {
+    #[allow(unused_mut)]
+    let mut v: Vec<&'static dyn Device> = vec![emu::EmuDevice::get()];
+    #[cfg(feature = "cuda")]
+    if let Some(gpu) = gpu() {
+        v.push(gpu);
+    }
+    v
+}
+
+#[cfg(feature = "cuda")]
+fn gpu() -> Option<&'static dyn Device> {
+    use std::sync::OnceLock;
+    static GPU: OnceLock<Option<ferrite::device::cuda::CudaDevice>> = OnceLock::new();
+    GPU.get_or_init(|| match ferrite::device::cuda::CudaDevice::open(0) {
+        Ok(d) => {
+            eprintln!("gpu_kernels: also checking on {}", d.name());
+            Some(d)
+        }
+        Err(e) => {
+            eprintln!("gpu_kernels: no GPU ({e}); emulator only");
+            None
+        }
+    })
+    .as_ref()
+    .map(|d| d as &dyn Device)
+}
+
+const DTYPES: [GgmlDType; 5] = [
+    GgmlDType::Q4_0,
+    GgmlDType::Q4_1,
+    GgmlDType::Q8_0,
+    GgmlDType::Q4K,
+    GgmlDType::Q6K,
+];
+
+/// A random quantized `(n, k)` weight: kind, raw blocks, dequantized values.
+fn weight(n: usize, k: usize, dtype: GgmlDType, seed: u64) -> (QKind, Vec<u8>, Vec<f32>) {
+    let t = Tensor::from_vec(signed_units(n * k, seed), (n, k), &CandleDevice::Cpu).unwrap();
+    let qt = QTensor::quantize(&t, dtype).unwrap();
+    let cpu = CpuQMatrix::from_qtensor(&qt).unwrap();
+    (cpu.kind(), qt.data().unwrap().to_vec(), cpu.dequantize())
+}
+
+fn close(got: f32, want: f64, bound: f64) -> bool {
+    (got as f64 - want).abs() <= bound
+}
+
+#[test]
+fn quantized_matmul_matches_dequantized_reference() {
+    for dev in devices() {
+        for (di, dtype) in DTYPES.into_iter().enumerate() {
+            let blocked = matches!(dtype, GgmlDType::Q4K | GgmlDType::Q6K);
+            let shapes: &[(usize, usize)] = if blocked {
+                &[(13, 256), (70, 512)]
+            } else {
+                &[(13, 64), (70, 160)]
+            };
+            for &(n, k) in shapes {
+                let (kind, raw, wf) = weight(n, k, dtype, 7 + di as u64);
+                let w = QWeight::upload(dev, kind, n, k, &raw).unwrap();
+                for m in [1, 3, 8, 9, 33] {
+                    let x = signed_units(m * k, 100 + m as u64);
+                    let xd = dev.upload(&x).unwrap();
+                    let mut yd = dev.alloc::<f32>(m * n).unwrap();
+                    ops::qmatmul(dev, &w, &xd, m, &mut yd).unwrap();
+                    let y = dev.download(&yd).unwrap();
+                    for i in 0..m {
+                        for j in 0..n {
+                            let (xr, wr) = (&x[i * k..][..k], &wf[j * k..][..k]);
+                            let want: f64 =
+                                xr.iter().zip(wr).map(|(&a, &b)| a as f64 * b as f64).sum();
+                            let mag: f64 = xr
+                                .iter()
+                                .zip(wr)
+                                .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                                .sum();
+                            let got = y[i * n + j];
+                            assert!(
+                                close(got, want, 1e-4 * mag + 1e-6),
+                                "{}: {kind:?} {n}x{k}, m={m}, y[{i}][{j}] = {got}, want {want}",
+                                dev.name()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn dequantized_rows_are_exact() {
+    for dev in devices() {
+        for (di, dtype) in DTYPES.into_iter().enumerate() {
+            let (n, k) = (9, 512);
+            let (kind, raw, wf) = weight(n, k, dtype, 40 + di as u64);
+            let w = QWeight::upload(dev, kind, n, k, &raw).unwrap();
+            let ids = [0, 8, 3, 3, 5];
+            let idx = dev.upload_index(&ids).unwrap();
+            let mut out = dev.alloc::<f32>(ids.len() * k).unwrap();
+            ops::dequant_rows(dev, &w, &idx, &mut out).unwrap();
+            let got = dev.download(&out).unwrap();
+            for (i, &id) in ids.iter().enumerate() {
+                assert_eq!(
+                    &got[i * k..][..k],
+                    &wf[id as usize * k..][..k],
+                    "{}: {kind:?} row {id}",
+                    dev.name()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn rms_norm_with_residual_matches_cpu() {
+    for dev in devices() {
+        for (rows, width) in [(5, 576), (3, 100), (1, 4096)] {
+            let x = signed_units(rows * width, 1);
+            let delta = signed_units(rows * width, 2);
+            let w = signed_units(width, 3);
+            let sum: Vec<f32> = x.iter().zip(&delta).map(|(a, b)| a + b).collect();
+            for with_delta in [false, true] {
+                let mut xd = dev.upload(&x).unwrap();
+                let dd = dev.upload(&delta).unwrap();
+                let wd = dev.upload(&w).unwrap();
+                let mut out = dev.alloc::<f32>(rows * width).unwrap();
+                let d = with_delta.then_some(&dd);
+                ops::rms_norm_residual(dev, &mut xd, d, &wd, &mut out, rows, 1e-5).unwrap();
+                let input = if with_delta { &sum } else { &x };
+                assert_eq!(
+                    &dev.download(&xd).unwrap(),
+                    input,
+                    "{}: residual stream",
+                    dev.name()
+                );
+                let mut want = vec![0f32; rows * width];
+                rowops::rms_norm_scalar(input, &w, 1e-5, &mut want);
+                for (i, (g, r)) in dev.download(&out).unwrap().iter().zip(&want).enumerate() {
+                    assert!(
+                        close(*g, *r as f64, 1e-5 * r.abs() as f64 + 1e-6),
+                        "{}: rms_norm {rows}x{width} delta={with_delta} [{i}] {g} vs {r}",
+                        dev.name()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn residual_add_adds() {
+    for dev in devices() {
+        let (a, b) = (signed_units(1000, 4), signed_units(1000, 5));
+        let mut ad = dev.upload(&a).unwrap();
+        ops::add_in_place(dev, &mut ad, &dev.upload(&b).unwrap(), 999).unwrap();
+        let got = dev.download(&ad).unwrap();
+        for i in 0..999 {
+            assert_eq!(got[i], a[i] + b[i]);
+        }
+        assert_eq!(got[999], a[999], "past count untouched");
+    }
+}
+
+#[test]
+fn rotary_matches_cpu_on_fused_qkv_rows() {
+    for dev in devices() {
+        let (hd, nq, nk) = (64, 9, 3);
+        let stride = (nq + 2 * nk) * hd;
+        let rows = 6;
+        let table = RopeTable::new(hd, 512, 10_000.0);
+        let rope = DevRope::upload(dev, &table).unwrap();
+        let x = signed_units(rows * stride, 6);
+        let positions = [0usize, 1, 17, 300, 511, 42];
+        let pos: Vec<i32> = positions.iter().map(|&p| p as i32).collect();
+        let mut xd = dev.upload(&x).unwrap();
+        let cols = HeadColumns {
+            stride,
+            offset: 0,
+            n_heads: nq + nk,
+            head_dim: hd,
+        };
+        ops::rotary(
+            dev,
+            &mut xd,
+            &rope,
+            &dev.upload_index(&pos).unwrap(),
+            rows,
+            cols,
+        )
+        .unwrap();
+        let mut want = x.clone();
+        table.apply_strided(&mut want, stride, 0, &positions, nq + nk);
+        for (i, (g, r)) in dev.download(&xd).unwrap().iter().zip(&want).enumerate() {
+            assert!(
+                close(*g, *r as f64, 1e-5 * r.abs() as f64 + 1e-6),
+                "{}: rotary [{i}] {g} vs {r}",
+                dev.name()
+            );
+        }
+        // V columns are not touched.
+        let got = dev.download(&xd).unwrap();
+        assert_eq!(got[(nq + nk) * hd..stride], x[(nq + nk) * hd..stride]);
+        // A position past the table is refused before any launch.
+        let bad = dev.upload_index(&[0, 512, 0, 0, 0, 0]).unwrap();
+        let err = ops::rotary(dev, &mut xd, &rope, &bad, rows, cols).unwrap_err();
+        assert!(err.to_string().contains("0..512"), "{err}");
+    }
+}
+
+#[test]
+fn silu_gating_matches_cpu() {
+    for dev in devices() {
+        let (rows, ff) = (4, 1536);
+        let gu: Vec<f32> = signed_units(rows * 2 * ff, 8)
+            .iter()
+            .map(|v| v * 8.0)
+            .collect();
+        let mut out = dev.alloc::<f32>(rows * ff).unwrap();
+        ops::silu_gate_up(dev, &dev.upload(&gu).unwrap(), &mut out, rows, ff).unwrap();
+        let want = silu_gate_up(&gu, ff);
+        for (i, (g, r)) in dev.download(&out).unwrap().iter().zip(&want).enumerate() {
+            assert!(
+                close(*g, *r as f64, 1e-5 * r.abs() as f64 + 1e-6),
+                "{}: silu [{i}] {g} vs {r}",
+                dev.name()
+            );
+        }
+    }
+}
+
+/// A batch mixing a fresh prompt, a prompt chunk with earlier context, and decodes.
+fn spans(block_size: usize) -> Vec<SeqSpan> {
+    let lens: [(usize, usize); 4] = [(0, 5), (10, 7), (40, 1), (70, 1)];
+    let mut next_block = 3u32;
+    let mut offset = 0;
+    lens.iter()
+        .map(|&(start, len)| {
+            let blocks = (start + len).div_ceil(block_size);
+            let table: Vec<u32> = (0..blocks as u32).map(|b| next_block + 2 * b).collect();
+            next_block += 2 * blocks as u32 + 1;
+            let s = SeqSpan {
+                offset,
+                len,
+                start_pos: start,
+                block_table: table,
+            };
+            offset += len;
+            s
+        })
+        .collect()
+}
+
+#[test]
+fn paged_attention_matches_cpu_for_prefill_chunks_and_decodes() {
+    for dev in devices() {
+        for (n_head, n_kv_head, head_dim) in [(9, 3, 64), (8, 2, 128), (4, 4, 32)] {
+            let bs = 16;
+            let spans = spans(bs);
+            let num_blocks = 40;
+            let kvw = n_kv_head * head_dim;
+            let qw = n_head * head_dim;
+            let stride = qw + 2 * kvw;
+            let shape = HeadShape {
+                n_head,
+                n_kv_head,
+                head_dim,
+            };
+            let mut cpu = PagedKvCache::new(1, num_blocks, bs, n_kv_head, head_dim);
+            let mut gpu = DevKvLayer::alloc(dev, num_blocks, bs, kvw).unwrap();
+            let batch = AttnBatch::upload(dev, &spans, bs).unwrap();
+            // Fill every position each sequence attends to (earlier context included).
+            for (si, s) in spans.iter().enumerate() {
+                let ctx = s.start_pos + s.len;
+                let rows = signed_units(ctx * stride, 20 + si as u64);
+                let slots: Vec<usize> = (0..ctx)
+                    .map(|p| s.block_table[p / bs] as usize * bs + p % bs)
+                    .collect();
+                let k = Strided {
+                    data: &rows,
+                    stride,
+                    offset: qw,
+                };
+                let v = Strided {
+                    data: &rows,
+                    stride,
+                    offset: qw + kvw,
+                };
+                cpu.write_strided(0, &slots, k, v);
+                let slot_idx: Vec<i32> = slots.iter().map(|&s| s as i32).collect();
+                let cols = KvColumns {
+                    stride,
+                    k_off: qw,
+                    v_off: qw + kvw,
+                };
+                let rows_d = dev.upload(&rows).unwrap();
+                let slots_d = dev.upload_index(&slot_idx).unwrap();
+                ops::kv_write(dev, &rows_d, cols, &slots_d, &mut gpu, ctx).unwrap();
+            }
+            let n_rows = batch.rows();
+            let q = signed_units(n_rows * stride, 99);
+            let mut want = vec![0f32; n_rows * qw];
+            cpu.attend_strided(
+                0,
+                shape,
+                &spans,
+                Strided {
+                    data: &q,
+                    stride,
+                    offset: 0,
+                },
+                &mut want,
+            );
+            let mut out = dev.alloc::<f32>(n_rows * qw).unwrap();
+            let qd = dev.upload(&q).unwrap();
+            ops::paged_attention(dev, &qd, stride, 0, &gpu, &batch, shape, &mut out).unwrap();
+            for (i, (g, r)) in dev.download(&out).unwrap().iter().zip(&want).enumerate() {
+                assert!(
+                    close(*g, *r as f64, 2e-4),
+                    "{}: attention {n_head}/{n_kv_head}x{head_dim} [{i}] (row {}) {g} vs {r}",
+                    dev.name(),
+                    i / qw
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn argmax_matches_cpu_with_ties_nan_and_empty_rows() {
+    for dev in devices() {
+        let width = 1000;
+        let mut rows: Vec<Vec<f32>> = (0..4).map(|r| signed_units(width, 60 + r)).collect();
+        rows[1][700] = 5.0;
+        rows[1][300] = 5.0; // tie: the lower index wins
+        rows[2][10] = f32::NAN;
+        rows[2][999] = 9.0;
+        rows[3] = vec![f32::NEG_INFINITY; width];
+        let flat: Vec<f32> = rows.concat();
+        let mut out = dev.alloc::<i32>(4).unwrap();
+        ops::argmax_rows(dev, &dev.upload(&flat).unwrap(), 4, width, &mut out).unwrap();
+        let got = dev.download(&out).unwrap();
+        let want: Vec<i32> = rows
+            .iter()
+            .map(|r| rowops::argmax_scalar(r) as i32)
+            .collect();
+        assert_eq!(got, want, "{}", dev.name());
+        assert_eq!(&got[1..], &[300, 999, 0]);
+    }
+}
+
+#[test]
+fn wrappers_refuse_bad_shapes_before_launching() {
+    for dev in devices() {
+        let (kind, raw, _) = weight(8, 64, GgmlDType::Q8_0, 1);
+        // Wrong byte count for the shape.
+        let err = QWeight::upload(dev, kind, 9, 64, &raw).unwrap_err();
+        assert!(matches!(err, DeviceError::Shape { .. }), "{err}");
+        assert!(
+            err.to_string().contains("takes 612 bytes, got 544"),
+            "{err}"
+        );
+        let w = QWeight::upload(dev, kind, 8, 64, &raw).unwrap();
+        let x = dev.alloc::<f32>(64).unwrap();
+        let mut y = dev.alloc::<f32>(16).unwrap();
+        let err = ops::qmatmul(dev, &w, &x, 2, &mut y).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("x needs 2 x 64 = 128 floats, has 64"),
+            "{err}"
+        );
+        // Row ids past the matrix.
+        let ids = dev.upload_index(&[0, 8]).unwrap();
+        let mut out = dev.alloc::<f32>(128).unwrap();
+        assert!(ops::dequant_rows(dev, &w, &ids, &mut out).is_err());
+        // Slots past the cache.
+        let mut cache = DevKvLayer::alloc(dev, 2, 16, 64).unwrap();
+        let rows = dev.alloc::<f32>(3 * 64).unwrap();
+        let slots = dev.upload_index(&[31, 32]).unwrap();
+        let cols = KvColumns {
+            stride: 192,
+            k_off: 64,
+            v_off: 128,
+        };
+        let err = ops::kv_write(dev, &rows, cols, &slots, &mut cache, 1).unwrap_err();
+        assert!(err.to_string().contains("-1..32"), "{err}");
+        // Block tables naming blocks the cache does not have.
+        let spans = vec![SeqSpan {
+            offset: 0,
+            len: 1,
+            start_pos: 0,
+            block_table: vec![5],
+        }];
+        let batch = AttnBatch::upload(dev, &spans, 16).unwrap();
+        let shape = HeadShape {
+            n_head: 2,
+            n_kv_head: 2,
+            head_dim: 32,
+        };
+        let mut o = dev.alloc::<f32>(64).unwrap();
+        let err =
+            ops::paged_attention(dev, &rows, 192, 0, &cache, &batch, shape, &mut o).unwrap_err();
+        assert!(
+            err.to_string().contains("block ids must be in 0..2"),
+            "{err}"
+        );
+        // A span whose table does not cover its positions.
+        let short = vec![SeqSpan {
+            offset: 0,
+            len: 20,
+            start_pos: 0,
+            block_table: vec![0],
+        }];
+        assert!(AttnBatch::upload(dev, &short, 16).is_err());
+    }
+}
