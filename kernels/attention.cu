@@ -11,7 +11,7 @@
 // Each warp walks the context 32 positions at a time: lane i scores position p0 + i
 // (a full dot product over the head), the warp takes the running max and rescales
 // (online softmax), then every lane accumulates V for its own head_dim / 32 columns.
-// head_dim is a multiple of 32, at most 256. Queries are read at column q_off of rows
+// head_dim is at most 256 (lane i owns columns i, i + 32, ...). Queries are read at column q_off of rows
 // q_stride floats apart (Q inside the fused QKV output); out is [rows][n_head * head_dim].
 
 #define ATT_MAX_GROUP 8
@@ -35,7 +35,7 @@ extern "C" __global__ void paged_attention(
 
     const int ctx = row_pos[r] + 1;
     const int* table = tables + (u64)row_seq[r] * max_blocks;
-    const int per_lane = head_dim / 32;
+    const int per_lane = (head_dim + 31) / 32;
     float acc[ATT_MAX_HEAD_DIM / 32];
     for (int i = 0; i < per_lane; i++) acc[i] = 0.0f;
     float m = NEG_BIG, l = 0.0f;
@@ -62,11 +62,17 @@ extern "C" __global__ void paged_attention(
             const float wt = __shfl_sync(0xffffffffu, wgt, t);
             const u64 bt = __shfl_sync(0xffffffffu, base, t);
             const u16* vr = v_cache + bt;
-            for (int i = 0; i < per_lane; i++) acc[i] += wt * f16_to_f32(vr[lane + 32 * i]);
+            for (int i = 0; i < per_lane; i++) {
+                const int d = lane + 32 * i;
+                if (d < head_dim) acc[i] += wt * f16_to_f32(vr[d]);
+            }
         }
         m = m_new;
     }
     float* o = out + (u64)r * n_head * head_dim + (u64)head * head_dim;
     const float inv = 1.0f / l;
-    for (int i = 0; i < per_lane; i++) o[lane + 32 * i] = acc[i] * inv;
+    for (int i = 0; i < per_lane; i++) {
+        const int d = lane + 32 * i;
+        if (d < head_dim) o[d] = acc[i] * inv;
+    }
 }

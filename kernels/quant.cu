@@ -7,7 +7,8 @@
 // format logic lives in one place. Weight rows are `row_bytes` apart, `k` weights long
 // (a multiple of the format's block length).
 //
-// Kernels (F = q4_0, q4_1, q8_0, q4_k, q6_k):
+// Kernels (F = q4_0, q4_1, q8_0, q4_k, q6_k); outputs go to rows `ldy` floats apart, so
+// separate projections can write side by side into one fused row:
 //   qmatvec_F   y[m][n] = x[m][k] . W[n][k] for m <= 8 activation rows: one warp per
 //               weight row, lanes stride over the row's items, every item is decoded once
 //               and used for all m rows (decode: few rows, bandwidth-bound).
@@ -85,7 +86,7 @@ __device__ __forceinline__ void deq_item(const u8* row, int item, float* v) {
 
 template <int F>
 __device__ void qmatvec_impl(const u8* __restrict__ w, const float* __restrict__ x,
-                             float* __restrict__ y, int n, int k, int m, int row_bytes) {
+                             float* __restrict__ y, int n, int k, int m, int row_bytes, int ldy) {
     const int warp = (int)((blockIdx.x * blockDim.x + threadIdx.x) / 32);
     const int lane = threadIdx.x % 32;
     if (warp >= n) return;  // whole warps leave together
@@ -108,7 +109,7 @@ __device__ void qmatvec_impl(const u8* __restrict__ w, const float* __restrict__
     for (int r = 0; r < QMATVEC_MAX_ROWS; r++) {
         if (r < m) {
             const float s = warp_sum(acc[r]);
-            if (lane == 0) y[(u64)r * n + warp] = s;
+            if (lane == 0) y[(u64)r * ldy + warp] = s;
         }
     }
 }
@@ -120,7 +121,7 @@ __device__ void qmatvec_impl(const u8* __restrict__ w, const float* __restrict__
 
 template <int F>
 __device__ void qmatmul_impl(const u8* __restrict__ w, const float* __restrict__ x,
-                             float* __restrict__ y, int n, int k, int m, int row_bytes) {
+                             float* __restrict__ y, int n, int k, int m, int row_bytes, int ldy) {
     __shared__ float ws[TILE_N][33];
     __shared__ float xs[TILE_M][33];
     const int t = threadIdx.x;
@@ -153,7 +154,7 @@ __device__ void qmatmul_impl(const u8* __restrict__ w, const float* __restrict__
     }
     for (int i = 0; i < 8; i++) {
         const int r = m0 + tm + i, c = n0 + tn;
-        if (r < m && c < n) y[(u64)r * n + c] = acc[i];
+        if (r < m && c < n) y[(u64)r * ldy + c] = acc[i];
     }
 }
 
@@ -173,12 +174,12 @@ __device__ void dequant_rows_impl(const u8* __restrict__ w, const int* __restric
 
 #define QUANT_KERNELS(name, F)                                                          \
     extern "C" __global__ void qmatvec_##name(const u8* w, const float* x, float* y,    \
-                                              int n, int k, int m, int row_bytes) {     \
-        qmatvec_impl<F>(w, x, y, n, k, m, row_bytes);                                   \
+                                              int n, int k, int m, int row_bytes, int ldy) { \
+        qmatvec_impl<F>(w, x, y, n, k, m, row_bytes, ldy);                              \
     }                                                                                   \
     extern "C" __global__ void qmatmul_##name(const u8* w, const float* x, float* y,    \
-                                              int n, int k, int m, int row_bytes) {     \
-        qmatmul_impl<F>(w, x, y, n, k, m, row_bytes);                                   \
+                                              int n, int k, int m, int row_bytes, int ldy) { \
+        qmatmul_impl<F>(w, x, y, n, k, m, row_bytes, ldy);                              \
     }                                                                                   \
     extern "C" __global__ void dequant_rows_##name(const u8* w, const int* ids,         \
                                                    float* out, int k, int rows,         \

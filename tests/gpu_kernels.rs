@@ -27,7 +27,7 @@ use ferrite::model::paged_attention::{HeadShape, PagedKvCache, SeqSpan, Strided}
 /// The devices to check: the emulator, and the GPU when there is one.
 fn devices() -> Vec<&'static dyn Device> {
     #[allow(unused_mut)]
-    let mut v: Vec<&'static dyn Device> = vec![emu::EmuDevice::get()];
+    let mut v: Vec<&'static dyn Device> = vec![emu::EmuDevice::shared_arc().as_ref()];
     #[cfg(feature = "cuda")]
     if let Some(gpu) = gpu() {
         v.push(gpu);
@@ -282,7 +282,9 @@ fn spans(block_size: usize) -> Vec<SeqSpan> {
 #[test]
 fn paged_attention_matches_cpu_for_prefill_chunks_and_decodes() {
     for dev in devices() {
-        for (n_head, n_kv_head, head_dim) in [(9, 3, 64), (8, 2, 128), (4, 4, 32)] {
+        for (n_head, n_kv_head, head_dim) in
+            [(9, 3, 64), (8, 2, 128), (4, 4, 32), (4, 2, 16), (2, 1, 80)]
+        {
             let bs = 16;
             let spans = spans(bs);
             let num_blocks = 40;
@@ -440,5 +442,29 @@ fn wrappers_refuse_bad_shapes_before_launching() {
             block_table: vec![0],
         }];
         assert!(AttnBatch::upload(dev, &short, 16).is_err());
+    }
+}
+
+#[test]
+fn projections_write_side_by_side_into_one_row() {
+    for dev in devices() {
+        let (n, k, ldy, col) = (13, 64, 40, 20);
+        let (kind, raw, _) = weight(n, k, GgmlDType::Q8_0, 3);
+        let w = QWeight::upload(dev, kind, n, k, &raw).unwrap();
+        for m in [2, 11] {
+            let x = dev.upload(&signed_units(m * k, 4)).unwrap();
+            let mut alone = dev.alloc::<f32>(m * n).unwrap();
+            ops::qmatmul(dev, &w, &x, m, &mut alone).unwrap();
+            let mut wide = dev.upload(&vec![7.5f32; m * ldy]).unwrap();
+            ops::qmatmul_into(dev, &w, &x, m, &mut wide, col, ldy).unwrap();
+            let (a, b) = (dev.download(&alone).unwrap(), dev.download(&wide).unwrap());
+            for r in 0..m {
+                let row = &b[r * ldy..][..ldy];
+                assert_eq!(&row[col..col + n], &a[r * n..][..n], "{} m={m}", dev.name());
+                assert!(row[..col].iter().chain(&row[col + n..]).all(|&v| v == 7.5));
+            }
+            let err = ops::qmatmul_into(dev, &w, &x, m, &mut wide, 30, ldy).unwrap_err();
+            assert!(err.to_string().contains("do not fit rows of 40"), "{err}");
+        }
     }
 }

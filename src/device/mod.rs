@@ -4,6 +4,8 @@
 use anyhow::{Result, bail};
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod kernels;
 
 /// Where the model runs.

@@ -7,7 +7,7 @@ use std::any::Any;
 use std::ffi::{CString, c_char, c_void};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use ferrite::device::kernels::sources::MODULES;
 use ferrite::device::kernels::{Device, DeviceError, KernelArg, LaunchDims};
@@ -104,9 +104,9 @@ fn build() -> PathBuf {
 
 impl EmuDevice {
     /// The process-wide emulator (built on first use).
-    pub fn get() -> &'static EmuDevice {
-        static DEV: OnceLock<EmuDevice> = OnceLock::new();
-        DEV.get_or_init(|| Self::load(&build()))
+    pub fn shared_arc() -> &'static Arc<EmuDevice> {
+        static DEV: OnceLock<Arc<EmuDevice>> = OnceLock::new();
+        DEV.get_or_init(|| Arc::new(Self::load(&build())))
     }
 
     fn load(path: &Path) -> Self {

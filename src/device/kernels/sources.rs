@@ -76,6 +76,11 @@ pub const MODULES: &[KernelModule] = &[
         kernels: &["paged_attention"],
     },
     KernelModule {
+        name: "gather",
+        source: include_str!("../../../kernels/gather.cu"),
+        kernels: &["gather_rows"],
+    },
+    KernelModule {
         name: "sampling",
         source: include_str!("../../../kernels/sampling.cu"),
         kernels: &["argmax_rows"],

@@ -217,11 +217,9 @@ pub fn paged_attention(
             )
         },
     )?;
-    check(
-        head_dim.is_multiple_of(32) && head_dim > 0 && head_dim <= 256,
-        OP,
-        || format!("head_dim {head_dim}: must be a multiple of 32 up to 256"),
-    )?;
+    check(head_dim > 0 && head_dim <= 256, OP, || {
+        format!("head_dim {head_dim}: must be in 1..=256")
+    })?;
     check(
         cache.kv_width == n_kv_head * head_dim && cache.block_size == batch.block_size,
         OP,

@@ -9,9 +9,10 @@ mod quant;
 mod rows;
 
 pub use attention::{AttnBatch, DevKvLayer, KvColumns, kv_write, paged_attention};
-pub use quant::{MATVEC_MAX_ROWS, QWeight, dequant_rows, qmatmul};
+pub use quant::{MATVEC_MAX_ROWS, QWeight, dequant_rows, qmatmul, qmatmul_into};
 pub use rows::{
-    DevRope, HeadColumns, add_in_place, argmax_rows, rms_norm_residual, rotary, silu_gate_up,
+    DevRope, HeadColumns, add_in_place, argmax_rows, gather_rows, rms_norm_residual, rotary,
+    silu_gate_up,
 };
 
 use super::buffer::{DevBuf, DeviceError, KernelArg};

@@ -3,7 +3,7 @@
 
 use super::{Result, check, int, ptr};
 use crate::device::cpu::QKind;
-use crate::device::kernels::buffer::{DevBuf, DevIndex, Device, DeviceExt, LaunchDims};
+use crate::device::kernels::buffer::{DevBuf, DevIndex, Device, DeviceExt, KernelArg, LaunchDims};
 
 /// Activation rows up to which `qmatmul` uses the GEMV kernel.
 pub const MATVEC_MAX_ROWS: usize = 8;
@@ -82,23 +82,42 @@ pub fn qmatmul(
     m: usize,
     y: &mut DevBuf<f32>,
 ) -> Result<()> {
+    qmatmul_into(dev, w, x, m, y, 0, w.n)
+}
+
+/// [`qmatmul`] writing row `r` of the product at `y[r * ldy + col ..][..n]`: one part
+/// of a wider row (projections of one input side by side).
+pub fn qmatmul_into(
+    dev: &dyn Device,
+    w: &QWeight,
+    x: &DevBuf<f32>,
+    m: usize,
+    y: &mut DevBuf<f32>,
+    col: usize,
+    ldy: usize,
+) -> Result<()> {
     const OP: &str = "qmatmul";
     let (n, k) = (w.n, w.k);
     check(m > 0, OP, || "no activation rows".into())?;
     check(x.len() >= m * k, OP, || {
         format!("x needs {m} x {k} = {} floats, has {}", m * k, x.len())
     })?;
-    check(y.len() >= m * n, OP, || {
-        format!("y needs {m} x {n} = {} floats, has {}", m * n, y.len())
+    check(col + n <= ldy, OP, || {
+        format!("columns {col}..{} do not fit rows of {ldy}", col + n)
+    })?;
+    let need = (m - 1) * ldy + col + n;
+    check(y.len() >= need, OP, || {
+        format!("y needs {m} rows of {ldy} ({need} floats), has {}", y.len())
     })?;
     let args = [
         ptr(&w.data),
         ptr(x),
-        ptr(y),
+        KernelArg::Ptr(y.ptr_at(col)),
         int(n, OP, "n")?,
         int(k, OP, "k")?,
         int(m, OP, "m")?,
         int(w.row_bytes(), OP, "row bytes")?,
+        int(ldy, OP, "ldy")?,
     ];
     let f = suffix(w.kind);
     if m <= MATVEC_MAX_ROWS {

@@ -239,3 +239,50 @@ pub fn argmax_rows(
     // SAFETY: sizes checked.
     unsafe { dev.launch("argmax_rows", LaunchDims::linear(rows as u32, 256), &args) }
 }
+
+/// `out[i] = src[ids[i]]` for rows of `width` floats (`src` holds `src_rows` rows).
+pub fn gather_rows(
+    dev: &dyn Device,
+    src: &DevBuf<f32>,
+    src_rows: usize,
+    ids: &DevIndex,
+    width: usize,
+    out: &mut DevBuf<f32>,
+) -> Result<()> {
+    const OP: &str = "gather_rows";
+    let rows = ids.len();
+    check(
+        src.len() >= src_rows * width && out.len() >= rows * width,
+        OP,
+        || {
+            format!(
+                "{rows} of {src_rows} rows of {width}: src has {}, out {}",
+                src.len(),
+                out.len()
+            )
+        },
+    )?;
+    check(
+        ids.min() >= 0 && (ids.max() as i64) < src_rows as i64,
+        OP,
+        || {
+            format!(
+                "row ids must be in 0..{src_rows}, got {}..={}",
+                ids.min(),
+                ids.max()
+            )
+        },
+    )?;
+    if rows * width == 0 {
+        return Ok(());
+    }
+    let args = [
+        ptr(src),
+        ptr(ids.buf()),
+        ptr(out),
+        int(width, OP, "width")?,
+        int(rows, OP, "rows")?,
+    ];
+    // SAFETY: ids bounded by src_rows, sizes checked.
+    unsafe { dev.launch("gather_rows", LaunchDims::cover(rows * width, 256), &args) }
+}

@@ -1,0 +1,293 @@
+//! The llama-family decoder on a [`Device`] (a GPU, or the kernel emulator in tests):
+//! the same flat-batch step as the CPU model (`model::llama`), with every tensor between
+//! the embedding lookup and the logits kept on the device and every operation one of
+//! our kernels. The KV cache is [`DeviceKvCache`], laid out as the CPU one, so the
+//! engine's block tables and slot mapping mean the same on both.
+//!
+//! Invariants: scratch buffers grow to the largest batch seen and are reused; a step's
+//! inputs are checked (positions within the context, slots and block tables within the
+//! cache) before anything is launched; each row's result depends on that row alone.
+
+mod weights;
+
+use std::io::{Read, Seek};
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+use candle_core::quantized::gguf_file;
+
+use super::llama::{BatchInput, LlamaConfig};
+use super::ops::RopeTable;
+use super::paged_attention::HeadShape;
+use crate::device::kernels::ops::{
+    self, AttnBatch, DevKvLayer, DevRope, HeadColumns, KvColumns, QWeight,
+};
+use crate::device::kernels::{DevBuf, Device, DeviceExt};
+use weights::{DevProjections, host_tensor, matrix, vector};
+
+struct DevLayer {
+    attn_norm: DevBuf<f32>,
+    qkv: DevProjections,
+    wo: DevProjections,
+    ffn_norm: DevBuf<f32>,
+    gate_up: DevProjections,
+    down: DevProjections,
+}
+
+/// The K/V cache of every layer on the device.
+pub struct DeviceKvCache {
+    layers: Vec<DevKvLayer>,
+    block_size: usize,
+}
+
+impl DeviceKvCache {
+    /// Zeroed storage for `num_blocks` blocks of `block_size` tokens in every layer.
+    pub fn new(
+        dev: &dyn Device,
+        cfg: &LlamaConfig,
+        num_blocks: usize,
+        block_size: usize,
+    ) -> Result<Self> {
+        let kvw = cfg.n_kv_head * cfg.head_dim;
+        let layers = (0..cfg.n_layer)
+            .map(|_| DevKvLayer::alloc(dev, num_blocks, block_size, kvw))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { layers, block_size })
+    }
+}
+
+/// Per-step work buffers, sized for `rows` tokens.
+#[derive(Default)]
+struct Scratch {
+    rows: usize,
+    bufs: Option<Bufs>,
+}
+
+struct Bufs {
+    x: DevBuf<f32>,
+    h: DevBuf<f32>,
+    qkv: DevBuf<f32>,
+    attn: DevBuf<f32>,
+    o: DevBuf<f32>,
+    gu: DevBuf<f32>,
+    act: DevBuf<f32>,
+}
+
+/// A llama-family model whose weights live on a device.
+pub struct DeviceLlama {
+    dev: Arc<dyn Device>,
+    cfg: LlamaConfig,
+    embed: QWeight,
+    /// `None`: tied to `embed`.
+    output: Option<QWeight>,
+    norm: DevBuf<f32>,
+    layers: Vec<DevLayer>,
+    rope: DevRope,
+    max_positions: usize,
+    scratch: Scratch,
+}
+
+impl DeviceLlama {
+    /// Loads the weights described by `ct` from `r` onto `dev`.
+    pub fn load(
+        dev: Arc<dyn Device>,
+        ct: &gguf_file::Content,
+        r: &mut (impl Read + Seek),
+    ) -> Result<Self> {
+        let cfg = LlamaConfig::from_gguf(&ct.metadata)?;
+        let d: &dyn Device = dev.as_ref();
+        let embed = matrix(
+            d,
+            "token_embd.weight",
+            &host_tensor(ct, r, "token_embd.weight")?,
+        )?;
+        let output = if ct.tensor_infos.contains_key("output.weight") {
+            Some(matrix(
+                d,
+                "output.weight",
+                &host_tensor(ct, r, "output.weight")?,
+            )?)
+        } else {
+            None
+        };
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let name = |n: &str| format!("blk.{i}.{n}.weight");
+            let mut proj = |parts: &[&str]| -> Result<DevProjections> {
+                let ts = parts
+                    .iter()
+                    .map(|p| Ok((name(p), host_tensor(ct, r, &name(p))?)))
+                    .collect::<Result<Vec<_>>>()?;
+                DevProjections::new(d, &ts)
+            };
+            let qkv = proj(&["attn_q", "attn_k", "attn_v"])?;
+            let wo = proj(&["attn_output"])?;
+            let gate_up = proj(&["ffn_gate", "ffn_up"])?;
+            let down = proj(&["ffn_down"])?;
+            let (qw, kw) = (cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim);
+            if qkv.widths() != [qw, kw, kw] || gate_up.widths() != [cfg.n_ff, cfg.n_ff] {
+                bail!(
+                    "layer {i}: projection widths {:?} / {:?} do not match the metadata",
+                    qkv.widths(),
+                    gate_up.widths()
+                );
+            }
+            if qkv.k() != cfg.n_embd || down.k() != cfg.n_ff || wo.widths() != [cfg.n_embd] {
+                bail!("layer {i}: projection input widths do not match the metadata");
+            }
+            layers.push(DevLayer {
+                attn_norm: vector(d, ct, r, &name("attn_norm"))?,
+                qkv,
+                wo,
+                ffn_norm: vector(d, ct, r, &name("ffn_norm"))?,
+                gate_up,
+                down,
+            });
+        }
+        let table = RopeTable::new(cfg.head_dim, cfg.context_length, cfg.rope_theta);
+        Ok(Self {
+            rope: DevRope::upload(d, &table)?,
+            max_positions: table.max_positions(),
+            norm: vector(d, ct, r, "output_norm.weight")?,
+            embed,
+            output,
+            layers,
+            cfg,
+            scratch: Scratch::default(),
+            dev,
+        })
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.cfg
+    }
+
+    /// The device it runs on.
+    pub fn device(&self) -> &Arc<dyn Device> {
+        &self.dev
+    }
+
+    fn ensure_scratch(&mut self, t: usize) -> Result<()> {
+        if self.scratch.rows >= t && self.scratch.bufs.is_some() {
+            return Ok(());
+        }
+        let c = &self.cfg;
+        let rows = t.next_power_of_two();
+        let (qw, kw) = (c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
+        let d = self.dev.as_ref();
+        self.scratch = Scratch {
+            rows,
+            bufs: Some(Bufs {
+                x: d.alloc(rows * c.n_embd)?,
+                h: d.alloc(rows * c.n_embd)?,
+                qkv: d.alloc(rows * (qw + 2 * kw))?,
+                attn: d.alloc(rows * qw)?,
+                o: d.alloc(rows * c.n_embd)?,
+                gu: d.alloc(rows * 2 * c.n_ff)?,
+                act: d.alloc(rows * c.n_ff)?,
+            }),
+        };
+        Ok(())
+    }
+
+    /// Runs one step: writes the batch's K/V into `cache` and returns the logits of
+    /// `input.logits_rows`, one `vocab_size` row each.
+    pub fn forward(
+        &mut self,
+        input: &BatchInput,
+        cache: &mut DeviceKvCache,
+    ) -> Result<Vec<Vec<f32>>> {
+        let t = input.tokens.len();
+        if t == 0 {
+            return Ok(Vec::new());
+        }
+        if let Some(&p) = input.positions.iter().find(|&&p| p >= self.max_positions) {
+            bail!(
+                "position {p} is beyond the model's context length {}",
+                self.cfg.context_length
+            );
+        }
+        if input.positions.len() != t || input.slots.len() != t {
+            bail!(
+                "batch of {t} tokens with {} positions and {} slots",
+                input.positions.len(),
+                input.slots.len()
+            );
+        }
+        self.ensure_scratch(t)?;
+        let dev = self.dev.clone();
+        let d = dev.as_ref();
+        let c = self.cfg.clone();
+        let (qw, kw) = (c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
+        let stride = qw + 2 * kw;
+        let to_i32 = |v: &[usize]| -> Result<Vec<i32>> {
+            v.iter()
+                .map(|&x| i32::try_from(x).map_err(|_| anyhow::anyhow!("index {x} overflows i32")))
+                .collect()
+        };
+        let ids = d.upload_index(&input.tokens.iter().map(|&x| x as i32).collect::<Vec<_>>())?;
+        let pos = d.upload_index(&to_i32(&input.positions)?)?;
+        let slots = d.upload_index(&to_i32(&input.slots)?)?;
+        let batch = AttnBatch::upload(d, &input.spans, cache.block_size)?;
+        if batch.rows() != t {
+            bail!("spans cover {} rows, the batch has {t}", batch.rows());
+        }
+        let shape = HeadShape {
+            n_head: c.n_head,
+            n_kv_head: c.n_kv_head,
+            head_dim: c.head_dim,
+        };
+        let rot = HeadColumns {
+            stride,
+            offset: 0,
+            n_heads: c.n_head + c.n_kv_head,
+            head_dim: c.head_dim,
+        };
+        let kv_cols = KvColumns {
+            stride,
+            k_off: qw,
+            v_off: qw + kw,
+        };
+        let b = self.scratch.bufs.as_mut().expect("ensured above");
+        ops::dequant_rows(d, &self.embed, &ids, &mut b.x)?;
+        for (li, layer) in self.layers.iter().enumerate() {
+            // The previous layer's FFN output joins the residual stream here.
+            let delta = (li > 0).then_some(&b.o);
+            ops::rms_norm_residual(d, &mut b.x, delta, &layer.attn_norm, &mut b.h, t, c.rms_eps)?;
+            layer.qkv.forward(d, &b.h, t, &mut b.qkv)?;
+            ops::rotary(d, &mut b.qkv, &self.rope, &pos, t, rot)?;
+            let kv = &mut cache.layers[li];
+            ops::kv_write(d, &b.qkv, kv_cols, &slots, kv, t)?;
+            ops::paged_attention(d, &b.qkv, stride, 0, kv, &batch, shape, &mut b.attn)?;
+            layer.wo.forward(d, &b.attn, t, &mut b.o)?;
+            ops::rms_norm_residual(
+                d,
+                &mut b.x,
+                Some(&b.o),
+                &layer.ffn_norm,
+                &mut b.h,
+                t,
+                c.rms_eps,
+            )?;
+            layer.gate_up.forward(d, &b.h, t, &mut b.gu)?;
+            ops::silu_gate_up(d, &b.gu, &mut b.act, t, c.n_ff)?;
+            layer.down.forward(d, &b.act, t, &mut b.o)?;
+        }
+        let r = input.logits_rows.len();
+        if r == 0 {
+            return Ok(Vec::new());
+        }
+        // Last residual add and the final norm over every row, then the wanted rows.
+        let delta = (!self.layers.is_empty()).then_some(&b.o);
+        ops::rms_norm_residual(d, &mut b.x, delta, &self.norm, &mut b.h, t, c.rms_eps)?;
+        let rows = d.upload_index(&to_i32(&input.logits_rows)?)?;
+        let mut last = d.alloc::<f32>(r * c.n_embd)?;
+        ops::gather_rows(d, &b.h, t, &rows, c.n_embd, &mut last)?;
+        let mut logits = d.alloc::<f32>(r * c.vocab_size)?;
+        let output = self.output.as_ref().unwrap_or(&self.embed);
+        ops::qmatmul(d, output, &last, r, &mut logits)?;
+        let host = d.download(&logits)?;
+        Ok(host.chunks(c.vocab_size).map(<[f32]>::to_vec).collect())
+    }
+}

@@ -1,0 +1,119 @@
+//! Reading the decoder's weights from GGUF straight onto a device, blocks as stored.
+//! Projections of one input (Q, K, V; gate, up) become one fused matrix when they share
+//! a format, else separate matrices that write side by side into one output row.
+
+use std::io::{Read, Seek};
+
+use anyhow::{Context, Result, bail};
+use candle_core::Device as CandleDevice;
+use candle_core::quantized::{QTensor, gguf_file};
+
+use crate::device::cpu::QKind;
+use crate::device::kernels::ops::{self, QWeight};
+use crate::device::kernels::{DevBuf, Device, DeviceExt};
+
+/// Loads tensor `name` onto the host.
+pub(super) fn host_tensor(
+    ct: &gguf_file::Content,
+    r: &mut (impl Read + Seek),
+    name: &str,
+) -> Result<QTensor> {
+    ct.tensor(r, name, &CandleDevice::Cpu)
+        .with_context(|| format!("loading {name}"))
+}
+
+/// A vector (norm weights) as f32 on the device.
+pub(super) fn vector(
+    dev: &dyn Device,
+    ct: &gguf_file::Content,
+    r: &mut (impl Read + Seek),
+    name: &str,
+) -> Result<DevBuf<f32>> {
+    let t = host_tensor(ct, r, name)?;
+    let v = t
+        .dequantize(&CandleDevice::Cpu)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    Ok(dev.upload(&v)?)
+}
+
+/// A 2-D quantized matrix on the device, in one of the formats the kernels read.
+pub(super) fn matrix(dev: &dyn Device, name: &str, t: &QTensor) -> Result<QWeight> {
+    let Some(kind) = QKind::from_ggml(t.dtype()) else {
+        bail!(
+            "{name} is {:?}; the GPU path reads Q4_0, Q4_1, Q8_0, Q4_K and Q6_K weights",
+            t.dtype()
+        );
+    };
+    let (n, k) = t
+        .shape()
+        .dims2()
+        .with_context(|| format!("{name} is not 2-D"))?;
+    Ok(QWeight::upload(dev, kind, n, k, &t.data()?)?)
+}
+
+/// Projections of one input, written side by side: `[m, sum of widths]`.
+pub(super) struct DevProjections {
+    parts: Vec<QWeight>,
+    widths: Vec<usize>,
+}
+
+impl DevProjections {
+    /// Fuses `(name, tensor)` pairs into one matrix when they share format and `k`.
+    pub(super) fn new(dev: &dyn Device, ts: &[(String, QTensor)]) -> Result<Self> {
+        let widths = ts
+            .iter()
+            .map(|(n, t)| {
+                Ok(t.shape()
+                    .dims2()
+                    .with_context(|| format!("{n} is not 2-D"))?
+                    .0)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let first = &ts.first().context("no projections")?.1;
+        let k = first.shape().dims2()?.1;
+        let same = ts
+            .iter()
+            .all(|(_, t)| t.dtype() == first.dtype() && t.shape().dims2().is_ok_and(|d| d.1 == k));
+        let parts = if same && QKind::from_ggml(first.dtype()).is_some() {
+            let mut raw = Vec::new();
+            for (_, t) in ts {
+                raw.extend_from_slice(&t.data()?);
+            }
+            let kind = QKind::from_ggml(first.dtype()).context("checked above")?;
+            vec![QWeight::upload(dev, kind, widths.iter().sum(), k, &raw)?]
+        } else {
+            ts.iter()
+                .map(|(n, t)| matrix(dev, n, t))
+                .collect::<Result<_>>()?
+        };
+        Ok(Self { parts, widths })
+    }
+
+    /// Output widths of the parts.
+    pub(super) fn widths(&self) -> &[usize] {
+        &self.widths
+    }
+
+    /// Input features.
+    pub(super) fn k(&self) -> usize {
+        self.parts[0].k()
+    }
+
+    /// All parts of `m` rows of `x` into `y`, rows `sum(widths)` wide.
+    pub(super) fn forward(
+        &self,
+        dev: &dyn Device,
+        x: &DevBuf<f32>,
+        m: usize,
+        y: &mut DevBuf<f32>,
+    ) -> Result<()> {
+        let ldy: usize = self.widths.iter().sum();
+        let mut col = 0;
+        for w in &self.parts {
+            ops::qmatmul_into(dev, w, x, m, y, col, ldy)?;
+            col += w.n();
+        }
+        Ok(())
+    }
+}
