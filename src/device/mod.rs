@@ -1,10 +1,15 @@
 //! Device choice. This build computes on the CPU; `--device auto` resolves to it, and
 //! asking for a GPU is a clear error until the CUDA backend lands.
+//!
+//! Also here, device-independent pieces of the GPU path that are plain logic (so they
+//! are compiled and tested everywhere): `memory_budget` (KV cache sizing from device
+//! memory).
 
 use anyhow::{Result, bail};
 
 pub mod cpu;
 pub mod kernels;
+pub mod memory_budget;
 
 /// Where the model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
