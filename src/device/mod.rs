@@ -3,13 +3,14 @@
 //!
 //! Also here, device-independent pieces of the GPU path that are plain logic (so they
 //! are compiled and tested everywhere): `memory_budget` (KV cache sizing from device
-//! memory).
+//! memory) and `memory_gate` (admission pause on memory pressure).
 
 use anyhow::{Result, bail};
 
 pub mod cpu;
 pub mod kernels;
 pub mod memory_budget;
+pub mod memory_gate;
 
 /// Where the model runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
