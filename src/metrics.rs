@@ -46,6 +46,10 @@ pub const CACHE_MISSES_TOTAL: &str = "ferrite_cache_misses_total";
 /// Open HTTP connections, bounded by `--max-connections` (gauge).
 pub const HTTP_CONNECTIONS: &str = "ferrite_http_connections";
 
+/// 1 while the admission of new sequences is paused (device memory pressure), else 0
+/// (gauge).
+pub const ADMISSION_PAUSED: &str = "ferrite_admission_paused";
+
 /// Encoder requests (embeddings and rerank) by `route` label (counter).
 pub const ENCODER_REQUESTS_TOTAL: &str = "ferrite_encoder_requests_total";
 /// Tokens per encoder batch (histogram).
@@ -145,4 +149,8 @@ fn describe() {
     describe_counter!(CACHE_HITS_TOTAL, "Response-cache lookups that hit");
     describe_counter!(CACHE_MISSES_TOTAL, "Response-cache lookups that missed");
     describe_gauge!(HTTP_CONNECTIONS, "Open HTTP connections");
+    describe_gauge!(
+        ADMISSION_PAUSED,
+        "1 while admission of new sequences is paused for low device memory"
+    );
 }
