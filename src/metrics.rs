@@ -50,6 +50,15 @@ pub const HTTP_CONNECTIONS: &str = "ferrite_http_connections";
 /// (gauge).
 pub const ADMISSION_PAUSED: &str = "ferrite_admission_paused";
 
+/// GPU memory in use, all processes, by `gpu` index label (gauge; NVML, `cuda` builds).
+pub const GPU_MEMORY_USED_BYTES: &str = "ferrite_gpu_memory_used_bytes";
+/// GPU memory installed, by `gpu` index label (gauge; NVML, `cuda` builds).
+pub const GPU_MEMORY_TOTAL_BYTES: &str = "ferrite_gpu_memory_total_bytes";
+/// Percent of the last sample period a kernel ran, 0..100, by `gpu` label (gauge).
+pub const GPU_UTILIZATION_PERCENT: &str = "ferrite_gpu_utilization_percent";
+/// GPU die temperature in degrees Celsius, by `gpu` label (gauge).
+pub const GPU_TEMPERATURE_CELSIUS: &str = "ferrite_gpu_temperature_celsius";
+
 /// Encoder requests (embeddings and rerank) by `route` label (counter).
 pub const ENCODER_REQUESTS_TOTAL: &str = "ferrite_encoder_requests_total";
 /// Tokens per encoder batch (histogram).
@@ -152,5 +161,15 @@ fn describe() {
     describe_gauge!(
         ADMISSION_PAUSED,
         "1 while admission of new sequences is paused for low device memory"
+    );
+    describe_gauge!(GPU_MEMORY_USED_BYTES, "GPU memory in use by all processes");
+    describe_gauge!(GPU_MEMORY_TOTAL_BYTES, "GPU memory installed");
+    describe_gauge!(
+        GPU_UTILIZATION_PERCENT,
+        "Percent of the last sample period a GPU kernel was running"
+    );
+    describe_gauge!(
+        GPU_TEMPERATURE_CELSIUS,
+        "GPU temperature in degrees Celsius"
     );
 }

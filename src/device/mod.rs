@@ -3,11 +3,14 @@
 //!
 //! Also here, device-independent pieces of the GPU path that are plain logic (so they
 //! are compiled and tested everywhere): `memory_budget` (KV cache sizing from device
-//! memory) and `memory_gate` (admission pause on memory pressure).
+//! memory) and `memory_gate` (admission pause on memory pressure); `gpu_monitor`
+//! (NVML sampling, `cuda` feature) drives the gate.
 
 use anyhow::{Result, bail};
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod gpu_monitor;
 pub mod kernels;
 pub mod memory_budget;
 pub mod memory_gate;
