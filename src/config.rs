@@ -72,6 +72,14 @@ pub struct ServeArgs {
     #[arg(long, env = "FERRITE_KV_CACHE_MEMORY", default_value = "1GiB", value_parser = parse_bytes)]
     pub kv_cache_memory: usize,
 
+    /// With --device cuda (or auto on a GPU): the part of the GPU's whole memory,
+    /// in (0, 1], that ferrite may bring the device's use up to. The KV cache gets
+    /// what is left of it after memory other processes already hold, the weights and
+    /// the activations (vLLM's rule). Ignored on the CPU, where --kv-cache-memory sizes
+    /// the cache.
+    #[arg(long, env = "FERRITE_GPU_MEMORY_UTILIZATION", default_value_t = 0.9, value_parser = parse_utilization)]
+    pub gpu_memory_utilization: f64,
+
     /// Tokens per KV cache block.
     #[arg(long, env = "FERRITE_BLOCK_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub block_size: u32,
@@ -247,6 +255,19 @@ fn parse_share(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A fraction in (0, 1]: above 0, at most 1.
+pub fn parse_utilization(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        Ok(v) => Err(format!(
+            "{v} is not in (0, 1]: give the part of GPU memory to use, e.g. 0.9"
+        )),
+        Err(_) => Err(format!(
+            "`{s}` is not a number in (0, 1], e.g. 0.9 for 90% of GPU memory"
+        )),
+    }
+}
+
 /// A rate in requests per second: finite and not negative.
 pub fn parse_rate(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
@@ -327,6 +348,25 @@ mod tests {
         assert_eq!(parse_share("0.3"), Ok(0.3));
         assert!(parse_share("1").is_err() && parse_share("0").is_err());
         assert!(Cli::try_parse_from(["ferrite", "serve", "--api-key", " "]).is_err());
+    }
+
+    #[test]
+    fn gpu_memory_utilization_is_a_fraction_up_to_one() {
+        let serve = |extra: &[&str]| {
+            let argv = ["ferrite", "serve"].iter().chain(extra).copied();
+            Cli::try_parse_from(argv).map(|c| match c.command {
+                CliCommand::Serve(a) => a.gpu_memory_utilization,
+                CliCommand::FetchModel(_) => panic!("not serve"),
+            })
+        };
+        assert_eq!(serve(&[]).unwrap(), 0.9);
+        assert_eq!(serve(&["--gpu-memory-utilization", "1"]).unwrap(), 1.0);
+        assert_eq!(serve(&["--gpu-memory-utilization", "0.5"]).unwrap(), 0.5);
+        for bad in ["0", "-0.1", "1.01", "NaN", "inf", "90%", ""] {
+            let flag = format!("--gpu-memory-utilization={bad}");
+            let e = serve(&[&flag]).unwrap_err();
+            assert!(e.to_string().contains("(0, 1]"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -138,6 +138,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         });
         tracing::info!(model = %model.info.id, "model ready");
     }
+    // CUDA (issue 5): when `device` is a GPU, start the NVML monitor here, once the
+    // engine holds its memory: `ferrite::device::gpu_monitor::spawn_gpu_monitor(index,
+    // DEFAULT_INTERVAL, pause_engine(engine.handle.clone()))`, and `stop()` the monitor
+    // it returns (if any) right after `finish` below, before the engine's shutdown.
     let served = finish(server, &shutdown).await;
     engine.handle.shutdown();
     let thread = engine.thread;

@@ -46,6 +46,19 @@ pub const CACHE_MISSES_TOTAL: &str = "ferrite_cache_misses_total";
 /// Open HTTP connections, bounded by `--max-connections` (gauge).
 pub const HTTP_CONNECTIONS: &str = "ferrite_http_connections";
 
+/// 1 while the admission of new sequences is paused (device memory pressure), else 0
+/// (gauge).
+pub const ADMISSION_PAUSED: &str = "ferrite_admission_paused";
+
+/// GPU memory in use, all processes, by `gpu` index label (gauge; NVML, `cuda` builds).
+pub const GPU_MEMORY_USED_BYTES: &str = "ferrite_gpu_memory_used_bytes";
+/// GPU memory installed, by `gpu` index label (gauge; NVML, `cuda` builds).
+pub const GPU_MEMORY_TOTAL_BYTES: &str = "ferrite_gpu_memory_total_bytes";
+/// Percent of the last sample period a kernel ran, 0..100, by `gpu` label (gauge).
+pub const GPU_UTILIZATION_PERCENT: &str = "ferrite_gpu_utilization_percent";
+/// GPU die temperature in degrees Celsius, by `gpu` label (gauge).
+pub const GPU_TEMPERATURE_CELSIUS: &str = "ferrite_gpu_temperature_celsius";
+
 /// Encoder requests (embeddings and rerank) by `route` label (counter).
 pub const ENCODER_REQUESTS_TOTAL: &str = "ferrite_encoder_requests_total";
 /// Tokens per encoder batch (histogram).
@@ -145,4 +158,18 @@ fn describe() {
     describe_counter!(CACHE_HITS_TOTAL, "Response-cache lookups that hit");
     describe_counter!(CACHE_MISSES_TOTAL, "Response-cache lookups that missed");
     describe_gauge!(HTTP_CONNECTIONS, "Open HTTP connections");
+    describe_gauge!(
+        ADMISSION_PAUSED,
+        "1 while admission of new sequences is paused for low device memory"
+    );
+    describe_gauge!(GPU_MEMORY_USED_BYTES, "GPU memory in use by all processes");
+    describe_gauge!(GPU_MEMORY_TOTAL_BYTES, "GPU memory installed");
+    describe_gauge!(
+        GPU_UTILIZATION_PERCENT,
+        "Percent of the last sample period a GPU kernel was running"
+    );
+    describe_gauge!(
+        GPU_TEMPERATURE_CELSIUS,
+        "GPU temperature in degrees Celsius"
+    );
 }

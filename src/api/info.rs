@@ -109,6 +109,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
         "requests_waiting": s.waiting,
         "kv_blocks_used": s.blocks_used,
         "kv_blocks_total": s.blocks_total,
+        "admission_paused": s.admission_paused,
     });
     if let Some(r) = llm {
         body["context_length"] = json!(r.model.info.context_length);

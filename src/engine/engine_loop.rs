@@ -4,7 +4,9 @@
 //! loop itself (commands, encoder interleaving, shutdown) is in `worker.rs`.
 //!
 //! Invariants: a sequence leaves `seqs` and the scheduler together (so its blocks are
-//! freed) when it finishes, fails or loses its client.
+//! freed) when it finishes, fails or loses its client. While admission is paused, a
+//! sequence that has never run is neither started nor failed for not fitting; it waits
+//! (or is failed by `fail_held_back` when the engine shuts down during the pause).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -61,6 +63,46 @@ impl Engine {
     /// Whether no sequence is queued or running.
     pub fn is_idle(&self) -> bool {
         self.seqs.is_empty()
+    }
+
+    /// Whether sequences exist but none can make progress until admission resumes.
+    pub fn is_held(&self) -> bool {
+        !self.seqs.is_empty() && !self.scheduler.has_runnable()
+    }
+
+    /// Pauses or resumes the admission of new sequences (see `Scheduler`).
+    pub fn set_admission_paused(&mut self, paused: bool) {
+        if paused == self.scheduler.admission_paused() {
+            return;
+        }
+        self.scheduler.set_admission_paused(paused);
+        if paused {
+            tracing::warn!(
+                running = self.scheduler.num_running(),
+                waiting = self.scheduler.num_waiting(),
+                "admission of new sequences paused; running streams continue"
+            );
+        } else {
+            tracing::info!(
+                waiting = self.scheduler.num_waiting(),
+                "admission of new sequences resumed"
+            );
+        }
+        self.publish();
+    }
+
+    /// Fails every waiting sequence that has never run (those a pause holds back), so
+    /// that a shutdown during a pause does not wait for ever. Returns how many.
+    pub fn fail_held_back(&mut self, why: &str) -> usize {
+        let held = self.scheduler.never_started();
+        for &id in &held {
+            if let Some(seq) = self.seqs.get(&id) {
+                seq.fail(why);
+            }
+            self.remove(id);
+        }
+        self.publish();
+        held.len()
     }
 
     /// One iteration: drops sequences whose client left, runs a step if any
@@ -192,7 +234,8 @@ impl Engine {
     /// Nothing could be scheduled although sequences exist: only possible when the
     /// head of the queue can never fit. Fail it rather than loop forever.
     fn unblock_stalled_queue(&mut self) {
-        if self.scheduler.num_running() > 0 {
+        if self.scheduler.num_running() > 0 || !self.scheduler.has_runnable() {
+            // Running sequences will free blocks, or the head is held by a pause.
             return;
         }
         if let Some(id) = self.scheduler.next_waiting() {
@@ -265,6 +308,9 @@ impl Engine {
             .store(self.scheduler.num_running(), Ordering::Release);
         st.blocks_used.store(kv.num_used(), Ordering::Release);
         st.blocks_total.store(kv.num_total(), Ordering::Release);
+        let paused = self.scheduler.admission_paused();
+        st.admission_paused.store(paused, Ordering::Release);
+        metrics::gauge!(m::ADMISSION_PAUSED).set(f64::from(u8::from(paused)));
         metrics::gauge!(m::REQUESTS_RUNNING).set(self.scheduler.num_running() as f64);
         metrics::gauge!(m::REQUESTS_WAITING).set(self.scheduler.num_waiting() as f64);
         metrics::gauge!(m::KV_BLOCKS_USED).set(kv.num_used() as f64);

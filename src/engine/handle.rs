@@ -3,10 +3,11 @@
 //!
 //! Invariants: submission never blocks (the waiting queue is bounded by a counter, and
 //! a full queue is reported as `SubmitError::QueueFull`); all mutable engine state
-//! lives on the engine thread.
+//! lives on the engine thread, and commands take effect in the order they were sent
+//! (a sequence submitted after `set_admission_paused(true)` returned is held back).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use super::encode::EncodeJob;
@@ -19,6 +20,10 @@ pub enum Command {
     Add(GenerateRequest),
     /// Encoder inputs of one request (embeddings or rerank).
     Encode(EncodeJob),
+    /// Pauses (`true`) or resumes the admission of new LLM sequences; sequences that
+    /// have started keep running (see `scheduler`). Sent by the GPU monitor when
+    /// device memory runs low.
+    SetAdmissionPaused(bool),
     /// Finish running sequences, then exit the loop.
     Shutdown,
 }
@@ -51,6 +56,8 @@ pub struct EngineStats {
     pub encoder_waiting: AtomicUsize,
     /// Prompt tokens taken from the prefix cache instead of computed, since start.
     pub prefix_cached_tokens: AtomicUsize,
+    /// Whether the admission of new sequences is paused.
+    pub admission_paused: AtomicBool,
 }
 
 /// A plain copy of `EngineStats`.
@@ -70,6 +77,8 @@ pub struct StatsSnapshot {
     pub encoder_waiting: usize,
     /// See `EngineStats::prefix_cached_tokens`.
     pub prefix_cached_tokens: usize,
+    /// See `EngineStats::admission_paused`.
+    pub admission_paused: bool,
 }
 
 /// Cloneable handle to a running engine thread.
@@ -140,6 +149,15 @@ impl EngineHandle {
         Ok(())
     }
 
+    /// Pauses (`true`) or resumes (`false`) the admission of new sequences. Requests
+    /// are still accepted into the waiting queue (up to `--max-waiting`) while paused;
+    /// they start when admission resumes. Refused only when the engine has stopped.
+    pub fn set_admission_paused(&self, paused: bool) -> Result<(), SubmitError> {
+        self.tx
+            .send(Command::SetAdmissionPaused(paused))
+            .map_err(|_| SubmitError::Stopped)
+    }
+
     /// Asks the engine to finish what it runs and stop.
     pub fn shutdown(&self) {
         let _ = self.tx.send(Command::Shutdown);
@@ -155,6 +173,7 @@ impl EngineHandle {
             preemptions: self.stats.preemptions.load(Ordering::Acquire),
             prefix_cached_tokens: self.stats.prefix_cached_tokens.load(Ordering::Acquire),
             encoder_waiting: self.stats.encoder_waiting.load(Ordering::Acquire),
+            admission_paused: self.stats.admission_paused.load(Ordering::Acquire),
         }
     }
 }

@@ -13,6 +13,13 @@
 //! logits); its own full prompt blocks are registered once computed (at the next
 //! `schedule`, when the step that computed them has run).
 //!
+//! Admission pause (device memory pressure, see `device::memory_gate`): while paused,
+//! no sequence that has never run is admitted; running sequences keep stepping (their
+//! blocks come from the KV pool, which is allocated once at start, so they take no new
+//! device memory), and a preempted sequence may be readmitted for the same reason: a
+//! stream that has started is never held back. Preempted sequences sit at the front of
+//! the queue, so the queue's order is kept: admission stops at the first new one.
+//!
 //! It works on plain counts, never on tensors. Invariants: every scheduled sequence
 //! holds blocks for all tokens it will have computed after the step; a sequence is in
 //! exactly one of `waiting` / `running` until it is removed; removal frees its blocks.
@@ -70,6 +77,8 @@ struct Counts {
     num_computed: usize,
     /// Prompt length (the prefix cache only covers prompt blocks).
     num_prompt: usize,
+    /// Whether it has been admitted at least once (it is running, or was preempted).
+    started: bool,
 }
 
 /// A sequence's prompt blocks for the prefix cache.
@@ -89,6 +98,8 @@ pub struct Scheduler {
     prefixes: HashMap<SeqId, Prefix>,
     waiting: VecDeque<SeqId>,
     running: Vec<SeqId>,
+    /// No new sequence is admitted while set (see the module docs).
+    admission_paused: bool,
     /// Prompt tokens looked up in, and found in, the prefix cache.
     prefix_queried: u64,
     prefix_hits: u64,
@@ -105,6 +116,7 @@ impl Scheduler {
             prefixes: HashMap::new(),
             waiting: VecDeque::new(),
             running: Vec::new(),
+            admission_paused: false,
             prefix_queried: 0,
             prefix_hits: 0,
         }
@@ -130,6 +142,7 @@ impl Scheduler {
                 num_tokens: num_prompt_tokens,
                 num_computed: 0,
                 num_prompt: num_prompt_tokens,
+                started: false,
             },
         );
         if self.cfg.prefix_caching && !prompt_block_hashes.is_empty() {
@@ -142,6 +155,30 @@ impl Scheduler {
             );
         }
         self.waiting.push_back(id);
+    }
+
+    /// Pauses (`true`) or resumes the admission of sequences that have never run.
+    pub fn set_admission_paused(&mut self, paused: bool) {
+        self.admission_paused = paused;
+    }
+
+    /// Whether admission of new sequences is paused.
+    pub fn admission_paused(&self) -> bool {
+        self.admission_paused
+    }
+
+    /// Whether the head of the queue may be admitted now as far as the pause goes:
+    /// always when not paused, and only if it ran before when paused.
+    fn head_admissible(&self) -> Option<SeqId> {
+        let id = *self.waiting.front()?;
+        (!self.admission_paused || self.seqs.get(&id).is_some_and(|c| c.started)).then_some(id)
+    }
+
+    /// Whether a step could compute anything: some sequence runs, or the head of the
+    /// queue may be admitted. False while paused with only new sequences waiting,
+    /// when the engine has nothing to do until the pause ends.
+    pub fn has_runnable(&self) -> bool {
+        !self.running.is_empty() || self.head_admissible().is_some()
     }
 
     /// Whether prefix caching is on.
@@ -261,7 +298,7 @@ impl Scheduler {
 
     fn admit_waiting(&mut self, budget: &mut usize, plan: &mut StepPlan) {
         while *budget > 0 && self.running.len() < self.cfg.max_num_seqs {
-            let Some(&id) = self.waiting.front() else {
+            let Some(id) = self.head_admissible() else {
                 break;
             };
             let cached = self.take_cached_prefix(id);
@@ -291,6 +328,7 @@ impl Scheduler {
             }
             self.waiting.pop_front();
             self.running.push(id);
+            self.seqs.get_mut(&id).expect("known").started = true;
             plan.scheduled.push(self.commit(id, len));
             *budget -= len;
         }
@@ -316,6 +354,16 @@ impl Scheduler {
     /// The sequence at the head of the queue, the next to be admitted.
     pub fn next_waiting(&self) -> Option<SeqId> {
         self.waiting.front().copied()
+    }
+
+    /// The waiting sequences that have never run, in queue order (those a pause holds
+    /// back).
+    pub fn never_started(&self) -> Vec<SeqId> {
+        self.waiting
+            .iter()
+            .copied()
+            .filter(|id| self.seqs.get(id).is_some_and(|c| !c.started))
+            .collect()
     }
 
     /// Sequences waiting (new and preempted).
@@ -609,6 +657,73 @@ mod tests {
             0,
             "shared blocks are freed by their last holder"
         );
+    }
+
+    fn ids(p: &StepPlan) -> Vec<SeqId> {
+        p.scheduled.iter().map(|x| x.id).collect()
+    }
+
+    #[test]
+    fn paused_admission_holds_new_sequences_while_running_ones_continue() {
+        let mut s = sched(64, 4, 100, 8);
+        s.add(1, 5);
+        assert_eq!(ids(&step(&mut s)), vec![1]);
+        s.set_admission_paused(true);
+        assert!(s.admission_paused());
+        s.add(2, 3);
+        for _ in 0..5 {
+            let p = step(&mut s);
+            assert_eq!(ids(&p), vec![1], "only the running sequence steps");
+            assert!(p.scheduled[0].samples && p.scheduled[0].len == 1);
+        }
+        assert_eq!((s.num_running(), s.num_waiting()), (1, 1));
+        assert!(s.has_runnable());
+        assert_eq!(s.kv().block_table(2).len(), 0, "no blocks for the held one");
+        // Nothing running and only new sequences waiting: nothing to do.
+        s.remove(1);
+        assert!(!s.has_runnable());
+        assert_eq!(s.schedule(), StepPlan::default());
+        assert_eq!(s.never_started(), vec![2]);
+        s.set_admission_paused(false);
+        assert!(s.has_runnable());
+        let p = step(&mut s);
+        assert_eq!(
+            p.scheduled,
+            vec![ScheduledSeq {
+                id: 2,
+                start: 0,
+                len: 3,
+                samples: true
+            }]
+        );
+        assert!(s.never_started().is_empty());
+    }
+
+    #[test]
+    fn a_preempted_sequence_resumes_while_paused_but_new_ones_wait() {
+        // 4 blocks of 2 tokens: two 3-token prompts fill them (as in the preemption test).
+        let mut s = sched(4, 2, 64, 8);
+        s.add(1, 3);
+        s.add(2, 3);
+        step(&mut s);
+        step(&mut s);
+        s.set_admission_paused(true);
+        s.add(3, 2);
+        let p = step(&mut s);
+        assert_eq!(p.preempted, vec![2]);
+        assert_eq!(ids(&p), vec![1]);
+        assert_eq!(s.never_started(), vec![3], "2 has run before");
+        s.remove(1);
+        let p = step(&mut s);
+        assert_eq!(ids(&p), vec![2], "the preempted stream goes on, 3 waits");
+        assert_eq!((p.scheduled[0].start, p.scheduled[0].len), (0, 5));
+        assert_eq!(s.num_waiting(), 1);
+        s.remove(2);
+        assert!(!s.has_runnable());
+        s.set_admission_paused(false);
+        assert_eq!(ids(&step(&mut s)), vec![3]);
+        s.remove(3);
+        assert_eq!(s.kv().num_used(), 0);
     }
 
     #[test]

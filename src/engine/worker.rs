@@ -5,13 +5,18 @@
 //! at most about `1 / (1 - share)`); when the LLM is idle the encoder runs flat out,
 //! one layer per loop turn so new commands are still taken in between.
 //!
+//! While admission is paused and the LLM's only sequences are new ones held back by
+//! the pause (and the encoder is idle), the thread waits on the command channel with a
+//! timeout of `HELD_POLL`, so it does not spin yet still notices clients that leave.
+//!
 //! Invariants: the thread blocks on the command channel whenever both sides are idle
 //! (it never spins); a command for a side that is not loaded is answered with an
 //! error at once; after `Shutdown` (or when every handle is gone) the loop finishes
-//! what is queued on both sides, then exits.
+//! what is queued on both sides, then exits; sequences still held back by a pause at
+//! that point are failed with an error rather than waited for.
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use super::encode::EncoderWorker;
@@ -34,6 +39,10 @@ pub struct EngineThread {
 /// Shortest encoder slice while the LLM is busy (so tiny LLM steps do not reduce the
 /// encoder to one layer of one input per step).
 const MIN_ENCODER_SLICE: Duration = Duration::from_millis(2);
+
+/// How often a thread with only held-back sequences wakes to drop those whose client
+/// went away.
+const HELD_POLL: Duration = Duration::from_millis(100);
 
 impl EngineThread {
     /// Assembles the thread's state; at least one side should be present.
@@ -61,6 +70,12 @@ impl EngineThread {
             && self.encoder.as_ref().is_none_or(|e| !e.has_work())
     }
 
+    /// Whether the only work is LLM sequences held back by an admission pause.
+    fn held(&self) -> bool {
+        self.llm.as_ref().is_some_and(Engine::is_held)
+            && self.encoder.as_ref().is_none_or(|e| !e.has_work())
+    }
+
     /// Runs until shutdown (or every handle is dropped) and nothing is left.
     pub fn run(mut self, rx: Receiver<Command>) {
         if let Some(llm) = &self.llm {
@@ -69,13 +84,14 @@ impl EngineThread {
         while self.intake(&rx) {
             let mut llm_busy = false;
             if let Some(llm) = &mut self.llm {
-                let stepped = !llm.is_idle();
+                let stepped = !llm.is_idle() && !llm.is_held();
                 let t = Instant::now();
                 llm.tick();
                 if stepped {
                     self.llm_step = 0.8 * self.llm_step + 0.2 * t.elapsed().as_secs_f64();
                 }
-                llm_busy = !llm.is_idle();
+                // Held-back sequences compute nothing: the encoder may run flat out.
+                llm_busy = !llm.is_idle() && !llm.is_held();
             }
             if let Some(enc) = &mut self.encoder
                 && enc.has_work()
@@ -101,6 +117,16 @@ impl EngineThread {
             match rx.recv() {
                 Ok(cmd) => self.handle(cmd),
                 Err(_) => return false,
+            }
+        } else if self.held() {
+            if self.shutting_down {
+                self.release_held();
+            } else {
+                match rx.recv_timeout(HELD_POLL) {
+                    Ok(cmd) => self.handle(cmd),
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => self.shutting_down = true,
+                }
             }
         }
         loop {
@@ -134,7 +160,26 @@ impl EngineThread {
                     let _ = job.reply.send(Err("this server runs no encoder".into()));
                 }
             },
+            Command::SetAdmissionPaused(paused) => {
+                if let Some(llm) = &mut self.llm {
+                    llm.set_admission_paused(paused);
+                }
+            }
             Command::Shutdown => self.shutting_down = true,
+        }
+    }
+
+    /// Shutting down while a pause holds sequences back: fail them (nothing else
+    /// would ever run them).
+    fn release_held(&mut self) {
+        if let Some(llm) = &mut self.llm {
+            let n = llm.fail_held_back(
+                "the server is shutting down while the admission of new requests is paused",
+            );
+            tracing::warn!(
+                sequences = n,
+                "shutting down during an admission pause: failed the sequences held back"
+            );
         }
     }
 }
