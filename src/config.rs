@@ -24,6 +24,17 @@ pub enum CliCommand {
     Serve(ServeArgs),
     /// Download the default model into the models directory and print its path.
     FetchModel(FetchArgs),
+    /// Compile the CUDA kernels with NVRTC for the given architectures (no GPU needed)
+    /// and report each module: a build check, and a way to fill the kernel cache.
+    CompileKernels(CompileKernelsArgs),
+}
+
+/// Flags of `ferrite compile-kernels`.
+#[derive(Debug, Args)]
+pub struct CompileKernelsArgs {
+    /// GPU architectures, e.g. sm_90 (H100) or sm_80 (A100); repeatable.
+    #[arg(long = "arch", default_values = ["sm_80", "sm_90"])]
+    pub archs: Vec<String>,
 }
 
 /// Flags of `ferrite fetch-model`.
@@ -356,7 +367,7 @@ mod tests {
             let argv = ["ferrite", "serve"].iter().chain(extra).copied();
             Cli::try_parse_from(argv).map(|c| match c.command {
                 CliCommand::Serve(a) => a.gpu_memory_utilization,
-                CliCommand::FetchModel(_) => panic!("not serve"),
+                _ => panic!("not serve"),
             })
         };
         assert_eq!(serve(&[]).unwrap(), 0.9);

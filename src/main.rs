@@ -20,6 +20,8 @@ use ferrite::api::serve::{self, ServeOptions};
 use ferrite::api::{ApiLimits, AppState, EncoderLimits, EncoderReady, Ready, Serving};
 use ferrite::config::{Cli, CliCommand, ServeArgs};
 use ferrite::device::DeviceKind;
+#[cfg(feature = "cuda")]
+use ferrite::engine::start::StartedEngine;
 use ferrite::model::source::{DefaultEncoder, DefaultModel};
 use ferrite::shutdown::{self, Shutdown};
 use ferrite::startup::{Plan, load_and_start};
@@ -47,6 +49,7 @@ fn main() -> Result<()> {
             println!("{}", path.display());
             Ok(())
         }
+        CliCommand::CompileKernels(args) => compile_kernels(&args.archs),
         CliCommand::Serve(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -59,13 +62,51 @@ fn main() -> Result<()> {
     }
 }
 
+/// Starts the NVML monitor when the model runs on a GPU (`None` otherwise, or when NVML
+/// is absent); dropping it stops its thread.
+#[cfg(feature = "cuda")]
+fn gpu_monitor(engine: &StartedEngine) -> Option<ferrite::device::gpu_monitor::GpuMonitor> {
+    use ferrite::device::gpu_monitor::{DEFAULT_INTERVAL, pause_engine, spawn_gpu_monitor};
+    let device = &engine.served.as_ref()?.info.device;
+    let index = device.strip_prefix("cuda:")?.parse().ok()?;
+    spawn_gpu_monitor(index, DEFAULT_INTERVAL, pause_engine(engine.handle.clone()))
+}
+
+/// `ferrite compile-kernels`: every kernel module through NVRTC for each architecture.
+#[cfg(feature = "cuda")]
+fn compile_kernels(archs: &[String]) -> Result<()> {
+    use ferrite::device::cuda::nvrtc;
+    use ferrite::device::kernels::sources::MODULES;
+    let (major, minor) = nvrtc::version().map_err(anyhow::Error::msg)?;
+    println!("NVRTC {major}.{minor}");
+    let mut failed = 0;
+    for arch in archs {
+        for m in MODULES {
+            match nvrtc::compile(m, arch) {
+                Ok(ptx) => println!("{arch} {:<12} ok ({} bytes of PTX)", m.name, ptx.len()),
+                Err(e) => {
+                    failed += 1;
+                    println!("{arch} {:<12} FAILED\n{e}", m.name);
+                }
+            }
+        }
+    }
+    anyhow::ensure!(failed == 0, "{failed} kernel module(s) failed to compile");
+    Ok(())
+}
+
+#[cfg(not(feature = "cuda"))]
+fn compile_kernels(_archs: &[String]) -> Result<()> {
+    anyhow::bail!("this binary was built without the CUDA backend (build with --features cuda)")
+}
+
 /// How long connections may linger after the abort phase before we exit regardless
 /// (a client that stopped reading its stream, say).
 const LINGER_AFTER_ABORT: Duration = Duration::from_secs(3);
 
 async fn serve(args: ServeArgs) -> Result<()> {
     let device = DeviceKind::resolve(&args.device)?;
-    tracing::info!(device = device.name(), "device selected");
+    tracing::info!(device = %device.kind.name(), reason = %device.reason, "device selected");
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("binding {}:{}", args.host, args.port))?;
@@ -83,7 +124,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let state = AppState {
         ready: ready.clone(),
         loading_model: plan.llm.clone().unwrap_or_default(),
-        device: device.name().to_string(),
+        device: device.kind.name(),
         metrics: ferrite::metrics::install(),
         limits: ApiLimits {
             max_body_bytes: args.max_body,
@@ -114,7 +155,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Ok::<(), std::io::Error>(())
     });
     let engine = tokio::select! {
-        engine = load_and_start(&args, device) => engine?,
+        engine = load_and_start(&args, &device) => engine?,
         _ = shutdown.draining() => {
             tracing::info!("shutdown requested while loading");
             return finish(server, &shutdown).await;
@@ -138,11 +179,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
         });
         tracing::info!(model = %model.info.id, "model ready");
     }
-    // CUDA (issue 5): when `device` is a GPU, start the NVML monitor here, once the
-    // engine holds its memory: `ferrite::device::gpu_monitor::spawn_gpu_monitor(index,
-    // DEFAULT_INTERVAL, pause_engine(engine.handle.clone()))`, and `stop()` the monitor
-    // it returns (if any) right after `finish` below, before the engine's shutdown.
+    // On a GPU, NVML metrics and the memory gate, once the engine holds its memory.
+    #[cfg(feature = "cuda")]
+    let monitor = gpu_monitor(&engine);
     let served = finish(server, &shutdown).await;
+    #[cfg(feature = "cuda")]
+    drop(monitor);
     engine.handle.shutdown();
     let thread = engine.thread;
     let joined = tokio::time::timeout(

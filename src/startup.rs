@@ -9,13 +9,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Result, bail};
 
 use crate::config::ServeArgs;
-use crate::device::DeviceKind;
+use crate::device::{DeviceChoice, DeviceKind};
 use crate::engine::start::{
     EncoderEngineConfig, EncoderParts, EngineConfig, LlmParts, StartedEngine, start_engine,
 };
 use crate::model::ModelInfo;
+use crate::model::decoder::Decoder;
 use crate::model::encoder::{Encoder, EncoderInfo};
-use crate::model::loader::load_gguf;
+use crate::model::loader::{LoadedModel, load_gguf};
 use crate::model::source::{DefaultEncoder, DefaultModel, resolve, resolve_encoder};
 
 /// The spelling of "serve no such model" for `--model` and `--encoder`.
@@ -63,7 +64,7 @@ fn stem(path: &Path, fallback: &str) -> String {
 }
 
 /// Resolves, loads and starts everything the flags ask for.
-pub async fn load_and_start(args: &ServeArgs, device: DeviceKind) -> Result<StartedEngine> {
+pub async fn load_and_start(args: &ServeArgs, device: &DeviceChoice) -> Result<StartedEngine> {
     let hf_timeout = Duration::from_secs(args.hf_timeout_secs);
     let llm = match args.model.as_deref() {
         Some(NONE) => None,
@@ -88,25 +89,107 @@ pub async fn load_and_start(args: &ServeArgs, device: DeviceKind) -> Result<Star
 async fn load_llm(
     args: &ServeArgs,
     spec: Option<&str>,
-    device: DeviceKind,
+    device: &DeviceChoice,
     hf_timeout: Duration,
 ) -> Result<LlmParts> {
     let path = resolve(spec, &args.models_dir, hf_timeout).await?;
-    tracing::info!(path = %path.display(), "loading model");
+    tracing::info!(path = %path.display(), device = %device.kind.name(), "loading model");
     let t0 = std::time::Instant::now();
     let load_path = path.clone();
-    let model = tokio::task::spawn_blocking(move || load_gguf(&load_path)).await??;
-    tracing::info!(secs = t0.elapsed().as_secs_f64(), "model loaded");
+    let kind = device.kind;
+    let gpu = GpuSizing {
+        utilization: args.gpu_memory_utilization,
+        max_rows: args.max_batched_tokens as usize,
+        max_logit_rows: args.max_num_seqs as usize,
+    };
+    let loaded = tokio::task::spawn_blocking(move || load_on(kind, &load_path, gpu)).await?;
+    let (model, device) = match loaded {
+        Ok(m) => (m, kind),
+        Err(e) if kind != DeviceKind::Cpu && !device.explicit => {
+            tracing::warn!("the GPU path cannot serve this model ({e:#}); using the CPU");
+            let load_path = path.clone();
+            let m = tokio::task::spawn_blocking(move || load_gguf(&load_path)).await??;
+            (m.into(), DeviceKind::Cpu)
+        }
+        Err(e) => return Err(e),
+    };
+    tracing::info!(secs = t0.elapsed().as_secs_f64(), device = %device.name(), "model loaded");
     let info = ModelInfo {
         id: args
             .served_model_name
             .clone()
             .unwrap_or_else(|| stem(&path, "model")),
         context_length: model.llama.config().context_length,
-        device: device.name().to_string(),
+        device: device.name(),
         created: now_secs(),
     };
     Ok(LlmParts { model, info })
+}
+
+/// What sizes the KV cache on a GPU.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+struct GpuSizing {
+    /// `--gpu-memory-utilization`.
+    utilization: f64,
+    /// Most tokens in one step (the scratch buffers are sized for them).
+    max_rows: usize,
+    /// Most logit rows in one step.
+    max_logit_rows: usize,
+}
+
+/// Loads the model for `kind`.
+fn load_on(kind: DeviceKind, path: &Path, gpu: GpuSizing) -> Result<LoadedModel<Decoder>> {
+    match kind {
+        DeviceKind::Cpu => Ok(load_gguf(path)?.into()),
+        DeviceKind::Cuda(n) => load_on_gpu(n, path, gpu),
+    }
+}
+
+/// Opens GPU `n` (compiling the kernels), puts the weights and the scratch of the
+/// largest step on it, then sizes the KV cache from the memory left.
+#[cfg(feature = "cuda")]
+fn load_on_gpu(n: usize, path: &Path, gpu: GpuSizing) -> Result<LoadedModel<Decoder>> {
+    use std::sync::Arc;
+
+    use crate::device::cuda::CudaDevice;
+    use crate::device::kernels::Device;
+    use crate::device::memory_budget::kv_cache_budget;
+    use crate::model::device_llama::DeviceLlama;
+    use crate::model::loader::load_gguf_with;
+
+    let cuda = Arc::new(CudaDevice::open(n).map_err(anyhow::Error::msg)?);
+    let dev: Arc<dyn Device> = cuda.clone();
+    let mut loaded = load_gguf_with(path, |ct, r| DeviceLlama::load(dev, ct, r))?;
+    loaded.llama.reserve(gpu.max_rows)?;
+    let (free, total) = cuda.memory()?;
+    let vocab = loaded.llama.config().vocab_size;
+    // Per step beyond the scratch: the logits and the wanted rows' hidden states.
+    let step_extra = gpu.max_logit_rows * (vocab + loaded.llama.config().n_embd) * 4;
+    let kv_budget = kv_cache_budget(
+        total as u64,
+        free as u64,
+        gpu.utilization,
+        0,
+        step_extra as u64,
+    )
+    .map_err(anyhow::Error::msg)?;
+    tracing::info!(
+        gpu = %cuda.name(),
+        free_mib = free >> 20,
+        total_mib = total >> 20,
+        kv_budget_mib = kv_budget >> 20,
+        "GPU memory after weights and scratch"
+    );
+    Ok(loaded.map(|model| Decoder::Device {
+        model,
+        kv_budget: kv_budget as usize,
+    }))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn load_on_gpu(n: usize, _path: &Path, _gpu: GpuSizing) -> Result<LoadedModel<Decoder>> {
+    bail!("cuda:{n}: this binary was built without the CUDA backend")
 }
 
 async fn load_encoder(

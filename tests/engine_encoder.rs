@@ -24,7 +24,10 @@ fn llm() -> LlmParts {
         device: "cpu".into(),
         created: 0,
     };
-    LlmParts { model, info }
+    LlmParts {
+        model: model.into(),
+        info,
+    }
 }
 
 fn encoder() -> EncoderParts {

@@ -21,14 +21,15 @@ use super::sequence::{Progress, Sequence};
 use super::text_stream::TextStream;
 use super::types::GenerateRequest;
 use crate::metrics as m;
-use crate::model::llama::{BatchInput, Llama};
-use crate::model::paged_attention::{PagedKvCache, SeqSpan};
+use crate::model::decoder::Runner;
+use crate::model::llama::BatchInput;
+use crate::model::paged_attention::SeqSpan;
 use crate::model::tokenizer::ModelTokenizer;
 
 /// Everything the engine thread owns.
 pub struct Engine {
-    model: Llama,
-    cache: PagedKvCache,
+    /// The model and its KV cache.
+    runner: Runner,
     scheduler: Scheduler,
     tokenizer: Arc<ModelTokenizer>,
     seqs: HashMap<SeqId, Sequence>,
@@ -41,16 +42,14 @@ pub struct Engine {
 impl Engine {
     /// Assembles an engine; `max_seq_len` must fit both the model and the cache.
     pub fn new(
-        model: Llama,
-        cache: PagedKvCache,
+        runner: Runner,
         scheduler: Scheduler,
         tokenizer: Arc<ModelTokenizer>,
         stats: Arc<EngineStats>,
         max_seq_len: usize,
     ) -> Self {
         Self {
-            model,
-            cache,
+            runner,
             scheduler,
             tokenizer,
             seqs: HashMap::new(),
@@ -216,7 +215,7 @@ impl Engine {
         let input = self.build_batch(&plan);
         metrics::histogram!(m::BATCH_TOKENS).record(input.tokens.len() as f64);
         metrics::histogram!(m::BATCH_SEQUENCES).record(plan.scheduled.len() as f64);
-        match self.model.forward(&input, &mut self.cache) {
+        match self.runner.forward(&input) {
             Ok(logits) => self.sample_all(&plan, logits),
             Err(e) => {
                 tracing::error!("forward failed: {e:#}");

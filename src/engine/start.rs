@@ -13,6 +13,7 @@ use super::handle::{EngineHandle, EngineStats};
 use super::kv_manager::KvCacheManager;
 use super::scheduler::{Scheduler, SchedulerConfig};
 use super::worker::EngineThread;
+use crate::model::decoder::{Decoder, Runner};
 use crate::model::encoder::{EncoderInfo, LoadedEncoder, ServedEncoder};
 use crate::model::loader::LoadedModel;
 use crate::model::paged_attention::PagedKvCache;
@@ -50,8 +51,8 @@ pub struct EncoderEngineConfig {
 
 /// An LLM to serve: the loaded GGUF and its identity.
 pub struct LlmParts {
-    /// Loaded weights, tokenizer and template.
-    pub model: LoadedModel,
+    /// Loaded weights (on the CPU or a device), tokenizer and template.
+    pub model: LoadedModel<Decoder>,
     /// Identity shown to clients.
     pub info: ModelInfo,
 }
@@ -104,6 +105,7 @@ pub fn blocks_for_budget(
 
 /// Starts an engine serving only an LLM.
 pub fn start(model: LoadedModel, info: ModelInfo, cfg: &EngineConfig) -> Result<StartedEngine> {
+    let model = model.into();
     start_engine(Some(LlmParts { model, info }), None, cfg)
 }
 
@@ -176,7 +178,8 @@ pub fn start_engine(
     })
 }
 
-/// The LLM side: cache sized from `budget`, scheduler, engine state.
+/// The LLM side: cache sized from `budget` (host memory; a device decoder brings its own
+/// budget of device memory), scheduler, engine state.
 fn build_llm(
     parts: LlmParts,
     budget: usize,
@@ -185,6 +188,10 @@ fn build_llm(
 ) -> Result<(Engine, Arc<ServedModel>, usize)> {
     let LlmParts { model, info } = parts;
     let mc = model.llama.config().clone();
+    let budget = match &model.llama {
+        Decoder::Cpu(_) => budget,
+        Decoder::Device { kv_budget, .. } => *kv_budget,
+    };
     let num_blocks = blocks_for_budget(
         budget,
         cfg.block_size,
@@ -196,7 +203,7 @@ fn build_llm(
         PagedKvCache::bytes_per_token(mc.n_layer, mc.n_kv_head, mc.head_dim) * cfg.block_size;
     if num_blocks == 0 {
         bail!(
-            "{budget} bytes of --kv-cache-memory left for the KV cache hold no block of {} tokens ({block_bytes} bytes)",
+            "{budget} bytes left for the KV cache hold no block of {} tokens ({block_bytes} bytes)",
             cfg.block_size,
         );
     }
@@ -224,22 +231,9 @@ fn build_llm(
         max_seq_len,
         "KV cache sized"
     );
-    let cache = PagedKvCache::new(
-        mc.n_layer,
-        num_blocks,
-        cfg.block_size,
-        mc.n_kv_head,
-        mc.head_dim,
-    );
+    let runner = Runner::new(model.llama, num_blocks, cfg.block_size)?;
     let tokenizer = Arc::new(model.tokenizer);
-    let engine = Engine::new(
-        model.llama,
-        cache,
-        scheduler,
-        tokenizer.clone(),
-        stats,
-        max_seq_len,
-    );
+    let engine = Engine::new(runner, scheduler, tokenizer.clone(), stats, max_seq_len);
     let served = Arc::new(ServedModel {
         info: ModelInfo {
             context_length: max_seq_len,

@@ -8,21 +8,48 @@ use anyhow::{Context, Result};
 use candle_core::quantized::gguf_file;
 
 use super::chat_template::ChatTemplate;
+use super::decoder::Decoder;
 use super::llama::Llama;
 use super::tokenizer::ModelTokenizer;
 
-/// Everything a GGUF file yields.
-pub struct LoadedModel {
+/// Everything a GGUF file yields; `M` is the decoder (the CPU [`Llama`] unless loaded
+/// with [`load_gguf_with`]).
+pub struct LoadedModel<M = Llama> {
     /// Weights and forward pass.
-    pub llama: Llama,
+    pub llama: M,
     /// Tokenizer from the metadata.
     pub tokenizer: ModelTokenizer,
     /// Chat template (the model's, or ChatML).
     pub template: ChatTemplate,
 }
 
-/// Loads a llama-family GGUF file.
+impl<M> LoadedModel<M> {
+    /// The same tokenizer and template with the decoder mapped by `f`.
+    pub fn map<N>(self, f: impl FnOnce(M) -> N) -> LoadedModel<N> {
+        LoadedModel {
+            llama: f(self.llama),
+            tokenizer: self.tokenizer,
+            template: self.template,
+        }
+    }
+}
+
+impl From<LoadedModel<Llama>> for LoadedModel<Decoder> {
+    fn from(m: LoadedModel<Llama>) -> Self {
+        m.map(Decoder::Cpu)
+    }
+}
+
+/// Loads a llama-family GGUF file for the CPU.
 pub fn load_gguf(path: &Path) -> Result<LoadedModel> {
+    load_gguf_with(path, Llama::load)
+}
+
+/// Loads a GGUF file's tokenizer and template, and its weights with `load`.
+pub fn load_gguf_with<M>(
+    path: &Path,
+    load: impl FnOnce(&gguf_file::Content, &mut BufReader<File>) -> Result<M>,
+) -> Result<LoadedModel<M>> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let content = gguf_file::Content::read(&mut reader)
@@ -41,7 +68,7 @@ pub fn load_gguf(path: &Path) -> Result<LoadedModel> {
         &special(tokenizer.eos_id),
     )
     .context("compiling the chat template")?;
-    let llama = Llama::load(&content, &mut reader)?;
+    let llama = load(&content, &mut reader)?;
     Ok(LoadedModel {
         llama,
         tokenizer,

@@ -3,6 +3,7 @@
 //! and rerank models), and obtaining model files.
 
 pub mod chat_template;
+pub mod decoder;
 pub mod device_llama;
 pub mod encoder;
 pub mod gguf_writer;

@@ -168,6 +168,12 @@ impl DeviceLlama {
         &self.dev
     }
 
+    /// Allocates the scratch of a step of `rows` tokens now (so device memory measured
+    /// afterwards already accounts for it).
+    pub fn reserve(&mut self, rows: usize) -> Result<()> {
+        self.ensure_scratch(rows.max(1))
+    }
+
     fn ensure_scratch(&mut self, t: usize) -> Result<()> {
         if self.scratch.rows >= t && self.scratch.bufs.is_some() {
             return Ok(());

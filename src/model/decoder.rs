@@ -1,0 +1,93 @@
+//! The decoder the engine steps, on the CPU or on a device, and [`Runner`]: a decoder
+//! together with the KV cache it reads and writes. The engine sees one `forward` per
+//! step whichever the device; block tables and slot mapping mean the same on both.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use super::device_llama::{DeviceKvCache, DeviceLlama};
+use super::llama::{BatchInput, Llama, LlamaConfig};
+use super::paged_attention::PagedKvCache;
+use crate::device::kernels::Device;
+
+/// A loaded decoder.
+pub enum Decoder {
+    /// Weights in host memory, our CPU kernels.
+    Cpu(Llama),
+    /// Weights on a device, our device kernels.
+    Device {
+        /// The model.
+        model: DeviceLlama,
+        /// Bytes of device memory the KV cache may take (sized at load from free
+        /// device memory; see `device::memory_budget`).
+        kv_budget: usize,
+    },
+}
+
+impl Decoder {
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &LlamaConfig {
+        match self {
+            Decoder::Cpu(m) => m.config(),
+            Decoder::Device { model, .. } => model.config(),
+        }
+    }
+
+    /// The device it runs on, `None` for the CPU.
+    pub fn device(&self) -> Option<&Arc<dyn Device>> {
+        match self {
+            Decoder::Cpu(_) => None,
+            Decoder::Device { model, .. } => Some(model.device()),
+        }
+    }
+}
+
+/// A decoder with its KV cache.
+pub enum Runner {
+    /// On the CPU.
+    Cpu {
+        /// The model.
+        model: Llama,
+        /// Its cache.
+        cache: PagedKvCache,
+    },
+    /// On a device.
+    Device {
+        /// The model.
+        model: DeviceLlama,
+        /// Its cache, in device memory.
+        cache: DeviceKvCache,
+    },
+}
+
+impl Runner {
+    /// Allocates `num_blocks` KV blocks of `block_size` tokens for `decoder`.
+    pub fn new(decoder: Decoder, num_blocks: usize, block_size: usize) -> Result<Self> {
+        Ok(match decoder {
+            Decoder::Cpu(model) => {
+                let c = model.config();
+                let cache =
+                    PagedKvCache::new(c.n_layer, num_blocks, block_size, c.n_kv_head, c.head_dim);
+                Runner::Cpu { model, cache }
+            }
+            Decoder::Device { model, .. } => {
+                let cache = DeviceKvCache::new(
+                    model.device().as_ref(),
+                    model.config(),
+                    num_blocks,
+                    block_size,
+                )?;
+                Runner::Device { model, cache }
+            }
+        })
+    }
+
+    /// One step: writes the batch's K/V and returns the logits of `input.logits_rows`.
+    pub fn forward(&mut self, input: &BatchInput) -> Result<Vec<Vec<f32>>> {
+        match self {
+            Runner::Cpu { model, cache } => model.forward(input, cache),
+            Runner::Device { model, cache } => model.forward(input, cache),
+        }
+    }
+}
