@@ -65,6 +65,10 @@ struct Args {
     /// saves that part). Default: 8 fixed prompts, cycled.
     #[arg(long)]
     unique_prompts: bool,
+    /// Append this many words (" the", one token for llama tokenizers and the synthetic
+    /// one) to every prompt: long prompts for prefill-heavy runs.
+    #[arg(long, default_value_t = 0)]
+    prompt_words: usize,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -94,11 +98,12 @@ struct Job {
 impl Job {
     fn body(&self, i: usize) -> Value {
         let prompt = PROMPTS[i % PROMPTS.len()];
-        let content = if self.args.unique_prompts {
+        let mut content = if self.args.unique_prompts {
             format!("Request {i}. {prompt}")
         } else {
             prompt.to_string()
         };
+        content.push_str(&" the".repeat(self.args.prompt_words));
         json!({
             "model": self.model,
             "messages": [{"role": "user", "content": content}],

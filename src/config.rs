@@ -33,7 +33,7 @@ pub enum CliCommand {
 #[derive(Debug, Args)]
 pub struct CompileKernelsArgs {
     /// GPU architectures, e.g. sm_90 (H100) or sm_80 (A100); repeatable.
-    #[arg(long = "arch", default_values = ["sm_80", "sm_90"])]
+    #[arg(long = "arch", env = "FERRITE_KERNEL_ARCHS", value_delimiter = ',', default_values = ["sm_80", "sm_90"])]
     pub archs: Vec<String>,
 }
 

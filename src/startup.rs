@@ -182,7 +182,7 @@ fn load_on_gpu(n: usize, path: &Path, gpu: GpuSizing) -> Result<LoadedModel<Deco
         "GPU memory after weights and scratch"
     );
     Ok(loaded.map(|model| Decoder::Device {
-        model,
+        model: Box::new(model),
         kv_budget: kv_budget as usize,
     }))
 }

@@ -14,11 +14,11 @@ use crate::device::kernels::Device;
 /// A loaded decoder.
 pub enum Decoder {
     /// Weights in host memory, our CPU kernels.
-    Cpu(Llama),
+    Cpu(Box<Llama>),
     /// Weights on a device, our device kernels.
     Device {
         /// The model.
-        model: DeviceLlama,
+        model: Box<DeviceLlama>,
         /// Bytes of device memory the KV cache may take (sized at load from free
         /// device memory; see `device::memory_budget`).
         kv_budget: usize,
@@ -48,14 +48,14 @@ pub enum Runner {
     /// On the CPU.
     Cpu {
         /// The model.
-        model: Llama,
+        model: Box<Llama>,
         /// Its cache.
         cache: PagedKvCache,
     },
     /// On a device.
     Device {
         /// The model.
-        model: DeviceLlama,
+        model: Box<DeviceLlama>,
         /// Its cache, in device memory.
         cache: DeviceKvCache,
     },

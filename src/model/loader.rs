@@ -36,7 +36,7 @@ impl<M> LoadedModel<M> {
 
 impl From<LoadedModel<Llama>> for LoadedModel<Decoder> {
     fn from(m: LoadedModel<Llama>) -> Self {
-        m.map(Decoder::Cpu)
+        m.map(|l| Decoder::Cpu(Box::new(l)))
     }
 }
 

@@ -83,6 +83,26 @@ impl CudaDevice {
         &self.info
     }
 
+    /// Memory traffic (bytes read plus bytes written, per second) of `reps`
+    /// device-to-device copies of `bytes` bytes: the roofline benchmarks divide by.
+    pub fn copy_bandwidth(&self, bytes: usize, reps: usize) -> Result<f64, DeviceError> {
+        let (src, _a) = self.alloc_bytes(bytes)?;
+        let (dst, _b) = self.alloc_bytes(bytes)?;
+        let copy = || {
+            // SAFETY: both allocations hold `bytes` bytes and stay alive (`_a`, `_b`).
+            unsafe { result::memcpy_dtod_async(dst, src, bytes, self.stream.cu_stream()) }
+                .map_err(|e| mem_err("device-to-device copy", e))
+        };
+        copy()?;
+        self.synchronize()?;
+        let t = std::time::Instant::now();
+        for _ in 0..reps {
+            copy()?;
+        }
+        self.synchronize()?;
+        Ok((2 * bytes * reps) as f64 / t.elapsed().as_secs_f64())
+    }
+
     /// `(free, total)` device memory in bytes.
     pub fn memory(&self) -> Result<(usize, usize), DeviceError> {
         self.ctx

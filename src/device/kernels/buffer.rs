@@ -108,6 +108,8 @@ impl<T> std::fmt::Debug for DevBuf<T> {
 #[derive(Debug)]
 pub struct DevIndex {
     buf: DevBuf<i32>,
+    /// Indices in use (the buffer may hold more, from an earlier larger upload).
+    len: usize,
     min: i32,
     max: i32,
 }
@@ -120,12 +122,12 @@ impl DevIndex {
 
     /// How many.
     pub fn len(&self) -> usize {
-        self.buf.len()
+        self.len
     }
 
     /// True when there are none.
     pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
+        self.len == 0
     }
 
     /// Smallest value (0 when empty).
@@ -235,8 +237,17 @@ pub trait DeviceExt {
     fn write<T: Elem>(&self, buf: &mut DevBuf<T>, data: &[T]) -> Result<(), DeviceError>;
     /// The whole of `buf`.
     fn download<T: Elem>(&self, buf: &DevBuf<T>) -> Result<Vec<T>, DeviceError>;
+    /// The first `out.len()` elements of `buf` into `out`.
+    fn download_into<T: Elem>(&self, buf: &DevBuf<T>, out: &mut [T]) -> Result<(), DeviceError>;
     /// Indices with their range.
     fn upload_index(&self, data: &[i32]) -> Result<DevIndex, DeviceError>;
+    /// [`Self::upload_index`] into `slot`, reusing its buffer when it is large enough
+    /// (no allocation per step); returns the indices.
+    fn refill_index<'a>(
+        &self,
+        slot: &'a mut Option<DevIndex>,
+        data: &[i32],
+    ) -> Result<&'a DevIndex, DeviceError>;
 }
 
 impl<D: Device + ?Sized> DeviceExt for D {
@@ -278,11 +289,50 @@ impl<D: Device + ?Sized> DeviceExt for D {
         Ok(out)
     }
 
+    fn download_into<T: Elem>(&self, buf: &DevBuf<T>, out: &mut [T]) -> Result<(), DeviceError> {
+        if out.len() > buf.len {
+            return Err(DeviceError::Memory(format!(
+                "reading {} elements from a buffer of {}",
+                out.len(),
+                buf.len
+            )));
+        }
+        // SAFETY: the range lies inside `buf`'s allocation (checked above).
+        unsafe { self.copy_from_device(buf.ptr, as_bytes_mut(out)) }
+    }
+
     fn upload_index(&self, data: &[i32]) -> Result<DevIndex, DeviceError> {
         Ok(DevIndex {
             buf: self.upload(data)?,
+            len: data.len(),
             min: data.iter().copied().min().unwrap_or(0),
             max: data.iter().copied().max().unwrap_or(-1),
         })
+    }
+
+    fn refill_index<'a>(
+        &self,
+        slot: &'a mut Option<DevIndex>,
+        data: &[i32],
+    ) -> Result<&'a DevIndex, DeviceError> {
+        match slot {
+            Some(idx) if idx.buf.len() >= data.len() => {
+                self.write(&mut idx.buf, data)?;
+                idx.len = data.len();
+                idx.min = data.iter().copied().min().unwrap_or(0);
+                idx.max = data.iter().copied().max().unwrap_or(-1);
+            }
+            _ => {
+                let mut buf = self.alloc::<i32>(data.len().next_power_of_two())?;
+                self.write(&mut buf, data)?;
+                *slot = Some(DevIndex {
+                    buf,
+                    len: data.len(),
+                    min: data.iter().copied().min().unwrap_or(0),
+                    max: data.iter().copied().max().unwrap_or(-1),
+                });
+            }
+        }
+        Ok(slot.as_ref().expect("filled above"))
     }
 }

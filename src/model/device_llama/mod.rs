@@ -22,7 +22,7 @@ use super::paged_attention::HeadShape;
 use crate::device::kernels::ops::{
     self, AttnBatch, DevKvLayer, DevRope, HeadColumns, KvColumns, QWeight,
 };
-use crate::device::kernels::{DevBuf, Device, DeviceExt};
+use crate::device::kernels::{DevBuf, DevIndex, Device, DeviceExt};
 use weights::{DevProjections, host_tensor, matrix, vector};
 
 struct DevLayer {
@@ -56,11 +56,21 @@ impl DeviceKvCache {
     }
 }
 
-/// Per-step work buffers, sized for `rows` tokens.
+/// Per-step work buffers, sized for `rows` tokens, and the step's inputs on the device
+/// (reused from step to step: no allocation, hence no implicit device synchronisation
+/// of freeing, in the steady state).
 #[derive(Default)]
 struct Scratch {
     rows: usize,
     bufs: Option<Bufs>,
+    ids: Option<DevIndex>,
+    pos: Option<DevIndex>,
+    slots: Option<DevIndex>,
+    logit_rows: Option<DevIndex>,
+    batch: Option<AttnBatch>,
+    /// Hidden states of the rows whose logits are wanted, and their logits.
+    last: Option<DevBuf<f32>>,
+    logits: Option<DevBuf<f32>>,
 }
 
 struct Bufs {
@@ -71,6 +81,18 @@ struct Bufs {
     o: DevBuf<f32>,
     gu: DevBuf<f32>,
     act: DevBuf<f32>,
+}
+
+/// `slot`'s buffer, reallocated (twice as large) when it holds fewer than `len` floats.
+fn grown<'a>(
+    d: &dyn Device,
+    slot: &'a mut Option<DevBuf<f32>>,
+    len: usize,
+) -> Result<&'a mut DevBuf<f32>> {
+    if slot.as_ref().is_none_or(|b| b.len() < len) {
+        *slot = Some(d.alloc(len.next_power_of_two())?);
+    }
+    Ok(slot.as_mut().expect("filled above"))
 }
 
 /// A llama-family model whose weights live on a device.
@@ -163,6 +185,16 @@ impl DeviceLlama {
         &self.cfg
     }
 
+    /// Bytes of the weight matrices on the device (what a decode step reads).
+    pub fn weight_bytes(&self) -> usize {
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| l.qkv.bytes() + l.wo.bytes() + l.gate_up.bytes() + l.down.bytes())
+            .sum();
+        layers + self.output.as_ref().unwrap_or(&self.embed).bytes()
+    }
+
     /// The device it runs on.
     pub fn device(&self) -> &Arc<dyn Device> {
         &self.dev
@@ -182,18 +214,16 @@ impl DeviceLlama {
         let rows = t.next_power_of_two();
         let (qw, kw) = (c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
         let d = self.dev.as_ref();
-        self.scratch = Scratch {
-            rows,
-            bufs: Some(Bufs {
-                x: d.alloc(rows * c.n_embd)?,
-                h: d.alloc(rows * c.n_embd)?,
-                qkv: d.alloc(rows * (qw + 2 * kw))?,
-                attn: d.alloc(rows * qw)?,
-                o: d.alloc(rows * c.n_embd)?,
-                gu: d.alloc(rows * 2 * c.n_ff)?,
-                act: d.alloc(rows * c.n_ff)?,
-            }),
-        };
+        self.scratch.rows = rows;
+        self.scratch.bufs = Some(Bufs {
+            x: d.alloc(rows * c.n_embd)?,
+            h: d.alloc(rows * c.n_embd)?,
+            qkv: d.alloc(rows * (qw + 2 * kw))?,
+            attn: d.alloc(rows * qw)?,
+            o: d.alloc(rows * c.n_embd)?,
+            gu: d.alloc(rows * 2 * c.n_ff)?,
+            act: d.alloc(rows * c.n_ff)?,
+        });
         Ok(())
     }
 
@@ -232,10 +262,18 @@ impl DeviceLlama {
                 .map(|&x| i32::try_from(x).map_err(|_| anyhow::anyhow!("index {x} overflows i32")))
                 .collect()
         };
-        let ids = d.upload_index(&input.tokens.iter().map(|&x| x as i32).collect::<Vec<_>>())?;
-        let pos = d.upload_index(&to_i32(&input.positions)?)?;
-        let slots = d.upload_index(&to_i32(&input.slots)?)?;
-        let batch = AttnBatch::upload(d, &input.spans, cache.block_size)?;
+        let sc = &mut self.scratch;
+        let tokens: Vec<i32> = input.tokens.iter().map(|&x| x as i32).collect();
+        let ids = d.refill_index(&mut sc.ids, &tokens)?;
+        let pos = d.refill_index(&mut sc.pos, &to_i32(&input.positions)?)?;
+        let slots = d.refill_index(&mut sc.slots, &to_i32(&input.slots)?)?;
+        let batch = match &mut sc.batch {
+            Some(b) => {
+                b.refill(d, &input.spans, cache.block_size)?;
+                b
+            }
+            none => none.insert(AttnBatch::upload(d, &input.spans, cache.block_size)?),
+        };
         if batch.rows() != t {
             bail!("spans cover {} rows, the batch has {t}", batch.rows());
         }
@@ -255,17 +293,17 @@ impl DeviceLlama {
             k_off: qw,
             v_off: qw + kw,
         };
-        let b = self.scratch.bufs.as_mut().expect("ensured above");
-        ops::dequant_rows(d, &self.embed, &ids, &mut b.x)?;
+        let b = sc.bufs.as_mut().expect("ensured above");
+        ops::dequant_rows(d, &self.embed, ids, &mut b.x)?;
         for (li, layer) in self.layers.iter().enumerate() {
             // The previous layer's FFN output joins the residual stream here.
             let delta = (li > 0).then_some(&b.o);
             ops::rms_norm_residual(d, &mut b.x, delta, &layer.attn_norm, &mut b.h, t, c.rms_eps)?;
             layer.qkv.forward(d, &b.h, t, &mut b.qkv)?;
-            ops::rotary(d, &mut b.qkv, &self.rope, &pos, t, rot)?;
+            ops::rotary(d, &mut b.qkv, &self.rope, pos, t, rot)?;
             let kv = &mut cache.layers[li];
-            ops::kv_write(d, &b.qkv, kv_cols, &slots, kv, t)?;
-            ops::paged_attention(d, &b.qkv, stride, 0, kv, &batch, shape, &mut b.attn)?;
+            ops::kv_write(d, &b.qkv, kv_cols, slots, kv, t)?;
+            ops::paged_attention(d, &b.qkv, stride, 0, kv, batch, shape, &mut b.attn)?;
             layer.wo.forward(d, &b.attn, t, &mut b.o)?;
             ops::rms_norm_residual(
                 d,
@@ -287,13 +325,14 @@ impl DeviceLlama {
         // Last residual add and the final norm over every row, then the wanted rows.
         let delta = (!self.layers.is_empty()).then_some(&b.o);
         ops::rms_norm_residual(d, &mut b.x, delta, &self.norm, &mut b.h, t, c.rms_eps)?;
-        let rows = d.upload_index(&to_i32(&input.logits_rows)?)?;
-        let mut last = d.alloc::<f32>(r * c.n_embd)?;
-        ops::gather_rows(d, &b.h, t, &rows, c.n_embd, &mut last)?;
-        let mut logits = d.alloc::<f32>(r * c.vocab_size)?;
+        let rows = d.refill_index(&mut sc.logit_rows, &to_i32(&input.logits_rows)?)?;
+        let last = grown(d, &mut sc.last, r * c.n_embd)?;
+        ops::gather_rows(d, &b.h, t, rows, c.n_embd, last)?;
+        let logits = grown(d, &mut sc.logits, r * c.vocab_size)?;
         let output = self.output.as_ref().unwrap_or(&self.embed);
-        ops::qmatmul(d, output, &last, r, &mut logits)?;
-        let host = d.download(&logits)?;
+        ops::qmatmul(d, output, last, r, logits)?;
+        let mut host = vec![0f32; r * c.vocab_size];
+        d.download_into(logits, &mut host)?;
         Ok(host.chunks(c.vocab_size).map(<[f32]>::to_vec).collect())
     }
 }

@@ -95,6 +95,11 @@ impl DevProjections {
         &self.widths
     }
 
+    /// Bytes of the matrices.
+    pub(super) fn bytes(&self) -> usize {
+        self.parts.iter().map(QWeight::bytes).sum()
+    }
+
     /// Input features.
     pub(super) fn k(&self) -> usize {
         self.parts[0].k()

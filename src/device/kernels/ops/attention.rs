@@ -125,9 +125,8 @@ pub fn kv_write(
 /// sequence, and the sequences' block tables padded to one width.
 #[derive(Debug)]
 pub struct AttnBatch {
-    row_pos: DevIndex,
-    row_seq: DevIndex,
-    tables: DevIndex,
+    /// `None` until the first upload; later uploads reuse the buffers.
+    parts: Option<[DevIndex; 3]>,
     max_blocks: usize,
     block_size: usize,
     rows: usize,
@@ -136,6 +135,19 @@ pub struct AttnBatch {
 impl AttnBatch {
     /// From the CPU path's spans (rows in span order, `offset`s consecutive from 0).
     pub fn upload(dev: &dyn Device, spans: &[SeqSpan], block_size: usize) -> Result<Self> {
+        let mut b = Self {
+            parts: None,
+            max_blocks: 0,
+            block_size,
+            rows: 0,
+        };
+        b.refill(dev, spans, block_size)?;
+        Ok(b)
+    }
+
+    /// [`Self::upload`] into this batch's buffers (allocating only when they are too
+    /// small), for the next step.
+    pub fn refill(&mut self, dev: &dyn Device, spans: &[SeqSpan], block_size: usize) -> Result<()> {
         const OP: &str = "attention batch";
         check(block_size > 0, OP, || "block size 0".into())?;
         let max_blocks = spans
@@ -173,14 +185,18 @@ impl AttnBatch {
             row.resize(max_blocks, 0);
             tables.extend(row);
         }
-        Ok(Self {
-            rows: pos.len(),
-            row_pos: dev.upload_index(&pos)?,
-            row_seq: dev.upload_index(&seq)?,
-            tables: dev.upload_index(&tables)?,
-            max_blocks,
-            block_size,
-        })
+        let [mut p, mut q, mut t] = match self.parts.take() {
+            Some([p, q, t]) => [Some(p), Some(q), Some(t)],
+            None => [None, None, None],
+        };
+        dev.refill_index(&mut p, &pos)?;
+        dev.refill_index(&mut q, &seq)?;
+        dev.refill_index(&mut t, &tables)?;
+        self.parts = p.zip(q).zip(t).map(|((p, q), t)| [p, q, t]);
+        self.rows = pos.len();
+        self.max_blocks = max_blocks;
+        self.block_size = block_size;
+        Ok(())
     }
 
     /// Query rows.
@@ -234,6 +250,12 @@ pub fn paged_attention(
         },
     )?;
     let rows = batch.rows;
+    let Some([row_pos, row_seq, tables]) = &batch.parts else {
+        return Err(DeviceError::Shape {
+            op: OP,
+            detail: "the batch was never uploaded".into(),
+        });
+    };
     check(
         q_off + n_head * head_dim <= q_stride && q.len() >= rows * q_stride,
         OP,
@@ -252,14 +274,14 @@ pub fn paged_attention(
         )
     })?;
     check(
-        batch.tables.min() >= 0 && (batch.tables.max() as i64) < cache.num_blocks() as i64,
+        tables.min() >= 0 && (tables.max() as i64) < cache.num_blocks() as i64,
         OP,
         || {
             format!(
                 "block ids must be in 0..{}, got {}..={}",
                 cache.num_blocks(),
-                batch.tables.min(),
-                batch.tables.max()
+                tables.min(),
+                tables.max()
             )
         },
     )?;
@@ -272,9 +294,9 @@ pub fn paged_attention(
         int(q_off, OP, "q_off")?,
         ptr(&cache.k),
         ptr(&cache.v),
-        ptr(batch.row_pos.buf()),
-        ptr(batch.row_seq.buf()),
-        ptr(batch.tables.buf()),
+        ptr(row_pos.buf()),
+        ptr(row_seq.buf()),
+        ptr(tables.buf()),
         int(batch.max_blocks, OP, "max_blocks")?,
         int(batch.block_size, OP, "block_size")?,
         ptr(out),

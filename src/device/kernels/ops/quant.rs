@@ -52,6 +52,11 @@ impl QWeight {
         k / len * bytes
     }
 
+    /// Bytes of the whole matrix.
+    pub fn bytes(&self) -> usize {
+        self.n * self.row_bytes()
+    }
+
     /// Bytes of one row.
     pub fn row_bytes(&self) -> usize {
         Self::row_bytes_of(self.kind, self.k)
