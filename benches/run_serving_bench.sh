@@ -17,6 +17,7 @@
 #   RUN_TIMEOUT=600           seconds per loadgen run
 #   READY_TIMEOUT=300         seconds to wait for /health 200
 #   OUT_DIR=                  where JSON results and server logs go (default: a temp dir)
+#   FEATURES=                 cargo features of the server build (e.g. cuda)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -49,7 +50,7 @@ trap stop_server EXIT
 trap 'exit 130' INT TERM
 
 echo "building (release) ..." >&2
-cargo build --release --bin ferrite >&2
+cargo build --release --bin ferrite --features "${FEATURES:-}" >&2
 # Build the loadgen once and run its binary directly, so nothing rebuilds mid-run.
 LOADGEN=$(cargo bench --bench loadgen --no-run --message-format=json 2>/dev/null \
     | grep -o '"executable":"[^"]*loadgen[^"]*"' | tail -1 | sed 's/^"executable":"//; s/"$//')

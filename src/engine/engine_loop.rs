@@ -212,6 +212,9 @@ impl Engine {
                 self.stats.waiting.fetch_sub(1, Ordering::AcqRel);
             }
         }
+        // Publish what this step runs before it sends any token: a client that has seen
+        // a token of this step then never reads counters older than the step.
+        self.publish();
         let input = self.build_batch(&plan);
         metrics::histogram!(m::BATCH_TOKENS).record(input.tokens.len() as f64);
         metrics::histogram!(m::BATCH_SEQUENCES).record(plan.scheduled.len() as f64);
