@@ -15,13 +15,13 @@ use std::time::Instant;
 
 use super::handle::EngineStats;
 use super::kv_manager::{SeqId, block_hashes};
-use super::sampler::SamplerState;
-use super::scheduler::{ScheduledSeq, Scheduler, StepPlan};
+use super::sampler::{Sampled, SamplerState};
+use super::scheduler::{Scheduler, StepPlan};
 use super::sequence::{Progress, Sequence};
 use super::text_stream::TextStream;
 use super::types::GenerateRequest;
 use crate::metrics as m;
-use crate::model::decoder::Runner;
+use crate::model::decoder::{Runner, StepOutput};
 use crate::model::llama::BatchInput;
 use crate::model::paged_attention::SeqSpan;
 use crate::model::tokenizer::ModelTokenizer;
@@ -218,8 +218,19 @@ impl Engine {
         let input = self.build_batch(&plan);
         metrics::histogram!(m::BATCH_TOKENS).record(input.tokens.len() as f64);
         metrics::histogram!(m::BATCH_SEQUENCES).record(plan.scheduled.len() as f64);
-        match self.runner.forward(&input) {
-            Ok(logits) => self.sample_all(&plan, logits),
+        // When every row that samples is plain greedy, a device picks the tokens itself.
+        let greedy = plan.scheduled.iter().filter(|s| s.samples).all(|s| {
+            self.seqs
+                .get(&s.id)
+                .is_some_and(|q| q.params.is_plain_greedy())
+        });
+        let out = if greedy {
+            self.runner.forward_greedy(&input)
+        } else {
+            self.runner.forward(&input).map(StepOutput::Logits)
+        };
+        match out {
+            Ok(out) => self.sample_all(&plan, out),
             Err(e) => {
                 tracing::error!("forward failed: {e:#}");
                 for s in &plan.scheduled {
@@ -273,31 +284,51 @@ impl Engine {
         input
     }
 
-    fn sample_all(&mut self, plan: &StepPlan, logits: Vec<Vec<f32>>) {
-        let sampling: Vec<&ScheduledSeq> = plan.scheduled.iter().filter(|s| s.samples).collect();
-        for (s, mut row) in sampling.into_iter().zip(logits) {
-            let Some(seq) = self.seqs.get_mut(&s.id) else {
-                continue;
-            };
-            let sampled = seq.sampler.sample(&mut row, &seq.params);
-            metrics::counter!(m::GENERATION_TOKENS_TOTAL).increment(1);
-            self.scheduler.append_token(s.id);
-            match seq.accept(sampled, &self.tokenizer, self.max_seq_len) {
-                Progress::Continue => {}
-                Progress::Finished(reason) => {
-                    tracing::debug!(
-                        request = %seq.request_id,
-                        reason = reason.as_str(),
-                        tokens = seq.generated(),
-                        secs = seq.arrived.elapsed().as_secs_f64(),
-                        "sequence finished"
-                    );
-                    self.remove(s.id);
+    fn sample_all(&mut self, plan: &StepPlan, out: StepOutput) {
+        let sampling = plan.scheduled.iter().filter(|s| s.samples).map(|s| s.id);
+        match out {
+            StepOutput::Logits(rows) => {
+                for (id, mut row) in sampling.zip(rows) {
+                    if let Some(seq) = self.seqs.get_mut(&id) {
+                        let sampled = seq.sampler.sample(&mut row, &seq.params);
+                        self.take(id, sampled);
+                    }
                 }
-                Progress::Disconnected => {
-                    metrics::counter!(m::CANCELLED_TOTAL).increment(1);
-                    self.remove(s.id);
+            }
+            StepOutput::Tokens(tokens) => {
+                for (id, token) in sampling.zip(tokens) {
+                    let sampled = Sampled {
+                        id: token,
+                        logprobs: None,
+                    };
+                    self.take(id, sampled);
                 }
+            }
+        }
+    }
+
+    /// Appends the sampled token to sequence `id`, finishing or dropping it as needed.
+    fn take(&mut self, id: SeqId, sampled: Sampled) {
+        let Some(seq) = self.seqs.get_mut(&id) else {
+            return;
+        };
+        metrics::counter!(m::GENERATION_TOKENS_TOTAL).increment(1);
+        self.scheduler.append_token(id);
+        match seq.accept(sampled, &self.tokenizer, self.max_seq_len) {
+            Progress::Continue => {}
+            Progress::Finished(reason) => {
+                tracing::debug!(
+                    request = %seq.request_id,
+                    reason = reason.as_str(),
+                    tokens = seq.generated(),
+                    secs = seq.arrived.elapsed().as_secs_f64(),
+                    "sequence finished"
+                );
+                self.remove(id);
+            }
+            Progress::Disconnected => {
+                metrics::counter!(m::CANCELLED_TOTAL).increment(1);
+                self.remove(id);
             }
         }
     }

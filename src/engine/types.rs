@@ -33,6 +33,17 @@ pub struct SamplingParams {
     pub ignore_eos: bool,
 }
 
+impl SamplingParams {
+    /// Argmax with nothing else to compute (no penalties, no logprobs): the token can be
+    /// picked where the logits are, without handing them to the host sampler.
+    pub fn is_plain_greedy(&self) -> bool {
+        self.temperature <= 0.0
+            && self.logprobs.is_none()
+            && self.presence_penalty == 0.0
+            && self.frequency_penalty == 0.0
+    }
+}
+
 impl Default for SamplingParams {
     fn default() -> Self {
         Self {

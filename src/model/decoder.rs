@@ -90,4 +90,25 @@ impl Runner {
             Runner::Device { model, cache } => model.forward(input, cache),
         }
     }
+
+    /// [`Self::forward`] for a step whose every sampling row is plain greedy (argmax, no
+    /// penalties, no logprobs): a device picks the tokens itself and sends back one id a
+    /// row instead of a row of logits. The CPU returns logits as usual.
+    pub fn forward_greedy(&mut self, input: &BatchInput) -> Result<StepOutput> {
+        match self {
+            Runner::Cpu { model, cache } => model.forward(input, cache).map(StepOutput::Logits),
+            Runner::Device { model, cache } => {
+                model.forward_argmax(input, cache).map(StepOutput::Tokens)
+            }
+        }
+    }
+}
+
+/// What a step hands back for its sampling rows.
+#[derive(Debug)]
+pub enum StepOutput {
+    /// One row of logits each.
+    Logits(Vec<Vec<f32>>),
+    /// The argmax token of each row (chosen on the device).
+    Tokens(Vec<u32>),
 }

@@ -71,6 +71,8 @@ struct Scratch {
     /// Hidden states of the rows whose logits are wanted, and their logits.
     last: Option<DevBuf<f32>>,
     logits: Option<DevBuf<f32>>,
+    /// Argmax ids of the rows (device-side greedy sampling).
+    picked: Option<DevBuf<i32>>,
 }
 
 struct Bufs {
@@ -234,9 +236,47 @@ impl DeviceLlama {
         input: &BatchInput,
         cache: &mut DeviceKvCache,
     ) -> Result<Vec<Vec<f32>>> {
+        let r = input.logits_rows.len();
+        if !self.step(input, cache)? {
+            return Ok(Vec::new());
+        }
+        let vocab = self.cfg.vocab_size;
+        let logits = self.scratch.logits.as_ref().expect("filled by step");
+        let mut host = vec![0f32; r * vocab];
+        self.dev.download_into(logits, &mut host)?;
+        Ok(host.chunks(vocab).map(<[f32]>::to_vec).collect())
+    }
+
+    /// [`Self::forward`] that picks each row's argmax on the device (lowest id on
+    /// ties, as the host sampler) and returns only the ids.
+    pub fn forward_argmax(
+        &mut self,
+        input: &BatchInput,
+        cache: &mut DeviceKvCache,
+    ) -> Result<Vec<u32>> {
+        let r = input.logits_rows.len();
+        if !self.step(input, cache)? {
+            return Ok(Vec::new());
+        }
+        let d = self.dev.as_ref();
+        let sc = &mut self.scratch;
+        let logits = sc.logits.as_ref().expect("filled by step");
+        if sc.picked.as_ref().is_none_or(|b| b.len() < r) {
+            sc.picked = Some(d.alloc(r.next_power_of_two())?);
+        }
+        let picked = sc.picked.as_mut().expect("filled above");
+        ops::argmax_rows(d, logits, r, self.cfg.vocab_size, picked)?;
+        let mut ids = vec![0i32; r];
+        d.download_into(picked, &mut ids)?;
+        Ok(ids.into_iter().map(|i| i as u32).collect())
+    }
+
+    /// The step up to the logits of `input.logits_rows`, left in `scratch.logits`;
+    /// false when no row wants logits.
+    fn step(&mut self, input: &BatchInput, cache: &mut DeviceKvCache) -> Result<bool> {
         let t = input.tokens.len();
         if t == 0 {
-            return Ok(Vec::new());
+            return Ok(false);
         }
         if let Some(&p) = input.positions.iter().find(|&&p| p >= self.max_positions) {
             bail!(
@@ -320,7 +360,7 @@ impl DeviceLlama {
         }
         let r = input.logits_rows.len();
         if r == 0 {
-            return Ok(Vec::new());
+            return Ok(false);
         }
         // Last residual add and the final norm over every row, then the wanted rows.
         let delta = (!self.layers.is_empty()).then_some(&b.o);
@@ -331,8 +371,6 @@ impl DeviceLlama {
         let logits = grown(d, &mut sc.logits, r * c.vocab_size)?;
         let output = self.output.as_ref().unwrap_or(&self.embed);
         ops::qmatmul(d, output, last, r, logits)?;
-        let mut host = vec![0f32; r * c.vocab_size];
-        d.download_into(logits, &mut host)?;
-        Ok(host.chunks(c.vocab_size).map(<[f32]>::to_vec).collect())
+        Ok(true)
     }
 }
