@@ -257,9 +257,8 @@ fn silu_gating_matches_cpu() {
     }
 }
 
-/// A batch mixing a fresh prompt, a prompt chunk with earlier context, and decodes.
-fn spans(block_size: usize) -> Vec<SeqSpan> {
-    let lens: [(usize, usize); 4] = [(0, 5), (10, 7), (40, 1), (70, 1)];
+/// Spans of `(start position, tokens)`, each sequence's blocks spread over the pool.
+fn spans(block_size: usize, lens: &[(usize, usize)]) -> Vec<SeqSpan> {
     let mut next_block = 3u32;
     let mut offset = 0;
     lens.iter()
@@ -279,79 +278,106 @@ fn spans(block_size: usize) -> Vec<SeqSpan> {
         .collect()
 }
 
+/// Attention over `lens` against the CPU, in one pass and split over the context into
+/// each of `splits` slices (`None`: the wrapper's own choice).
+fn check_attention(
+    dev: &dyn Device,
+    lens: &[(usize, usize)],
+    (n_head, n_kv_head, head_dim): (usize, usize, usize),
+    splits: &[Option<usize>],
+) {
+    let bs = 16;
+    let spans = spans(bs, lens);
+    let num_blocks = spans
+        .iter()
+        .flat_map(|s| s.block_table.iter())
+        .max()
+        .unwrap()
+        + 1;
+    let num_blocks = num_blocks as usize;
+    let kvw = n_kv_head * head_dim;
+    let qw = n_head * head_dim;
+    let stride = qw + 2 * kvw;
+    let shape = HeadShape {
+        n_head,
+        n_kv_head,
+        head_dim,
+    };
+    let mut cpu = PagedKvCache::new(1, num_blocks, bs, n_kv_head, head_dim);
+    let mut gpu = DevKvLayer::alloc(dev, num_blocks, bs, kvw).unwrap();
+    let mut batch = AttnBatch::upload(dev, &spans, bs).unwrap();
+    // Fill every position each sequence attends to (earlier context included).
+    for (si, s) in spans.iter().enumerate() {
+        let ctx = s.start_pos + s.len;
+        let rows = signed_units(ctx * stride, 20 + si as u64);
+        let slots: Vec<usize> = (0..ctx)
+            .map(|p| s.block_table[p / bs] as usize * bs + p % bs)
+            .collect();
+        let part = |offset| Strided {
+            data: &rows,
+            stride,
+            offset,
+        };
+        cpu.write_strided(0, &slots, part(qw), part(qw + kvw));
+        let slot_idx: Vec<i32> = slots.iter().map(|&s| s as i32).collect();
+        let cols = KvColumns {
+            stride,
+            k_off: qw,
+            v_off: qw + kvw,
+        };
+        let rows_d = dev.upload(&rows).unwrap();
+        let slots_d = dev.upload_index(&slot_idx).unwrap();
+        ops::kv_write(dev, &rows_d, cols, &slots_d, &mut gpu, ctx).unwrap();
+    }
+    let n_rows = batch.rows();
+    let q = signed_units(n_rows * stride, 99);
+    let mut want = vec![0f32; n_rows * qw];
+    let qs = Strided {
+        data: &q,
+        stride,
+        offset: 0,
+    };
+    cpu.attend_strided(0, shape, &spans, qs, &mut want);
+    let qd = dev.upload(&q).unwrap();
+    for &split in splits {
+        let mut out = dev.upload(&vec![f32::NAN; n_rows * qw]).unwrap();
+        match split {
+            None => ops::paged_attention(dev, &qd, stride, 0, &gpu, &mut batch, shape, &mut out),
+            Some(n) => ops::paged_attention_split(
+                dev, &qd, stride, 0, &gpu, &mut batch, shape, &mut out, n,
+            ),
+        }
+        .unwrap();
+        for (i, (g, r)) in dev.download(&out).unwrap().iter().zip(&want).enumerate() {
+            assert!(
+                close(*g, *r as f64, 2e-4),
+                "{}: attention {n_head}/{n_kv_head}x{head_dim} splits {split:?} [{i}] (row {}) {g} vs {r}",
+                dev.name(),
+                i / qw
+            );
+        }
+    }
+}
+
 #[test]
 fn paged_attention_matches_cpu_for_prefill_chunks_and_decodes() {
+    // A fresh prompt, a prompt chunk with earlier context, and two decodes.
+    let lens = [(0, 5), (10, 7), (40, 1), (70, 1)];
     for dev in devices() {
-        for (n_head, n_kv_head, head_dim) in
-            [(9, 3, 64), (8, 2, 128), (4, 4, 32), (4, 2, 16), (2, 1, 80)]
-        {
-            let bs = 16;
-            let spans = spans(bs);
-            let num_blocks = 40;
-            let kvw = n_kv_head * head_dim;
-            let qw = n_head * head_dim;
-            let stride = qw + 2 * kvw;
-            let shape = HeadShape {
-                n_head,
-                n_kv_head,
-                head_dim,
-            };
-            let mut cpu = PagedKvCache::new(1, num_blocks, bs, n_kv_head, head_dim);
-            let mut gpu = DevKvLayer::alloc(dev, num_blocks, bs, kvw).unwrap();
-            let batch = AttnBatch::upload(dev, &spans, bs).unwrap();
-            // Fill every position each sequence attends to (earlier context included).
-            for (si, s) in spans.iter().enumerate() {
-                let ctx = s.start_pos + s.len;
-                let rows = signed_units(ctx * stride, 20 + si as u64);
-                let slots: Vec<usize> = (0..ctx)
-                    .map(|p| s.block_table[p / bs] as usize * bs + p % bs)
-                    .collect();
-                let k = Strided {
-                    data: &rows,
-                    stride,
-                    offset: qw,
-                };
-                let v = Strided {
-                    data: &rows,
-                    stride,
-                    offset: qw + kvw,
-                };
-                cpu.write_strided(0, &slots, k, v);
-                let slot_idx: Vec<i32> = slots.iter().map(|&s| s as i32).collect();
-                let cols = KvColumns {
-                    stride,
-                    k_off: qw,
-                    v_off: qw + kvw,
-                };
-                let rows_d = dev.upload(&rows).unwrap();
-                let slots_d = dev.upload_index(&slot_idx).unwrap();
-                ops::kv_write(dev, &rows_d, cols, &slots_d, &mut gpu, ctx).unwrap();
-            }
-            let n_rows = batch.rows();
-            let q = signed_units(n_rows * stride, 99);
-            let mut want = vec![0f32; n_rows * qw];
-            cpu.attend_strided(
-                0,
-                shape,
-                &spans,
-                Strided {
-                    data: &q,
-                    stride,
-                    offset: 0,
-                },
-                &mut want,
-            );
-            let mut out = dev.alloc::<f32>(n_rows * qw).unwrap();
-            let qd = dev.upload(&q).unwrap();
-            ops::paged_attention(dev, &qd, stride, 0, &gpu, &batch, shape, &mut out).unwrap();
-            for (i, (g, r)) in dev.download(&out).unwrap().iter().zip(&want).enumerate() {
-                assert!(
-                    close(*g, *r as f64, 2e-4),
-                    "{}: attention {n_head}/{n_kv_head}x{head_dim} [{i}] (row {}) {g} vs {r}",
-                    dev.name(),
-                    i / qw
-                );
-            }
+        for shape in [(9, 3, 64), (8, 2, 128), (4, 4, 32), (4, 2, 16), (2, 1, 80)] {
+            // 3 and 7 slices: some slices empty for the short rows, ragged last slices.
+            check_attention(dev, &lens, shape, &[None, Some(1), Some(3), Some(7)]);
+        }
+    }
+}
+
+#[test]
+fn long_decodes_are_split_over_the_context_and_match_cpu() {
+    // Two decodes at 1500 and 700 tokens of context: the wrapper splits them.
+    let lens = [(1500, 1), (700, 1)];
+    for dev in devices() {
+        for shape in [(9, 3, 64), (8, 2, 128)] {
+            check_attention(dev, &lens, shape, &[None, Some(1)]);
         }
     }
 }
@@ -421,15 +447,15 @@ fn wrappers_refuse_bad_shapes_before_launching() {
             start_pos: 0,
             block_table: vec![5],
         }];
-        let batch = AttnBatch::upload(dev, &spans, 16).unwrap();
+        let mut batch = AttnBatch::upload(dev, &spans, 16).unwrap();
         let shape = HeadShape {
             n_head: 2,
             n_kv_head: 2,
             head_dim: 32,
         };
         let mut o = dev.alloc::<f32>(64).unwrap();
-        let err =
-            ops::paged_attention(dev, &rows, 192, 0, &cache, &batch, shape, &mut o).unwrap_err();
+        let err = ops::paged_attention(dev, &rows, 192, 0, &cache, &mut batch, shape, &mut o)
+            .unwrap_err();
         assert!(
             err.to_string().contains("block ids must be in 0..2"),
             "{err}"

@@ -73,7 +73,11 @@ pub const MODULES: &[KernelModule] = &[
     KernelModule {
         name: "attention",
         source: include_str!("../../../kernels/attention.cu"),
-        kernels: &["paged_attention"],
+        kernels: &[
+            "paged_attention",
+            "paged_attention_partial",
+            "paged_attention_combine",
+        ],
     },
     KernelModule {
         name: "gather",

@@ -127,6 +127,9 @@ pub fn kv_write(
 pub struct AttnBatch {
     /// `None` until the first upload; later uploads reuse the buffers.
     parts: Option<[DevIndex; 3]>,
+    /// Split attention's per-slice sums and (max, denominator), grown on demand.
+    part_acc: Option<DevBuf<f32>>,
+    part_ml: Option<DevBuf<f32>>,
     max_blocks: usize,
     block_size: usize,
     rows: usize,
@@ -137,6 +140,8 @@ impl AttnBatch {
     pub fn upload(dev: &dyn Device, spans: &[SeqSpan], block_size: usize) -> Result<Self> {
         let mut b = Self {
             parts: None,
+            part_acc: None,
+            part_ml: None,
             max_blocks: 0,
             block_size,
             rows: 0,
@@ -203,10 +208,22 @@ impl AttnBatch {
     pub fn rows(&self) -> usize {
         self.rows
     }
+
+    /// The longest context a row attends to (its position + 1).
+    pub fn max_context(&self) -> usize {
+        self.parts
+            .as_ref()
+            .map_or(0, |[pos, _, _]| (pos.max() + 1).max(0) as usize)
+    }
 }
 
+/// Context positions per slice when attention is split over the context.
+pub const SPLIT_CHUNK: usize = 256;
+
 /// Causal attention of the batch's query rows (heads at column `q_off` of `q` rows
-/// `q_stride` wide) over `cache`, into `out` (`[rows][n_head * head_dim]`).
+/// `q_stride` wide) over `cache`, into `out` (`[rows][n_head * head_dim]`). A batch of
+/// few rows over long contexts (decode) is split over the context ([`SPLIT_CHUNK`]
+/// positions a slice) so that enough blocks run at once.
 #[allow(clippy::too_many_arguments)]
 pub fn paged_attention(
     dev: &dyn Device,
@@ -214,9 +231,31 @@ pub fn paged_attention(
     q_stride: usize,
     q_off: usize,
     cache: &DevKvLayer,
-    batch: &AttnBatch,
+    batch: &mut AttnBatch,
     shape: HeadShape,
     out: &mut DevBuf<f32>,
+) -> Result<()> {
+    let ctx = batch.max_context();
+    let splits = if batch.rows * shape.n_kv_head >= 128 || ctx <= 2 * SPLIT_CHUNK {
+        1
+    } else {
+        ctx.div_ceil(SPLIT_CHUNK).min(64)
+    };
+    paged_attention_split(dev, q, q_stride, q_off, cache, batch, shape, out, splits)
+}
+
+/// [`paged_attention`] with the context cut into `splits` slices (1: one pass).
+#[allow(clippy::too_many_arguments)]
+pub fn paged_attention_split(
+    dev: &dyn Device,
+    q: &DevBuf<f32>,
+    q_stride: usize,
+    q_off: usize,
+    cache: &DevKvLayer,
+    batch: &mut AttnBatch,
+    shape: HeadShape,
+    out: &mut DevBuf<f32>,
+    splits: usize,
 ) -> Result<()> {
     const OP: &str = "paged_attention";
     let HeadShape {
@@ -288,7 +327,11 @@ pub fn paged_attention(
     if rows == 0 {
         return Ok(());
     }
-    let args = [
+    check((1..=1024).contains(&splits), OP, || {
+        format!("{splits} splits: must be in 1..=1024")
+    })?;
+    let scale = KernelArg::F32(1.0 / (head_dim as f32).sqrt());
+    let head_args = [
         ptr(q),
         int(q_stride, OP, "q_stride")?,
         int(q_off, OP, "q_off")?,
@@ -299,16 +342,67 @@ pub fn paged_attention(
         ptr(tables.buf()),
         int(batch.max_blocks, OP, "max_blocks")?,
         int(batch.block_size, OP, "block_size")?,
-        ptr(out),
+    ];
+    let heads = [
         int(n_head, OP, "n_head")?,
         int(n_kv_head, OP, "n_kv_head")?,
         int(head_dim, OP, "head_dim")?,
-        KernelArg::F32(1.0 / (head_dim as f32).sqrt()),
+        scale,
+    ];
+    let block = [(32 * (n_head / n_kv_head)) as u32, 1, 1];
+    if splits == 1 {
+        let args: Vec<KernelArg> = head_args
+            .into_iter()
+            .chain([ptr(out)])
+            .chain(heads)
+            .collect();
+        let dims = LaunchDims {
+            grid: [rows as u32, n_kv_head as u32, 1],
+            block,
+        };
+        // SAFETY: tables bounded by the cache; positions covered by each table (upload).
+        return unsafe { dev.launch("paged_attention", dims, &args) };
+    }
+    let chunk = batch.max_context().div_ceil(splits).max(1);
+    let slots = rows * n_head * splits;
+    let part_acc = grown(dev, &mut batch.part_acc, slots * head_dim)?.ptr();
+    let part_ml = grown(dev, &mut batch.part_ml, slots * 2)?.ptr();
+    let args: Vec<KernelArg> = head_args
+        .into_iter()
+        .chain([KernelArg::Ptr(part_acc), KernelArg::Ptr(part_ml)])
+        .chain(heads)
+        .chain([int(chunk, OP, "chunk")?])
+        .collect();
+    let dims = LaunchDims {
+        grid: [rows as u32, n_kv_head as u32, splits as u32],
+        block,
+    };
+    // SAFETY: as above; the partial buffers hold rows x n_head x splits slots.
+    unsafe { dev.launch("paged_attention_partial", dims, &args)? };
+    let args = [
+        KernelArg::Ptr(part_acc),
+        KernelArg::Ptr(part_ml),
+        ptr(out),
+        int(n_head, OP, "n_head")?,
+        int(head_dim, OP, "head_dim")?,
+        int(splits, OP, "splits")?,
     ];
     let dims = LaunchDims {
-        grid: [rows as u32, n_kv_head as u32, 1],
-        block: [(32 * (n_head / n_kv_head)) as u32, 1, 1],
+        grid: [rows as u32, n_head as u32, 1],
+        block: [32, 1, 1],
     };
-    // SAFETY: tables bounded by the cache; positions covered by each table (upload).
-    unsafe { dev.launch("paged_attention", dims, &args) }
+    // SAFETY: reads the slots written above, writes rows x n_head x head_dim of `out`.
+    unsafe { dev.launch("paged_attention_combine", dims, &args) }
+}
+
+/// `slot`'s buffer, reallocated (twice as large) when it holds fewer than `len` floats.
+fn grown<'a>(
+    dev: &dyn Device,
+    slot: &'a mut Option<DevBuf<f32>>,
+    len: usize,
+) -> Result<&'a mut DevBuf<f32>> {
+    if slot.as_ref().is_none_or(|b| b.len() < len) {
+        *slot = Some(dev.alloc(len.next_power_of_two())?);
+    }
+    Ok(slot.as_mut().expect("filled above"))
 }

@@ -8,7 +8,9 @@ mod attention;
 mod quant;
 mod rows;
 
-pub use attention::{AttnBatch, DevKvLayer, KvColumns, kv_write, paged_attention};
+pub use attention::{
+    AttnBatch, DevKvLayer, KvColumns, SPLIT_CHUNK, kv_write, paged_attention, paged_attention_split,
+};
 pub use quant::{MATVEC_MAX_ROWS, QWeight, dequant_rows, qmatmul, qmatmul_into};
 pub use rows::{
     DevRope, HeadColumns, add_in_place, argmax_rows, gather_rows, rms_norm_residual, rotary,
