@@ -63,16 +63,58 @@ impl DeviceKvCache {
 struct Scratch {
     rows: usize,
     bufs: Option<Bufs>,
-    ids: Option<DevIndex>,
-    pos: Option<DevIndex>,
-    slots: Option<DevIndex>,
-    logit_rows: Option<DevIndex>,
-    batch: Option<AttnBatch>,
+    inputs: Inputs,
     /// Hidden states of the rows whose logits are wanted, and their logits.
     last: Option<DevBuf<f32>>,
     logits: Option<DevBuf<f32>>,
     /// Argmax ids of the rows (device-side greedy sampling).
     picked: Option<DevBuf<i32>>,
+}
+
+/// A step's inputs on the device, reused from step to step.
+#[derive(Default)]
+struct Inputs {
+    ids: Option<DevIndex>,
+    pos: Option<DevIndex>,
+    slots: Option<DevIndex>,
+    logit_rows: Option<DevIndex>,
+    batch: Option<AttnBatch>,
+}
+
+impl Inputs {
+    /// Checks `input`'s shape and uploads its token ids, positions, slots and spans.
+    fn load(&mut self, d: &dyn Device, input: &BatchInput, block_size: usize) -> Result<()> {
+        let t = input.tokens.len();
+        if input.positions.len() != t || input.slots.len() != t {
+            bail!(
+                "batch of {t} tokens with {} positions and {} slots",
+                input.positions.len(),
+                input.slots.len()
+            );
+        }
+        let tokens: Vec<i32> = input.tokens.iter().map(|&x| x as i32).collect();
+        d.refill_index(&mut self.ids, &tokens)?;
+        d.refill_index(&mut self.pos, &to_i32(&input.positions)?)?;
+        d.refill_index(&mut self.slots, &to_i32(&input.slots)?)?;
+        let batch = match &mut self.batch {
+            Some(b) => {
+                b.refill(d, &input.spans, block_size)?;
+                b
+            }
+            none => none.insert(AttnBatch::upload(d, &input.spans, block_size)?),
+        };
+        if batch.rows() != t {
+            bail!("spans cover {} rows, the batch has {t}", batch.rows());
+        }
+        Ok(())
+    }
+}
+
+/// Indices as the kernels take them.
+fn to_i32(v: &[usize]) -> Result<Vec<i32>> {
+    v.iter()
+        .map(|&x| i32::try_from(x).map_err(|_| anyhow::anyhow!("index {x} overflows i32")))
+        .collect()
 }
 
 struct Bufs {
@@ -284,39 +326,24 @@ impl DeviceLlama {
                 self.cfg.context_length
             );
         }
-        if input.positions.len() != t || input.slots.len() != t {
-            bail!(
-                "batch of {t} tokens with {} positions and {} slots",
-                input.positions.len(),
-                input.slots.len()
-            );
-        }
         self.ensure_scratch(t)?;
         let dev = self.dev.clone();
         let d = dev.as_ref();
         let c = self.cfg.clone();
         let (qw, kw) = (c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
         let stride = qw + 2 * kw;
-        let to_i32 = |v: &[usize]| -> Result<Vec<i32>> {
-            v.iter()
-                .map(|&x| i32::try_from(x).map_err(|_| anyhow::anyhow!("index {x} overflows i32")))
-                .collect()
-        };
         let sc = &mut self.scratch;
-        let tokens: Vec<i32> = input.tokens.iter().map(|&x| x as i32).collect();
-        let ids = d.refill_index(&mut sc.ids, &tokens)?;
-        let pos = d.refill_index(&mut sc.pos, &to_i32(&input.positions)?)?;
-        let slots = d.refill_index(&mut sc.slots, &to_i32(&input.slots)?)?;
-        let batch = match &mut sc.batch {
-            Some(b) => {
-                b.refill(d, &input.spans, cache.block_size)?;
-                b
-            }
-            none => none.insert(AttnBatch::upload(d, &input.spans, cache.block_size)?),
+        sc.inputs.load(d, input, cache.block_size)?;
+        let Inputs {
+            ids: Some(ids),
+            pos: Some(pos),
+            slots: Some(slots),
+            batch: Some(batch),
+            ..
+        } = &mut sc.inputs
+        else {
+            bail!("step inputs missing after upload");
         };
-        if batch.rows() != t {
-            bail!("spans cover {} rows, the batch has {t}", batch.rows());
-        }
         let shape = HeadShape {
             n_head: c.n_head,
             n_kv_head: c.n_kv_head,
@@ -365,7 +392,7 @@ impl DeviceLlama {
         // Last residual add and the final norm over every row, then the wanted rows.
         let delta = (!self.layers.is_empty()).then_some(&b.o);
         ops::rms_norm_residual(d, &mut b.x, delta, &self.norm, &mut b.h, t, c.rms_eps)?;
-        let rows = d.refill_index(&mut sc.logit_rows, &to_i32(&input.logits_rows)?)?;
+        let rows = d.refill_index(&mut sc.inputs.logit_rows, &to_i32(&input.logits_rows)?)?;
         let last = grown(d, &mut sc.last, r * c.n_embd)?;
         ops::gather_rows(d, &b.h, t, rows, c.n_embd, last)?;
         let logits = grown(d, &mut sc.logits, r * c.vocab_size)?;

@@ -258,6 +258,90 @@ pub fn paged_attention_split(
     splits: usize,
 ) -> Result<()> {
     const OP: &str = "paged_attention";
+    check_attention(q, q_stride, q_off, cache, batch, shape, out)?;
+    check((1..=1024).contains(&splits), OP, || {
+        format!("{splits} splits: must be in 1..=1024")
+    })?;
+    let rows = batch.rows;
+    let Some([row_pos, row_seq, tables]) = &batch.parts else {
+        return Ok(()); // never uploaded: no rows (check_attention refuses rows without parts)
+    };
+    if rows == 0 {
+        return Ok(());
+    }
+    let HeadShape {
+        n_head,
+        n_kv_head,
+        head_dim,
+    } = shape;
+    let common = [
+        ptr(q),
+        int(q_stride, OP, "q_stride")?,
+        int(q_off, OP, "q_off")?,
+        ptr(&cache.k),
+        ptr(&cache.v),
+        ptr(row_pos.buf()),
+        ptr(row_seq.buf()),
+        ptr(tables.buf()),
+        int(batch.max_blocks, OP, "max_blocks")?,
+        int(batch.block_size, OP, "block_size")?,
+    ];
+    let heads = [
+        int(n_head, OP, "n_head")?,
+        int(n_kv_head, OP, "n_kv_head")?,
+        int(head_dim, OP, "head_dim")?,
+        KernelArg::F32(1.0 / (head_dim as f32).sqrt()),
+    ];
+    let grid = |z: usize| LaunchDims {
+        grid: [rows as u32, n_kv_head as u32, z as u32],
+        block: [(32 * (n_head / n_kv_head)) as u32, 1, 1],
+    };
+    if splits == 1 {
+        let args: Vec<KernelArg> = common.into_iter().chain([ptr(out)]).chain(heads).collect();
+        // SAFETY: check_attention bounded the tables by the cache and sized q and out;
+        // each table covers its row's positions (AttnBatch::refill).
+        return unsafe { dev.launch("paged_attention", grid(1), &args) };
+    }
+    let chunk = batch.max_context().div_ceil(splits).max(1);
+    let slots = rows * n_head * splits;
+    let part_acc = grown(dev, &mut batch.part_acc, slots * head_dim)?.ptr();
+    let part_ml = grown(dev, &mut batch.part_ml, slots * 2)?.ptr();
+    let args: Vec<KernelArg> = common
+        .into_iter()
+        .chain([KernelArg::Ptr(part_acc), KernelArg::Ptr(part_ml)])
+        .chain(heads)
+        .chain([int(chunk, OP, "chunk")?])
+        .collect();
+    // SAFETY: as above; the partial buffers hold rows x n_head x splits slots.
+    unsafe { dev.launch("paged_attention_partial", grid(splits), &args)? };
+    let args = [
+        KernelArg::Ptr(part_acc),
+        KernelArg::Ptr(part_ml),
+        ptr(out),
+        int(n_head, OP, "n_head")?,
+        int(head_dim, OP, "head_dim")?,
+        int(splits, OP, "splits")?,
+    ];
+    let dims = LaunchDims {
+        grid: [rows as u32, n_head as u32, 1],
+        block: [32, 1, 1],
+    };
+    // SAFETY: reads the slots written above, writes rows x n_head x head_dim of `out`.
+    unsafe { dev.launch("paged_attention_combine", dims, &args) }
+}
+
+/// The host-side checks of an attention launch: head shape, cache layout, query and
+/// output sizes, block ids within the cache.
+fn check_attention(
+    q: &DevBuf<f32>,
+    q_stride: usize,
+    q_off: usize,
+    cache: &DevKvLayer,
+    batch: &AttnBatch,
+    shape: HeadShape,
+    out: &DevBuf<f32>,
+) -> Result<()> {
+    const OP: &str = "paged_attention";
     let HeadShape {
         n_head,
         n_kv_head,
@@ -289,12 +373,6 @@ pub fn paged_attention_split(
         },
     )?;
     let rows = batch.rows;
-    let Some([row_pos, row_seq, tables]) = &batch.parts else {
-        return Err(DeviceError::Shape {
-            op: OP,
-            detail: "the batch was never uploaded".into(),
-        });
-    };
     check(
         q_off + n_head * head_dim <= q_stride && q.len() >= rows * q_stride,
         OP,
@@ -312,6 +390,9 @@ pub fn paged_attention_split(
             out.len()
         )
     })?;
+    let Some([_, _, tables]) = &batch.parts else {
+        return check(rows == 0, OP, || "the batch was never uploaded".into());
+    };
     check(
         tables.min() >= 0 && (tables.max() as i64) < cache.num_blocks() as i64,
         OP,
@@ -323,76 +404,7 @@ pub fn paged_attention_split(
                 tables.max()
             )
         },
-    )?;
-    if rows == 0 {
-        return Ok(());
-    }
-    check((1..=1024).contains(&splits), OP, || {
-        format!("{splits} splits: must be in 1..=1024")
-    })?;
-    let scale = KernelArg::F32(1.0 / (head_dim as f32).sqrt());
-    let head_args = [
-        ptr(q),
-        int(q_stride, OP, "q_stride")?,
-        int(q_off, OP, "q_off")?,
-        ptr(&cache.k),
-        ptr(&cache.v),
-        ptr(row_pos.buf()),
-        ptr(row_seq.buf()),
-        ptr(tables.buf()),
-        int(batch.max_blocks, OP, "max_blocks")?,
-        int(batch.block_size, OP, "block_size")?,
-    ];
-    let heads = [
-        int(n_head, OP, "n_head")?,
-        int(n_kv_head, OP, "n_kv_head")?,
-        int(head_dim, OP, "head_dim")?,
-        scale,
-    ];
-    let block = [(32 * (n_head / n_kv_head)) as u32, 1, 1];
-    if splits == 1 {
-        let args: Vec<KernelArg> = head_args
-            .into_iter()
-            .chain([ptr(out)])
-            .chain(heads)
-            .collect();
-        let dims = LaunchDims {
-            grid: [rows as u32, n_kv_head as u32, 1],
-            block,
-        };
-        // SAFETY: tables bounded by the cache; positions covered by each table (upload).
-        return unsafe { dev.launch("paged_attention", dims, &args) };
-    }
-    let chunk = batch.max_context().div_ceil(splits).max(1);
-    let slots = rows * n_head * splits;
-    let part_acc = grown(dev, &mut batch.part_acc, slots * head_dim)?.ptr();
-    let part_ml = grown(dev, &mut batch.part_ml, slots * 2)?.ptr();
-    let args: Vec<KernelArg> = head_args
-        .into_iter()
-        .chain([KernelArg::Ptr(part_acc), KernelArg::Ptr(part_ml)])
-        .chain(heads)
-        .chain([int(chunk, OP, "chunk")?])
-        .collect();
-    let dims = LaunchDims {
-        grid: [rows as u32, n_kv_head as u32, splits as u32],
-        block,
-    };
-    // SAFETY: as above; the partial buffers hold rows x n_head x splits slots.
-    unsafe { dev.launch("paged_attention_partial", dims, &args)? };
-    let args = [
-        KernelArg::Ptr(part_acc),
-        KernelArg::Ptr(part_ml),
-        ptr(out),
-        int(n_head, OP, "n_head")?,
-        int(head_dim, OP, "head_dim")?,
-        int(splits, OP, "splits")?,
-    ];
-    let dims = LaunchDims {
-        grid: [rows as u32, n_head as u32, 1],
-        block: [32, 1, 1],
-    };
-    // SAFETY: reads the slots written above, writes rows x n_head x head_dim of `out`.
-    unsafe { dev.launch("paged_attention_combine", dims, &args) }
+    )
 }
 
 /// `slot`'s buffer, reallocated (twice as large) when it holds fewer than `len` floats.
