@@ -101,9 +101,11 @@ pub async fn health(State(state): State<AppState>) -> Response {
         .or(encoder.map(|e| &e.engine))
         .expect("at least one model is served");
     let s = engine.stats();
+    // Once loaded, where the LLM really runs (an `auto` load may fall back to the CPU).
+    let device = llm.map_or(&state.device, |r| &r.model.info.device);
     let mut body = json!({
         "status": "ok",
-        "device": state.device,
+        "device": device,
         "model": llm.map(|r| r.model.info.id.clone()),
         "requests_running": s.running,
         "requests_waiting": s.waiting,
