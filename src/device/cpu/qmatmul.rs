@@ -48,6 +48,12 @@ impl QKind {
         }
     }
 
+    /// Bytes of one row of `k` weights (`k` a multiple of the block length).
+    pub fn row_bytes(self, k: usize) -> usize {
+        let (len, bytes) = self.block();
+        k / len * bytes
+    }
+
     fn layout(self) -> Layout {
         match self {
             QKind::Q4_0 | QKind::Q4_1 | QKind::Q4K => Layout::U4,
@@ -129,7 +135,7 @@ impl CpuQMatrix {
         if k == 0 || !k.is_multiple_of(bk) {
             bail!("CpuQMatrix: k = {k} is not a positive multiple of {bk} for {kind:?}");
         }
-        let row_bytes = k / bk * bytes;
+        let row_bytes = kind.row_bytes(k);
         if raw.len() != n * row_bytes {
             bail!(
                 "CpuQMatrix: {} bytes for {n} rows of {row_bytes} bytes ({kind:?})",

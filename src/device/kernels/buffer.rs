@@ -248,6 +248,28 @@ pub trait DeviceExt {
         slot: &'a mut Option<DevIndex>,
         data: &[i32],
     ) -> Result<&'a DevIndex, DeviceError>;
+    /// `slot`'s buffer, replaced by one of `len.next_power_of_two()` elements when it
+    /// holds fewer than `len` (work buffers kept from step to step).
+    fn grown<'a, T: Elem>(
+        &self,
+        slot: &'a mut Option<DevBuf<T>>,
+        len: usize,
+    ) -> Result<&'a mut DevBuf<T>, DeviceError>;
+}
+
+/// `data` written into `buf` (which holds at least `data.len()` elements), with its range.
+fn index_in<D: Device + ?Sized>(
+    dev: &D,
+    mut buf: DevBuf<i32>,
+    data: &[i32],
+) -> Result<DevIndex, DeviceError> {
+    dev.write(&mut buf, data)?;
+    Ok(DevIndex {
+        buf,
+        len: data.len(),
+        min: data.iter().copied().min().unwrap_or(0),
+        max: data.iter().copied().max().unwrap_or(-1),
+    })
 }
 
 impl<D: Device + ?Sized> DeviceExt for D {
@@ -302,12 +324,7 @@ impl<D: Device + ?Sized> DeviceExt for D {
     }
 
     fn upload_index(&self, data: &[i32]) -> Result<DevIndex, DeviceError> {
-        Ok(DevIndex {
-            buf: self.upload(data)?,
-            len: data.len(),
-            min: data.iter().copied().min().unwrap_or(0),
-            max: data.iter().copied().max().unwrap_or(-1),
-        })
+        index_in(self, self.alloc(data.len())?, data)
     }
 
     fn refill_index<'a>(
@@ -315,24 +332,23 @@ impl<D: Device + ?Sized> DeviceExt for D {
         slot: &'a mut Option<DevIndex>,
         data: &[i32],
     ) -> Result<&'a DevIndex, DeviceError> {
-        match slot {
-            Some(idx) if idx.buf.len() >= data.len() => {
-                self.write(&mut idx.buf, data)?;
-                idx.len = data.len();
-                idx.min = data.iter().copied().min().unwrap_or(0);
-                idx.max = data.iter().copied().max().unwrap_or(-1);
-            }
-            _ => {
-                let mut buf = self.alloc::<i32>(data.len().next_power_of_two())?;
-                self.write(&mut buf, data)?;
-                *slot = Some(DevIndex {
-                    buf,
-                    len: data.len(),
-                    min: data.iter().copied().min().unwrap_or(0),
-                    max: data.iter().copied().max().unwrap_or(-1),
-                });
-            }
+        let buf = match slot.take() {
+            Some(idx) if idx.buf.len() >= data.len() => idx.buf,
+            _ => self.alloc(data.len().next_power_of_two())?,
+        };
+        Ok(slot.insert(index_in(self, buf, data)?))
+    }
+
+    fn grown<'a, T: Elem>(
+        &self,
+        slot: &'a mut Option<DevBuf<T>>,
+        len: usize,
+    ) -> Result<&'a mut DevBuf<T>, DeviceError> {
+        if slot.as_ref().is_none_or(|b| b.len < len) {
+            return Ok(slot.insert(self.alloc(len.next_power_of_two())?));
         }
-        Ok(slot.as_ref().expect("filled above"))
+        Ok(slot
+            .as_mut()
+            .expect("holds at least len elements (checked above)"))
     }
 }

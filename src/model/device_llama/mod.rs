@@ -127,18 +127,6 @@ struct Bufs {
     act: DevBuf<f32>,
 }
 
-/// `slot`'s buffer, reallocated (twice as large) when it holds fewer than `len` floats.
-fn grown<'a>(
-    d: &dyn Device,
-    slot: &'a mut Option<DevBuf<f32>>,
-    len: usize,
-) -> Result<&'a mut DevBuf<f32>> {
-    if slot.as_ref().is_none_or(|b| b.len() < len) {
-        *slot = Some(d.alloc(len.next_power_of_two())?);
-    }
-    Ok(slot.as_mut().expect("filled above"))
-}
-
 /// A llama-family model whose weights live on a device.
 pub struct DeviceLlama {
     dev: Arc<dyn Device>,
@@ -303,10 +291,7 @@ impl DeviceLlama {
         let d = self.dev.as_ref();
         let sc = &mut self.scratch;
         let logits = sc.logits.as_ref().expect("filled by step");
-        if sc.picked.as_ref().is_none_or(|b| b.len() < r) {
-            sc.picked = Some(d.alloc(r.next_power_of_two())?);
-        }
-        let picked = sc.picked.as_mut().expect("filled above");
+        let picked = d.grown(&mut sc.picked, r)?;
         ops::argmax_rows(d, logits, r, self.cfg.vocab_size, picked)?;
         let mut ids = vec![0i32; r];
         d.download_into(picked, &mut ids)?;
@@ -393,9 +378,9 @@ impl DeviceLlama {
         let delta = (!self.layers.is_empty()).then_some(&b.o);
         ops::rms_norm_residual(d, &mut b.x, delta, &self.norm, &mut b.h, t, c.rms_eps)?;
         let rows = d.refill_index(&mut sc.inputs.logit_rows, &to_i32(&input.logits_rows)?)?;
-        let last = grown(d, &mut sc.last, r * c.n_embd)?;
+        let last = d.grown(&mut sc.last, r * c.n_embd)?;
         ops::gather_rows(d, &b.h, t, rows, c.n_embd, last)?;
-        let logits = grown(d, &mut sc.logits, r * c.vocab_size)?;
+        let logits = d.grown(&mut sc.logits, r * c.vocab_size)?;
         let output = self.output.as_ref().unwrap_or(&self.embed);
         ops::qmatmul(d, output, last, r, logits)?;
         Ok(true)

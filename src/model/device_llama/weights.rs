@@ -75,12 +75,11 @@ impl DevProjections {
         let same = ts
             .iter()
             .all(|(_, t)| t.dtype() == first.dtype() && t.shape().dims2().is_ok_and(|d| d.1 == k));
-        let parts = if same && QKind::from_ggml(first.dtype()).is_some() {
+        let parts = if let Some(kind) = QKind::from_ggml(first.dtype()).filter(|_| same) {
             let mut raw = Vec::new();
             for (_, t) in ts {
                 raw.extend_from_slice(&t.data()?);
             }
-            let kind = QKind::from_ggml(first.dtype()).context("checked above")?;
             vec![QWeight::upload(dev, kind, widths.iter().sum(), k, &raw)?]
         } else {
             ts.iter()

@@ -304,8 +304,8 @@ pub fn paged_attention_split(
     }
     let chunk = batch.max_context().div_ceil(splits).max(1);
     let slots = rows * n_head * splits;
-    let part_acc = grown(dev, &mut batch.part_acc, slots * head_dim)?.ptr();
-    let part_ml = grown(dev, &mut batch.part_ml, slots * 2)?.ptr();
+    let part_acc = dev.grown(&mut batch.part_acc, slots * head_dim)?.ptr();
+    let part_ml = dev.grown(&mut batch.part_ml, slots * 2)?.ptr();
     let args: Vec<KernelArg> = common
         .into_iter()
         .chain([KernelArg::Ptr(part_acc), KernelArg::Ptr(part_ml)])
@@ -405,16 +405,4 @@ fn check_attention(
             )
         },
     )
-}
-
-/// `slot`'s buffer, reallocated (twice as large) when it holds fewer than `len` floats.
-fn grown<'a>(
-    dev: &dyn Device,
-    slot: &'a mut Option<DevBuf<f32>>,
-    len: usize,
-) -> Result<&'a mut DevBuf<f32>> {
-    if slot.as_ref().is_none_or(|b| b.len() < len) {
-        *slot = Some(dev.alloc(len.next_power_of_two())?);
-    }
-    Ok(slot.as_mut().expect("filled above"))
 }

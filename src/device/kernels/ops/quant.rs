@@ -35,7 +35,7 @@ impl QWeight {
         check(k > 0 && k.is_multiple_of(block_len), "qweight", || {
             format!("k = {k} must be a positive multiple of {block_len} for {kind:?}")
         })?;
-        let want = n * Self::row_bytes_of(kind, k);
+        let want = n * kind.row_bytes(k);
         check(raw.len() == want, "qweight", || {
             format!("{n} x {k} {kind:?} takes {want} bytes, got {}", raw.len())
         })?;
@@ -47,11 +47,6 @@ impl QWeight {
         })
     }
 
-    fn row_bytes_of(kind: QKind, k: usize) -> usize {
-        let (len, bytes) = kind.block();
-        k / len * bytes
-    }
-
     /// Bytes of the whole matrix.
     pub fn bytes(&self) -> usize {
         self.n * self.row_bytes()
@@ -59,7 +54,7 @@ impl QWeight {
 
     /// Bytes of one row.
     pub fn row_bytes(&self) -> usize {
-        Self::row_bytes_of(self.kind, self.k)
+        self.kind.row_bytes(self.k)
     }
 
     /// Output features.
