@@ -7,10 +7,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use candle_core::quantized::GgmlDType;
+use common::TempFile;
 use common::engine::{collect, greedy, submit};
 use ferrite::engine::handle::{EngineHandle, StatsSnapshot};
 use ferrite::engine::start::{EngineConfig, StartedEngine, start};
@@ -20,20 +20,8 @@ use ferrite::model::gguf_writer::SyntheticLlama;
 use ferrite::model::loader::load_gguf;
 use tokio::sync::mpsc::error::TryRecvError;
 
-/// The synthetic model's file, removed on drop.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 fn engine(tag: &str) -> (StartedEngine, TempFile) {
-    let file = TempFile(std::env::temp_dir().join(format!(
-        "ferrite-admission-{}-{tag}.gguf",
-        std::process::id()
-    )));
+    let file = TempFile::new(&format!("admission-{tag}.gguf"));
     SyntheticLlama::tiny(GgmlDType::Q8_0)
         .write(&file.0)
         .expect("writing the synthetic model");

@@ -9,11 +9,11 @@ mod common;
 #[path = "gpu_kernels/emu.rs"]
 mod emu;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::quantized::GgmlDType;
+use common::TempFile;
 use common::engine::{collect, greedy, submit};
 use ferrite::device::kernels::Device;
 use ferrite::engine::start::{EngineConfig, LlmParts, StartedEngine, start_engine};
@@ -23,14 +23,6 @@ use ferrite::model::decoder::Decoder;
 use ferrite::model::device_llama::DeviceLlama;
 use ferrite::model::gguf_writer::SyntheticLlama;
 use ferrite::model::loader::{LoadedModel, load_gguf, load_gguf_with};
-
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 fn config() -> EngineConfig {
     EngineConfig {
@@ -92,9 +84,7 @@ fn wait_blocks_free(e: &StartedEngine) {
 
 #[test]
 fn engine_on_the_device_decoder_matches_the_cpu_engine() {
-    let file = TempFile(
-        std::env::temp_dir().join(format!("ferrite-device-engine-{}.gguf", std::process::id())),
-    );
+    let file = TempFile::new("device-engine.gguf");
     SyntheticLlama::tiny(GgmlDType::Q8_0)
         .write(&file.0)
         .unwrap();

@@ -10,40 +10,23 @@
 //! llama.cpp does), the device in f32, so rows differ (1.3-1.5% seen on these models);
 //! a wrong index or format anywhere moves logits by the whole scale.
 
+mod common;
+
 #[path = "gpu_kernels/emu.rs"]
 mod emu;
 
 use std::fs::File;
 use std::io::BufReader;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, gguf_file};
+use common::TempFile;
 use ferrite::device::kernels::Device;
 use ferrite::model::device_llama::{DeviceKvCache, DeviceLlama};
 use ferrite::model::gguf_writer::SyntheticLlama;
 use ferrite::model::llama::BatchInput;
 use ferrite::model::loader::load_gguf;
 use ferrite::model::paged_attention::{PagedKvCache, SeqSpan};
-
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn devices() -> Vec<Arc<dyn Device>> {
-    #[allow(unused_mut)]
-    let mut v: Vec<Arc<dyn Device>> = vec![emu::EmuDevice::shared_arc().clone()];
-    #[cfg(feature = "cuda")]
-    match ferrite::device::cuda::CudaDevice::open(0) {
-        Ok(gpu) => v.push(Arc::new(gpu)),
-        Err(e) => eprintln!("device_model: no GPU ({e}); emulator only"),
-    }
-    v
-}
 
 /// One sequence's state in the test's own little scheduler.
 struct Seq {
@@ -82,14 +65,11 @@ fn batch(seqs: &[Seq], take: &[usize]) -> BatchInput {
 }
 
 fn check(model: SyntheticLlama, tag: &str) {
-    let file = TempFile(std::env::temp_dir().join(format!(
-        "ferrite-device-model-{}-{tag}.gguf",
-        std::process::id()
-    )));
+    let file = TempFile::new(&format!("device-model-{tag}.gguf"));
     model.write(&file.0).unwrap();
     let cpu = load_gguf(&file.0).unwrap();
     let cfg = cpu.llama.config().clone();
-    for dev in devices() {
+    for dev in emu::devices() {
         let mut reader = BufReader::new(File::open(&file.0).unwrap());
         let content = gguf_file::Content::read(&mut reader).unwrap();
         let mut gpu = DeviceLlama::load(dev.clone(), &content, &mut reader)
@@ -204,10 +184,7 @@ fn q4_k_m_mix_matches_cpu() {
 
 #[test]
 fn unsupported_weight_formats_are_refused_clearly() {
-    let file = TempFile(std::env::temp_dir().join(format!(
-        "ferrite-device-model-{}-f16.gguf",
-        std::process::id()
-    )));
+    let file = TempFile::new("device-model-f16.gguf");
     SyntheticLlama::tiny(GgmlDType::F16).write(&file.0).unwrap();
     let mut reader = BufReader::new(File::open(&file.0).unwrap());
     let content = gguf_file::Content::read(&mut reader).unwrap();

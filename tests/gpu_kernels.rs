@@ -24,33 +24,9 @@ use ferrite::model::gguf_writer::signed_units;
 use ferrite::model::ops::{RopeTable, silu_gate_up};
 use ferrite::model::paged_attention::{HeadShape, PagedKvCache, SeqSpan, Strided};
 
-/// The devices to check: the emulator, and the GPU when there is one.
+/// The devices to check (see `emu::devices`).
 fn devices() -> Vec<&'static dyn Device> {
-    #[allow(unused_mut)]
-    let mut v: Vec<&'static dyn Device> = vec![emu::EmuDevice::shared_arc().as_ref()];
-    #[cfg(feature = "cuda")]
-    if let Some(gpu) = gpu() {
-        v.push(gpu);
-    }
-    v
-}
-
-#[cfg(feature = "cuda")]
-fn gpu() -> Option<&'static dyn Device> {
-    use std::sync::OnceLock;
-    static GPU: OnceLock<Option<ferrite::device::cuda::CudaDevice>> = OnceLock::new();
-    GPU.get_or_init(|| match ferrite::device::cuda::CudaDevice::open(0) {
-        Ok(d) => {
-            eprintln!("gpu_kernels: also checking on {}", d.name());
-            Some(d)
-        }
-        Err(e) => {
-            eprintln!("gpu_kernels: no GPU ({e}); emulator only");
-            None
-        }
-    })
-    .as_ref()
-    .map(|d| d as &dyn Device)
+    emu::devices().iter().map(|d| d.as_ref()).collect()
 }
 
 const DTYPES: [GgmlDType; 5] = [

@@ -1,28 +1,13 @@
 //! Synthetic llama GGUF files of every common type load, tokenize and run a forward pass.
 
-use std::path::PathBuf;
+mod common;
 
 use candle_core::quantized::{GgmlDType, gguf_file};
+use common::TempFile;
 use ferrite::model::gguf_writer::SyntheticLlama;
 use ferrite::model::llama::{BatchInput, LlamaConfig};
 use ferrite::model::loader::load_gguf;
 use ferrite::model::paged_attention::{PagedKvCache, SeqSpan};
-
-/// A unique path in the temp dir, removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(tag: &str) -> Self {
-        let name = format!("ferrite-synthetic-{}-{tag}.gguf", std::process::id());
-        Self(std::env::temp_dir().join(name))
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 fn expected_config(m: &SyntheticLlama) -> LlamaConfig {
     LlamaConfig {

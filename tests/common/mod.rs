@@ -14,6 +14,23 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+/// A file path in the temp dir, unique to this process and `name`, removed on drop.
+pub struct TempFile(pub PathBuf);
+
+impl TempFile {
+    /// `$TMPDIR/ferrite-<pid>-<name>` (nothing is created).
+    pub fn new(name: &str) -> Self {
+        let file = format!("ferrite-{}-{name}", std::process::id());
+        Self(std::env::temp_dir().join(file))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Path of the `ferrite` binary under test.
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_ferrite")

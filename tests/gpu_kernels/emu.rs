@@ -2,6 +2,8 @@
 //! and `kernels/emu/cuda_emu.hpp` into a shared library (once per source change, under
 //! `target/emu-kernels/`), loads it, and runs launches through its `ferrite_emu_launch`.
 //! Device memory is host memory; launches run to completion before they return.
+//! [`devices`] is what the kernel and model tests check: the emulator, and the GPU too
+//! when built with `--features cuda` on a machine that has one (opened once).
 
 use std::any::Any;
 use std::ffi::{CString, c_char, c_void};
@@ -100,6 +102,26 @@ fn build() -> PathBuf {
     );
     std::fs::rename(&tmp, &lib).unwrap();
     lib
+}
+
+/// The devices to check: the emulator, and the GPU when there is one.
+#[allow(dead_code)] // not every test binary that includes this file uses it
+pub fn devices() -> &'static [Arc<dyn Device>] {
+    static DEVICES: OnceLock<Vec<Arc<dyn Device>>> = OnceLock::new();
+    DEVICES.get_or_init(|| {
+        let emu: Arc<dyn Device> = EmuDevice::shared_arc().clone();
+        #[allow(unused_mut)]
+        let mut v = vec![emu];
+        #[cfg(feature = "cuda")]
+        match ferrite::device::cuda::CudaDevice::open(0) {
+            Ok(gpu) => {
+                eprintln!("also checking on {}", gpu.name());
+                v.push(Arc::new(gpu));
+            }
+            Err(e) => eprintln!("no GPU ({e}); emulator only"),
+        }
+        v
+    })
 }
 
 impl EmuDevice {
