@@ -14,6 +14,8 @@
 //! logits of every sampling row); sampling itself is left out. Without `--features
 //! cuda` or without a GPU it says so and exits 0.
 
+mod common;
+
 #[cfg(not(feature = "cuda"))]
 fn main() {
     eprintln!("gpu_decode: build with --features cuda and run on a machine with a GPU");
@@ -26,7 +28,6 @@ fn main() -> anyhow::Result<()> {
 
 #[cfg(feature = "cuda")]
 mod cuda_bench {
-    use std::path::PathBuf;
     use std::sync::Arc;
     use std::time::Instant;
 
@@ -43,15 +44,6 @@ mod cuda_bench {
     const PROMPT: usize = 512;
     const OUTPUT: usize = 256;
     const PREFILL_CHUNK: usize = 2048;
-
-    fn bench_path() -> PathBuf {
-        std::env::var_os("FERRITE_BENCH_GGUF")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                    .join("target/bench-models/mistral-7b-q4km-synthetic.gguf")
-            })
-    }
 
     fn percentile(sorted: &[f64], p: f64) -> f64 {
         let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -102,7 +94,7 @@ mod cuda_bench {
             "device-to-device copy: {:.0} GB/s of traffic (read + write)",
             bw / 1e9
         );
-        let path = bench_path();
+        let path = crate::common::bench_7b_path();
         if !path.exists() {
             let t = Instant::now();
             if let Some(dir) = path.parent() {

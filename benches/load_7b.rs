@@ -8,7 +8,9 @@
 //! repacks Q4_K weights for its x86 kernels lazily, on the first matmul). The file is usually still in the page
 //! cache when it was just generated, so the load time is a warm-cache figure.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -40,15 +42,6 @@ fn memory() -> Result<(u64, u64)> {
 
 fn gib(bytes: u64) -> String {
     format!("{:.2} GiB", bytes as f64 / GIB)
-}
-
-fn bench_path() -> PathBuf {
-    std::env::var_os("FERRITE_BENCH_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("target/bench-models/mistral-7b-q4km-synthetic.gguf")
-        })
 }
 
 type Rows = Vec<(&'static str, String)>;
@@ -129,7 +122,7 @@ fn forwards(loaded: &LoadedModel, rows: &mut Rows) -> Result<()> {
 }
 
 fn main() -> Result<()> {
-    let path = bench_path();
+    let path = common::bench_7b_path();
     let mut rows = Rows::new();
     let size = ensure_file(&path, &mut rows)?;
     let loaded = load(&path, size, &mut rows)?;
