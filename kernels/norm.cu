@@ -22,10 +22,3 @@ extern "C" __global__ void rms_norm_residual(float* __restrict__ x,
     float* o = out + (u64)blockIdx.x * width;
     for (int i = threadIdx.x; i < width; i += blockDim.x) o[i] = xr[i] * inv * w[i];
 }
-
-// x[r] += delta[r] elementwise over `count` floats (the last residual add of a layer).
-extern "C" __global__ void add_in_place(float* __restrict__ x, const float* __restrict__ delta,
-                                        u64 count) {
-    const u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < count) x[i] += delta[i];
-}

@@ -2,14 +2,11 @@
 //! together with the KV cache it reads and writes. The engine sees one `forward` per
 //! step whichever the device; block tables and slot mapping mean the same on both.
 
-use std::sync::Arc;
-
 use anyhow::Result;
 
 use super::device_llama::{DeviceKvCache, DeviceLlama};
 use super::llama::{BatchInput, Llama, LlamaConfig};
 use super::paged_attention::PagedKvCache;
-use crate::device::kernels::Device;
 
 /// A loaded decoder.
 pub enum Decoder {
@@ -31,14 +28,6 @@ impl Decoder {
         match self {
             Decoder::Cpu(m) => m.config(),
             Decoder::Device { model, .. } => model.config(),
-        }
-    }
-
-    /// The device it runs on, `None` for the CPU.
-    pub fn device(&self) -> Option<&Arc<dyn Device>> {
-        match self {
-            Decoder::Cpu(_) => None,
-            Decoder::Device { model, .. } => Some(model.device()),
         }
     }
 }

@@ -78,11 +78,6 @@ impl CudaDevice {
         })
     }
 
-    /// What the probe found.
-    pub fn info(&self) -> &GpuInfo {
-        &self.info
-    }
-
     /// Memory traffic (bytes read plus bytes written, per second) of `reps`
     /// device-to-device copies of `bytes` bytes: the roofline benchmarks divide by.
     pub fn copy_bandwidth(&self, bytes: usize, reps: usize) -> Result<f64, DeviceError> {

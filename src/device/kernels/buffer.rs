@@ -172,8 +172,6 @@ pub enum KernelArg {
     Ptr(u64),
     /// `int`.
     I32(i32),
-    /// `unsigned long long`.
-    U64(u64),
     /// `float`.
     F32(f32),
 }
@@ -182,7 +180,7 @@ impl KernelArg {
     /// Address of the value, as a launch's argument array takes it.
     pub fn as_void_ptr(&self) -> *mut c_void {
         match self {
-            KernelArg::Ptr(v) | KernelArg::U64(v) => v as *const u64 as *mut c_void,
+            KernelArg::Ptr(v) => v as *const u64 as *mut c_void,
             KernelArg::I32(v) => v as *const i32 as *mut c_void,
             KernelArg::F32(v) => v as *const f32 as *mut c_void,
         }

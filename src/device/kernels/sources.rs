@@ -53,7 +53,7 @@ pub const MODULES: &[KernelModule] = &[
     KernelModule {
         name: "norm",
         source: include_str!("../../../kernels/norm.cu"),
-        kernels: &["rms_norm_residual", "add_in_place"],
+        kernels: &["rms_norm_residual"],
     },
     KernelModule {
         name: "rotary",
@@ -91,11 +91,6 @@ pub const MODULES: &[KernelModule] = &[
     },
 ];
 
-/// The module defining `kernel`.
-pub fn module_of(kernel: &str) -> Option<&'static KernelModule> {
-    MODULES.iter().find(|m| m.kernels.contains(&kernel))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,7 +113,5 @@ mod tests {
                 );
             }
         }
-        assert_eq!(module_of("paged_attention").unwrap().name, "attention");
-        assert!(module_of("nope").is_none());
     }
 }

@@ -13,8 +13,7 @@ pub use attention::{
 };
 pub use quant::{MATVEC_MAX_ROWS, QWeight, dequant_rows, qmatmul, qmatmul_into};
 pub use rows::{
-    DevRope, HeadColumns, add_in_place, argmax_rows, gather_rows, rms_norm_residual, rotary,
-    silu_gate_up,
+    DevRope, HeadColumns, argmax_rows, gather_rows, rms_norm_residual, rotary, silu_gate_up,
 };
 
 use super::buffer::{DevBuf, DeviceError, KernelArg};

@@ -1,5 +1,5 @@
-//! Row-wise kernels: RMSNorm with the residual add, the plain residual add, rotary,
-//! SiLU gating and greedy argmax.
+//! Row-wise kernels: RMSNorm with the residual add, rotary, SiLU gating, row gather
+//! and greedy argmax.
 
 use super::{Result, check, int, ptr};
 use crate::device::kernels::buffer::{DevBuf, DevIndex, Device, DeviceExt, KernelArg, LaunchDims};
@@ -51,32 +51,6 @@ pub fn rms_norm_residual(
             &args,
         )
     }
-}
-
-/// `x += delta` over the first `count` floats.
-pub fn add_in_place(
-    dev: &dyn Device,
-    x: &mut DevBuf<f32>,
-    delta: &DevBuf<f32>,
-    count: usize,
-) -> Result<()> {
-    check(
-        x.len() >= count && delta.len() >= count,
-        "add_in_place",
-        || {
-            format!(
-                "{count} floats asked, buffers hold {} and {}",
-                x.len(),
-                delta.len()
-            )
-        },
-    )?;
-    if count == 0 {
-        return Ok(());
-    }
-    let args = [ptr(x), ptr(delta), KernelArg::U64(count as u64)];
-    // SAFETY: both hold count floats.
-    unsafe { dev.launch("add_in_place", LaunchDims::cover(count, 256), &args) }
 }
 
 /// The rotary tables on the device.
