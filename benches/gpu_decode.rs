@@ -35,8 +35,8 @@ mod cuda_bench {
     use ferrite::device::cuda::CudaDevice;
     use ferrite::device::kernels::Device;
     use ferrite::model::device_llama::{DeviceKvCache, DeviceLlama};
-    use ferrite::model::gguf_writer::SyntheticLlama;
-    use ferrite::model::llama::BatchInput;
+    use ferrite::model::gguf_writer::SyntheticModel;
+    use ferrite::model::transformer::BatchInput;
     use ferrite::model::loader::load_gguf_with;
     use ferrite::model::paged_attention::SeqSpan;
 
@@ -100,7 +100,7 @@ mod cuda_bench {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            SyntheticLlama::mistral_7b_q4k().write(&path)?;
+            SyntheticModel::mistral_7b_q4k().write(&path)?;
             println!(
                 "generated {} in {:.0} s",
                 path.display(),

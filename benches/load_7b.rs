@@ -14,8 +14,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use ferrite::model::gguf_writer::SyntheticLlama;
-use ferrite::model::llama::BatchInput;
+use ferrite::model::gguf_writer::SyntheticModel;
+use ferrite::model::transformer::BatchInput;
 use ferrite::model::loader::{LoadedModel, load_gguf};
 use ferrite::model::paged_attention::{PagedKvCache, SeqSpan};
 
@@ -56,7 +56,7 @@ fn ensure_file(path: &Path, rows: &mut Rows) -> Result<u64> {
         }
         println!("generating {} ...", path.display());
         let t = Instant::now();
-        SyntheticLlama::mistral_7b_q4k().write(path)?;
+        SyntheticModel::mistral_7b_q4k().write(path)?;
         let secs = t.elapsed().as_secs_f64();
         let size = std::fs::metadata(path)?.len();
         let rate = size as f64 / GIB / secs;

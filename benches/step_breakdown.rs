@@ -1,5 +1,5 @@
 //! Where the time of one engine step goes: times the phases of a forward (through
-//! `Llama::forward_profiled`), plus sampling and detokenization, on the default model
+//! `CpuModel::forward_profiled`), plus sampling and detokenization, on the default model
 //! (or `FERRITE_BENCH_MODEL=PATH`), for decode steps of 1, 8 and 32 sequences at a
 //! context of 256 tokens and for one 512-token prefill chunk.
 //!
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use ferrite::engine::sampler::SamplerState;
 use ferrite::engine::text_stream::TextStream;
 use ferrite::engine::types::SamplingParams;
-use ferrite::model::llama::{BatchInput, Llama, Phase, StepProfile};
+use ferrite::model::transformer::{BatchInput, CpuModel, Phase, StepProfile};
 use ferrite::model::loader::load_gguf;
 use ferrite::model::paged_attention::{PagedKvCache, SeqSpan};
 use ferrite::model::source::DefaultModel;
@@ -81,7 +81,7 @@ fn prefill_batch(len: usize, first_block: usize, vocab: usize) -> BatchInput {
 }
 
 fn run_step(
-    model: &Llama,
+    model: &CpuModel,
     tok: &ModelTokenizer,
     cache: &mut PagedKvCache,
     input: &BatchInput,

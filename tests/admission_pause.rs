@@ -16,13 +16,13 @@ use ferrite::engine::handle::{EngineHandle, StatsSnapshot};
 use ferrite::engine::start::{EngineConfig, StartedEngine, start};
 use ferrite::engine::types::{FinishReason, SamplingParams, TokenEvent};
 use ferrite::model::ModelInfo;
-use ferrite::model::gguf_writer::SyntheticLlama;
+use ferrite::model::gguf_writer::SyntheticModel;
 use ferrite::model::loader::load_gguf;
 use tokio::sync::mpsc::error::TryRecvError;
 
 fn engine(tag: &str) -> (StartedEngine, TempFile) {
     let file = TempFile::new(&format!("admission-{tag}.gguf"));
-    SyntheticLlama::tiny(GgmlDType::Q8_0)
+    SyntheticModel::tiny(GgmlDType::Q8_0)
         .write(&file.0)
         .expect("writing the synthetic model");
     let loaded = load_gguf(&file.0).expect("the synthetic model loads");

@@ -21,7 +21,7 @@ use ferrite::engine::types::SamplingParams;
 use ferrite::model::ModelInfo;
 use ferrite::model::decoder::Decoder;
 use ferrite::model::device_llama::DeviceLlama;
-use ferrite::model::gguf_writer::SyntheticLlama;
+use ferrite::model::gguf_writer::SyntheticModel;
 use ferrite::model::loader::{LoadedModel, load_gguf, load_gguf_with};
 
 fn config() -> EngineConfig {
@@ -85,7 +85,7 @@ fn wait_blocks_free(e: &StartedEngine) {
 #[test]
 fn engine_on_the_device_decoder_matches_the_cpu_engine() {
     let file = TempFile::new("device-engine.gguf");
-    SyntheticLlama::tiny(GgmlDType::Q8_0)
+    SyntheticModel::tiny(GgmlDType::Q8_0)
         .write(&file.0)
         .unwrap();
 

@@ -1,5 +1,5 @@
 //! The decoder on a device (`model::device_llama`) against the CPU decoder
-//! (`model::llama`) on synthetic GGUF files of every format the GPU path reads: the
+//! (`model::transformer`) on synthetic GGUF files of every format the GPU path reads: the
 //! same batched steps (a chunked prefill beside a whole one, then decodes of both
 //! sequences) on both, logits compared row by row, greedy choices compared where the
 //! CPU's choice is not a near-tie.
@@ -23,8 +23,8 @@ use candle_core::quantized::{GgmlDType, gguf_file};
 use common::TempFile;
 use ferrite::device::kernels::Device;
 use ferrite::model::device_llama::{DeviceKvCache, DeviceLlama};
-use ferrite::model::gguf_writer::SyntheticLlama;
-use ferrite::model::llama::BatchInput;
+use ferrite::model::gguf_writer::SyntheticModel;
+use ferrite::model::transformer::BatchInput;
 use ferrite::model::loader::load_gguf;
 use ferrite::model::paged_attention::{PagedKvCache, SeqSpan};
 
@@ -64,7 +64,7 @@ fn batch(seqs: &[Seq], take: &[usize]) -> BatchInput {
     b
 }
 
-fn check(model: SyntheticLlama, tag: &str) {
+fn check(model: SyntheticModel, tag: &str) {
     let file = TempFile::new(&format!("device-model-{tag}.gguf"));
     model.write(&file.0).unwrap();
     let cpu = load_gguf(&file.0).unwrap();
@@ -154,19 +154,19 @@ fn check(model: SyntheticLlama, tag: &str) {
 
 #[test]
 fn q8_0_model_matches_cpu() {
-    check(SyntheticLlama::tiny(GgmlDType::Q8_0), "q8_0");
+    check(SyntheticModel::tiny(GgmlDType::Q8_0), "q8_0");
 }
 
 #[test]
 fn q4_0_model_matches_cpu() {
-    check(SyntheticLlama::tiny(GgmlDType::Q4_0), "q4_0");
+    check(SyntheticModel::tiny(GgmlDType::Q4_0), "q4_0");
 }
 
 #[test]
 fn q4_1_model_with_tied_embeddings_matches_cpu() {
-    let m = SyntheticLlama {
+    let m = SyntheticModel {
         tie_embeddings: true,
-        ..SyntheticLlama::tiny(GgmlDType::Q4_1)
+        ..SyntheticModel::tiny(GgmlDType::Q4_1)
     };
     check(m, "q4_1-tied");
 }
@@ -174,10 +174,10 @@ fn q4_1_model_with_tied_embeddings_matches_cpu() {
 #[test]
 fn q4_k_m_mix_matches_cpu() {
     // Q4_K matrices, Q6_K output and "more bits" layers: split projections included.
-    let m = SyntheticLlama {
+    let m = SyntheticModel {
         output_dtype: GgmlDType::Q6K,
         more_bits_dtype: Some(GgmlDType::Q6K),
-        ..SyntheticLlama::tiny(GgmlDType::Q4K)
+        ..SyntheticModel::tiny(GgmlDType::Q4K)
     };
     check(m, "q4_k_m");
 }
@@ -185,7 +185,7 @@ fn q4_k_m_mix_matches_cpu() {
 #[test]
 fn unsupported_weight_formats_are_refused_clearly() {
     let file = TempFile::new("device-model-f16.gguf");
-    SyntheticLlama::tiny(GgmlDType::F16).write(&file.0).unwrap();
+    SyntheticModel::tiny(GgmlDType::F16).write(&file.0).unwrap();
     let mut reader = BufReader::new(File::open(&file.0).unwrap());
     let content = gguf_file::Content::read(&mut reader).unwrap();
     let dev: Arc<dyn Device> = emu::EmuDevice::shared_arc().clone();

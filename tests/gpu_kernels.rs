@@ -21,7 +21,8 @@ use ferrite::device::kernels::ops::{
 };
 use ferrite::device::kernels::{Device, DeviceError, DeviceExt};
 use ferrite::model::gguf_writer::signed_units;
-use ferrite::model::ops::{RopeTable, silu_gate_up};
+use ferrite::model::ops::silu_gate_up;
+use ferrite::model::rope::RopeTable;
 use ferrite::model::paged_attention::{HeadShape, PagedKvCache, SeqSpan, Strided};
 
 /// The devices to check (see `emu::devices`).
@@ -158,7 +159,7 @@ fn rotary_matches_cpu_on_fused_qkv_rows() {
         let (hd, nq, nk) = (64, 9, 3);
         let stride = (nq + 2 * nk) * hd;
         let rows = 6;
-        let table = RopeTable::new(hd, 512, 10_000.0);
+        let table = RopeTable::plain(hd, 512, 10_000.0);
         let rope = DevRope::upload(dev, &table).unwrap();
         let x = signed_units(rows * stride, 6);
         let positions = [0usize, 1, 17, 300, 511, 42];
@@ -180,7 +181,7 @@ fn rotary_matches_cpu_on_fused_qkv_rows() {
         )
         .unwrap();
         let mut want = x.clone();
-        table.apply_strided(&mut want, stride, 0, &positions, nq + nk);
+        table.apply_strided(&mut want, stride, 0, &positions, nq + nk, hd);
         for (i, (g, r)) in dev.download(&xd).unwrap().iter().zip(&want).enumerate() {
             assert!(
                 close(*g, *r as f64, 1e-5 * r.abs() as f64 + 1e-6),

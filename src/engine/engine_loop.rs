@@ -22,7 +22,7 @@ use super::text_stream::TextStream;
 use super::types::GenerateRequest;
 use crate::metrics as m;
 use crate::model::decoder::{Runner, StepOutput};
-use crate::model::llama::BatchInput;
+use crate::model::transformer::BatchInput;
 use crate::model::paged_attention::SeqSpan;
 use crate::model::tokenizer::ModelTokenizer;
 

@@ -5,13 +5,14 @@
 use anyhow::Result;
 
 use super::device_llama::{DeviceKvCache, DeviceLlama};
-use super::llama::{BatchInput, Llama, LlamaConfig};
+use super::spec::ModelSpec;
+use super::transformer::{BatchInput, CpuModel};
 use super::paged_attention::PagedKvCache;
 
 /// A loaded decoder.
 pub enum Decoder {
     /// Weights in host memory, our CPU kernels.
-    Cpu(Box<Llama>),
+    Cpu(Box<CpuModel>),
     /// Weights on a device, our device kernels.
     Device {
         /// The model.
@@ -23,8 +24,8 @@ pub enum Decoder {
 }
 
 impl Decoder {
-    /// The model's hyper-parameters.
-    pub fn config(&self) -> &LlamaConfig {
+    /// The model's description.
+    pub fn config(&self) -> &ModelSpec {
         match self {
             Decoder::Cpu(m) => m.config(),
             Decoder::Device { model, .. } => model.config(),
@@ -37,7 +38,7 @@ pub enum Runner {
     /// On the CPU.
     Cpu {
         /// The model.
-        model: Box<Llama>,
+        model: Box<CpuModel>,
         /// Its cache.
         cache: PagedKvCache,
     },

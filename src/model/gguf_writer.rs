@@ -5,7 +5,7 @@
 //! the fly ([`TensorData::Random`]), one chunk at a time, so a 4 GB file never sits in
 //! memory. The file is written under a `.partial` name and renamed when complete.
 //!
-//! [`SyntheticLlama`] builds a complete llama-architecture file (metadata, a GPT-2 style
+//! [`SyntheticModel`] builds a complete llama-architecture file (metadata, a GPT-2 style
 //! byte-level tokenizer, a ChatML template and random weights) with real model shapes:
 //! enough to load, tokenize and run a forward pass, and to size memory and time kernels
 //! on 7B shapes without real weights.
@@ -26,7 +26,7 @@ mod synthetic;
 
 pub use random::signed_units;
 use random::{SplitMix64, block_header, fill_random};
-pub use synthetic::{SyntheticLlama, gpt2_byte_chars};
+pub use synthetic::{ArchFeatures, SyntheticModel, gpt2_byte_chars};
 
 /// Alignment of the tensor data section and of every tensor in it.
 pub const ALIGNMENT: u64 = 32;

@@ -9,12 +9,12 @@ use candle_core::quantized::gguf_file;
 
 use super::chat_template::ChatTemplate;
 use super::decoder::Decoder;
-use super::llama::Llama;
+use super::transformer::CpuModel;
 use super::tokenizer::ModelTokenizer;
 
-/// Everything a GGUF file yields; `M` is the decoder (the CPU [`Llama`] unless loaded
+/// Everything a GGUF file yields; `M` is the decoder (the CPU [`CpuModel`] unless loaded
 /// with [`load_gguf_with`]).
-pub struct LoadedModel<M = Llama> {
+pub struct LoadedModel<M = CpuModel> {
     /// Weights and forward pass.
     pub llama: M,
     /// Tokenizer from the metadata.
@@ -34,15 +34,15 @@ impl<M> LoadedModel<M> {
     }
 }
 
-impl From<LoadedModel<Llama>> for LoadedModel<Decoder> {
-    fn from(m: LoadedModel<Llama>) -> Self {
+impl From<LoadedModel<CpuModel>> for LoadedModel<Decoder> {
+    fn from(m: LoadedModel<CpuModel>) -> Self {
         m.map(|l| Decoder::Cpu(Box::new(l)))
     }
 }
 
-/// Loads a llama-family GGUF file for the CPU.
+/// Loads a GGUF decoder (any supported architecture) for the CPU.
 pub fn load_gguf(path: &Path) -> Result<LoadedModel> {
-    load_gguf_with(path, Llama::load)
+    load_gguf_with(path, CpuModel::load)
 }
 
 /// Loads a GGUF file's tokenizer and template, and its weights with `load`.

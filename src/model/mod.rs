@@ -1,18 +1,23 @@
-//! Models: GGUF loading, the llama-family forward pass over the paged KV cache, the
-//! tokenizer built from GGUF metadata, chat templates, encoders (BERT / XLM-R embedding
-//! and rerank models), and obtaining model files.
+//! Models: GGUF loading, the one model description of every supported decoder
+//! architecture (`spec`) and the weights it names (`weights`), the CPU decoder that
+//! executes it over the paged KV cache (`transformer`; the device one is
+//! `device_llama`), the tokenizer built from GGUF metadata, chat templates, encoders
+//! (BERT / XLM-R embedding and rerank models), and obtaining model files.
 
 pub mod chat_template;
 pub mod decoder;
 pub mod device_llama;
 pub mod encoder;
 pub mod gguf_writer;
-pub mod llama;
 pub mod loader;
 pub mod ops;
 pub mod paged_attention;
+pub mod rope;
 pub mod source;
+pub mod spec;
 pub mod tokenizer;
+pub mod transformer;
+pub mod weights;
 
 use std::sync::Arc;
 

@@ -11,7 +11,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-use crate::device::cpu::attention::{self, AttnScratch, KvHead};
+use crate::device::cpu::attention::{self, AttnScratch, KvHead, ScoreRule};
 
 /// K/V storage for every layer.
 pub struct PagedKvCache {
@@ -153,10 +153,24 @@ impl PagedKvCache {
         q: Strided,
         out: &mut [f32],
     ) {
+        let rule = ScoreRule::plain(1.0 / (shape.head_dim as f32).sqrt());
+        self.attend_rule(layer, shape, rule, spans, q, out);
+    }
+
+    /// [`Self::attend_strided`] with scores made by `rule` (scale, soft-cap, sliding
+    /// window).
+    pub fn attend_rule(
+        &self,
+        layer: usize,
+        shape: HeadShape,
+        rule: ScoreRule,
+        spans: &[SeqSpan],
+        q: Strided,
+        out: &mut [f32],
+    ) {
         let hd = shape.head_dim;
         let qw = shape.n_head * hd;
         let group = shape.n_head / shape.n_kv_head;
-        let scale = 1.0 / (hd as f32).sqrt();
         let (k, v) = (&self.k[layer], &self.v[layer]);
         let rows: Vec<(usize, &SeqSpan)> = spans
             .iter()
@@ -182,7 +196,7 @@ impl PagedKvCache {
                     head_offset: kvh * hd,
                 };
                 let qh = &q.row(row, qw)[kvh * group * hd..][..group * hd];
-                attention::attend(qh, span.start_pos + i + 1, &kv, hd, scale, o, scratch);
+                attention::attend(qh, span.start_pos + i + 1, &kv, hd, rule, o, scratch);
             },
         );
     }

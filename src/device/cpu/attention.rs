@@ -36,6 +36,33 @@ pub struct KvHead<'a> {
     pub head_offset: usize,
 }
 
+/// How raw scores `q·k` become softmax inputs, and which keys a query sees.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoreRule {
+    /// Multiplier of `q·k`.
+    pub scale: f32,
+    /// `c · tanh(s / c)` after scaling (Gemma 2); `None`: no cap.
+    pub softcap: Option<f32>,
+    /// `Some(w)`: only the last `w` positions (the query's own included) are seen.
+    pub window: Option<usize>,
+}
+
+impl ScoreRule {
+    /// Scaled scores over every earlier position.
+    pub fn plain(scale: f32) -> Self {
+        Self {
+            scale,
+            softcap: None,
+            window: None,
+        }
+    }
+
+    /// The first position a query at context length `ctx` sees.
+    pub fn first_key(&self, ctx: usize) -> usize {
+        self.window.map_or(0, |w| ctx.saturating_sub(w))
+    }
+}
+
 /// Per-thread working memory of [`attend`]: the chunk's scores and, per head, the
 /// running max, sum and rescale factor.
 #[derive(Debug, Clone, Default)]
@@ -65,8 +92,8 @@ impl AttnScratch {
 }
 
 /// Attention of `group = q.len() / head_dim` query heads (`q`, `[group, head_dim]`,
-/// already rotated) over positions `0..ctx` of `kv`, scaled by `scale`, written to
-/// `out` (same shape as `q`). Uses AVX2 where the CPU has it.
+/// already rotated) over positions `rule.first_key(ctx)..ctx` of `kv`, scored by
+/// `rule`, written to `out` (same shape as `q`). Uses AVX2 where the CPU has it.
 ///
 /// Panics if the shapes disagree or the block table is too short for `ctx`.
 pub fn attend(
@@ -74,11 +101,11 @@ pub fn attend(
     ctx: usize,
     kv: &KvHead<'_>,
     head_dim: usize,
-    scale: f32,
+    rule: ScoreRule,
     out: &mut [f32],
     scratch: &mut AttnScratch,
 ) {
-    attend_with(Isa::detect(), q, ctx, kv, head_dim, scale, out, scratch);
+    attend_with(Isa::detect(), q, ctx, kv, head_dim, rule, out, scratch);
 }
 
 /// [`attend`] with the portable scalar kernel (the reference for the SIMD one).
@@ -87,11 +114,11 @@ pub fn attend_scalar(
     ctx: usize,
     kv: &KvHead<'_>,
     head_dim: usize,
-    scale: f32,
+    rule: ScoreRule,
     out: &mut [f32],
     scratch: &mut AttnScratch,
 ) {
-    attend_with(Isa::Scalar, q, ctx, kv, head_dim, scale, out, scratch);
+    attend_with(Isa::Scalar, q, ctx, kv, head_dim, rule, out, scratch);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -101,7 +128,7 @@ fn attend_with(
     ctx: usize,
     kv: &KvHead<'_>,
     hd: usize,
-    scale: f32,
+    rule: ScoreRule,
     out: &mut [f32],
     scratch: &mut AttnScratch,
 ) {
@@ -122,9 +149,9 @@ fn attend_with(
         // shapes and every slot the block table names were checked above.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 if hd.is_multiple_of(8) => unsafe {
-            super::x86_attention::attend(q, ctx, kv, hd, scale, out, scratch)
+            super::x86_attention::attend(q, ctx, kv, hd, rule, out, scratch)
         },
-        _ => drive::<Scalar>(q, ctx, kv, hd, scale, out, scratch),
+        _ => drive::<Scalar>(q, ctx, kv, hd, rule, out, scratch),
     }
 }
 
@@ -146,23 +173,28 @@ pub(super) trait Kern {
 }
 
 /// The shared driver: per chunk of keys, every head's scores, then its running max
-/// `m`, sum `l` and output `o` (flash-attention style).
+/// `m`, sum `l` and output `o` (flash-attention style). Chunks stay aligned to
+/// positions when a window skips the first keys (those before `first` in the first
+/// chunk are masked), and the soft-cap is applied by the same scalar code for every
+/// kernel, so SIMD and scalar results stay identical.
 #[inline(always)]
 pub(super) fn drive<K: Kern>(
     q: &[f32],
     ctx: usize,
     kv: &KvHead<'_>,
     hd: usize,
-    scale: f32,
+    rule: ScoreRule,
     out: &mut [f32],
     sc: &mut AttnScratch,
 ) {
     let group = q.len() / hd;
+    let scale = rule.scale;
+    let first = rule.first_key(ctx);
     out.fill(0.0);
     sc.m[..group].fill(f32::NEG_INFINITY);
     sc.l[..group].fill(0.0);
     let mut offs = [0usize; CHUNK];
-    for c0 in (0..ctx).step_by(CHUNK) {
+    for c0 in (first - first % CHUNK..ctx).step_by(CHUNK) {
         let n = CHUNK.min(ctx - c0);
         let (mut blk, mut off) = (c0 / kv.block_size, c0 % kv.block_size);
         for o in &mut offs[..n] {
@@ -181,6 +213,7 @@ pub(super) fn drive<K: Kern>(
         }
         // SAFETY: every offset names a checked slot of the cache; s is [group, CHUNK].
         unsafe { K::scores(q, kv.k, &offs[..n], hd, scale, s) };
+        post_scores(s, n, c0, first, rule.softcap);
         for h in 0..group {
             let sh = &mut s[h * CHUNK..(h + 1) * CHUNK];
             // SAFETY: sh holds CHUNK values.
@@ -194,6 +227,9 @@ pub(super) fn drive<K: Kern>(
             };
             // SAFETY: sh holds CHUNK values.
             unsafe { K::exp_shift(sh, n, m_new) };
+            // Masked keys weigh exactly nothing (the polynomial exp of -inf is tiny,
+            // not zero).
+            sh[..first.saturating_sub(c0)].fill(0.0);
             let mut sum = 0f32;
             for &p in &sh[..n] {
                 sum += p;
@@ -209,6 +245,25 @@ pub(super) fn drive<K: Kern>(
         let inv = 1.0 / sc.l[h];
         for o in &mut out[h * hd..(h + 1) * hd] {
             *o *= inv;
+        }
+    }
+}
+
+/// Soft-caps the chunk's `n` scores (per head rows of [`CHUNK`]) and masks keys before
+/// `first` (the chunk starts at position `c0`).
+#[inline(always)]
+fn post_scores(s: &mut [f32], n: usize, c0: usize, first: usize, softcap: Option<f32>) {
+    if let Some(cap) = softcap {
+        let inv = 1.0 / cap;
+        for sh in s.chunks_exact_mut(CHUNK) {
+            for v in &mut sh[..n] {
+                *v = cap * (*v * inv).tanh();
+            }
+        }
+    }
+    if first > c0 {
+        for sh in s.chunks_exact_mut(CHUNK) {
+            sh[..first - c0].fill(f32::NEG_INFINITY);
         }
     }
 }
@@ -355,8 +410,9 @@ mod tests {
                 let want = reference(&q, &gather(&k), &gather(&v), hd, scale);
                 let mut sc = AttnScratch::new(group);
                 let (mut fast, mut slow) = (vec![0f32; q.len()], vec![0f32; q.len()]);
-                attend(&q, ctx, &kv, hd, scale, &mut fast, &mut sc);
-                attend_scalar(&q, ctx, &kv, hd, scale, &mut slow, &mut sc);
+                let rule = ScoreRule::plain(scale);
+                attend(&q, ctx, &kv, hd, rule, &mut fast, &mut sc);
+                attend_scalar(&q, ctx, &kv, hd, rule, &mut slow, &mut sc);
                 for (i, (&f, &w)) in fast.iter().zip(&want).enumerate() {
                     assert!((f - w).abs() < 2e-5, "hd {hd} ctx {ctx} [{i}]: {f} vs {w}");
                 }
@@ -387,7 +443,7 @@ mod tests {
             20,
             &kv,
             8,
-            1.0,
+            ScoreRule::plain(1.0),
             &mut out,
             &mut AttnScratch::new(1),
         );

@@ -8,7 +8,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::attention::{AttnScratch, CHUNK, Kern, KvHead, drive};
+use super::attention::{AttnScratch, CHUNK, Kern, KvHead, ScoreRule, drive};
 use super::x86_math::{exp8, hsum};
 
 /// Attention of one query row's heads; see `attention::attend`.
@@ -22,11 +22,11 @@ pub(super) unsafe fn attend(
     ctx: usize,
     kv: &KvHead<'_>,
     hd: usize,
-    scale: f32,
+    rule: ScoreRule,
     out: &mut [f32],
     sc: &mut AttnScratch,
 ) {
-    drive::<Avx2>(q, ctx, kv, hd, scale, out, sc);
+    drive::<Avx2>(q, ctx, kv, hd, rule, out, sc);
 }
 
 struct Avx2;

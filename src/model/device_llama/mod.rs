@@ -1,5 +1,5 @@
-//! The llama-family decoder on a [`Device`] (a GPU, or the kernel emulator in tests):
-//! the same flat-batch step as the CPU model (`model::llama`), with every tensor between
+//! The decoder on a [`Device`] (a GPU, or the kernel emulator in tests): the same
+//! [`ModelSpec`] and flat-batch step as the CPU model (`model::transformer`), with every tensor between
 //! the embedding lookup and the logits kept on the device and every operation one of
 //! our kernels. The KV cache is [`DeviceKvCache`], laid out as the CPU one, so the
 //! engine's block tables and slot mapping mean the same on both.
@@ -16,14 +16,16 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 use candle_core::quantized::gguf_file;
 
-use super::llama::{BatchInput, LlamaConfig};
-use super::ops::RopeTable;
 use super::paged_attention::HeadShape;
+use super::rope::RopeTable;
+use super::spec::{Activation, ModelSpec, RopeStyle};
+use super::transformer::BatchInput;
+use crate::model::weights::{self as spec_weights, TensorSource};
 use crate::device::kernels::ops::{
     self, AttnBatch, DevKvLayer, DevRope, HeadColumns, KvColumns, QWeight,
 };
 use crate::device::kernels::{DevBuf, DevIndex, Device, DeviceExt};
-use weights::{DevProjections, host_tensor, matrix, vector};
+use weights::{DevProjections, DevSink};
 
 struct DevLayer {
     attn_norm: DevBuf<f32>,
@@ -44,7 +46,7 @@ impl DeviceKvCache {
     /// Zeroed storage for `num_blocks` blocks of `block_size` tokens in every layer.
     pub fn new(
         dev: &dyn Device,
-        cfg: &LlamaConfig,
+        cfg: &ModelSpec,
         num_blocks: usize,
         block_size: usize,
     ) -> Result<Self> {
@@ -127,13 +129,33 @@ struct Bufs {
     act: DevBuf<f32>,
 }
 
-/// A llama-family model whose weights live on a device.
+/// What of `spec` the device kernels cannot run yet (`None`: all of it).
+fn unsupported(spec: &ModelSpec) -> Option<String> {
+    let rope = &spec.ropes[0];
+    let plain_scale = (spec.attn_scale * (spec.head_dim as f32).sqrt() - 1.0).abs() < 1e-6;
+    let why = if rope.style != RopeStyle::Adjacent || rope.n_rot != spec.head_dim {
+        "half-split or partial rotary"
+    } else if spec.ropes.len() > 1 || spec.max_window().is_some() || spec.layers.iter().any(|l| l.window.is_some()) {
+        "sliding-window layers"
+    } else if spec.attn_softcap.is_some() || spec.final_softcap.is_some() {
+        "logit soft-capping"
+    } else if spec.act != Activation::Silu {
+        "GELU gating"
+    } else if spec.embed_scale != 1.0 || !plain_scale {
+        "scaled embeddings or attention"
+    } else {
+        return None;
+    };
+    Some(why.to_string())
+}
+
+/// A decoder whose weights live on a device.
 pub struct DeviceLlama {
     dev: Arc<dyn Device>,
-    cfg: LlamaConfig,
+    cfg: ModelSpec,
     embed: QWeight,
     /// `None`: tied to `embed`.
-    output: Option<QWeight>,
+    output: Option<DevProjections>,
     norm: DevBuf<f32>,
     layers: Vec<DevLayer>,
     rope: DevRope,
@@ -142,69 +164,60 @@ pub struct DeviceLlama {
 }
 
 impl DeviceLlama {
-    /// Loads the weights described by `ct` from `r` onto `dev`.
+    /// Loads the weights described by `ct` from `r` onto `dev`. A description the
+    /// device kernels cannot run yet is refused with the reason (an `auto` load then
+    /// serves on the CPU).
     pub fn load(
         dev: Arc<dyn Device>,
         ct: &gguf_file::Content,
         r: &mut (impl Read + Seek),
     ) -> Result<Self> {
-        let cfg = LlamaConfig::from_gguf(&ct.metadata)?;
-        let d: &dyn Device = dev.as_ref();
-        let embed = matrix(
-            d,
-            "token_embd.weight",
-            &host_tensor(ct, r, "token_embd.weight")?,
-        )?;
-        let output = if ct.tensor_infos.contains_key("output.weight") {
-            Some(matrix(
-                d,
-                "output.weight",
-                &host_tensor(ct, r, "output.weight")?,
-            )?)
-        } else {
-            None
+        let mut src = TensorSource {
+            content: ct,
+            reader: r,
         };
+        let cfg = spec_weights::read_spec(&mut src)?;
+        if let Some(why) = unsupported(&cfg) {
+            bail!("the device decoder cannot run this {} model yet: {why}", cfg.arch);
+        }
+        let d: &dyn Device = dev.as_ref();
+        let w = spec_weights::load_weights(&cfg, &mut src, &mut DevSink(d))?;
         let mut layers = Vec::with_capacity(cfg.n_layer);
-        for i in 0..cfg.n_layer {
-            let name = |n: &str| format!("blk.{i}.{n}.weight");
-            let mut proj = |parts: &[&str]| -> Result<DevProjections> {
-                let ts = parts
-                    .iter()
-                    .map(|p| Ok((name(p), host_tensor(ct, r, &name(p))?)))
-                    .collect::<Result<Vec<_>>>()?;
-                DevProjections::new(d, &ts)
-            };
-            let qkv = proj(&["attn_q", "attn_k", "attn_v"])?;
-            let wo = proj(&["attn_output"])?;
-            let gate_up = proj(&["ffn_gate", "ffn_up"])?;
-            let down = proj(&["ffn_down"])?;
-            let (qw, kw) = (cfg.n_head * cfg.head_dim, cfg.n_kv_head * cfg.head_dim);
-            if qkv.widths() != [qw, kw, kw] || gate_up.widths() != [cfg.n_ff, cfg.n_ff] {
+        for (i, l) in w.layers.into_iter().enumerate() {
+            let extra = l.qkv.bias.is_some()
+                || l.wo.bias.is_some()
+                || l.gate_up.bias.is_some()
+                || l.down.bias.is_some()
+                || l.q_norm.is_some()
+                || l.k_norm.is_some()
+                || l.post_attn_norm.is_some()
+                || l.post_ffn_norm.is_some();
+            if extra {
                 bail!(
-                    "layer {i}: projection widths {:?} / {:?} do not match the metadata",
-                    qkv.widths(),
-                    gate_up.widths()
+                    "the device decoder cannot run this {} model yet: layer {i} has \
+                     biases, Q/K norms or post-norms",
+                    cfg.arch
                 );
             }
-            if qkv.k() != cfg.n_embd || down.k() != cfg.n_ff || wo.widths() != [cfg.n_embd] {
-                bail!("layer {i}: projection input widths do not match the metadata");
-            }
             layers.push(DevLayer {
-                attn_norm: vector(d, ct, r, &name("attn_norm"))?,
-                qkv,
-                wo,
-                ffn_norm: vector(d, ct, r, &name("ffn_norm"))?,
-                gate_up,
-                down,
+                attn_norm: l.attn_norm,
+                qkv: l.qkv.w,
+                wo: l.wo.w,
+                ffn_norm: l.ffn_norm,
+                gate_up: l.gate_up.w,
+                down: l.down.w,
             });
         }
-        let table = RopeTable::new(cfg.head_dim, cfg.context_length, cfg.rope_theta);
+        if w.output_bias.is_some() {
+            bail!("the device decoder cannot run an output bias yet");
+        }
+        let table = RopeTable::new(&cfg.ropes[0], cfg.context_length);
         Ok(Self {
             rope: DevRope::upload(d, &table)?,
             max_positions: table.max_positions(),
-            norm: vector(d, ct, r, "output_norm.weight")?,
-            embed,
-            output,
+            norm: w.output_norm,
+            embed: w.embed,
+            output: w.output,
             layers,
             cfg,
             scratch: Scratch::default(),
@@ -213,7 +226,7 @@ impl DeviceLlama {
     }
 
     /// The model's hyper-parameters.
-    pub fn config(&self) -> &LlamaConfig {
+    pub fn config(&self) -> &ModelSpec {
         &self.cfg
     }
 
@@ -224,7 +237,7 @@ impl DeviceLlama {
             .iter()
             .map(|l| l.qkv.bytes() + l.wo.bytes() + l.gate_up.bytes() + l.down.bytes())
             .sum();
-        layers + self.output.as_ref().unwrap_or(&self.embed).bytes()
+        layers + self.output.as_ref().map_or(self.embed.bytes(), DevProjections::bytes)
     }
 
     /// The device it runs on.
@@ -381,8 +394,10 @@ impl DeviceLlama {
         let last = d.grown(&mut sc.last, r * c.n_embd)?;
         ops::gather_rows(d, &b.h, t, rows, c.n_embd, last)?;
         let logits = d.grown(&mut sc.logits, r * c.vocab_size)?;
-        let output = self.output.as_ref().unwrap_or(&self.embed);
-        ops::qmatmul(d, output, last, r, logits)?;
+        match &self.output {
+            Some(w) => w.forward(d, last, r, logits)?,
+            None => ops::qmatmul(d, &self.embed, last, r, logits)?,
+        }
         Ok(true)
     }
 }

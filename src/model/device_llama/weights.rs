@@ -2,40 +2,12 @@
 //! Projections of one input (Q, K, V; gate, up) become one fused matrix when they share
 //! a format, else separate matrices that write side by side into one output row.
 
-use std::io::{Read, Seek};
-
 use anyhow::{Context, Result, bail};
-use candle_core::Device as CandleDevice;
-use candle_core::quantized::{QTensor, gguf_file};
+use candle_core::quantized::QTensor;
 
 use crate::device::cpu::QKind;
 use crate::device::kernels::ops::{self, QWeight};
 use crate::device::kernels::{DevBuf, Device, DeviceExt};
-
-/// Loads tensor `name` onto the host.
-pub(super) fn host_tensor(
-    ct: &gguf_file::Content,
-    r: &mut (impl Read + Seek),
-    name: &str,
-) -> Result<QTensor> {
-    ct.tensor(r, name, &CandleDevice::Cpu)
-        .with_context(|| format!("loading {name}"))
-}
-
-/// A vector (norm weights) as f32 on the device.
-pub(super) fn vector(
-    dev: &dyn Device,
-    ct: &gguf_file::Content,
-    r: &mut (impl Read + Seek),
-    name: &str,
-) -> Result<DevBuf<f32>> {
-    let t = host_tensor(ct, r, name)?;
-    let v = t
-        .dequantize(&CandleDevice::Cpu)?
-        .flatten_all()?
-        .to_vec1::<f32>()?;
-    Ok(dev.upload(&v)?)
-}
 
 /// A 2-D quantized matrix on the device, in one of the formats the kernels read.
 pub(super) fn matrix(dev: &dyn Device, name: &str, t: &QTensor) -> Result<QWeight> {
@@ -89,19 +61,9 @@ impl DevProjections {
         Ok(Self { parts, widths })
     }
 
-    /// Output widths of the parts.
-    pub(super) fn widths(&self) -> &[usize] {
-        &self.widths
-    }
-
     /// Bytes of the matrices.
     pub(super) fn bytes(&self) -> usize {
         self.parts.iter().map(QWeight::bytes).sum()
-    }
-
-    /// Input features.
-    pub(super) fn k(&self) -> usize {
-        self.parts[0].k()
     }
 
     /// All parts of `m` rows of `x` into `y`, rows `sum(widths)` wide.
@@ -119,5 +81,27 @@ impl DevProjections {
             col += w.n();
         }
         Ok(())
+    }
+}
+
+/// Builds device weights for `model::weights::load_weights`: projections as stored
+/// (fused where formats match), vectors as f32, the embedding table as a matrix.
+pub(super) struct DevSink<'a>(pub &'a dyn Device);
+
+impl crate::model::weights::WeightSink for DevSink<'_> {
+    type Matrix = DevProjections;
+    type Vector = DevBuf<f32>;
+    type Embedding = QWeight;
+
+    fn matrix(&mut self, parts: Vec<(String, QTensor)>) -> Result<DevProjections> {
+        DevProjections::new(self.0, &parts)
+    }
+
+    fn vector(&mut self, _: &str, values: Vec<f32>) -> Result<DevBuf<f32>> {
+        Ok(self.0.upload(&values)?)
+    }
+
+    fn embedding(&mut self, table: QTensor) -> Result<QWeight> {
+        matrix(self.0, "token_embd.weight", &table)
     }
 }

@@ -1,4 +1,6 @@
-//! A llama-architecture GGUF with random weights, real shapes and a working tokenizer.
+//! A decoder GGUF of any supported architecture with random weights, real shapes and a
+//! working tokenizer: the architecture's keys and every optional tensor it has (biases,
+//! Q/K norms, post-norms, fused projections, rope frequency factors) per [`ArchFeatures`].
 
 use std::path::Path;
 
@@ -8,9 +10,46 @@ use candle_core::quantized::GgmlDType;
 use super::random::SplitMix64;
 use super::{MetaValue, TensorData, TensorSpec, write_gguf};
 
-/// A llama-architecture model with random weights and real shapes.
+/// What an architecture's file holds beyond llama's tensors and keys.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ArchFeatures {
+    /// Q, K and V biases (Qwen2).
+    pub qkv_bias: bool,
+    /// Per-head Q/K RMSNorm weights (Qwen3, Gemma 3).
+    pub qk_norm: bool,
+    /// Post-attention and post-FFN norms (Gemma 2/3).
+    pub post_norms: bool,
+    /// One `attn_qkv` tensor (Phi-3).
+    pub fused_qkv: bool,
+    /// Gate and up as one `ffn_up` of twice the rows (Phi-3).
+    pub fused_gate_up: bool,
+    /// `attention.key_length` / `value_length` (`None`: width / heads, not written).
+    pub head_dim: Option<usize>,
+    /// `rope.dimension_count` (`None`: the head width).
+    pub n_rot: Option<usize>,
+    /// `attention.sliding_window`.
+    pub sliding_window: Option<usize>,
+    /// `attention.sliding_window_pattern`.
+    pub swa_pattern: Option<u32>,
+    /// `attn_logit_softcapping`.
+    pub attn_softcap: Option<f32>,
+    /// `final_logit_softcapping`.
+    pub final_softcap: Option<f32>,
+    /// A `rope_freqs.weight` tensor (Llama 3.x frequency divisors).
+    pub rope_freqs: bool,
+    /// `rope.freq_base` (`None`: 10 000).
+    pub rope_base: Option<f32>,
+    /// `rope.freq_base_swa`.
+    pub rope_base_swa: Option<f32>,
+}
+
+/// A decoder model with random weights and real shapes.
 #[derive(Debug, Clone)]
-pub struct SyntheticLlama {
+pub struct SyntheticModel {
+    /// `general.architecture`.
+    pub arch: String,
+    /// Its extra keys and tensors.
+    pub features: ArchFeatures,
     /// Decoder layers.
     pub n_layer: usize,
     /// Hidden width.
@@ -41,7 +80,7 @@ pub struct SyntheticLlama {
 const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 const MERGES: [(&str, &str); 3] = [("Ġ", "t"), ("h", "e"), ("Ġt", "he")];
 
-impl SyntheticLlama {
+impl SyntheticModel {
     /// A tiny model (2 layers, 4 heads / 2 K/V heads, vocab 320, context 512) whose
     /// width suits `dtype`: 64 wide with a 128 feed-forward, or 256 / 512 for the
     /// K-quants (their rows must be multiples of 256).
@@ -52,6 +91,8 @@ impl SyntheticLlama {
             (64, 128)
         };
         Self {
+            arch: "llama".into(),
+            features: ArchFeatures::default(),
             n_layer: 2,
             n_embd,
             n_ff,
@@ -71,6 +112,8 @@ impl SyntheticLlama {
     /// `output.weight` and for `attn_v` / `ffn_down` in the "more bits" layers.
     pub fn mistral_7b_q4k() -> Self {
         Self {
+            arch: "llama".into(),
+            features: ArchFeatures::default(),
             n_layer: 32,
             n_embd: 4096,
             n_ff: 14336,
@@ -86,9 +129,71 @@ impl SyntheticLlama {
         }
     }
 
+    /// [`Self::tiny`] as `arch` (llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3,
+    /// phi3), with every optional tensor and key that architecture has: head widths
+    /// other than width / heads where the family allows them, a sliding window of 16
+    /// positions (so short tests run past it), soft-caps, partial rotary, Llama 3
+    /// frequency factors.
+    pub fn tiny_arch(arch: &str, dtype: GgmlDType) -> Self {
+        let base = Self::tiny(dtype);
+        let hd = base.n_embd / base.n_head;
+        let f = match arch {
+            "llama" => ArchFeatures {
+                rope_freqs: true,
+                rope_base: Some(500_000.0),
+                ..ArchFeatures::default()
+            },
+            "qwen2" => ArchFeatures {
+                qkv_bias: true,
+                rope_base: Some(1_000_000.0),
+                ..ArchFeatures::default()
+            },
+            "qwen3" => ArchFeatures {
+                qk_norm: true,
+                head_dim: Some(2 * hd),
+                ..ArchFeatures::default()
+            },
+            "gemma" => ArchFeatures {
+                head_dim: Some(2 * hd),
+                ..ArchFeatures::default()
+            },
+            "gemma2" => ArchFeatures {
+                post_norms: true,
+                head_dim: Some(2 * hd),
+                sliding_window: Some(16),
+                attn_softcap: Some(50.0),
+                final_softcap: Some(30.0),
+                ..ArchFeatures::default()
+            },
+            "gemma3" => ArchFeatures {
+                post_norms: true,
+                qk_norm: true,
+                head_dim: Some(2 * hd),
+                sliding_window: Some(16),
+                swa_pattern: Some(2),
+                rope_base: Some(1_000_000.0),
+                rope_base_swa: Some(10_000.0),
+                ..ArchFeatures::default()
+            },
+            "phi3" => ArchFeatures {
+                fused_qkv: true,
+                fused_gate_up: true,
+                n_rot: Some(hd / 2),
+                ..ArchFeatures::default()
+            },
+            _ => ArchFeatures::default(),
+        };
+        Self {
+            arch: arch.into(),
+            features: f,
+            tie_embeddings: arch.starts_with("gemma") || arch == "qwen2",
+            ..base
+        }
+    }
+
     /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
-        self.n_embd / self.n_head
+        self.features.head_dim.unwrap_or(self.n_embd / self.n_head)
     }
 
     /// Writes the complete GGUF file (streamed; see [`write_gguf`]). A matrix whose row
@@ -104,7 +209,7 @@ impl SyntheticLlama {
             "n_head must be a multiple of n_kv_head"
         );
         ensure!(
-            self.n_embd.is_multiple_of(self.n_head),
+            self.features.head_dim.is_some() || self.n_embd.is_multiple_of(self.n_head),
             "n_embd must be a multiple of n_head"
         );
         write_gguf(path, &self.metadata(), &self.tensors())
@@ -127,23 +232,49 @@ impl SyntheticLlama {
         let (tokens, types) = self.vocab();
         let u = |v: usize| MetaValue::U32(v as u32);
         let s = |v: &str| MetaValue::Str(v.to_string());
+        let f = &self.features;
         let merges = MERGES.iter().map(|(a, b)| format!("{a} {b}")).collect();
-        let entries = [
-            ("general.architecture", s("llama")),
-            ("general.name", s("ferrite synthetic llama")),
-            ("llama.block_count", u(self.n_layer)),
-            ("llama.context_length", u(self.context_length)),
-            ("llama.embedding_length", u(self.n_embd)),
-            ("llama.feed_forward_length", u(self.n_ff)),
-            ("llama.attention.head_count", u(self.n_head)),
-            ("llama.attention.head_count_kv", u(self.n_kv_head)),
-            ("llama.rope.freq_base", MetaValue::F32(10_000.0)),
+        let mut arch_keys = vec![
+            ("block_count", u(self.n_layer)),
+            ("context_length", u(self.context_length)),
+            ("embedding_length", u(self.n_embd)),
+            ("feed_forward_length", u(self.n_ff)),
+            ("attention.head_count", u(self.n_head)),
+            ("attention.head_count_kv", u(self.n_kv_head)),
             (
-                "llama.attention.layer_norm_rms_epsilon",
-                MetaValue::F32(1e-5),
+                "rope.freq_base",
+                MetaValue::F32(f.rope_base.unwrap_or(10_000.0)),
             ),
-            ("llama.rope.dimension_count", u(self.head_dim())),
-            ("llama.vocab_size", u(self.vocab_size)),
+            ("attention.layer_norm_rms_epsilon", MetaValue::F32(1e-5)),
+            ("rope.dimension_count", u(f.n_rot.unwrap_or(self.head_dim()))),
+            ("vocab_size", u(self.vocab_size)),
+        ];
+        let optional = [
+            ("attention.key_length", f.head_dim.map(u)),
+            ("attention.value_length", f.head_dim.map(u)),
+            ("attention.sliding_window", f.sliding_window.map(u)),
+            (
+                "attention.sliding_window_pattern",
+                f.swa_pattern.map(MetaValue::U32),
+            ),
+            ("attn_logit_softcapping", f.attn_softcap.map(MetaValue::F32)),
+            ("final_logit_softcapping", f.final_softcap.map(MetaValue::F32)),
+            ("rope.freq_base_swa", f.rope_base_swa.map(MetaValue::F32)),
+        ];
+        arch_keys.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
+        let mut out: Vec<(String, MetaValue)> = vec![
+            ("general.architecture".into(), s(&self.arch)),
+            (
+                "general.name".into(),
+                s(&format!("ferrite synthetic {}", self.arch)),
+            ),
+        ];
+        out.extend(
+            arch_keys
+                .into_iter()
+                .map(|(k, v)| (format!("{}.{k}", self.arch), v)),
+        );
+        let tokenizer = [
             ("tokenizer.ggml.model", s("gpt2")),
             ("tokenizer.ggml.pre", s("default")),
             ("tokenizer.ggml.tokens", MetaValue::StrArray(tokens)),
@@ -154,10 +285,8 @@ impl SyntheticLlama {
             ("tokenizer.ggml.add_bos_token", MetaValue::Bool(false)),
             ("tokenizer.chat_template", s(CHATML)),
         ];
-        entries
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect()
+        out.extend(tokenizer.into_iter().map(|(k, v)| (k.to_string(), v)));
+        out
     }
 
     /// The first and last eighth of the layers, and every third one in between.
@@ -168,7 +297,7 @@ impl SyntheticLlama {
     }
 
     fn tensors(&self) -> Vec<TensorSpec> {
-        let mut out = Vec::new();
+        let f = &self.features;
         let mut seed = SplitMix64(self.seed);
         let mut matrix = |name: String, rows: usize, cols: usize, dtype: GgmlDType| {
             let dtype = fit_dtype(dtype, cols);
@@ -183,11 +312,8 @@ impl SyntheticLlama {
                 data,
             }
         };
-        let (d, kv, m) = (
-            self.n_embd,
-            self.n_kv_head * self.head_dim(),
-            self.matrix_dtype,
-        );
+        let (d, hd, m) = (self.n_embd, self.head_dim(), self.matrix_dtype);
+        let (qw, kv, ff) = (self.n_head * hd, self.n_kv_head * hd, self.n_ff);
         let mut pending = vec![matrix("token_embd.weight".into(), self.vocab_size, d, m)];
         if !self.tie_embeddings {
             pending.push(matrix(
@@ -203,30 +329,65 @@ impl SyntheticLlama {
                 .filter(|_| self.more_bits(i))
                 .unwrap_or(m);
             let p = |n: &str| format!("blk.{i}.{n}.weight");
-            pending.push(matrix(p("attn_q"), d, d, m));
-            pending.push(matrix(p("attn_k"), kv, d, m));
-            pending.push(matrix(p("attn_v"), kv, d, big));
-            pending.push(matrix(p("attn_output"), d, d, m));
-            pending.push(matrix(p("ffn_gate"), self.n_ff, d, m));
-            pending.push(matrix(p("ffn_up"), self.n_ff, d, m));
-            pending.push(matrix(p("ffn_down"), d, self.n_ff, big));
+            if f.fused_qkv {
+                pending.push(matrix(p("attn_qkv"), qw + 2 * kv, d, m));
+            } else {
+                pending.push(matrix(p("attn_q"), qw, d, m));
+                pending.push(matrix(p("attn_k"), kv, d, m));
+                pending.push(matrix(p("attn_v"), kv, d, big));
+            }
+            pending.push(matrix(p("attn_output"), d, qw, m));
+            if f.fused_gate_up {
+                pending.push(matrix(p("ffn_up"), 2 * ff, d, m));
+            } else {
+                pending.push(matrix(p("ffn_gate"), ff, d, m));
+                pending.push(matrix(p("ffn_up"), ff, d, m));
+            }
+            pending.push(matrix(p("ffn_down"), d, ff, big));
         }
         let mut rng = SplitMix64(self.seed ^ 0xA5A5);
-        let mut norm = |name: String| {
-            let bytes = (0..d)
-                .flat_map(|_| (1.0f32 + 0.05 * rng.signed_unit()).to_le_bytes())
+        let mut vector = |name: String, len: usize, center: f32, spread: f32| {
+            let bytes = (0..len)
+                .flat_map(|_| (center + spread * rng.signed_unit()).to_le_bytes())
                 .collect();
             TensorSpec {
                 name,
-                shape: vec![d],
+                shape: vec![len],
                 dtype: GgmlDType::F32,
                 data: TensorData::Bytes(bytes),
             }
         };
-        out.push(norm("output_norm.weight".into()));
+        let mut out = vec![vector("output_norm.weight".into(), d, 1.0, 0.05)];
+        if f.rope_freqs {
+            // Llama 3 style divisors: 1 for high frequencies, rising for low ones.
+            let half = f.n_rot.unwrap_or(hd) / 2;
+            let bytes = (0..half)
+                .flat_map(|i| (1.0f32 + 7.0 * (i as f32 / half as f32).powi(2)).to_le_bytes())
+                .collect();
+            out.push(TensorSpec {
+                name: "rope_freqs.weight".into(),
+                shape: vec![half],
+                dtype: GgmlDType::F32,
+                data: TensorData::Bytes(bytes),
+            });
+        }
         for i in 0..self.n_layer {
-            out.push(norm(format!("blk.{i}.attn_norm.weight")));
-            out.push(norm(format!("blk.{i}.ffn_norm.weight")));
+            let p = |n: &str| format!("blk.{i}.{n}");
+            out.push(vector(p("attn_norm.weight"), d, 1.0, 0.05));
+            out.push(vector(p("ffn_norm.weight"), d, 1.0, 0.05));
+            if f.qkv_bias {
+                out.push(vector(p("attn_q.bias"), qw, 0.0, 0.5));
+                out.push(vector(p("attn_k.bias"), kv, 0.0, 0.5));
+                out.push(vector(p("attn_v.bias"), kv, 0.0, 0.5));
+            }
+            if f.qk_norm {
+                out.push(vector(p("attn_q_norm.weight"), hd, 1.0, 0.2));
+                out.push(vector(p("attn_k_norm.weight"), hd, 1.0, 0.2));
+            }
+            if f.post_norms {
+                out.push(vector(p("post_attention_norm.weight"), d, 1.0, 0.2));
+                out.push(vector(p("post_ffw_norm.weight"), d, 1.0, 0.2));
+            }
         }
         out.append(&mut pending);
         out

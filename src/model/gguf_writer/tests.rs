@@ -206,7 +206,7 @@ fn invalid_tensors_are_rejected() {
 
 #[test]
 fn synthetic_vocab_has_specials_bytes_and_merges() {
-    let m = SyntheticLlama::tiny(GgmlDType::Q8_0);
+    let m = SyntheticModel::tiny(GgmlDType::Q8_0);
     let (tokens, types) = m.vocab();
     assert_eq!((tokens.len(), types.len()), (320, 320));
     assert_eq!((tokens[1].as_str(), types[1]), ("<|im_start|>", 3));

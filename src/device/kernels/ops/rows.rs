@@ -3,7 +3,7 @@
 
 use super::{Result, check, int, ptr};
 use crate::device::kernels::buffer::{DevBuf, DevIndex, Device, DeviceExt, KernelArg, LaunchDims};
-use crate::model::ops::RopeTable;
+use crate::model::rope::RopeTable;
 
 /// RMSNorm of `rows` rows of `x` (width `w.len()`) into `out`, after `x += delta` when
 /// `delta` is given (the residual add, written back into `x`).

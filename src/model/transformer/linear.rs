@@ -54,8 +54,8 @@ impl Linear {
 
 /// Several projections of the same input: one fused matrix, or separate ones.
 pub(super) enum Projections {
-    /// One matrix whose output columns are the parts' side by side (widths given).
-    Fused(Box<Linear>, Vec<usize>),
+    /// One matrix whose output columns are the parts' side by side.
+    Fused(Box<Linear>),
     /// Formats differ (or the kernels do not cover them): one matmul each.
     Split(Vec<Linear>),
 }
@@ -81,7 +81,7 @@ impl Projections {
                 }
                 let n = widths.iter().sum();
                 let w = CpuQMatrix::from_raw(kind, n, k, &raw)?;
-                Ok(Projections::Fused(Box::new(Linear::Ours(w)), widths))
+                Ok(Projections::Fused(Box::new(Linear::Ours(w))))
             }
             _ => Ok(Projections::Split(
                 ts.into_iter()
@@ -91,19 +91,11 @@ impl Projections {
         }
     }
 
-    /// Output widths of the parts, in order.
-    pub(super) fn widths(&self) -> Vec<usize> {
-        match self {
-            Projections::Fused(_, widths) => widths.clone(),
-            Projections::Split(ls) => ls.iter().map(Linear::n).collect(),
-        }
-    }
-
     /// All projections of the `m` rows of `x`, side by side: `[m, sum of widths]`
     /// (part `i` of row `r` at columns `widths[..i].sum()..`).
     pub(super) fn forward(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
         match self {
-            Projections::Fused(l, _) => l.forward(x, m),
+            Projections::Fused(l) => l.forward(x, m),
             Projections::Split(ls) => {
                 let parts = ls
                     .iter()

@@ -1,0 +1,253 @@
+//! Which tensors a decoder has and how they are read, said once for the CPU and the
+//! device decoders: [`load_weights`] finds every required and optional tensor of a
+//! [`ModelSpec`] by its GGUF name (biases, Q/K norms, post-norms, fused `attn_qkv` or
+//! gate|up `ffn_up`, tied output), checks its shape against the spec, and hands it to a
+//! [`WeightSink`], which turns it into the backend's own weight type.
+//!
+//! Invariants: a layer's `qkv` projection outputs `[q | k | v]` (widths `q_width`,
+//! `kv_width`, `kv_width`) and `gate_up` outputs `[gate | up]` (`n_ff` each), whether
+//! the file stores them fused or apart; a bias, when any part has one, covers the
+//! whole output (zeros for parts without).
+
+use std::io::{Read, Seek};
+
+use anyhow::{Context, Result, bail, ensure};
+use candle_core::Device;
+use candle_core::quantized::{QTensor, gguf_file};
+
+use super::spec::ModelSpec;
+
+/// Turns tensors into a backend's weights.
+pub trait WeightSink {
+    /// Projections of one input, side by side in one output row.
+    type Matrix;
+    /// A vector (norm weights, biases).
+    type Vector;
+    /// The token embedding table.
+    type Embedding;
+    /// `parts` (each `(name, [n_i, k])`) as one matrix of output width `sum n_i`.
+    fn matrix(&mut self, parts: Vec<(String, QTensor)>) -> Result<Self::Matrix>;
+    /// A vector of f32 values.
+    fn vector(&mut self, name: &str, values: Vec<f32>) -> Result<Self::Vector>;
+    /// The embedding table (`[vocab, n_embd]`).
+    fn embedding(&mut self, table: QTensor) -> Result<Self::Embedding>;
+}
+
+/// A projection and its optional bias.
+pub struct Proj<M, V> {
+    /// The matrix.
+    pub w: M,
+    /// Added to every output row.
+    pub bias: Option<V>,
+}
+
+/// One decoder layer's weights.
+pub struct LayerWeights<M, V> {
+    /// Norm before attention.
+    pub attn_norm: V,
+    /// `[q | k | v]`.
+    pub qkv: Proj<M, V>,
+    /// Per-head RMSNorm of queries and keys (Qwen3, Gemma 3), before rotary.
+    pub q_norm: Option<V>,
+    /// See `q_norm`.
+    pub k_norm: Option<V>,
+    /// Attention output projection.
+    pub wo: Proj<M, V>,
+    /// Norm of the attention output before the residual add (Gemma 2/3).
+    pub post_attn_norm: Option<V>,
+    /// Norm before the FFN.
+    pub ffn_norm: V,
+    /// `[gate | up]`.
+    pub gate_up: Proj<M, V>,
+    /// FFN down projection.
+    pub down: Proj<M, V>,
+    /// Norm of the FFN output before the residual add (Gemma 2/3).
+    pub post_ffn_norm: Option<V>,
+}
+
+/// Every weight of a decoder.
+pub struct Weights<M, V, E> {
+    /// Token embeddings.
+    pub embed: E,
+    /// The layers.
+    pub layers: Vec<LayerWeights<M, V>>,
+    /// Final norm.
+    pub output_norm: V,
+    /// Output projection; `None`: tied to the embedding table.
+    pub output: Option<M>,
+    /// Bias of the output projection.
+    pub output_bias: Option<V>,
+}
+
+/// A GGUF file open for reading tensors.
+pub struct TensorSource<'a, R> {
+    /// Its header.
+    pub content: &'a gguf_file::Content,
+    /// Its bytes.
+    pub reader: &'a mut R,
+}
+
+impl<R: Read + Seek> TensorSource<'_, R> {
+    /// Whether the file has tensor `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    /// Tensor `name`, as stored.
+    pub fn tensor(&mut self, name: &str) -> Result<QTensor> {
+        self.content
+            .tensor(self.reader, name, &Device::Cpu)
+            .with_context(|| format!("loading {name}"))
+    }
+
+    /// Tensor `name` as f32 values, or `None` when the file lacks it.
+    pub fn f32s(&mut self, name: &str) -> Result<Option<Vec<f32>>> {
+        if !self.has(name) {
+            return Ok(None);
+        }
+        let t = self.tensor(name)?;
+        Ok(Some(t.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?))
+    }
+}
+
+/// Reads the spec from the file's metadata (rope factors from its tensors).
+pub fn read_spec<R: Read + Seek>(src: &mut TensorSource<'_, R>) -> Result<ModelSpec> {
+    let metadata = &src.content.metadata;
+    ModelSpec::from_gguf(metadata, &mut |name| src.f32s(name))
+}
+
+/// Reads every weight of `spec` from `src` into `sink`.
+pub fn load_weights<R: Read + Seek, S: WeightSink>(
+    spec: &ModelSpec,
+    src: &mut TensorSource<'_, R>,
+    sink: &mut S,
+) -> Result<Weights<S::Matrix, S::Vector, S::Embedding>> {
+    let mut r = Reader { spec, src, sink };
+    let table = r.src.tensor("token_embd.weight")?;
+    r.check("token_embd.weight", &table, spec.vocab_size, spec.n_embd)?;
+    let embed = r.sink.embedding(table)?;
+    let (output, output_bias) = if r.src.has("output.weight") {
+        let p = r.proj(&["output"], &[spec.vocab_size], spec.n_embd)?;
+        (Some(p.w), p.bias)
+    } else {
+        (None, r.bias("output.bias")?)
+    };
+    let layers = (0..spec.n_layer)
+        .map(|i| r.layer(i))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Weights {
+        embed,
+        layers,
+        output_norm: r.norm("output_norm.weight", spec.n_embd)?,
+        output,
+        output_bias,
+    })
+}
+
+struct Reader<'a, 'b, R, S> {
+    spec: &'a ModelSpec,
+    src: &'a mut TensorSource<'b, R>,
+    sink: &'a mut S,
+}
+
+impl<R: Read + Seek, S: WeightSink> Reader<'_, '_, R, S> {
+    fn check(&self, name: &str, t: &QTensor, n: usize, k: usize) -> Result<()> {
+        let dims = t
+            .shape()
+            .dims2()
+            .with_context(|| format!("{name} is not a matrix"))?;
+        ensure!(
+            dims == (n, k),
+            "{name} is {dims:?}, the metadata says ({n}, {k})"
+        );
+        Ok(())
+    }
+
+    fn norm(&mut self, name: &str, width: usize) -> Result<S::Vector> {
+        let v = self
+            .src
+            .f32s(name)?
+            .with_context(|| format!("the file has no {name}"))?;
+        ensure!(v.len() == width, "{name} has {} values, not {width}", v.len());
+        self.sink.vector(name, v)
+    }
+
+    fn opt_norm(&mut self, name: &str, width: usize) -> Result<Option<S::Vector>> {
+        if self.src.has(name) {
+            self.norm(name, width).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn bias(&mut self, name: &str) -> Result<Option<S::Vector>> {
+        match self.src.f32s(name)? {
+            Some(v) => self.sink.vector(name, v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Tensors `{base}.weight` of output widths `widths`, input `k`, side by side,
+    /// with their biases (`{base}.bias`) when any has one.
+    fn proj(&mut self, bases: &[&str], widths: &[usize], k: usize) -> Result<Proj<S::Matrix, S::Vector>> {
+        let mut parts = Vec::with_capacity(bases.len());
+        let mut biases = Vec::with_capacity(bases.len());
+        for (base, &n) in bases.iter().zip(widths) {
+            let name = format!("{base}.weight");
+            let t = self.src.tensor(&name)?;
+            self.check(&name, &t, n, k)?;
+            parts.push((name, t));
+            let b = self.src.f32s(&format!("{base}.bias"))?;
+            if let Some(b) = &b {
+                ensure!(b.len() == n, "{base}.bias has {} values, not {n}", b.len());
+            }
+            biases.push(b);
+        }
+        let bias = if biases.iter().any(Option::is_some) {
+            let all: Vec<f32> = biases
+                .into_iter()
+                .zip(widths)
+                .flat_map(|(b, &n)| b.unwrap_or_else(|| vec![0.0; n]))
+                .collect();
+            Some(self.sink.vector(&format!("{}.bias", bases[0]), all)?)
+        } else {
+            None
+        };
+        Ok(Proj {
+            w: self.sink.matrix(parts)?,
+            bias,
+        })
+    }
+
+    fn layer(&mut self, i: usize) -> Result<LayerWeights<S::Matrix, S::Vector>> {
+        let s = self.spec;
+        let (d, qw, kw, ff) = (s.n_embd, s.q_width(), s.kv_width(), s.n_ff);
+        let p = |n: &str| format!("blk.{i}.{n}");
+        let qkv = if self.src.has(&p("attn_qkv.weight")) {
+            self.proj(&[&p("attn_qkv")], &[qw + 2 * kw], d)?
+        } else {
+            self.proj(&[&p("attn_q"), &p("attn_k"), &p("attn_v")], &[qw, kw, kw], d)?
+        };
+        let gate_up = if self.src.has(&p("ffn_gate.weight")) {
+            self.proj(&[&p("ffn_gate"), &p("ffn_up")], &[ff, ff], d)?
+        } else if self.src.has(&p("ffn_up.weight")) {
+            // Phi-3 stores gate and up as one tensor of 2 * n_ff rows, gate first.
+            self.proj(&[&p("ffn_up")], &[2 * ff], d)?
+        } else {
+            bail!("layer {i} has neither ffn_gate nor ffn_up");
+        };
+        let hd = s.head_dim;
+        Ok(LayerWeights {
+            attn_norm: self.norm(&p("attn_norm.weight"), d)?,
+            qkv,
+            q_norm: self.opt_norm(&p("attn_q_norm.weight"), hd)?,
+            k_norm: self.opt_norm(&p("attn_k_norm.weight"), hd)?,
+            wo: self.proj(&[&p("attn_output")], &[d], qw)?,
+            post_attn_norm: self.opt_norm(&p("post_attention_norm.weight"), d)?,
+            ffn_norm: self.norm(&p("ffn_norm.weight"), d)?,
+            gate_up,
+            down: self.proj(&[&p("ffn_down")], &[d], ff)?,
+            post_ffn_norm: self.opt_norm(&p("post_ffw_norm.weight"), d)?,
+        })
+    }
+}
