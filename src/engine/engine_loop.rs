@@ -22,9 +22,9 @@ use super::text_stream::TextStream;
 use super::types::GenerateRequest;
 use crate::metrics as m;
 use crate::model::decoder::{Runner, StepOutput};
-use crate::model::transformer::BatchInput;
 use crate::model::paged_attention::SeqSpan;
 use crate::model::tokenizer::ModelTokenizer;
+use crate::model::transformer::BatchInput;
 
 /// Everything the engine thread owns.
 pub struct Engine {

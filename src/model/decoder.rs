@@ -5,9 +5,9 @@
 use anyhow::Result;
 
 use super::device_llama::{DeviceKvCache, DeviceLlama};
+use super::paged_attention::PagedKvCache;
 use super::spec::ModelSpec;
 use super::transformer::{BatchInput, CpuModel};
-use super::paged_attention::PagedKvCache;
 
 /// A loaded decoder.
 pub enum Decoder {

@@ -9,8 +9,8 @@ use candle_core::quantized::gguf_file;
 
 use super::chat_template::ChatTemplate;
 use super::decoder::Decoder;
-use super::transformer::CpuModel;
 use super::tokenizer::ModelTokenizer;
+use super::transformer::CpuModel;
 
 /// Everything a GGUF file yields; `M` is the decoder (the CPU [`CpuModel`] unless loaded
 /// with [`load_gguf_with`]).

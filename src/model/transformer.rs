@@ -194,7 +194,10 @@ impl CpuModel {
             let inv = 1.0 / cap;
             logits.iter_mut().for_each(|l| *l = cap * (*l * inv).tanh());
         }
-        let rows = logits.chunks(spec.vocab_size).map(<[f32]>::to_vec).collect();
+        let rows = logits
+            .chunks(spec.vocab_size)
+            .map(<[f32]>::to_vec)
+            .collect();
         laps.lap(Phase::LmHead);
         Ok(rows)
     }

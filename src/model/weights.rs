@@ -106,7 +106,11 @@ impl<R: Read + Seek> TensorSource<'_, R> {
             return Ok(None);
         }
         let t = self.tensor(name)?;
-        Ok(Some(t.dequantize(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?))
+        Ok(Some(
+            t.dequantize(&Device::Cpu)?
+                .flatten_all()?
+                .to_vec1::<f32>()?,
+        ))
     }
 }
 
@@ -168,7 +172,11 @@ impl<R: Read + Seek, S: WeightSink> Reader<'_, '_, R, S> {
             .src
             .f32s(name)?
             .with_context(|| format!("the file has no {name}"))?;
-        ensure!(v.len() == width, "{name} has {} values, not {width}", v.len());
+        ensure!(
+            v.len() == width,
+            "{name} has {} values, not {width}",
+            v.len()
+        );
         self.sink.vector(name, v)
     }
 
@@ -189,7 +197,12 @@ impl<R: Read + Seek, S: WeightSink> Reader<'_, '_, R, S> {
 
     /// Tensors `{base}.weight` of output widths `widths`, input `k`, side by side,
     /// with their biases (`{base}.bias`) when any has one.
-    fn proj(&mut self, bases: &[&str], widths: &[usize], k: usize) -> Result<Proj<S::Matrix, S::Vector>> {
+    fn proj(
+        &mut self,
+        bases: &[&str],
+        widths: &[usize],
+        k: usize,
+    ) -> Result<Proj<S::Matrix, S::Vector>> {
         let mut parts = Vec::with_capacity(bases.len());
         let mut biases = Vec::with_capacity(bases.len());
         for (base, &n) in bases.iter().zip(widths) {
@@ -226,7 +239,11 @@ impl<R: Read + Seek, S: WeightSink> Reader<'_, '_, R, S> {
         let qkv = if self.src.has(&p("attn_qkv.weight")) {
             self.proj(&[&p("attn_qkv")], &[qw + 2 * kw], d)?
         } else {
-            self.proj(&[&p("attn_q"), &p("attn_k"), &p("attn_v")], &[qw, kw, kw], d)?
+            self.proj(
+                &[&p("attn_q"), &p("attn_k"), &p("attn_v")],
+                &[qw, kw, kw],
+                d,
+            )?
         };
         let gate_up = if self.src.has(&p("ffn_gate.weight")) {
             self.proj(&[&p("ffn_gate"), &p("ffn_up")], &[ff, ff], d)?

@@ -20,11 +20,11 @@ use super::paged_attention::HeadShape;
 use super::rope::RopeTable;
 use super::spec::{Activation, ModelSpec, RopeStyle};
 use super::transformer::BatchInput;
-use crate::model::weights::{self as spec_weights, TensorSource};
 use crate::device::kernels::ops::{
     self, AttnBatch, DevKvLayer, DevRope, HeadColumns, KvColumns, QWeight,
 };
 use crate::device::kernels::{DevBuf, DevIndex, Device, DeviceExt};
+use crate::model::weights::{self as spec_weights, TensorSource};
 use weights::{DevProjections, DevSink};
 
 struct DevLayer {
@@ -135,7 +135,10 @@ fn unsupported(spec: &ModelSpec) -> Option<String> {
     let plain_scale = (spec.attn_scale * (spec.head_dim as f32).sqrt() - 1.0).abs() < 1e-6;
     let why = if rope.style != RopeStyle::Adjacent || rope.n_rot != spec.head_dim {
         "half-split or partial rotary"
-    } else if spec.ropes.len() > 1 || spec.max_window().is_some() || spec.layers.iter().any(|l| l.window.is_some()) {
+    } else if spec.ropes.len() > 1
+        || spec.max_window().is_some()
+        || spec.layers.iter().any(|l| l.window.is_some())
+    {
         "sliding-window layers"
     } else if spec.attn_softcap.is_some() || spec.final_softcap.is_some() {
         "logit soft-capping"
@@ -178,7 +181,10 @@ impl DeviceLlama {
         };
         let cfg = spec_weights::read_spec(&mut src)?;
         if let Some(why) = unsupported(&cfg) {
-            bail!("the device decoder cannot run this {} model yet: {why}", cfg.arch);
+            bail!(
+                "the device decoder cannot run this {} model yet: {why}",
+                cfg.arch
+            );
         }
         let d: &dyn Device = dev.as_ref();
         let w = spec_weights::load_weights(&cfg, &mut src, &mut DevSink(d))?;
@@ -237,7 +243,11 @@ impl DeviceLlama {
             .iter()
             .map(|l| l.qkv.bytes() + l.wo.bytes() + l.gate_up.bytes() + l.down.bytes())
             .sum();
-        layers + self.output.as_ref().map_or(self.embed.bytes(), DevProjections::bytes)
+        layers
+            + self
+                .output
+                .as_ref()
+                .map_or(self.embed.bytes(), DevProjections::bytes)
     }
 
     /// The device it runs on.

@@ -246,7 +246,10 @@ impl SyntheticModel {
                 MetaValue::F32(f.rope_base.unwrap_or(10_000.0)),
             ),
             ("attention.layer_norm_rms_epsilon", MetaValue::F32(1e-5)),
-            ("rope.dimension_count", u(f.n_rot.unwrap_or(self.head_dim()))),
+            (
+                "rope.dimension_count",
+                u(f.n_rot.unwrap_or(self.head_dim())),
+            ),
             ("vocab_size", u(self.vocab_size)),
         ];
         let optional = [
@@ -258,16 +261,18 @@ impl SyntheticModel {
                 f.swa_pattern.map(MetaValue::U32),
             ),
             ("attn_logit_softcapping", f.attn_softcap.map(MetaValue::F32)),
-            ("final_logit_softcapping", f.final_softcap.map(MetaValue::F32)),
+            (
+                "final_logit_softcapping",
+                f.final_softcap.map(MetaValue::F32),
+            ),
             ("rope.freq_base_swa", f.rope_base_swa.map(MetaValue::F32)),
         ];
         arch_keys.extend(optional.into_iter().filter_map(|(k, v)| Some((k, v?))));
         let mut out: Vec<(String, MetaValue)> = vec![
             ("general.architecture".into(), s(&self.arch)),
-            (
-                "general.name".into(),
-                s(&format!("ferrite synthetic {}", self.arch)),
-            ),
+            // Not named after the architecture: llama.cpp keys vocabulary quirks on
+            // names such as "phi3".
+            ("general.name".into(), s("ferrite synthetic decoder")),
         ];
         out.extend(
             arch_keys

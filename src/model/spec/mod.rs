@@ -216,9 +216,7 @@ impl ModelSpec {
             .filter(|s| *s != 0.0)
             .or(rules.attn_scale)
             .unwrap_or(1.0 / (head_dim as f32).sqrt());
-        let cap = |key: &str, default: Option<f32>| {
-            k.f32_opt(key).or(default).filter(|c| *c > 0.0)
-        };
+        let cap = |key: &str, default: Option<f32>| k.f32_opt(key).or(default).filter(|c| *c > 0.0);
         Ok(Self {
             n_layer,
             n_embd,
@@ -226,7 +224,9 @@ impl ModelSpec {
             n_head,
             n_kv_head,
             head_dim,
-            rms_eps: k.f32_opt("attention.layer_norm_rms_epsilon").unwrap_or(1e-5),
+            rms_eps: k
+                .f32_opt("attention.layer_norm_rms_epsilon")
+                .unwrap_or(1e-5),
             context_length,
             vocab_size,
             embed_scale: if rules.scale_embeddings {
@@ -335,7 +335,12 @@ fn rope_specs(
 }
 
 /// Which layers slide, over which window, with which rotary table.
-fn layer_specs(k: &Keys, rules: &ArchRules, n_layer: usize, ropes: usize) -> Result<Vec<LayerSpec>> {
+fn layer_specs(
+    k: &Keys,
+    rules: &ArchRules,
+    n_layer: usize,
+    ropes: usize,
+) -> Result<Vec<LayerSpec>> {
     let window = k
         .usize_opt("attention.sliding_window")?
         .or(rules.default_window)

@@ -27,7 +27,11 @@ fn every_architecture_reads_its_keys_and_rules() {
         let m = SyntheticModel::tiny_arch(arch, GgmlDType::Q8_0);
         let s = spec_of(&m).unwrap_or_else(|e| panic!("{arch}: {e:#}"));
         assert_eq!(s.arch, arch);
-        assert_eq!(s.head_dim, m.head_dim(), "{arch}: head width from key_length");
+        assert_eq!(
+            s.head_dim,
+            m.head_dim(),
+            "{arch}: head width from key_length"
+        );
         assert_eq!(s.layers.len(), m.n_layer);
         let halves = !matches!(arch, "llama" | "mistral");
         assert_eq!(s.ropes[0].style == RopeStyle::Halves, halves, "{arch}");
@@ -50,7 +54,10 @@ fn gemma_windows_caps_and_local_rope() {
     assert_eq!(g3.final_softcap, None);
     assert_eq!(g3.ropes.len(), 2);
     assert_eq!((g3.ropes[0].base, g3.ropes[1].base), (1e6, 1e4));
-    assert_eq!(g3.layers[0].rope, 1, "the sliding layer rotates with the local base");
+    assert_eq!(
+        g3.layers[0].rope, 1,
+        "the sliding layer rotates with the local base"
+    );
     assert_eq!(g3.layers[1].rope, 0);
     assert_eq!(g3.max_window(), None);
 }
@@ -65,7 +72,10 @@ fn phi3_partial_rotary_and_llama_without_window() {
     let mut m = SyntheticModel::tiny_arch("mistral", GgmlDType::Q8_0);
     m.features.sliding_window = Some(32);
     let s = spec_of(&m).unwrap();
-    assert!(s.layers.iter().all(|l| l.window == Some(32)), "every layer slides");
+    assert!(
+        s.layers.iter().all(|l| l.window == Some(32)),
+        "every layer slides"
+    );
 }
 
 #[test]

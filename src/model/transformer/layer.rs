@@ -106,8 +106,10 @@ impl LayerStep<'_> {
             norm_heads(&mut qkv, stride, qw, s.n_kv_head, n, s.rms_eps);
         }
         let pos = &input.positions;
-        self.rope.apply_strided(&mut qkv, stride, 0, pos, s.n_head, hd);
-        self.rope.apply_strided(&mut qkv, stride, qw, pos, s.n_kv_head, hd);
+        self.rope
+            .apply_strided(&mut qkv, stride, 0, pos, s.n_head, hd);
+        self.rope
+            .apply_strided(&mut qkv, stride, qw, pos, s.n_kv_head, hd);
         laps.lap(Phase::Rotary);
         let part = |offset| Strided {
             data: &qkv,
