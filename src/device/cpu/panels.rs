@@ -276,9 +276,9 @@ impl Panels {
         let qs = &self.qs[pb * self.layout.qs_bytes()..][..self.layout.qs_bytes()];
         let ds = pb * self.layout.n_scales();
         let mut sub = Sub32::default();
-        for h in 0..2 {
-            if self.n_off > 0 {
-                sub.m[h] = self.m.get(self.m_index(pb, h.min(self.n_off - 1)) + i);
+        if self.n_off > 0 {
+            for (h, m) in sub.m.iter_mut().enumerate() {
+                *m = self.m.get(self.m_index(pb, h.min(self.n_off - 1)) + i);
             }
         }
         match self.layout {

@@ -368,11 +368,11 @@ unsafe fn floats<const R: usize, const BF: bool>(
     let (mut a0, mut a1) = ([_mm256_setzero_ps(); R], [_mm256_setzero_ps(); R]);
     for t in (0..k).step_by(2) {
         let (w0, w1) = (load(t), load(t + 1));
-        for r in 0..R {
+        for ((c0, c1), x) in a0.iter_mut().zip(a1.iter_mut()).zip(&xr) {
             // SAFETY: t + 1 < k and row r0 + r exists (asserted above).
             unsafe {
-                a0[r] = _mm256_fmadd_ps(_mm256_set1_ps(*xr[r].add(t)), w0, a0[r]);
-                a1[r] = _mm256_fmadd_ps(_mm256_set1_ps(*xr[r].add(t + 1)), w1, a1[r]);
+                *c0 = _mm256_fmadd_ps(_mm256_set1_ps(*x.add(t)), w0, *c0);
+                *c1 = _mm256_fmadd_ps(_mm256_set1_ps(*x.add(t + 1)), w1, *c1);
             }
         }
     }
