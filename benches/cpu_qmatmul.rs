@@ -1,11 +1,14 @@
 //! Micro benchmark of `ferrite::device::cpu::CpuQMatrix::matmul` against candle's
 //! `QMatMul::forward`, per format, on SmolLM2-135M's matrix shapes (Q4_0, Q4_1, Q8_0)
-//! and Mistral-7B's (Q4_K, Q6_K, what Q4_K_M files use): ns per activation row and
-//! GFLOP/s at m = 1, 8, 32 and 64 rows. Each time is the fastest of many calls (the
-//! machine may be shared); `RAYON_NUM_THREADS=1` gives single-core figures.
+//! and, for every format the kernels read (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K,
+//! Q4_K, Q5_K, Q6_K, F16, BF16), Llama-3-8B / Mistral-7B's attention (4096 x 4096) and
+//! FFN-down (4096 x 14336) shapes: ms per call, ns per activation row and GFLOP/s at
+//! m = 1, 8, 32 and 64 rows. Each time is the fastest of many calls (the machine may be
+//! shared); `RAYON_NUM_THREADS=1` gives single-core figures.
 //!
-//! Run with `cargo bench --bench cpu_qmatmul [-- FILTER]`; FILTER (e.g. `Q4K`) keeps the
-//! rows whose label contains it.
+//! Run with `cargo bench --bench cpu_qmatmul [-- FILTER] [--ours-only]`; FILTER (e.g.
+//! `Q4K` or `4096x14336`) keeps the rows whose label contains it; `--ours-only` skips
+//! candle (half the time).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -34,21 +37,43 @@ fn time(mut f: impl FnMut()) -> f64 {
 }
 
 fn main() -> candle_core::Result<()> {
-    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let shapes = [
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let filter = args.iter().find(|a| !a.starts_with('-'));
+    let with_candle = !args.iter().any(|a| a == "--ours-only");
+    let mut shapes = vec![
         (576, 576, GgmlDType::Q4_1),
         (1536, 576, GgmlDType::Q4_1),
         (576, 1536, GgmlDType::Q4_1),
         (49152, 576, GgmlDType::Q8_0),
         (1536, 576, GgmlDType::Q4_0),
-        (4096, 4096, GgmlDType::Q4K),
-        (14336, 4096, GgmlDType::Q4K),
-        (4096, 14336, GgmlDType::Q6K),
     ];
+    for dtype in [
+        GgmlDType::Q4_0,
+        GgmlDType::Q4_1,
+        GgmlDType::Q5_0,
+        GgmlDType::Q5_1,
+        GgmlDType::Q8_0,
+        GgmlDType::Q2K,
+        GgmlDType::Q3K,
+        GgmlDType::Q4K,
+        GgmlDType::Q5K,
+        GgmlDType::Q6K,
+        GgmlDType::F16,
+        GgmlDType::BF16,
+    ] {
+        shapes.extend([(4096, 4096, dtype), (4096, 14336, dtype)]);
+    }
     println!("threads: {}", rayon::current_num_threads());
     println!(
-        "{:<18} {:>4} {:>12} {:>10} {:>12} {:>10} {:>8}",
-        "shape (n x k)", "m", "ours ns/row", "ours GF/s", "candle ns/row", "candle GF/s", "speedup"
+        "{:<18} {:>4} {:>9} {:>12} {:>10} {:>12} {:>10} {:>8}",
+        "shape (n x k)",
+        "m",
+        "ours ms",
+        "ours ns/row",
+        "ours GF/s",
+        "candle ns/row",
+        "candle GF/s",
+        "speedup"
     );
     for (n, k, dtype) in shapes {
         let label = format!("{n}x{k} {dtype:?}");
@@ -58,21 +83,28 @@ fn main() -> candle_core::Result<()> {
         let w = Tensor::from_vec(rand_vec(n * k, 1), (n, k), &Device::Cpu)?;
         let qt = QTensor::quantize(&w, dtype)?;
         let ours = CpuQMatrix::from_qtensor(&qt).expect("supported dtype");
-        let candle = QMatMul::from_qtensor(qt)?;
+        let candle = if with_candle {
+            Some(QMatMul::from_qtensor(qt)?)
+        } else {
+            None
+        };
         for m in [1, 8, 32, 64] {
             let x = rand_vec(m * k, 2);
             let xt = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu)?;
             let t_ours = time(|| {
                 black_box(ours.matmul(black_box(&x), m));
             });
-            let t_candle = time(|| {
-                black_box(candle.forward(black_box(&xt)).unwrap());
+            let t_candle = candle.as_ref().map_or(f64::NAN, |c| {
+                time(|| {
+                    black_box(c.forward(black_box(&xt)).unwrap());
+                })
             });
             let flops = 2.0 * (m * n * k) as f64;
             println!(
-                "{:<18} {:>4} {:>12.0} {:>10.1} {:>12.0} {:>10.1} {:>7.2}x",
+                "{:<18} {:>4} {:>9.3} {:>12.0} {:>10.1} {:>12.0} {:>10.1} {:>7.2}x",
                 label,
                 m,
+                t_ours * 1e3,
                 t_ours * 1e9 / m as f64,
                 flops / t_ours / 1e9,
                 t_candle * 1e9 / m as f64,

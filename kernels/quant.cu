@@ -1,13 +1,17 @@
 // Quantized weight kernels over GGML blocks kept exactly as the GGUF file stores them.
 //
 // Every format is read in "items" of 32 consecutive weights of one row:
-//   Q4_0 (18-byte block of 32), Q4_1 (20 of 32), Q8_0 (34 of 32): one item per block;
-//   Q4_K (144-byte super-block of 256), Q6_K (210 of 256): eight items per super-block.
+//   Q4_0 (18-byte block of 32), Q4_1 (20 of 32), Q5_0 (22 of 32), Q5_1 (24 of 32),
+//   Q8_0 (34 of 32): one item per block;
+//   Q2_K (84-byte super-block of 256), Q3_K (110 of 256), Q4_K (144 of 256), Q5_K (176
+//   of 256), Q6_K (210 of 256): eight items per super-block;
+//   F16, BF16: 32 two-byte values per item.
 // `deq_item<F>` decodes one item to 32 floats; every kernel here is built on it, so the
 // format logic lives in one place. Weight rows are `row_bytes` apart, `k` weights long
 // (a multiple of the format's block length).
 //
-// Kernels (F = q4_0, q4_1, q8_0, q4_k, q6_k); outputs go to rows `ldy` floats apart, so
+// Kernels (F = q4_0, q4_1, q5_0, q5_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k, f16, bf16);
+// outputs go to rows `ldy` floats apart, so
 // separate projections can write side by side into one fused row:
 //   qmatvec_F   y[m][n] = x[m][k] . W[n][k] for m <= 8 activation rows: one warp per
 //               weight row, lanes stride over the row's items, every item is decoded once
@@ -22,6 +26,36 @@
 #define FMT_Q8_0 2
 #define FMT_Q4_K 3
 #define FMT_Q6_K 4
+#define FMT_Q5_0 5
+#define FMT_Q5_1 6
+#define FMT_Q2_K 7
+#define FMT_Q3_K 8
+#define FMT_Q5_K 9
+#define FMT_F16 10
+#define FMT_BF16 11
+
+__device__ __forceinline__ float bf16_to_f32(u16 h) {
+#ifdef FERRITE_EMULATION
+    const u32 bits = (u32)h << 16;
+    float f;
+    __builtin_memcpy(&f, &bits, 4);
+    return f;
+#else
+    return __uint_as_float((u32)h << 16);
+#endif
+}
+
+// The 32 fifth bits of a Q5_0 / Q5_1 block (bit j: value j), read bytewise.
+__device__ __forceinline__ u32 q5_high_bits(const u8* qh) {
+    return (u32)qh[0] | ((u32)qh[1] << 8) | ((u32)qh[2] << 16) | ((u32)qh[3] << 24);
+}
+
+// Q3_K's signed 6-bit scale i (0..15): low nibbles in bytes 0..7, bit pairs in 8..11.
+__device__ __forceinline__ int q3k_scale(const u8* s, int i) {
+    const int low = i < 8 ? (s[i] & 0xF) : (s[i - 8] >> 4);
+    const int high = (s[8 + i % 4] >> (2 * (i / 4))) & 3;
+    return (low | (high << 4)) - 32;
+}
 
 // Q4_K's packed 6-bit scale and min of sub-block j (0..7).
 __device__ __forceinline__ void q4k_scale_min(int j, const u8* q, float* sc, float* mn) {
@@ -52,6 +86,68 @@ __device__ __forceinline__ void deq_item(const u8* row, int item, float* v) {
             v[j] = d * (float)(qs[j] & 0xF) + m;
             v[j + 16] = d * (float)(qs[j] >> 4) + m;
         }
+    } else if (F == FMT_Q5_0 || F == FMT_Q5_1) {
+        const int bytes = F == FMT_Q5_0 ? 22 : 24;
+        const u8* b = row + item * bytes;
+        const float d = load_f16(b);
+        const float m = F == FMT_Q5_1 ? load_f16(b + 2) : 0.0f;
+        const int bias = F == FMT_Q5_0 ? 16 : 0;
+        const u32 qh = q5_high_bits(b + (F == FMT_Q5_0 ? 2 : 4));
+        const u8* qs = b + (F == FMT_Q5_0 ? 6 : 8);
+        for (int j = 0; j < 16; j++) {
+            const int q0 = (int)((qs[j] & 0xF) | (((qh >> j) & 1) << 4)) - bias;
+            const int q1 = (int)((qs[j] >> 4) | (((qh >> (j + 16)) & 1) << 4)) - bias;
+            if (F == FMT_Q5_0) {
+                v[j] = d * (float)q0;
+                v[j + 16] = d * (float)q1;
+            } else {
+                v[j] = d * (float)q0 + m;
+                v[j + 16] = d * (float)q1 + m;
+            }
+        }
+    } else if (F == FMT_Q2_K) {
+        const u8* b = row + (item / 8) * 84;
+        const int s = item % 8, n = s / 4, shift = 2 * (s % 4);
+        const u8* qs = b + 16 + 32 * n;
+        const float d = load_f16(b + 80), dmin = load_f16(b + 82);
+        for (int h = 0; h < 2; h++) {
+            const int sc = b[2 * s + h];
+            const float dl = d * (float)(sc & 0xF), ml = dmin * (float)(sc >> 4);
+            for (int l = 16 * h; l < 16 * h + 16; l++) v[l] = dl * (float)((qs[l] >> shift) & 3) - ml;
+        }
+    } else if (F == FMT_Q3_K) {
+        const u8* b = row + (item / 8) * 110;
+        const int s = item % 8, n = s / 4, j = s % 4;
+        const u8* qs = b + 32 + 32 * n;
+        const float d = load_f16(b + 108);
+        for (int h = 0; h < 2; h++) {
+            const float dl = d * (float)q3k_scale(b + 96, 2 * s + h);
+            for (int l = 16 * h; l < 16 * h + 16; l++) {
+                const int low = (qs[l] >> (2 * j)) & 3;
+                const int q = ((b[l] >> (4 * n + j)) & 1) ? low : low - 4;
+                v[l] = dl * (float)q;
+            }
+        }
+    } else if (F == FMT_Q5_K) {
+        const u8* b = row + (item / 8) * 176;
+        const int sub = item % 8;
+        const float d = load_f16(b), dmin = load_f16(b + 2);
+        float sc, mn;
+        q4k_scale_min(sub, b + 4, &sc, &mn);
+        const float d1 = d * sc, m1 = dmin * mn;
+        const u8* qh = b + 16;
+        const u8* q = b + 48 + (sub / 2) * 32;
+        const int shift = (sub & 1) * 4;
+        for (int l = 0; l < 32; l++) {
+            const int qv = ((q[l] >> shift) & 0xF) | (((qh[l] >> sub) & 1) << 4);
+            v[l] = d1 * (float)qv - m1;
+        }
+    } else if (F == FMT_F16) {
+        const u8* b = row + item * 64;
+        for (int j = 0; j < 32; j++) v[j] = load_f16(b + 2 * j);
+    } else if (F == FMT_BF16) {
+        const u8* b = row + item * 64;
+        for (int j = 0; j < 32; j++) v[j] = bf16_to_f32((u16)(b[2 * j] | (b[2 * j + 1] << 8)));
     } else if (F == FMT_Q8_0) {
         const u8* b = row + item * 34;
         const float d = load_f16(b);
@@ -192,3 +288,10 @@ QUANT_KERNELS(q4_1, FMT_Q4_1)
 QUANT_KERNELS(q8_0, FMT_Q8_0)
 QUANT_KERNELS(q4_k, FMT_Q4_K)
 QUANT_KERNELS(q6_k, FMT_Q6_K)
+QUANT_KERNELS(q5_0, FMT_Q5_0)
+QUANT_KERNELS(q5_1, FMT_Q5_1)
+QUANT_KERNELS(q2_k, FMT_Q2_K)
+QUANT_KERNELS(q3_k, FMT_Q3_K)
+QUANT_KERNELS(q5_k, FMT_Q5_K)
+QUANT_KERNELS(f16, FMT_F16)
+QUANT_KERNELS(bf16, FMT_BF16)

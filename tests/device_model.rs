@@ -183,18 +183,51 @@ fn q4_k_m_mix_matches_cpu() {
 }
 
 #[test]
+fn q5_0_and_q5_1_models_match_cpu() {
+    // The formats Q4_K_M files fall back to for rows that are not whole super-blocks.
+    check(SyntheticModel::tiny(GgmlDType::Q5_0), "q5_0");
+    let m = SyntheticModel {
+        more_bits_dtype: Some(GgmlDType::Q8_0),
+        ..SyntheticModel::tiny(GgmlDType::Q5_1)
+    };
+    check(m, "q5_1");
+}
+
+#[test]
+fn q3_k_m_and_q2_k_mixes_match_cpu() {
+    let q3 = SyntheticModel {
+        output_dtype: GgmlDType::Q6K,
+        more_bits_dtype: Some(GgmlDType::Q5K),
+        ..SyntheticModel::tiny(GgmlDType::Q3K)
+    };
+    check(q3, "q3_k_m");
+    let q2 = SyntheticModel {
+        output_dtype: GgmlDType::Q6K,
+        more_bits_dtype: Some(GgmlDType::Q3K),
+        ..SyntheticModel::tiny(GgmlDType::Q2K)
+    };
+    check(q2, "q2_k");
+}
+
+#[test]
+fn f16_and_bf16_models_match_cpu() {
+    check(SyntheticModel::tiny(GgmlDType::F16), "f16");
+    check(SyntheticModel::tiny(GgmlDType::BF16), "bf16");
+}
+
+#[test]
 fn unsupported_weight_formats_are_refused_clearly() {
-    let file = TempFile::new("device-model-f16.gguf");
-    SyntheticModel::tiny(GgmlDType::F16).write(&file.0).unwrap();
+    let file = TempFile::new("device-model-f32.gguf");
+    SyntheticModel::tiny(GgmlDType::F32).write(&file.0).unwrap();
     let mut reader = BufReader::new(File::open(&file.0).unwrap());
     let content = gguf_file::Content::read(&mut reader).unwrap();
     let dev: Arc<dyn Device> = emu::EmuDevice::shared_arc().clone();
     let err = DeviceLlama::load(dev, &content, &mut reader)
         .err()
-        .expect("F16 must be refused");
+        .expect("F32 must be refused");
     let msg = format!("{err:#}");
     assert!(
-        msg.contains("F16") && msg.contains("Q4_0, Q4_1, Q8_0, Q4_K and Q6_K"),
+        msg.contains("F32") && msg.contains("Q4_0, Q4_1, Q5_0") && msg.contains("BF16"),
         "{msg}"
     );
 }

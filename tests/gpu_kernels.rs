@@ -30,12 +30,20 @@ fn devices() -> Vec<&'static dyn Device> {
     emu::devices().iter().map(|d| d.as_ref()).collect()
 }
 
-const DTYPES: [GgmlDType; 5] = [
+/// Every weight format the device kernels read.
+const DTYPES: [GgmlDType; 12] = [
     GgmlDType::Q4_0,
     GgmlDType::Q4_1,
+    GgmlDType::Q5_0,
+    GgmlDType::Q5_1,
     GgmlDType::Q8_0,
+    GgmlDType::Q2K,
+    GgmlDType::Q3K,
     GgmlDType::Q4K,
+    GgmlDType::Q5K,
     GgmlDType::Q6K,
+    GgmlDType::F16,
+    GgmlDType::BF16,
 ];
 
 /// A random quantized `(n, k)` weight: kind, raw blocks, dequantized values.
@@ -54,7 +62,7 @@ fn close(got: f32, want: f64, bound: f64) -> bool {
 fn quantized_matmul_matches_dequantized_reference() {
     for dev in devices() {
         for (di, dtype) in DTYPES.into_iter().enumerate() {
-            let blocked = matches!(dtype, GgmlDType::Q4K | GgmlDType::Q6K);
+            let blocked = dtype.block_size() == 256;
             let shapes: &[(usize, usize)] = if blocked {
                 &[(13, 256), (70, 512)]
             } else {

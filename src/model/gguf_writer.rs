@@ -74,7 +74,8 @@ pub enum TensorData {
     /// Valid random blocks generated while writing: random quant bits, block scales
     /// chosen so every dequantized value `w` is finite with `|w| <= scale` (and the
     /// largest close to `scale`). Deterministic for a given seed. Supported for F32,
-    /// F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4K, Q5K and Q6K; `0 < scale <= 1000`.
+    /// F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2K, Q3K, Q4K, Q5K and Q6K;
+    /// `0 < scale <= 1000`.
     Random {
         /// Seed of the generator.
         seed: u64,

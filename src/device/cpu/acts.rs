@@ -16,8 +16,21 @@ pub(crate) enum Sums {
     None,
     /// Rounded through f16, as ggml's `block_q8_1` stores them (Q4_1).
     F16,
-    /// Exact f32 (Q4_0 and Q4_K, whose offsets ggml applies in integers or f32).
+    /// Exact f32 (Q4_0, Q4_K, Q5_K, whose offsets ggml applies in integers or f32).
     F32,
+    /// Exact f32 per 16 values, two per block (Q2_K's offsets per 16).
+    F32Halves,
+}
+
+impl Sums {
+    /// Sums kept per block.
+    pub(crate) fn per_block(self) -> usize {
+        match self {
+            Sums::None => 0,
+            Sums::F16 | Sums::F32 => 1,
+            Sums::F32Halves => 2,
+        }
+    }
 }
 
 /// A batch of activation rows quantized to blocks of 32 `i8` with one scale each.
@@ -28,7 +41,8 @@ pub(crate) struct QActs {
     pub qs: Vec<i8>,
     /// Per-block scale `d` (rounded through f16, as ggml stores it), `m * nb`.
     pub d: Vec<f32>,
-    /// Per-block `d * sum(q)` as [`Sums`] says (empty for [`Sums::None`]), `m * nb`.
+    /// Per-block `d * sum(q)` as [`Sums`] says: `m * nb * sums.per_block()` (two per
+    /// block, halves in order, for [`Sums::F32Halves`]).
     pub s: Vec<f32>,
 }
 
@@ -45,7 +59,7 @@ impl QActs {
         let nb = k / QK;
         let mut qs = vec![0i8; m * k];
         let mut d = vec![0f32; m * nb];
-        let mut s = vec![0f32; if sums == Sums::None { 0 } else { m * nb }];
+        let mut s = vec![0f32; m * nb * sums.per_block()];
         for (bi, (xb, qb)) in x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK)).enumerate() {
             let xb: &[f32; QK] = xb.try_into().expect("block of 32");
             let qb: &mut [i8; QK] = qb.try_into().expect("block of 32");
@@ -61,6 +75,12 @@ impl QActs {
                 Sums::None => {}
                 Sums::F16 => s[bi] = f16::from_f32(sum as f32 * scale).to_f32(),
                 Sums::F32 => s[bi] = sum as f32 * d16,
+                Sums::F32Halves => {
+                    for (h, half) in qb.chunks_exact(QK / 2).enumerate() {
+                        let sum: i32 = half.iter().map(|&q| i32::from(q)).sum();
+                        s[2 * bi + h] = sum as f32 * d16;
+                    }
+                }
             }
         }
         Self { nb, qs, d, s }

@@ -3,10 +3,10 @@
 //! needed) and has a portable scalar twin that gives bit-identical results (the
 //! reference the tests hold the SIMD code to).
 //!
-//! - [`CpuQMatrix`]: a batch of f32 activation rows times a GGML-quantized weight
-//!   (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K), repacked at load into panels of 8 weight rows so
-//!   each f32 lane is one output and each weight block is read once per tile of 4
-//!   activation rows: the per-row cost falls as the batch grows.
+//! - [`CpuQMatrix`]: a batch of f32 activation rows times a GGML weight (Q4_0, Q4_1,
+//!   Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, F16, BF16), repacked at load into
+//!   panels of 8 weight rows so each f32 lane is one output and each weight block is
+//!   read once per tile of 4 activation rows: the per-row cost falls as the batch grows.
 //! - [`attention`]: causal attention over the paged f16 KV cache with an online softmax,
 //!   every K/V row read once for all query heads that share it.
 //! - [`rowops`]: RMSNorm and SiLU gating.

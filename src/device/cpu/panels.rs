@@ -1,6 +1,6 @@
 //! Storage of a repacked weight matrix: panels of 8 rows in one of the `repack`
-//! layouts, with their scales (and, for 4-bit weights, offsets) in the most compact
-//! exact encoding ([`Scales`]).
+//! layouts, with their scales (and, for formats with offsets, offsets) in the most
+//! compact exact encoding ([`Scales`]).
 
 use half::f16;
 
@@ -138,21 +138,20 @@ pub(crate) struct Panels {
     pub qs: Vec<u8>,
     /// Scales: `layout.n_scales()` per (panel, block).
     pub d: Scales,
-    /// Offsets `m`, U4 only: `PANEL` per (panel, block).
+    /// Offsets per (panel lane, block): 0, 1 (per 32 values) or 2 (per 16).
+    pub n_off: usize,
+    /// Offsets `m`: `n_off * PANEL` per (panel, block), half-major.
     pub m: Scales,
 }
 
 impl Panels {
-    /// Zeroed panels for `n` rows of `nb` blocks; `kquant` keeps the K-quants' factors.
-    pub(crate) fn new(layout: Layout, n: usize, nb: usize, kquant: bool) -> Self {
+    /// Zeroed panels for `n` rows of `nb` blocks with `n_off` offsets per row and
+    /// block; `kquant` keeps the K-quants' factors.
+    pub(crate) fn new(layout: Layout, n: usize, nb: usize, kquant: bool, n_off: usize) -> Self {
         let blocks = n.div_ceil(PANEL) * nb;
-        let m_len = if layout == Layout::U4 {
-            blocks * PANEL
-        } else {
-            0
-        };
+        let m_len = blocks * PANEL * n_off;
         let make = |len: usize, per: usize, neg: bool| {
-            if kquant {
+            if kquant && len > 0 {
                 Scales::Sub {
                     q: vec![0; len],
                     sup: vec![f16::ZERO; (blocks * QK / QK_K) * PANEL],
@@ -169,8 +168,14 @@ impl Panels {
             nb,
             qs: vec![0; blocks * layout.qs_bytes()],
             d: make(blocks * layout.n_scales(), layout.n_scales(), false),
-            m: make(m_len, PANEL, true),
+            n_off,
+            m: make(m_len, n_off.max(1) * PANEL, true),
         }
+    }
+
+    /// Index of offset `h` (0..n_off) of lane 0 for panel block `pb` (`g * nb + b`).
+    pub(crate) fn m_index(&self, pb: usize, h: usize) -> usize {
+        (pb * self.n_off + h) * PANEL
     }
 
     /// Switches f32 scales and offsets to f16 if both are exact in it (call once,
@@ -194,13 +199,43 @@ impl Panels {
         (g * (self.nb * QK / QK_K) + b * QK / QK_K) * PANEL
     }
 
+    /// Stores row `j` of a float matrix (`row`: its `nb * 32` little-endian 16-bit
+    /// values) into a float layout.
+    pub(crate) fn put_floats(&mut self, j: usize, row: &[u8]) {
+        let (g, i) = (j / PANEL, j % PANEL);
+        let k = self.nb * QK;
+        let panel = &mut self.qs[g * k * 2 * PANEL..][..k * 2 * PANEL];
+        for (t, v) in row.chunks_exact(2).enumerate().take(k) {
+            panel[(t * PANEL + i) * 2..][..2].copy_from_slice(v);
+        }
+    }
+
+    /// Value `t` (0..k) of row `j` of a float layout, as f32.
+    pub(crate) fn get_float(&self, j: usize, t: usize) -> f32 {
+        let (g, i) = (j / PANEL, j % PANEL);
+        let at = (g * self.nb * QK + t) * PANEL + i;
+        let bits = u16::from_le_bytes([self.qs[2 * at], self.qs[2 * at + 1]]);
+        match self.layout {
+            Layout::BF16 => half::bf16::from_bits(bits).to_f32(),
+            _ => f16::from_bits(bits).to_f32(),
+        }
+    }
+
     /// Stores decoded block `b` of weight row `j`.
     pub(crate) fn put(&mut self, j: usize, b: usize, sub: &Sub32) {
         let (g, i) = (j / PANEL, j % PANEL);
         let pb = g * self.nb + b;
+        let sub_scales = matches!(self.d, Scales::Sub { .. });
+        for h in 0..self.n_off {
+            let at = self.m_index(pb, h) + i;
+            if sub_scales {
+                self.m.set_sub(at, sub.mn[h], sub.msup);
+            } else {
+                self.m.set(at, sub.m[h]);
+            }
+        }
         let qs = &mut self.qs[pb * self.layout.qs_bytes()..][..self.layout.qs_bytes()];
         let ds = pb * self.layout.n_scales();
-        let sub_scales = matches!(self.d, Scales::Sub { .. });
         let scale = |d: &mut Scales, at: usize, h: usize| {
             if sub_scales {
                 d.set_sub(at, sub.sc[h], sub.dsup);
@@ -209,6 +244,7 @@ impl Panels {
             }
         };
         match self.layout {
+            Layout::F16 | Layout::BF16 => unreachable!("float rows are stored by put_floats"),
             Layout::U4 => {
                 for p in 0..4 {
                     for t in 0..4 {
@@ -217,11 +253,6 @@ impl Panels {
                     }
                 }
                 scale(&mut self.d, ds + i, 0);
-                if sub_scales {
-                    self.m.set_sub(pb * PANEL + i, sub.mn, sub.msup);
-                } else {
-                    self.m.set(pb * PANEL + i, sub.m);
-                }
             }
             Layout::I8 | Layout::I8Halves => {
                 for u in 0..8 {
@@ -237,14 +268,21 @@ impl Panels {
         }
     }
 
-    /// Decoded block `b` of weight row `j` (values and scales; not the K-quant factors).
+    /// Decoded block `b` of weight row `j` (values, scales and offsets; not the K-quant
+    /// factors). Integer layouts only.
     pub(crate) fn get(&self, j: usize, b: usize) -> Sub32 {
         let (g, i) = (j / PANEL, j % PANEL);
         let pb = g * self.nb + b;
         let qs = &self.qs[pb * self.layout.qs_bytes()..][..self.layout.qs_bytes()];
         let ds = pb * self.layout.n_scales();
         let mut sub = Sub32::default();
+        if self.n_off > 0 {
+            for (h, m) in sub.m.iter_mut().enumerate() {
+                *m = self.m.get(self.m_index(pb, h.min(self.n_off - 1)) + i);
+            }
+        }
         match self.layout {
+            Layout::F16 | Layout::BF16 => unreachable!("float layouts have no blocks"),
             Layout::U4 => {
                 for p in 0..4 {
                     for t in 0..4 {
@@ -254,7 +292,6 @@ impl Panels {
                     }
                 }
                 sub.d = [self.d.get(ds + i); 2];
-                sub.m = self.m.get(pb * PANEL + i);
             }
             Layout::I8 | Layout::I8Halves => {
                 for u in 0..8 {

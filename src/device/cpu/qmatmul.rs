@@ -16,36 +16,75 @@ pub enum QKind {
     Q4_0,
     /// Blocks of 32 4-bit values with f16 scale `d` and offset `m`: `w = d*q + m`.
     Q4_1,
+    /// Blocks of 32 5-bit values with an f16 scale: `w = d * (q - 16)`.
+    Q5_0,
+    /// Blocks of 32 5-bit values with f16 scale `d` and offset `m`: `w = d*q + m`.
+    Q5_1,
     /// Blocks of 32 `i8` values with f16 scale `d`: `w = d*q`.
     Q8_0,
+    /// Super-blocks of 256: 2-bit values, 4-bit scales and mins per 16.
+    Q2K,
+    /// Super-blocks of 256: 3-bit values, signed 6-bit scales per 16.
+    Q3K,
     /// Super-blocks of 256: 4-bit values, 6-bit scales and mins per 32.
     Q4K,
+    /// Super-blocks of 256: 5-bit values, 6-bit scales and mins per 32.
+    Q5K,
     /// Super-blocks of 256: 6-bit values, 8-bit scales per 16.
     Q6K,
+    /// IEEE half-precision values (f32 activations, no quantization).
+    F16,
+    /// bfloat16 values (f32 activations, no quantization).
+    BF16,
 }
 
 impl QKind {
     /// The kind for a GGML dtype, if the kernels support it.
     pub fn from_ggml(dtype: GgmlDType) -> Option<Self> {
-        match dtype {
-            GgmlDType::Q4_0 => Some(QKind::Q4_0),
-            GgmlDType::Q4_1 => Some(QKind::Q4_1),
-            GgmlDType::Q8_0 => Some(QKind::Q8_0),
-            GgmlDType::Q4K => Some(QKind::Q4K),
-            GgmlDType::Q6K => Some(QKind::Q6K),
-            _ => None,
-        }
+        Some(match dtype {
+            GgmlDType::Q4_0 => QKind::Q4_0,
+            GgmlDType::Q4_1 => QKind::Q4_1,
+            GgmlDType::Q5_0 => QKind::Q5_0,
+            GgmlDType::Q5_1 => QKind::Q5_1,
+            GgmlDType::Q8_0 => QKind::Q8_0,
+            GgmlDType::Q2K => QKind::Q2K,
+            GgmlDType::Q3K => QKind::Q3K,
+            GgmlDType::Q4K => QKind::Q4K,
+            GgmlDType::Q5K => QKind::Q5K,
+            GgmlDType::Q6K => QKind::Q6K,
+            GgmlDType::F16 => QKind::F16,
+            GgmlDType::BF16 => QKind::BF16,
+            _ => return None,
+        })
     }
 
-    /// `(values, bytes)` of one GGML block.
+    /// `(values, bytes)` of one block: a GGML block, or for the float formats (whose
+    /// GGML block is one value) the 32 values the kernels take at a time. Rows must be
+    /// a whole number of blocks.
     pub fn block(self) -> (usize, usize) {
         match self {
             QKind::Q4_0 => (QK, 18),
             QKind::Q4_1 => (QK, 20),
+            QKind::Q5_0 => (QK, 22),
+            QKind::Q5_1 => (QK, 24),
             QKind::Q8_0 => (QK, 34),
+            QKind::Q2K => (QK_K, 84),
+            QKind::Q3K => (QK_K, 110),
             QKind::Q4K => (QK_K, 144),
+            QKind::Q5K => (QK_K, 176),
             QKind::Q6K => (QK_K, 210),
+            QKind::F16 | QKind::BF16 => (QK, 64),
         }
+    }
+
+    /// Whether the values are 16-bit floats.
+    pub fn is_float(self) -> bool {
+        matches!(self, QKind::F16 | QKind::BF16)
+    }
+
+    /// Whether `k` weights per row can be held: a positive multiple of the block.
+    pub fn fits(self, k: usize) -> bool {
+        k > 0 && k.is_multiple_of(self.block().0)
     }
 
     /// Bytes of one row of `k` weights (`k` a multiple of the block length).
@@ -57,17 +96,31 @@ impl QKind {
     fn layout(self) -> Layout {
         match self {
             QKind::Q4_0 | QKind::Q4_1 | QKind::Q4K => Layout::U4,
-            QKind::Q8_0 => Layout::I8,
-            QKind::Q6K => Layout::I8Halves,
+            QKind::Q8_0 | QKind::Q5_0 | QKind::Q5_1 | QKind::Q5K => Layout::I8,
+            QKind::Q6K | QKind::Q3K | QKind::Q2K => Layout::I8Halves,
+            QKind::F16 => Layout::F16,
+            QKind::BF16 => Layout::BF16,
         }
     }
 
-    /// How activation block sums are kept: as ggml's Q8_1 does for Q4_1 (f16).
+    /// Whether the scales are the K-quants' factors (super-block scale times a small
+    /// integer per sub-block).
+    fn kquant(self) -> bool {
+        matches!(
+            self,
+            QKind::Q2K | QKind::Q3K | QKind::Q4K | QKind::Q5K | QKind::Q6K
+        )
+    }
+
+    /// How activation block sums are kept (one per offset): as ggml's Q8_1 does for
+    /// Q4_1 and Q5_1 (f16).
     pub(crate) fn sums(self) -> Sums {
         match self {
-            QKind::Q4_1 => Sums::F16,
-            QKind::Q4_0 | QKind::Q4K => Sums::F32,
-            QKind::Q8_0 | QKind::Q6K => Sums::None,
+            QKind::Q4_1 | QKind::Q5_1 => Sums::F16,
+            QKind::Q4_0 | QKind::Q4K | QKind::Q5K => Sums::F32,
+            QKind::Q2K => Sums::F32Halves,
+            QKind::Q8_0 | QKind::Q5_0 | QKind::Q3K | QKind::Q6K => Sums::None,
+            QKind::F16 | QKind::BF16 => Sums::None,
         }
     }
 
@@ -75,11 +128,24 @@ impl QKind {
         match self {
             QKind::Q4_0 => repack::q4_0(raw, out),
             QKind::Q4_1 => repack::q4_1(raw, out),
+            QKind::Q5_0 => repack::q5_0(raw, out),
+            QKind::Q5_1 => repack::q5_1(raw, out),
             QKind::Q8_0 => repack::q8_0(raw, out),
+            QKind::Q2K => repack::q2_k(raw, out),
+            QKind::Q3K => repack::q3_k(raw, out),
             QKind::Q4K => repack::q4_k(raw, out),
+            QKind::Q5K => repack::q5_k(raw, out),
             QKind::Q6K => repack::q6_k(raw, out),
+            QKind::F16 | QKind::BF16 => unreachable!("float rows are not decoded"),
         }
     }
+}
+
+/// The activations a matmul reads: quantized for the integer formats, as given for
+/// the float ones.
+pub(crate) enum Acts<'a> {
+    Quant(QActs),
+    Float(&'a [f32]),
 }
 
 /// One quantized weight matrix of `n` rows (output features) by `k` columns (input
@@ -132,7 +198,7 @@ impl CpuQMatrix {
     /// Builds the matrix from raw GGML blocks (`n` rows of `k` values each).
     pub fn from_raw(kind: QKind, n: usize, k: usize, raw: &[u8]) -> Result<Self> {
         let (bk, bytes) = kind.block();
-        if k == 0 || !k.is_multiple_of(bk) {
+        if !kind.fits(k) {
             bail!("CpuQMatrix: k = {k} is not a positive multiple of {bk} for {kind:?}");
         }
         let row_bytes = kind.row_bytes(k);
@@ -143,11 +209,15 @@ impl CpuQMatrix {
             );
         }
         let nb = k / QK;
-        let kquant = matches!(kind, QKind::Q4K | QKind::Q6K);
-        let mut p = Panels::new(kind.layout(), n, nb, kquant);
+        let n_off = kind.sums().per_block();
+        let mut p = Panels::new(kind.layout(), n, nb, kind.kquant(), n_off);
         let mut subs = [Sub32::default(); QK_K / QK];
         let per = bk / QK;
         for (j, row) in raw.chunks_exact(row_bytes.max(1)).enumerate().take(n) {
+            if kind.is_float() {
+                p.put_floats(j, row);
+                continue;
+            }
             for (bi, blk) in row.chunks_exact(bytes).enumerate() {
                 kind.decode(blk, &mut subs[..per]);
                 for (s, sub) in subs[..per].iter().enumerate() {
@@ -183,10 +253,16 @@ impl CpuQMatrix {
     pub fn dequantize(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.n * self.k];
         for (j, row) in out.chunks_exact_mut(self.k).enumerate() {
+            if self.kind.is_float() {
+                for (t, v) in row.iter_mut().enumerate() {
+                    *v = self.p.get_float(j, t);
+                }
+                continue;
+            }
             for (b, vals) in row.chunks_exact_mut(QK).enumerate() {
                 let s = self.p.get(j, b);
                 for (t, v) in vals.iter_mut().enumerate() {
-                    *v = s.d[t / 16] * f32::from(s.q[t]) + s.m;
+                    *v = s.d[t / 16] * f32::from(s.q[t]) + s.m[t / 16];
                 }
             }
         }
@@ -209,7 +285,11 @@ impl CpuQMatrix {
         if m == 0 || self.n == 0 {
             return Vec::new();
         }
-        let acts = QActs::quantize(x, m, self.k, self.kind.sums());
+        let acts = if self.kind.is_float() {
+            Acts::Float(x)
+        } else {
+            Acts::Quant(QActs::quantize(x, m, self.k, self.kind.sums()))
+        };
         let mut out: Vec<f32> = Vec::with_capacity(m * self.n);
         let dst = Out {
             ptr: out.spare_capacity_mut().as_mut_ptr().cast(),
@@ -242,7 +322,7 @@ impl CpuQMatrix {
     /// # Safety
     /// `dst` must hold `m` rows of `self.n` values, and no other thread may access its
     /// columns `g0 * PANEL..g1 * PANEL` meanwhile.
-    unsafe fn panels(&self, isa: Isa, acts: &QActs, g0: usize, g1: usize, m: usize, dst: &Out) {
+    unsafe fn panels(&self, isa: Isa, acts: &Acts, g0: usize, g1: usize, m: usize, dst: &Out) {
         assert!(g1 * PANEL < self.n + PANEL && dst.n == self.n);
         let mut tile = [[0f32; PANEL]; TILE];
         for r0 in (0..m).step_by(GROUP_ROWS) {
@@ -269,16 +349,34 @@ impl CpuQMatrix {
     }
 
     /// Panel `g` against activation rows `r0..r0 + out.len()` (1 or [`TILE`] rows).
-    fn tile(&self, isa: Isa, g: usize, a: &QActs, r0: usize, out: &mut [[f32; PANEL]]) {
-        assert!(g * PANEL < self.n && a.nb == self.p.nb);
+    fn tile(&self, isa: Isa, g: usize, a: &Acts, r0: usize, out: &mut [[f32; PANEL]]) {
+        let a = match a {
+            Acts::Quant(a) => a,
+            Acts::Float(x) => return self.float_tile(isa, g, x, r0, out),
+        };
+        assert!(g * PANEL < self.n && a.nb == self.p.nb && !self.kind.is_float());
         assert!(a.qs.len() >= (r0 + out.len()) * self.k && matches!(out.len(), 1 | TILE));
-        assert!(self.kind.sums() == Sums::None || a.s.len() == a.d.len());
+        let per = self.kind.sums().per_block();
+        assert!(per == self.p.n_off && a.s.len() == a.d.len() * per);
         match isa {
             Isa::Scalar => super::scalar::tile(&self.p, g, a, r0, out),
             // SAFETY: `Isa::detect` chose Avx2 only on a CPU with AVX2, FMA and F16C; the
             // panel and the activation rows exist (checked above).
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { super::x86::tile(&self.p, g, a, r0, out) },
+        }
+    }
+
+    /// [`Self::tile`] for float weights and f32 activations `x`.
+    fn float_tile(&self, isa: Isa, g: usize, x: &[f32], r0: usize, out: &mut [[f32; PANEL]]) {
+        assert!(g * PANEL < self.n && self.kind.is_float());
+        assert!(x.len() >= (r0 + out.len()) * self.k && matches!(out.len(), 1 | TILE));
+        match isa {
+            Isa::Scalar => super::scalar::float_tile(&self.p, g, x, r0, out),
+            // SAFETY: `Isa::detect` chose Avx2 only on a CPU with AVX2, FMA and F16C; the
+            // panel and the activation rows exist (checked above and in the kernel).
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { super::x86::float_tile(&self.p, g, x, r0, out) },
         }
     }
 }

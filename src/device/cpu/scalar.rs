@@ -1,7 +1,7 @@
 //! Portable kernels, the reference for the SIMD ones. The AVX2 matmul kernels keep one
 //! output row per f32 lane, so each output here is the same exact integer block sums
-//! folded in with the same fused multiply-adds, in the same order: results match
-//! bitwise.
+//! (or, for float weights, the same products) folded in with the same fused
+//! multiply-adds, in the same order: results match bitwise.
 
 use super::acts::{QActs, QK};
 use super::panels::Panels;
@@ -29,15 +29,35 @@ pub(super) fn tile(p: &Panels, g: usize, a: &QActs, r0: usize, out: &mut [[f32; 
                     acc = dot(0..QK).mul_add(w.d[0] * dx, acc);
                 }
             }
-            if p.layout == Layout::U4 {
+            if p.n_off > 0 {
                 let mut accm = 0f32;
                 for b in 0..nb {
-                    let m = p.m.get((g * nb + b) * PANEL + i);
-                    accm = m.mul_add(a.s[row * nb + b], accm);
+                    for h in 0..p.n_off {
+                        let m = p.m.get(p.m_index(g * nb + b, h) + i);
+                        accm = m.mul_add(a.s[(row * nb + b) * p.n_off + h], accm);
+                    }
                 }
                 acc += accm;
             }
             *oi = acc;
+        }
+    }
+}
+
+/// Panel `g` of a float layout against f32 activation rows `r0..r0 + out.len()` of `x`
+/// (rows of `k`): per row two chains of fused multiply-adds over even and odd `t`,
+/// summed at the end, as the AVX2 kernel does.
+pub(super) fn float_tile(p: &Panels, g: usize, x: &[f32], r0: usize, out: &mut [[f32; PANEL]]) {
+    let k = p.nb * QK;
+    for (row, o) in (r0..).zip(out.iter_mut()) {
+        let xr = &x[row * k..(row + 1) * k];
+        for (i, oi) in o.iter_mut().enumerate() {
+            let (mut a0, mut a1) = (0f32, 0f32);
+            for t in (0..k).step_by(2) {
+                a0 = xr[t].mul_add(p.get_float(g * PANEL + i, t), a0);
+                a1 = xr[t + 1].mul_add(p.get_float(g * PANEL + i, t + 1), a1);
+            }
+            *oi = a0 + a1;
         }
     }
 }

@@ -31,18 +31,29 @@ fn reference(w: &[f32], x: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
 const SHAPES: [(usize, usize); 4] = [(37, 64), (130, 576), (576, 160), (1027, 256)];
 /// The same for the K-quants, whose k is a multiple of 256.
 const SHAPES_K: [(usize, usize); 4] = [(37, 256), (130, 512), (9, 768), (1027, 256)];
-const DTYPES: [GgmlDType; 5] = [
+/// Every format the kernels read.
+const DTYPES: [GgmlDType; 12] = [
     GgmlDType::Q4_0,
     GgmlDType::Q4_1,
+    GgmlDType::Q5_0,
+    GgmlDType::Q5_1,
     GgmlDType::Q8_0,
+    GgmlDType::Q2K,
+    GgmlDType::Q3K,
     GgmlDType::Q4K,
+    GgmlDType::Q5K,
     GgmlDType::Q6K,
+    GgmlDType::F16,
+    GgmlDType::BF16,
 ];
+/// Activation row counts: single rows, partial and whole tiles, several cache groups.
+const MS: [usize; 7] = [1, 3, 4, 5, 33, 64, 65];
 
 fn shapes(dtype: GgmlDType) -> &'static [(usize, usize)] {
-    match dtype {
-        GgmlDType::Q4K | GgmlDType::Q6K => &SHAPES_K,
-        _ => &SHAPES,
+    if dtype.block_size() == 256 {
+        &SHAPES_K
+    } else {
+        &SHAPES
     }
 }
 
@@ -70,7 +81,7 @@ fn matches_f32_reference() {
     for dtype in DTYPES {
         for (si, &(n, k)) in shapes(dtype).iter().enumerate() {
             let (w, deq) = weight(n, k, dtype, si as u64 + 1);
-            for m in [1, 3, 8, 33] {
+            for m in MS {
                 let x = rand_vec(m * k, 100 + m as u64);
                 let got = w.matmul(&x, m);
                 let want = reference(&deq, &x, m, n, k);
@@ -94,7 +105,7 @@ fn simd_equals_scalar_bitwise() {
     for dtype in DTYPES {
         for (si, &(n, k)) in shapes(dtype).iter().enumerate() {
             let (w, _) = weight(n, k, dtype, si as u64 + 7);
-            for m in [1, 3, 8, 33] {
+            for m in MS {
                 let x = rand_vec(m * k, 200 + m as u64);
                 let (fast, slow) = (w.matmul(&x, m), w.matmul_scalar(&x, m));
                 let same = fast
@@ -135,8 +146,13 @@ fn rejects_bad_input() {
     assert!(CpuQMatrix::from_raw(QKind::Q4_1, 2, 48, &[0; 40]).is_err());
     assert!(CpuQMatrix::from_raw(QKind::Q4_1, 2, 32, &[0; 39]).is_err());
     let t = Tensor::zeros((4, 32), candle_core::DType::F32, &Device::Cpu).unwrap();
-    let qt = QTensor::quantize(&t, GgmlDType::Q5_0).unwrap();
+    let qt = QTensor::quantize(&t, GgmlDType::F32).unwrap();
     assert!(CpuQMatrix::from_qtensor(&qt).is_err());
+    assert!(
+        CpuQMatrix::from_raw(QKind::F16, 1, 48, &[0; 96]).is_err(),
+        "k % 32"
+    );
+    assert!(CpuQMatrix::from_raw(QKind::Q2K, 1, 256, &[0; 83]).is_err());
     assert!(
         CpuQMatrix::from_raw(QKind::Q4K, 2, 128, &[0; 144]).is_err(),
         "k % 256"
@@ -147,12 +163,17 @@ fn rejects_bad_input() {
 }
 
 /// The kernels compute exactly `sum_b d_w d_x (q_w · q_x) + m_w s_x` over the quantized
-/// activations, up to f32 rounding (checked against the same sum in f64).
+/// activations (per half block where scales or offsets are per 16; the plain
+/// `sum x w` for float weights), up to f32 rounding (checked against the same sum in
+/// f64).
 #[test]
 fn matches_the_quantized_sum_in_f64() {
     use super::acts::QActs;
     use super::repack::PANEL;
     for dtype in DTYPES {
+        if w_is_float(dtype) {
+            continue;
+        }
         for (si, &(n, k)) in shapes(dtype).iter().enumerate() {
             let (w, _) = weight(n, k, dtype, si as u64 + 70);
             let m = 5;
@@ -172,8 +193,10 @@ fn matches_the_quantized_sum_in_f64() {
                             want += v;
                             mag += v.abs();
                         }
-                        if !a.s.is_empty() {
-                            let v = f64::from(s.m) * f64::from(a.s[r * (k / 32) + b]);
+                        let per = a.s.len() / a.d.len();
+                        for h in 0..per {
+                            let sx = a.s[(r * (k / 32) + b) * per + h];
+                            let v = f64::from(s.m[h]) * f64::from(sx);
                             want += v;
                             mag += v.abs();
                         }
@@ -184,6 +207,45 @@ fn matches_the_quantized_sum_in_f64() {
                         "{dtype:?} n={n} k={k} row {r} col {j} (panel lane {}): {g} vs {want}",
                         j % PANEL
                     );
+                }
+            }
+        }
+    }
+}
+
+fn w_is_float(dtype: GgmlDType) -> bool {
+    matches!(dtype, GgmlDType::F16 | GgmlDType::BF16)
+}
+
+/// Float weights: every output is `sum_t x_t w_t` up to f32 rounding of the two FMA
+/// chains (checked against f64), for every row count.
+#[test]
+fn float_weights_match_the_exact_sum() {
+    for dtype in [GgmlDType::F16, GgmlDType::BF16] {
+        for (si, &(n, k)) in SHAPES.iter().enumerate() {
+            let (w, deq) = weight(n, k, dtype, si as u64 + 90);
+            for m in MS {
+                let x = rand_vec(m * k, 500 + m as u64);
+                let got = w.matmul(&x, m);
+                for r in 0..m {
+                    for j in 0..n {
+                        let (xr, wr) = (&x[r * k..][..k], &deq[j * k..][..k]);
+                        let want: f64 = xr
+                            .iter()
+                            .zip(wr)
+                            .map(|(&a, &b)| f64::from(a) * f64::from(b))
+                            .sum();
+                        let mag: f64 = xr
+                            .iter()
+                            .zip(wr)
+                            .map(|(&a, &b)| (f64::from(a) * f64::from(b)).abs())
+                            .sum();
+                        let g = f64::from(got[r * n + j]);
+                        assert!(
+                            (g - want).abs() <= 1e-5 * mag + 1e-6,
+                            "{dtype:?} n={n} k={k} m={m} [{r}][{j}]: {g} vs {want}"
+                        );
+                    }
                 }
             }
         }
@@ -201,7 +263,7 @@ fn activation_quantization_simd_equals_scalar() {
         *v = (i as f32 - 15.5) / 2.0;
     }
     x[32..64].fill(0.0);
-    for sums in [Sums::None, Sums::F16, Sums::F32] {
+    for sums in [Sums::None, Sums::F16, Sums::F32, Sums::F32Halves] {
         let a = QActs::quantize_with(Isa::detect(), &x, 64, 96, sums);
         let b = QActs::quantize_with(Isa::Scalar, &x, 64, 96, sums);
         assert_eq!(a.qs, b.qs);

@@ -4,6 +4,7 @@
 //! every f32 lane is one output and no horizontal sums are needed. The integer block
 //! sums are exact; each row of a tile keeps its own accumulators, so its arithmetic
 //! does not depend on the tile or the batch (`scalar::tile` reproduces it bitwise).
+//! F16 / BF16 panels take f32 activations and plain FMAs (`float_tile`).
 
 use std::arch::x86_64::*;
 
@@ -40,6 +41,7 @@ pub(super) unsafe fn tile(p: &Panels, g: usize, a: &QActs, r0: usize, out: &mut 
             (Layout::I8Halves, enc::F32) => go!(i8_halves, enc::F32),
             (Layout::I8Halves, enc::F16) => go!(i8_halves, enc::F16),
             (Layout::I8Halves, _) => go!(i8_halves, enc::SUB),
+            (Layout::F16 | Layout::BF16, _) => unreachable!("float panels use float_tile"),
         }
     }
 }
@@ -76,8 +78,8 @@ fn check_scales(p: &Panels, g: usize) {
     let (nb, ns) = (p.nb, p.layout.n_scales());
     assert!(p.d.len() >= (g + 1) * nb * ns);
     assert!(p.d.sup_len() == 0 || p.d.sup_len() >= p.sup_index(g + 1, 0));
-    if p.layout == Layout::U4 {
-        assert!(p.m.len() >= (g + 1) * nb * PANEL);
+    if p.n_off > 0 {
+        assert!(p.m.len() >= (g + 1) * nb * PANEL * p.n_off);
         assert!(p.m.sup_len() == 0 || p.m.sup_len() >= p.sup_index(g + 1, 0));
     }
 }
@@ -114,11 +116,11 @@ impl<const R: usize> Rows<R> {
     }
 }
 
-/// The panel's offset terms `sum_b m[b] * s[b]` for `R` activation rows (lane per
-/// weight row), each row with its own accumulator.
+/// The panel's offset terms `sum_b sum_h m[b][h] * s[b][h]` for `R` activation rows
+/// (lane per weight row), each row with its own accumulator.
 ///
 /// # Safety
-/// As [`tile`]; `p` is U4 with offsets encoded as `S` and `a` has sums.
+/// As [`tile`]; `p` has `n_off > 0` offsets encoded as `S` and `a` as many sums.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn offsets<const R: usize, const S: u8>(
@@ -127,22 +129,59 @@ unsafe fn offsets<const R: usize, const S: u8>(
     a: &QActs,
     r0: usize,
 ) -> [__m256; R] {
-    let nb = p.nb;
+    let (nb, no) = (p.nb, p.n_off);
     check_scales(p, g);
-    assert!(a.s.len() >= (r0 + R) * nb);
+    assert!(no > 0 && a.s.len() >= (r0 + R) * nb * no);
     let m = p.m.ptrs();
-    let s: [*const f32; R] = std::array::from_fn(|r| a.s[(r0 + r) * nb..].as_ptr());
+    let s: [*const f32; R] = std::array::from_fn(|r| a.s[(r0 + r) * nb * no..].as_ptr());
     let mut acc = [_mm256_setzero_ps(); R];
     for b in 0..nb {
-        // SAFETY: bounds checked above.
-        unsafe {
-            let mv = scales8::<S>(m, (g * nb + b) * PANEL, p.sup_index(g, b));
-            for (x, sr) in acc.iter_mut().zip(&s) {
-                *x = _mm256_fmadd_ps(mv, _mm256_set1_ps(*sr.add(b)), *x);
+        for h in 0..no {
+            // SAFETY: bounds checked above.
+            unsafe {
+                let mv = scales8::<S>(m, p.m_index(g * nb + b, h), p.sup_index(g, b));
+                for (x, sr) in acc.iter_mut().zip(&s) {
+                    *x = _mm256_fmadd_ps(mv, _mm256_set1_ps(*sr.add(b * no + h)), *x);
+                }
             }
         }
     }
     acc
+}
+
+/// Adds the panel's offset terms (if it has offsets) and stores the `R` rows.
+///
+/// # Safety
+/// As [`offsets`] when `p.n_off > 0`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn finish<const R: usize, const S: u8>(
+    p: &Panels,
+    g: usize,
+    a: &QActs,
+    r0: usize,
+    acc: [__m256; R],
+    out: &mut [[f32; PANEL]],
+) {
+    let off = if p.n_off == 0 {
+        [_mm256_setzero_ps(); R]
+    } else if S == enc::SUB {
+        // SAFETY: rows r0..r0 + R exist and have sums (caller contract); K-quant
+        // offsets are stored negated.
+        unsafe { offsets::<R, { enc::SUB_NEG }>(p, g, a, r0) }
+    } else {
+        // SAFETY: as above.
+        unsafe { offsets::<R, S>(p, g, a, r0) }
+    };
+    for (r, o) in out.iter_mut().enumerate().take(R) {
+        let total = if p.n_off == 0 {
+            acc[r]
+        } else {
+            _mm256_add_ps(acc[r], off[r])
+        };
+        // SAFETY: `o` holds PANEL = 8 floats.
+        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), total) };
+    }
 }
 
 /// 4-bit panels: 8 groups of 4 values per block, two per byte.
@@ -185,23 +224,12 @@ unsafe fn u4<const R: usize, const S: u8>(
             }
         }
     }
-    let off = if S == enc::SUB {
-        // SAFETY: rows r0..r0 + R exist and have sums (caller contract); K-quant
-        // offsets are stored negated.
-        unsafe { offsets::<R, { enc::SUB_NEG }>(p, g, a, r0) }
-    } else {
-        // SAFETY: as above.
-        unsafe { offsets::<R, S>(p, g, a, r0) }
-    };
-    for (r, o) in out.iter_mut().enumerate().take(R) {
-        let total = _mm256_add_ps(acc[r], off[r]);
-        // SAFETY: `o` holds PANEL = 8 floats.
-        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), total) };
-    }
+    // SAFETY: forwarded contract (U4 panels always have offsets and `a` sums).
+    unsafe { finish::<R, S>(p, g, a, r0, acc, out) }
 }
 
-/// Signed 8-bit panels with one scale per block (Q8_0). Products of two 8-bit values
-/// need `madd` to i32 after every `maddubs`.
+/// 8-bit panels with one scale (and maybe offset) per block (Q8_0, Q5_0, Q5_1, Q5_K).
+/// Products of two 8-bit values need `madd` to i32 after every `maddubs`.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn i8_full<const R: usize, const S: u8>(
     p: &Panels,
@@ -239,14 +267,12 @@ unsafe fn i8_full<const R: usize, const S: u8>(
             }
         }
     }
-    for (r, o) in out.iter_mut().enumerate().take(R) {
-        // SAFETY: `o` holds PANEL = 8 floats.
-        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), acc[r]) };
-    }
+    // SAFETY: forwarded contract (sums exist when the panels have offsets).
+    unsafe { finish::<R, S>(p, g, a, r0, acc, out) }
 }
 
-/// Values in `-32..32` with a scale per 16 (Q6_K): four `maddubs` per half fit in i16
-/// (|.| <= 4 * 2 * 32 * 127 = 32512).
+/// Values in `-32..32` with a scale (and maybe offset) per 16 (Q6_K, Q3_K, Q2_K): four
+/// `maddubs` per half fit in i16 (|.| <= 4 * 2 * 32 * 127 = 32512).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn i8_halves<const R: usize, const S: u8>(
     p: &Panels,
@@ -285,8 +311,73 @@ unsafe fn i8_halves<const R: usize, const S: u8>(
             }
         }
     }
+    // SAFETY: forwarded contract (sums exist when the panels have offsets).
+    unsafe { finish::<R, S>(p, g, a, r0, acc, out) }
+}
+
+/// Float panel `g` (F16 or BF16 values, `repack::Layout`) against f32 activation rows
+/// `r0..r0 + out.len()` of `x` (rows of `k = p.nb * 32`): each loaded and converted
+/// weight vector (8 rows' value `t`) serves every row of the tile; per row two FMA
+/// chains over even and odd `t`, added at the end (`scalar::float_tile` bitwise).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn float_tile(
+    p: &Panels,
+    g: usize,
+    x: &[f32],
+    r0: usize,
+    out: &mut [[f32; PANEL]],
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match (p.layout == Layout::BF16, out.len() == TILE) {
+            (true, true) => floats::<TILE, true>(p, g, x, r0, out),
+            (true, false) => floats::<1, true>(p, g, x, r0, out),
+            (false, true) => floats::<TILE, false>(p, g, x, r0, out),
+            (false, false) => floats::<1, false>(p, g, x, r0, out),
+        }
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn floats<const R: usize, const BF: bool>(
+    p: &Panels,
+    g: usize,
+    x: &[f32],
+    r0: usize,
+    out: &mut [[f32; PANEL]],
+) {
+    let k = p.nb * QK;
+    assert!(p.layout.is_float() && p.qs.len() >= (g + 1) * k * 2 * PANEL);
+    assert!(x.len() >= (r0 + R) * k && out.len() >= R);
+    let w = p.qs[g * k * 2 * PANEL..].as_ptr().cast::<u16>();
+    let xr: [*const f32; R] = std::array::from_fn(|r| x[(r0 + r) * k..].as_ptr());
+    let load = |t: usize| {
+        // SAFETY: t < k, so the 8 values of t are inside panel g (asserted above).
+        unsafe {
+            let raw = _mm_loadu_si128(w.add(t * PANEL).cast());
+            if BF {
+                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(raw)))
+            } else {
+                _mm256_cvtph_ps(raw)
+            }
+        }
+    };
+    let (mut a0, mut a1) = ([_mm256_setzero_ps(); R], [_mm256_setzero_ps(); R]);
+    for t in (0..k).step_by(2) {
+        let (w0, w1) = (load(t), load(t + 1));
+        for ((c0, c1), x) in a0.iter_mut().zip(a1.iter_mut()).zip(&xr) {
+            // SAFETY: t + 1 < k and row r0 + r exists (asserted above).
+            unsafe {
+                *c0 = _mm256_fmadd_ps(_mm256_set1_ps(*x.add(t)), w0, *c0);
+                *c1 = _mm256_fmadd_ps(_mm256_set1_ps(*x.add(t + 1)), w1, *c1);
+            }
+        }
+    }
     for (r, o) in out.iter_mut().enumerate().take(R) {
         // SAFETY: `o` holds PANEL = 8 floats.
-        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), acc[r]) };
+        unsafe { _mm256_storeu_ps(o.as_mut_ptr(), _mm256_add_ps(a0[r], a1[r])) };
     }
 }

@@ -13,7 +13,8 @@ use crate::device::kernels::{DevBuf, Device, DeviceExt};
 pub(super) fn matrix(dev: &dyn Device, name: &str, t: &QTensor) -> Result<QWeight> {
     let Some(kind) = QKind::from_ggml(t.dtype()) else {
         bail!(
-            "{name} is {:?}; the GPU path reads Q4_0, Q4_1, Q8_0, Q4_K and Q6_K weights",
+            "{name} is {:?}; the GPU path reads Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, \
+             Q4_K, Q5_K, Q6_K, F16 and BF16 weights",
             t.dtype()
         );
     };

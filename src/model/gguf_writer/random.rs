@@ -43,8 +43,8 @@ fn h(x: f32) -> [u8; 2] {
     f16::from_f32(x).to_le_bytes()
 }
 
-/// Fixed bytes at the start (or, for Q6K, the end) of every random block: the f16
-/// scale(s) such that the block's values stay within `±scale`.
+/// Fixed bytes at the start (or, for Q2K, Q3K and Q6K, the end) of every random block:
+/// the f16 scale(s) such that the block's values stay within `±scale`.
 pub(crate) fn block_header(dtype: GgmlDType, scale: f32) -> Option<Vec<u8>> {
     let s = scale * MARGIN;
     let d_min = |d: f32, center: f32| -> Vec<u8> {
@@ -62,6 +62,10 @@ pub(crate) fn block_header(dtype: GgmlDType, scale: f32) -> Option<Vec<u8>> {
         GgmlDType::Q5K => d_min(s / (15.5 * 63.0), 15.5),
         // y = d * sc * (q - 32), sc in 1..=127.
         GgmlDType::Q6K => h(s / (32.0 * 127.0)).to_vec(),
+        // y = d*sc*q - dmin*m, q in 0..4, m = sc in 1..=15: dmin = 1.5 d centres q.
+        GgmlDType::Q2K => d_min(s / (1.5 * 15.0), 1.5),
+        // y = d * (sc - 32) * q with sc - 32 in -32..32 and q in -4..4.
+        GgmlDType::Q3K => h(s / (32.0 * 4.0)).to_vec(),
         GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => Vec::new(),
         _ => return None,
     })
@@ -105,6 +109,15 @@ pub(crate) fn fill_random(dtype: GgmlDType, rng: &mut SplitMix64, scale: f32, bu
                         block[192..208].iter_mut().for_each(|b| *b = 1 + *b % 127);
                         block[208..].copy_from_slice(&header);
                     }
+                    GgmlDType::Q2K => {
+                        // Random 4-bit scales in 1..=15, each min equal to its scale.
+                        block[..16]
+                            .iter_mut()
+                            .for_each(|b| *b = (1 + *b % 15) * 0x11);
+                        block[80..].copy_from_slice(&header);
+                    }
+                    // Any 6-bit scales and 3-bit values are valid.
+                    GgmlDType::Q3K => block[108..].copy_from_slice(&header),
                     _ => block[..header.len()].copy_from_slice(&header),
                 }
             }

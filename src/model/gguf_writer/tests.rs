@@ -8,7 +8,7 @@ use candle_core::{Device, Tensor};
 
 use super::*;
 
-const ALL: [GgmlDType; 10] = [
+const ALL: [GgmlDType; 12] = [
     GgmlDType::F32,
     GgmlDType::F16,
     GgmlDType::Q4_0,
@@ -16,6 +16,8 @@ const ALL: [GgmlDType; 10] = [
     GgmlDType::Q5_0,
     GgmlDType::Q5_1,
     GgmlDType::Q8_0,
+    GgmlDType::Q2K,
+    GgmlDType::Q3K,
     GgmlDType::Q4K,
     GgmlDType::Q5K,
     GgmlDType::Q6K,
@@ -191,7 +193,7 @@ fn invalid_tensors_are_rejected() {
         spec(vec![2, 100], GgmlDType::Q4K, random.clone()),
         spec(vec![2, 16], GgmlDType::Q8_0, random.clone()),
         spec(vec![4], GgmlDType::F32, TensorData::Bytes(vec![0; 15])),
-        spec(vec![256], GgmlDType::Q3K, random.clone()),
+        spec(vec![256], GgmlDType::Q8K, random.clone()),
     ];
     for case in cases {
         assert!(write_gguf(&file.0, &[], &[case]).is_err());

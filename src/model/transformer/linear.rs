@@ -1,5 +1,6 @@
 //! Weight matmuls of the decoder: our batched CPU kernels for the formats they cover
-//! (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K), candle's `QMatMul` for the rest (F16, Q5_K, ...).
+//! (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, F16, BF16; rows a whole
+//! number of the format's blocks), candle's `QMatMul` for the rest (F32, ...).
 //!
 //! Projections that read the same input (Q, K and V; FFN gate and up) are fused into
 //! one matrix when they share a format, so a step quantizes the input once and runs
@@ -22,7 +23,7 @@ pub(super) enum Linear {
 
 impl Linear {
     pub(super) fn from_arc(t: Arc<QTensor>) -> Result<Self> {
-        if QKind::from_ggml(t.dtype()).is_some() && t.shape().rank() == 2 {
+        if ours(&t).is_some() {
             Ok(Linear::Ours(CpuQMatrix::from_qtensor(&t)?))
         } else {
             Ok(Linear::Candle(QMatMul::from_arc(t)?))
@@ -52,6 +53,13 @@ impl Linear {
     }
 }
 
+/// The kernel format for `t` if our kernels take it: a 2-D tensor in a covered format
+/// whose rows are whole blocks.
+fn ours(t: &QTensor) -> Option<QKind> {
+    let (_, k) = t.shape().dims2().ok()?;
+    QKind::from_ggml(t.dtype()).filter(|kind| kind.fits(k))
+}
+
 /// Several projections of the same input: one fused matrix, or separate ones.
 pub(super) enum Projections {
     /// One matrix whose output columns are the parts' side by side.
@@ -66,7 +74,7 @@ impl Projections {
         let Some(first) = ts.first() else {
             bail!("no projections to fuse");
         };
-        let kind = QKind::from_ggml(first.dtype());
+        let kind = ours(first);
         let k = first.shape().dims2()?.1;
         let same = ts
             .iter()

@@ -22,9 +22,16 @@ fn suffix(kind: QKind) -> &'static str {
     match kind {
         QKind::Q4_0 => "q4_0",
         QKind::Q4_1 => "q4_1",
+        QKind::Q5_0 => "q5_0",
+        QKind::Q5_1 => "q5_1",
         QKind::Q8_0 => "q8_0",
+        QKind::Q2K => "q2_k",
+        QKind::Q3K => "q3_k",
         QKind::Q4K => "q4_k",
+        QKind::Q5K => "q5_k",
         QKind::Q6K => "q6_k",
+        QKind::F16 => "f16",
+        QKind::BF16 => "bf16",
     }
 }
 
@@ -32,7 +39,7 @@ impl QWeight {
     /// Uploads `raw` (the tensor's bytes, rows of `k` weights) as an `n` x `k` matrix.
     pub fn upload(dev: &dyn Device, kind: QKind, n: usize, k: usize, raw: &[u8]) -> Result<Self> {
         let (block_len, _) = kind.block();
-        check(k > 0 && k.is_multiple_of(block_len), "qweight", || {
+        check(kind.fits(k), "qweight", || {
             format!("k = {k} must be a positive multiple of {block_len} for {kind:?}")
         })?;
         let want = n * kind.row_bytes(k);
