@@ -149,7 +149,7 @@ async fn start_with(loaded: bool, max_waiting: usize, metrics: Option<Prometheus
                 created: 1,
             },
             tokenizer: Arc::new(tokenizer()),
-            template: ChatTemplate::new(None, "", "").expect("chatml"),
+            template: ChatTemplate::chatml("", ""),
         };
         let _ = ready.set(Ready {
             model: Arc::new(model),
