@@ -155,8 +155,14 @@ mod tests {
             .collect();
         let eos = tokens.iter().position(|t| t == "<|endoftext|>").unwrap() as u32;
         let meta = HashMap::from([
-            ("tokenizer.ggml.model".to_string(), Value::String("gpt2".into())),
-            ("tokenizer.ggml.pre".to_string(), Value::String("qwen2".into())),
+            (
+                "tokenizer.ggml.model".to_string(),
+                Value::String("gpt2".into()),
+            ),
+            (
+                "tokenizer.ggml.pre".to_string(),
+                Value::String("qwen2".into()),
+            ),
             (
                 "tokenizer.ggml.tokens".into(),
                 Value::Array(tokens.into_iter().map(Value::String).collect()),
