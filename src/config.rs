@@ -118,6 +118,11 @@ pub struct ServeArgs {
     #[arg(long, env = "FERRITE_MAX_MODEL_LEN")]
     pub max_model_len: Option<usize>,
 
+    /// Jinja chat template file used instead of the model's `tokenizer.chat_template`
+    /// (chat requests to a GGUF that ships no template get a 400 without one).
+    #[arg(long, env = "FERRITE_CHAT_TEMPLATE")]
+    pub chat_template: Option<PathBuf>,
+
     /// Cap on `max_tokens` of one request (default: the context length).
     #[arg(long, env = "FERRITE_MAX_TOKENS_CAP")]
     pub max_tokens_cap: Option<usize>,

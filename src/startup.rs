@@ -103,7 +103,7 @@ async fn load_llm(
         max_logit_rows: args.max_num_seqs as usize,
     };
     let loaded = tokio::task::spawn_blocking(move || load_on(kind, &load_path, gpu)).await?;
-    let (model, device) = match loaded {
+    let (mut model, device) = match loaded {
         Ok(m) => (m, kind),
         Err(e) if kind != DeviceKind::Cpu && !device.explicit => {
             tracing::warn!("the GPU path cannot serve this model ({e:#}); using the CPU");
@@ -114,6 +114,10 @@ async fn load_llm(
         Err(e) => return Err(e),
     };
     tracing::info!(secs = t0.elapsed().as_secs_f64(), device = %device.name(), "model loaded");
+    if let Some(file) = &args.chat_template {
+        model.template = crate::model::loader::chat_template_file(&model.tokenizer, file)?;
+        tracing::info!(path = %file.display(), "chat template from --chat-template");
+    }
     let info = ModelInfo {
         id: args
             .served_model_name

@@ -10,23 +10,16 @@ set -euo pipefail
 
 DIR="${LLAMA_CPP_DIR:-$HOME/.cache/ferrite/llama.cpp}"
 JOBS="${JOBS:-2}"
-PKG="llama-cpp-python${LLAMA_CPP_PYTHON_VERSION:+==$LLAMA_CPP_PYTHON_VERSION}"
 mkdir -p "$DIR/sdist"
 
 SERVER="$DIR/build/bin/llama-server"
 if [[ ! -x "$SERVER" ]]; then
   command -v cmake >/dev/null || { apt-get update -qq && apt-get install -y -qq cmake; }
-  # 1. sdist (the pip download also prepares metadata, which takes a few minutes)
-  if ! ls "$DIR"/sdist/llama_cpp_python-*.tar.gz >/dev/null 2>&1; then
-    python3 -m pip download --no-deps --no-binary :all: "$PKG" -d "$DIR/sdist" >&2
-  fi
-  TARBALL="$(ls "$DIR"/sdist/llama_cpp_python-*.tar.gz | sort -V | tail -1)"
-  # 2. unpack (the sdist ships the submodule's .git dir, so git can name the commit)
-  SRCROOT="$DIR/src/$(basename "$TARBALL" .tar.gz)"
-  if [[ ! -f "$SRCROOT/vendor/llama.cpp/CMakeLists.txt" ]]; then
-    mkdir -p "$DIR/src" && tar xzf "$TARBALL" -C "$DIR/src"
-  fi
-  ln -sfn "$SRCROOT/vendor/llama.cpp" "$DIR/llama.cpp"
+  # 1-2. sdist fetched from PyPI and fully unpacked (shared with the tokenizer and
+  # chat-template tests; see tests/fixtures/llama_cpp_sdist.sh)
+  SRC_TREE="$(LLAMA_CPP_DIR="$DIR" LLAMA_CPP_FULL=1 \
+    bash "$(dirname "$0")/../../tests/fixtures/llama_cpp_sdist.sh")"
+  ln -sfn "$SRC_TREE" "$DIR/llama.cpp"
   # 3. build, CPU only and offline: no curl/openssl, no web-UI download from HF
   cmake -S "$DIR/llama.cpp" -B "$DIR/build" -DCMAKE_BUILD_TYPE=Release \
     -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF \

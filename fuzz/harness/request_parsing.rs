@@ -61,7 +61,7 @@ fn chat(data: &[u8], limits: &ApiLimits) {
             m.role
         );
     }
-    let template = ChatTemplate::new(None, "<s>", "</s>").expect("ChatML compiles");
+    let template = ChatTemplate::chatml("<s>", "</s>");
     let text = template
         .render(&messages, true)
         .unwrap_or_else(|e| panic!("valid messages failed to render: {e}"));

@@ -136,3 +136,91 @@ fn logprob_event(
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use candle_core::quantized::gguf_file::Value;
+
+    use super::*;
+
+    /// A Qwen-shaped vocabulary: eos is `<|endoftext|>`, turns end with `<|im_end|>`.
+    fn tokenizer() -> ModelTokenizer {
+        let mut tokens: Vec<String> = ('!'..='~').map(String::from).collect();
+        tokens.extend(["Ġ", "<|endoftext|>", "<|im_start|>", "<|im_end|>"].map(String::from));
+        let types = tokens
+            .iter()
+            .map(|t| Value::I32(if t.starts_with("<|") { 3 } else { 1 }))
+            .collect();
+        let eos = tokens.iter().position(|t| t == "<|endoftext|>").unwrap() as u32;
+        let meta = HashMap::from([
+            (
+                "tokenizer.ggml.model".to_string(),
+                Value::String("gpt2".into()),
+            ),
+            (
+                "tokenizer.ggml.pre".to_string(),
+                Value::String("qwen2".into()),
+            ),
+            (
+                "tokenizer.ggml.tokens".into(),
+                Value::Array(tokens.into_iter().map(Value::String).collect()),
+            ),
+            ("tokenizer.ggml.token_type".into(), Value::Array(types)),
+            ("tokenizer.ggml.merges".into(), Value::Array(Vec::new())),
+            ("tokenizer.ggml.eos_token_id".into(), Value::U32(eos)),
+        ]);
+        ModelTokenizer::from_gguf(&meta).unwrap()
+    }
+
+    fn sequence(ignore_eos: bool) -> (Sequence, mpsc::UnboundedReceiver<TokenEvent>) {
+        let (events, rx) = mpsc::unbounded_channel();
+        let params = SamplingParams {
+            max_tokens: 16,
+            ignore_eos,
+            ..SamplingParams::default()
+        };
+        let seq = Sequence {
+            id: 0,
+            request_id: "t".into(),
+            tokens: vec![0],
+            prompt_len: 1,
+            sampler: SamplerState::new(Some(1)),
+            text: TextStream::new(&params.stop),
+            params,
+            events,
+            queued: false,
+            arrived: Instant::now(),
+        };
+        (seq, rx)
+    }
+
+    fn sampled(id: u32) -> Sampled {
+        Sampled { id, logprobs: None }
+    }
+
+    #[test]
+    fn every_end_of_generation_token_stops_not_only_eos() {
+        let tok = tokenizer();
+        let a = tok.token_id("a").unwrap();
+        for end in ["<|im_end|>", "<|endoftext|>"] {
+            let end = tok.token_id(end).unwrap();
+            let (mut seq, mut rx) = sequence(false);
+            assert_eq!(seq.accept(sampled(a), &tok, 100), Progress::Continue);
+            assert_eq!(
+                seq.accept(sampled(end), &tok, 100),
+                Progress::Finished(FinishReason::Stop)
+            );
+            assert!(matches!(rx.try_recv(), Ok(TokenEvent::Token { .. })));
+            let Ok(TokenEvent::Done { finish_reason, .. }) = rx.try_recv() else {
+                panic!("expected Done");
+            };
+            assert_eq!(finish_reason, FinishReason::Stop);
+        }
+        // `ignore_eos` generates through them.
+        let (mut seq, _rx) = sequence(true);
+        let end = tok.token_id("<|im_end|>").unwrap();
+        assert_eq!(seq.accept(sampled(end), &tok, 100), Progress::Continue);
+    }
+}

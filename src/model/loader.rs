@@ -19,7 +19,7 @@ pub struct LoadedModel<M = CpuModel> {
     pub llama: M,
     /// Tokenizer from the metadata.
     pub tokenizer: ModelTokenizer,
-    /// Chat template (the model's, or ChatML).
+    /// Chat template (the model's; [`ChatTemplate::missing`] when it has none).
     pub template: ChatTemplate,
 }
 
@@ -56,22 +56,44 @@ pub fn load_gguf_with<M>(
         .map_err(|e| anyhow::anyhow!("{} is not a readable GGUF file: {e}", path.display()))?;
     let tokenizer =
         ModelTokenizer::from_gguf(&content.metadata).context("building the tokenizer")?;
-    let special = |id: Option<u32>| id.and_then(|i| tokenizer.token_text(i)).unwrap_or_default();
     let source = content
         .metadata
         .get("tokenizer.chat_template")
         .and_then(|v| v.to_string().ok())
         .map(String::as_str);
-    let template = ChatTemplate::new(
-        source,
-        &special(tokenizer.bos_id),
-        &special(tokenizer.eos_id),
-    )
-    .context("compiling the chat template")?;
+    let template = match source {
+        Some(src) => chat_template(&tokenizer, src).context("compiling the chat template")?,
+        None => {
+            tracing::warn!(
+                "{} has no chat template: chat requests will get a 400 (use /v1/completions, \
+                 or --chat-template FILE)",
+                path.display()
+            );
+            ChatTemplate::missing()
+        }
+    };
     let llama = load(&content, &mut reader)?;
     Ok(LoadedModel {
         llama,
         tokenizer,
         template,
     })
+}
+
+/// Compiles `source` with the tokenizer's BOS / EOS texts as `bos_token` / `eos_token`.
+pub fn chat_template(tokenizer: &ModelTokenizer, source: &str) -> Result<ChatTemplate> {
+    let special = |id: Option<u32>| id.and_then(|i| tokenizer.token_text(i)).unwrap_or_default();
+    Ok(ChatTemplate::new(
+        source,
+        &special(tokenizer.bos_id),
+        &special(tokenizer.eos_id),
+    )?)
+}
+
+/// Reads a Jinja chat template from `path` (`--chat-template`) and compiles it.
+pub fn chat_template_file(tokenizer: &ModelTokenizer, path: &Path) -> Result<ChatTemplate> {
+    let source = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the chat template {}", path.display()))?;
+    chat_template(tokenizer, &source)
+        .with_context(|| format!("compiling the chat template {}", path.display()))
 }

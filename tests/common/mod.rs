@@ -6,6 +6,8 @@
 
 pub mod engine;
 
+pub mod llama_cpp;
+
 pub mod sse;
 
 use std::io::{BufRead, BufReader};

@@ -6,6 +6,7 @@
 
 mod edges;
 mod generation;
+mod templates;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -138,6 +139,15 @@ async fn start(loaded: bool, max_waiting: usize) -> Server {
 }
 
 async fn start_with(loaded: bool, max_waiting: usize, metrics: Option<PrometheusHandle>) -> Server {
+    start_full(loaded, max_waiting, metrics, ChatTemplate::chatml("", "")).await
+}
+
+async fn start_full(
+    loaded: bool,
+    max_waiting: usize,
+    metrics: Option<PrometheusHandle>,
+    template: ChatTemplate,
+) -> Server {
     let (engine, seen) = fake_engine(max_waiting);
     let ready = Arc::new(OnceLock::new());
     if loaded {
@@ -149,7 +159,7 @@ async fn start_with(loaded: bool, max_waiting: usize, metrics: Option<Prometheus
                 created: 1,
             },
             tokenizer: Arc::new(tokenizer()),
-            template: ChatTemplate::new(None, "", "").expect("chatml"),
+            template,
         };
         let _ = ready.set(Ready {
             model: Arc::new(model),

@@ -41,10 +41,7 @@ pub fn messages(values: &[Value]) -> Result<Vec<ChatMessage>, ApiError> {
                 None => return Err(bad(format!("messages[{i}].role must be a string."))),
             };
             let content = content(obj.get("content"), i)?;
-            Ok(ChatMessage {
-                role: role.to_string(),
-                content,
-            })
+            Ok(ChatMessage::text(role, &content))
         })
         .collect()
 }
