@@ -3,7 +3,8 @@
 //! of all inputs, and attention stays within each input (`attention.rs`). A batch runs
 //! as a [`Pass`], one layer at a time, so the engine can interleave it with LLM steps.
 //!
-//! Invariants: weights are f32 and pre-transposed to `[in, out]` at load; the query,
+//! Invariants: weights are pre-transposed to `[in, out]` at load and the linear layers
+//! run as the load's [`LinearPlan`] says (f32, or quantized after fusing); the query,
 //! key and value projections are fused into one `[hidden, 3 * hidden]` matmul; an
 //! input never attends to another input's tokens; a pass's result does not depend on
 //! how its layers were spread over time.
@@ -16,6 +17,7 @@ use candle_core::{DType, Tensor};
 use super::attention::packed_attention;
 use super::config::EncoderConfig;
 use super::ops::{Dense, LayerNorm, activate};
+use super::precision::LinearPlan;
 
 struct Layer {
     qkv: Dense,
@@ -178,19 +180,23 @@ impl Checkpoint {
 }
 
 impl BertBody {
-    /// Loads the body's weights from a checkpoint.
-    pub fn load(cfg: &EncoderConfig, ck: &Checkpoint) -> Result<Self> {
+    /// Loads the body's weights from a checkpoint, its linear layers run as `plan`.
+    pub fn load(cfg: &EncoderConfig, ck: &Checkpoint, plan: LinearPlan) -> Result<Self> {
         let h = cfg.hidden;
         let mut layers = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
             let p = format!("encoder.layer.{i}");
-            let dense =
+            let f32_dense =
                 |name: &str, inp, out| ck.dense(&ck.body_name(&format!("{p}.{name}")), inp, out);
+            let dense = |name: &str, inp, out| {
+                Ok::<_, anyhow::Error>(f32_dense(name, inp, out)?.with_plan(plan))
+            };
             let qkv = Dense::concat(&[
-                dense("attention.self.query", h, h)?,
-                dense("attention.self.key", h, h)?,
-                dense("attention.self.value", h, h)?,
-            ]);
+                f32_dense("attention.self.query", h, h)?,
+                f32_dense("attention.self.key", h, h)?,
+                f32_dense("attention.self.value", h, h)?,
+            ])
+            .with_plan(plan);
             layers.push(Layer {
                 qkv,
                 attn_out: dense("attention.output.dense", h, h)?,

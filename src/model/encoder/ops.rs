@@ -10,6 +10,8 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::config::Activation;
+use super::precision::LinearPlan;
+use super::qlinear::QLinear;
 
 /// Rows per parallel task of the row kernels.
 const ROWS_PER_TASK: usize = 16;
@@ -84,12 +86,14 @@ pub fn gemm_into(
     }
 }
 
-/// A dense layer: `x @ w + b`, `w` stored `[in, out]`.
+/// A dense layer: `x @ w + b`, `w` stored `[in, out]` in f32, or quantized at load
+/// (`qlinear.rs`) after which the f32 copy is dropped.
 pub struct Dense {
     w: Vec<f32>,
     b: Vec<f32>,
     inp: usize,
     out: usize,
+    quantized: Option<QLinear>,
 }
 
 impl Dense {
@@ -97,7 +101,13 @@ impl Dense {
     pub fn new(w: Vec<f32>, b: Vec<f32>, inp: usize, out: usize) -> Self {
         assert_eq!(w.len(), inp * out, "weight shape");
         assert_eq!(b.len(), out, "bias shape");
-        Self { w, b, inp, out }
+        Self {
+            w,
+            b,
+            inp,
+            out,
+            quantized: None,
+        }
     }
 
     /// Output width.
@@ -105,8 +115,20 @@ impl Dense {
         self.out
     }
 
+    /// The same layer run as `plan` says (f32 leaves it as it is).
+    pub fn with_plan(mut self, plan: LinearPlan) -> Self {
+        if let (LinearPlan::Quantized(kernel), None) = (plan, &self.quantized) {
+            self.quantized = Some(QLinear::new(&self.w, &self.b, self.inp, self.out, kernel));
+            self.w = Vec::new();
+        }
+        self
+    }
+
     /// `x` `[rows, in]` -> `[rows, out]`, bias added.
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        if let Some(q) = &self.quantized {
+            return q.forward(x);
+        }
         let rows = x.len() / self.inp;
         let mut y = vec![0.0f32; rows * self.out];
         let a = View {
@@ -120,8 +142,8 @@ impl Dense {
         y
     }
 
-    /// Several dense layers of the same input side by side: one weight `[in, sum
-    /// out]` (used for the fused query/key/value projection).
+    /// Several f32 dense layers of the same input side by side: one weight `[in, sum
+    /// out]` (used for the fused query/key/value projection). Quantize after fusing.
     pub fn concat(parts: &[Dense]) -> Dense {
         let inp = parts[0].inp;
         let out: usize = parts.iter().map(|p| p.out).sum();
@@ -129,6 +151,7 @@ impl Dense {
         for r in 0..inp {
             for p in parts {
                 assert_eq!(p.inp, inp, "parts share the input width");
+                assert!(p.quantized.is_none(), "concat takes f32 layers");
                 w.extend_from_slice(&p.w[r * p.out..(r + 1) * p.out]);
             }
         }
