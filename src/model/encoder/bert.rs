@@ -15,8 +15,9 @@ use anyhow::{Context, Result, bail};
 use candle_core::{DType, Tensor};
 
 use super::attention::packed_attention;
+use super::config::Activation;
 use super::config::EncoderConfig;
-use super::ops::{Dense, LayerNorm, activate};
+use super::ops::{Dense, LayerNorm, activate, gelu_fast};
 use super::precision::LinearPlan;
 
 struct Layer {
@@ -104,6 +105,7 @@ pub struct BertBody {
     token_type: Vec<f32>,
     embed_norm: LayerNorm,
     layers: Vec<Layer>,
+    plan: LinearPlan,
 }
 
 /// Tensors of a checkpoint by name, with the model's prefix (`bert.`, `roberta.`, or
@@ -217,6 +219,7 @@ impl BertBody {
             token_type: ck.table("embeddings.token_type_embeddings.weight", cfg.type_vocab, h)?,
             embed_norm: ck.layer_norm("embeddings.LayerNorm", h, cfg.eps)?,
             layers,
+            plan,
         })
     }
 
@@ -284,7 +287,11 @@ impl BertBody {
         let mut x1 = l.attn_out.forward(&attn);
         l.attn_norm.apply_residual(&mut x1, x);
         let mut h = l.ffn_in.forward(&x1);
-        activate(&mut h, cfg.activation);
+        // Reduced precision also takes the vectorized GELU (its error is far smaller).
+        match (self.plan, cfg.activation) {
+            (LinearPlan::Quantized(_), Activation::GeluErf) => gelu_fast(&mut h),
+            _ => activate(&mut h, cfg.activation),
+        }
         let mut out = l.ffn_out.forward(&h);
         l.ffn_norm.apply_residual(&mut out, &x1);
         out
