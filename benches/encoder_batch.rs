@@ -1,15 +1,20 @@
 //! Cost of one encoder batch on the default encoder (all-MiniLM-L6-v2, or
-//! `FERRITE_BENCH_ENCODER=DIR`): packed batches of 1, 4 and 16 inputs of 128 tokens,
-//! timed whole, plus the f32 matmul of the largest layer shape alone, to show how much
-//! of a batch is GEMM. Each case reports the minimum over `--reps` runs (shared machine).
+//! `FERRITE_BENCH_ENCODER=DIR`) in every precision this CPU runs fast (f32, and int8 /
+//! bf16 where VNNI / AVX512_BF16 exist): packed batches of 1, 4 and 16 inputs of 128
+//! tokens, timed whole, plus the f32 matmul of the largest layer shape alone, to show
+//! how much of a batch is GEMM. Each case reports the minimum over `--reps` runs
+//! (shared machine). Threads: the rayon pool (`RAYON_NUM_THREADS`).
 //!
 //! `cargo bench --bench encoder_batch [-- --reps N]`.
 
 use std::time::{Duration, Instant};
 
 use candle_core::{Device, Tensor};
+use ferrite::device::cpu::isa::CpuFeatures;
 use ferrite::model::encoder::Encoder;
 use ferrite::model::encoder::bert::PackedBatch;
+use ferrite::model::encoder::precision::LinearPlan;
+use ferrite::model::encoder::qlinear::Kernel;
 use ferrite::model::source::DefaultEncoder;
 
 const INPUT_TOKENS: usize = 128;
@@ -38,37 +43,47 @@ fn main() -> anyhow::Result<()> {
         Ok(d) => d.into(),
         Err(_) => DefaultEncoder::ensure(std::path::Path::new("models"))?,
     };
-    let loaded = Encoder::load(&dir)?;
-    let enc = loaded.encoder;
-    let cfg = enc.config().clone();
-    let per_token_flops =
-        (cfg.layers * 2 * (4 * cfg.hidden * cfg.hidden + 2 * cfg.hidden * cfg.intermediate)) as f64;
-    println!(
-        "encoder {} ({} layers, hidden {}, ffn {}), {reps} reps, min time",
-        dir.display(),
-        cfg.layers,
-        cfg.hidden,
-        cfg.intermediate
-    );
-    for inputs in [1usize, 4, 16] {
-        let mut batch = PackedBatch::default();
-        for i in 0..inputs {
-            let ids: Vec<u32> = (0..INPUT_TOKENS)
-                .map(|t| (100 + (i * 131 + t * 7919) % (cfg.vocab - 200)) as u32)
-                .collect();
-            batch.push(&ids, &vec![0; INPUT_TOKENS]);
-        }
-        let t = min_time(reps, || {
-            enc.run(&batch).expect("batch runs");
-        });
-        let tokens = inputs * INPUT_TOKENS;
+    let features = CpuFeatures::get();
+    println!("cpu features: {}", features.summary());
+    let mut plans = vec![LinearPlan::F32];
+    plans.extend(Kernel::best_int8(features).map(LinearPlan::Quantized));
+    plans.extend(Kernel::best_bf16(features).map(LinearPlan::Quantized));
+    let mut cfg = None;
+    for plan in plans {
+        let enc = Encoder::load_with(&dir, None, plan)?.encoder;
+        let c = enc.config().clone();
+        let per_token_flops =
+            (c.layers * 2 * (4 * c.hidden * c.hidden + 2 * c.hidden * c.intermediate)) as f64;
         println!(
-            "batch {inputs:>2} x {INPUT_TOKENS} tokens: {:>8.1} ms  {:>6.3} ms/token  {:>5.1} GFLOP/s (linear layers only)",
-            t.as_secs_f64() * 1e3,
-            t.as_secs_f64() * 1e3 / tokens as f64,
-            per_token_flops * tokens as f64 / t.as_secs_f64() / 1e9
+            "encoder {} ({} layers, hidden {}, ffn {}), linear layers {}, {reps} reps, min time",
+            dir.display(),
+            c.layers,
+            c.hidden,
+            c.intermediate,
+            plan.describe()
         );
+        for inputs in [1usize, 4, 16] {
+            let mut batch = PackedBatch::default();
+            for i in 0..inputs {
+                let ids: Vec<u32> = (0..INPUT_TOKENS)
+                    .map(|t| (100 + (i * 131 + t * 7919) % (c.vocab - 200)) as u32)
+                    .collect();
+                batch.push(&ids, &vec![0; INPUT_TOKENS]);
+            }
+            let t = min_time(reps, || {
+                enc.run(&batch).expect("batch runs");
+            });
+            let tokens = inputs * INPUT_TOKENS;
+            println!(
+                "  batch {inputs:>2} x {INPUT_TOKENS} tokens: {:>8.1} ms  {:>6.3} ms/token  {:>6.1} G(FL)OP/s (linear layers only)",
+                t.as_secs_f64() * 1e3,
+                t.as_secs_f64() * 1e3 / tokens as f64,
+                per_token_flops * tokens as f64 / t.as_secs_f64() / 1e9
+            );
+        }
+        cfg = Some(c);
     }
+    let cfg = cfg.expect("f32 always runs");
     let rows = 16 * INPUT_TOKENS;
     let x = Tensor::randn(0f32, 1.0, (rows, cfg.hidden), &Device::Cpu)?;
     let w = Tensor::randn(0f32, 1.0, (cfg.hidden, cfg.intermediate), &Device::Cpu)?;

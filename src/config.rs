@@ -175,6 +175,13 @@ pub struct EncoderArgs {
     #[arg(long, env = "FERRITE_ENCODER_SHARE", default_value_t = 0.3, value_parser = parse_share)]
     pub encoder_share: f64,
 
+    /// Arithmetic of the encoder's linear layers: `auto` (the fastest that keeps
+    /// embeddings within cosine 0.999 of f32: bf16 where AVX512_BF16 exists, else f32),
+    /// `bf16`, `int8` (VNNI; faster, less accurate) or `f32` (the exact path). An
+    /// explicit precision the CPU cannot run fast is an error at startup.
+    #[arg(long, env = "FERRITE_ENCODER_PRECISION", default_value = "auto")]
+    pub encoder_precision: crate::model::encoder::precision::EncoderPrecision,
+
     /// Most encoder inputs (texts or pairs) queued at once; more is a 429.
     #[arg(long, env = "FERRITE_MAX_ENCODER_WAITING", default_value_t = 8192)]
     pub max_encoder_waiting: usize,

@@ -74,6 +74,15 @@ pub async fn load_and_start(args: &ServeArgs, device: &DeviceChoice) -> Result<S
         Some(NONE) => None,
         spec => Some(load_encoder(args, spec, hf_timeout).await?),
     };
+    let features = crate::device::cpu::isa::CpuFeatures::get();
+    tracing::info!(
+        cpu_features = %features.summary(),
+        isa_cap = ?features.cap,
+        amx_advertised = features.amx_advertised,
+        llm_cpu_kernels = ?crate::device::cpu::isa::Isa::detect(),
+        encoder_linear = encoder.as_ref().map_or("none", |e| e.model.encoder.plan().describe()),
+        "cpu kernels chosen"
+    );
     let cfg = EngineConfig {
         kv_cache_bytes: args.kv_cache_memory,
         block_size: args.block_size as usize,
@@ -205,12 +214,16 @@ async fn load_encoder(
     tracing::info!(path = %dir.display(), "loading encoder");
     let t0 = std::time::Instant::now();
     let load_dir = dir.clone();
-    let model = tokio::task::spawn_blocking(move || Encoder::load(&load_dir)).await??;
+    let precision = args.encoder.encoder_precision;
+    let model = tokio::task::spawn_blocking(move || Encoder::load_precision(&load_dir, precision))
+        .await??;
     let cfg = model.encoder.config();
     tracing::info!(
         secs = t0.elapsed().as_secs_f64(),
         task = ?cfg.task,
         max_len = cfg.max_len,
+        %precision,
+        linear = model.encoder.plan().describe(),
         "encoder loaded"
     );
     let default_dir = DefaultEncoder::ASSET.path(&args.models_dir);

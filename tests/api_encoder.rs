@@ -47,7 +47,9 @@ fn embedder() -> &'static Server {
     Server::shared(&["--encoder", dir.to_str().unwrap()])
 }
 
-/// LLM + the synthetic BERT cross-encoder (at most 8 documents per rerank).
+/// LLM + the synthetic BERT cross-encoder (at most 8 documents per rerank), on the
+/// exact f32 path: its scores are held to transformers' within 1e-4 (the reduced
+/// precisions have their own gates in tests/encoder_precision.rs).
 fn cross_encoder() -> &'static Server {
     let dir = fixtures().join("bert_cross_encoder");
     Server::shared(&[
@@ -55,6 +57,8 @@ fn cross_encoder() -> &'static Server {
         dir.to_str().unwrap(),
         "--max-rerank-documents",
         "8",
+        "--encoder-precision",
+        "f32",
     ])
 }
 

@@ -16,7 +16,7 @@
 
 mod acts;
 pub mod attention;
-mod isa;
+pub mod isa;
 mod math;
 mod panels;
 mod qmatmul;

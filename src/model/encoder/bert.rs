@@ -3,7 +3,8 @@
 //! of all inputs, and attention stays within each input (`attention.rs`). A batch runs
 //! as a [`Pass`], one layer at a time, so the engine can interleave it with LLM steps.
 //!
-//! Invariants: weights are f32 and pre-transposed to `[in, out]` at load; the query,
+//! Invariants: weights are pre-transposed to `[in, out]` at load and the linear layers
+//! run as the load's [`LinearPlan`] says (f32, or quantized after fusing); the query,
 //! key and value projections are fused into one `[hidden, 3 * hidden]` matmul; an
 //! input never attends to another input's tokens; a pass's result does not depend on
 //! how its layers were spread over time.
@@ -14,8 +15,10 @@ use anyhow::{Context, Result, bail};
 use candle_core::{DType, Tensor};
 
 use super::attention::packed_attention;
+use super::config::Activation;
 use super::config::EncoderConfig;
-use super::ops::{Dense, LayerNorm, activate};
+use super::ops::{Dense, LayerNorm, activate, gelu_fast};
+use super::precision::LinearPlan;
 
 struct Layer {
     qkv: Dense,
@@ -102,6 +105,7 @@ pub struct BertBody {
     token_type: Vec<f32>,
     embed_norm: LayerNorm,
     layers: Vec<Layer>,
+    plan: LinearPlan,
 }
 
 /// Tensors of a checkpoint by name, with the model's prefix (`bert.`, `roberta.`, or
@@ -178,19 +182,23 @@ impl Checkpoint {
 }
 
 impl BertBody {
-    /// Loads the body's weights from a checkpoint.
-    pub fn load(cfg: &EncoderConfig, ck: &Checkpoint) -> Result<Self> {
+    /// Loads the body's weights from a checkpoint, its linear layers run as `plan`.
+    pub fn load(cfg: &EncoderConfig, ck: &Checkpoint, plan: LinearPlan) -> Result<Self> {
         let h = cfg.hidden;
         let mut layers = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
             let p = format!("encoder.layer.{i}");
-            let dense =
+            let f32_dense =
                 |name: &str, inp, out| ck.dense(&ck.body_name(&format!("{p}.{name}")), inp, out);
+            let dense = |name: &str, inp, out| {
+                Ok::<_, anyhow::Error>(f32_dense(name, inp, out)?.with_plan(plan))
+            };
             let qkv = Dense::concat(&[
-                dense("attention.self.query", h, h)?,
-                dense("attention.self.key", h, h)?,
-                dense("attention.self.value", h, h)?,
-            ]);
+                f32_dense("attention.self.query", h, h)?,
+                f32_dense("attention.self.key", h, h)?,
+                f32_dense("attention.self.value", h, h)?,
+            ])
+            .with_plan(plan);
             layers.push(Layer {
                 qkv,
                 attn_out: dense("attention.output.dense", h, h)?,
@@ -211,6 +219,7 @@ impl BertBody {
             token_type: ck.table("embeddings.token_type_embeddings.weight", cfg.type_vocab, h)?,
             embed_norm: ck.layer_norm("embeddings.LayerNorm", h, cfg.eps)?,
             layers,
+            plan,
         })
     }
 
@@ -278,7 +287,11 @@ impl BertBody {
         let mut x1 = l.attn_out.forward(&attn);
         l.attn_norm.apply_residual(&mut x1, x);
         let mut h = l.ffn_in.forward(&x1);
-        activate(&mut h, cfg.activation);
+        // Reduced precision also takes the vectorized GELU (its error is far smaller).
+        match (self.plan, cfg.activation) {
+            (LinearPlan::Quantized(_), Activation::GeluErf) => gelu_fast(&mut h),
+            _ => activate(&mut h, cfg.activation),
+        }
         let mut out = l.ffn_out.forward(&h);
         l.ffn_norm.apply_residual(&mut out, &x1);
         out

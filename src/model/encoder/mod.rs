@@ -10,6 +10,10 @@ pub mod attention;
 pub mod bert;
 pub mod config;
 pub mod ops;
+pub mod precision;
+#[cfg(target_arch = "x86_64")]
+mod qkernels;
+pub mod qlinear;
 pub mod tokenize;
 
 use std::path::Path;
@@ -20,6 +24,7 @@ use candle_core::Device;
 use bert::{BertBody, Checkpoint, PackedBatch, Pass};
 use config::{EncoderConfig, Family, Pooling, Task};
 use ops::Dense;
+use precision::{EncoderPrecision, LinearPlan};
 use tokenize::EncoderTokenizer;
 
 /// What turns the last hidden states into outputs.
@@ -35,6 +40,7 @@ enum Head {
 /// A loaded encoder model.
 pub struct Encoder {
     config: EncoderConfig,
+    plan: LinearPlan,
     body: BertBody,
     head: Head,
 }
@@ -48,7 +54,8 @@ pub struct LoadedEncoder {
 }
 
 impl Encoder {
-    /// Loads `config.json`, `model.safetensors` and `tokenizer.json` from `dir`.
+    /// Loads `config.json`, `model.safetensors` and `tokenizer.json` from `dir`, in
+    /// f32 (the exact path).
     pub fn load(dir: &Path) -> Result<LoadedEncoder> {
         Self::load_as(dir, None)
     }
@@ -56,6 +63,19 @@ impl Encoder {
     /// Like `load`, with the task forced (e.g. a cross-encoder's body used as a mean
     /// pooling embedder) instead of read from the folder.
     pub fn load_as(dir: &Path, task: Option<Task>) -> Result<LoadedEncoder> {
+        Self::load_with(dir, task, LinearPlan::F32)
+    }
+
+    /// Like `load`, the linear layers in `precision` as this process's CPU features
+    /// (`FERRITE_ISA` applied) allow; an unavailable explicit precision is an error.
+    pub fn load_precision(dir: &Path, precision: EncoderPrecision) -> Result<LoadedEncoder> {
+        let features = crate::device::cpu::isa::CpuFeatures::get();
+        Self::load_with(dir, None, LinearPlan::resolve(precision, features)?)
+    }
+
+    /// Like `load_as`, the body's linear layers run as `plan` (the classifier heads
+    /// stay f32: one row per input, where precision matters most).
+    pub fn load_with(dir: &Path, task: Option<Task>, plan: LinearPlan) -> Result<LoadedEncoder> {
         let mut config = EncoderConfig::from_dir(dir)?;
         if let Some(task) = task {
             config.task = task;
@@ -64,13 +84,23 @@ impl Encoder {
         let tensors = candle_core::safetensors::load(&weights, &Device::Cpu)
             .with_context(|| format!("reading {}", weights.display()))?;
         let ck = Checkpoint::new(tensors)?;
-        let body = BertBody::load(&config, &ck).context("loading the encoder weights")?;
+        let body = BertBody::load(&config, &ck, plan).context("loading the encoder weights")?;
         let head = load_head(&config, &ck).context("loading the encoder head")?;
         let tokenizer = EncoderTokenizer::from_file(&dir.join("tokenizer.json"), config.max_len)?;
         Ok(LoadedEncoder {
-            encoder: Self { config, body, head },
+            encoder: Self {
+                config,
+                plan,
+                body,
+                head,
+            },
             tokenizer,
         })
+    }
+
+    /// How the linear layers run.
+    pub fn plan(&self) -> LinearPlan {
+        self.plan
     }
 
     /// The model's configuration.

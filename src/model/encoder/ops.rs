@@ -10,6 +10,8 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::config::Activation;
+use super::precision::LinearPlan;
+use super::qlinear::QLinear;
 
 /// Rows per parallel task of the row kernels.
 const ROWS_PER_TASK: usize = 16;
@@ -84,12 +86,14 @@ pub fn gemm_into(
     }
 }
 
-/// A dense layer: `x @ w + b`, `w` stored `[in, out]`.
+/// A dense layer: `x @ w + b`, `w` stored `[in, out]` in f32, or quantized at load
+/// (`qlinear.rs`) after which the f32 copy is dropped.
 pub struct Dense {
     w: Vec<f32>,
     b: Vec<f32>,
     inp: usize,
     out: usize,
+    quantized: Option<QLinear>,
 }
 
 impl Dense {
@@ -97,7 +101,13 @@ impl Dense {
     pub fn new(w: Vec<f32>, b: Vec<f32>, inp: usize, out: usize) -> Self {
         assert_eq!(w.len(), inp * out, "weight shape");
         assert_eq!(b.len(), out, "bias shape");
-        Self { w, b, inp, out }
+        Self {
+            w,
+            b,
+            inp,
+            out,
+            quantized: None,
+        }
     }
 
     /// Output width.
@@ -105,8 +115,20 @@ impl Dense {
         self.out
     }
 
+    /// The same layer run as `plan` says (f32 leaves it as it is).
+    pub fn with_plan(mut self, plan: LinearPlan) -> Self {
+        if let (LinearPlan::Quantized(kernel), None) = (plan, &self.quantized) {
+            self.quantized = Some(QLinear::new(&self.w, &self.b, self.inp, self.out, kernel));
+            self.w = Vec::new();
+        }
+        self
+    }
+
     /// `x` `[rows, in]` -> `[rows, out]`, bias added.
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        if let Some(q) = &self.quantized {
+            return q.forward(x);
+        }
         let rows = x.len() / self.inp;
         let mut y = vec![0.0f32; rows * self.out];
         let a = View {
@@ -120,8 +142,8 @@ impl Dense {
         y
     }
 
-    /// Several dense layers of the same input side by side: one weight `[in, sum
-    /// out]` (used for the fused query/key/value projection).
+    /// Several f32 dense layers of the same input side by side: one weight `[in, sum
+    /// out]` (used for the fused query/key/value projection). Quantize after fusing.
     pub fn concat(parts: &[Dense]) -> Dense {
         let inp = parts[0].inp;
         let out: usize = parts.iter().map(|p| p.out).sum();
@@ -129,6 +151,7 @@ impl Dense {
         for r in 0..inp {
             for p in parts {
                 assert_eq!(p.inp, inp, "parts share the input width");
+                assert!(p.quantized.is_none(), "concat takes f32 layers");
                 w.extend_from_slice(&p.w[r * p.out..(r + 1) * p.out]);
             }
         }
@@ -218,6 +241,55 @@ pub fn activate(x: &mut [f32], act: Activation) {
     });
 }
 
+/// GELU (erf form) of every element through [`erf_fast`], vectorized (AVX2 + FMA
+/// where the CPU has them; the same arithmetic either way). For the reduced-precision
+/// paths, whose own error is far larger than `erf_fast`'s; `f32` keeps `activate`.
+pub fn gelu_fast(x: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::device::cpu::isa::CpuFeatures::get().avx2_fma_f16c() {
+        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+        x.par_chunks_mut(4096)
+            .for_each(|c| unsafe { gelu_fast_avx2(c) });
+        return;
+    }
+    x.par_chunks_mut(4096).for_each(gelu_fast_rows);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gelu_fast_avx2(x: &mut [f32]) {
+    gelu_fast_rows(x)
+}
+
+#[inline(always)]
+fn gelu_fast_rows(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        *v = 0.5 * *v * (1.0 + erf_fast(*v * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
+/// `erf(x)` as an odd polynomial over an even one in `x` (clamped to |x| <= 4, where
+/// erf is 1 to f32 precision): no branches or calls, so loops over it vectorize.
+/// Largest absolute error against `libm::erff` below 2e-6 (tested).
+#[inline(always)]
+pub fn erf_fast(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = -2.726_142_3e-10f32;
+    p = p * x2 + 2.770_681_4e-8;
+    p = p * x2 - 2.101_024e-6;
+    p = p * x2 - 5.692_506_4e-5;
+    p = p * x2 - 7.349_906_3e-4;
+    p = p * x2 - 2.954_600_2e-3;
+    p = p * x2 - 1.609_603_3e-2;
+    let mut q = -1.456_607_2e-5f32;
+    q = q * x2 - 2.133_740_6e-4;
+    q = q * x2 - 1.682_827e-3;
+    q = q * x2 - 7.373_329e-3;
+    q = q * x2 - 1.426_473_9e-2;
+    x * p / q
+}
+
 /// `tanh` of every element, in place.
 pub fn tanh(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v = v.tanh());
@@ -288,6 +360,23 @@ mod tests {
         );
         for (x, w) in yt.iter().zip(&want) {
             assert!((x - w).abs() < 1e-4, "{x} vs {w}");
+        }
+    }
+
+    #[test]
+    fn erf_fast_is_close_to_libm_and_gelu_fast_to_gelu() {
+        let mut worst = 0.0f32;
+        for i in -60_000..=60_000 {
+            let x = i as f32 / 10_000.0;
+            worst = worst.max((erf_fast(x) - libm::erff(x)).abs());
+        }
+        assert!(worst < 2e-6, "erf error {worst}");
+        let x: Vec<f32> = (0..10_000).map(|i| (i as f32 - 5000.0) / 700.0).collect();
+        let (mut a, mut b) = (x.clone(), x);
+        activate(&mut a, Activation::GeluErf);
+        gelu_fast(&mut b);
+        for (u, v) in a.iter().zip(&b) {
+            assert!((u - v).abs() < 1e-5 * (1.0 + u.abs()), "{u} vs {v}");
         }
     }
 

@@ -1,0 +1,507 @@
+//! Reduced-precision linear layers of the encoder, quantized once at load:
+//!
+//! - **int8**: weights per output channel (`w[k, c] ~ sw[c] * qw[k, c]`, `qw` in
+//!   -127..=127) times activations quantized per row at run time (`x[r, k] ~ sa[r] *
+//!   qa[r, k]`), integer dot products (`vpdpbusd`), one f32 scale per output:
+//!   `y = (sa[r] * sw[c]) * dot(qa, qw) + b[c]`. `vpdpbusd` multiplies unsigned by
+//!   signed bytes, so activations are stored as `qa + 128` and each output's
+//!   accumulator starts at `-128 * sum_k qw[k, c]`, which cancels the offset exactly.
+//! - **bf16**: weights and activations rounded to bfloat16 (nearest even), products
+//!   summed in f32 (`vdpbf16ps`).
+//!
+//! Weights are packed in panels of [`NR`] outputs: for int8 each step of 4 inputs is
+//! 256 contiguous bytes (4 blocks of 16 outputs x 4 inputs); for bf16 each step of 2
+//! inputs is 4 blocks of 16 outputs x 2 values. A kernel computes a tile of [`MR`]
+//! rows x [`NR`] outputs; rows are split over the rayon pool in tasks of
+//! [`ROWS_PER_TASK`].
+//!
+//! Invariants: quantizing activations is the same scalar code for every kernel, and
+//! a tile's int8 result is computed in exact integer arithmetic followed by the same
+//! two f32 operations, so every int8 kernel is bit-identical to [`Kernel::Int8Scalar`];
+//! bf16 kernels match [`Kernel::Bf16Scalar`] up to f32 summation order. A row's output
+//! depends only on that row.
+
+use half::bf16;
+use rayon::prelude::*;
+
+use crate::device::cpu::isa::CpuFeatures;
+
+/// Outputs per panel (4 blocks of 16).
+pub const NR: usize = 64;
+/// Rows per tile.
+pub const MR: usize = 6;
+/// Rows per parallel task (a multiple of [`MR`]).
+pub const ROWS_PER_TASK: usize = 8 * MR;
+
+/// Which tile kernel a reduced-precision layer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernel {
+    /// Portable int8 (the reference).
+    Int8Scalar,
+    /// 512-bit `vpdpbusd` (AVX-512 F/BW/VL + VNNI).
+    Int8Avx512Vnni,
+    /// 256-bit `vpdpbusd` (AVX2 + AVX-VNNI).
+    Int8AvxVnni,
+    /// Portable bf16 (the reference).
+    Bf16Scalar,
+    /// `vdpbf16ps` (AVX-512 F/BW/VL + BF16).
+    Bf16Avx512,
+}
+
+impl Kernel {
+    /// The fastest int8 kernel `f` allows, if any is faster than f32.
+    pub fn best_int8(f: &CpuFeatures) -> Option<Kernel> {
+        if f.avx512_base() && f.avx512vnni {
+            Some(Kernel::Int8Avx512Vnni)
+        } else if f.avx2 && f.avxvnni {
+            Some(Kernel::Int8AvxVnni)
+        } else {
+            None
+        }
+    }
+
+    /// The fastest bf16 kernel `f` allows, if any is faster than f32.
+    pub fn best_bf16(f: &CpuFeatures) -> Option<Kernel> {
+        (f.avx512_base() && f.avx512bf16).then_some(Kernel::Bf16Avx512)
+    }
+
+    /// Every kernel `f` can run (the scalar ones always).
+    pub fn available(f: &CpuFeatures) -> Vec<Kernel> {
+        let mut v = vec![Kernel::Int8Scalar, Kernel::Bf16Scalar];
+        if f.avx512_base() && f.avx512vnni {
+            v.push(Kernel::Int8Avx512Vnni);
+        }
+        if f.avx2 && f.avxvnni {
+            v.push(Kernel::Int8AvxVnni);
+        }
+        if f.avx512_base() && f.avx512bf16 {
+            v.push(Kernel::Bf16Avx512);
+        }
+        v
+    }
+
+    /// Whether it runs int8 weights (else bf16).
+    pub fn is_int8(self) -> bool {
+        matches!(
+            self,
+            Kernel::Int8Scalar | Kernel::Int8Avx512Vnni | Kernel::Int8AvxVnni
+        )
+    }
+}
+
+/// A linear layer's weights in a reduced precision, with its bias.
+pub struct QLinear {
+    kernel: Kernel,
+    /// Packed weights: int8 bytes or bf16 bit patterns, by `kernel`.
+    packed: Packed,
+    /// Per-output scale (int8; padded to `np`).
+    w_scale: Vec<f32>,
+    /// Per-output `-128 * sum_k qw[k, c]` (int8; padded to `np`).
+    comp: Vec<i32>,
+    /// Bias padded to `np`.
+    bias: Vec<f32>,
+    k: usize,
+    kp: usize,
+    n: usize,
+    np: usize,
+}
+
+enum Packed {
+    I8(Vec<i8>),
+    Bf16(Vec<u16>),
+}
+
+/// One tile's inputs: `MR` activation rows, one weight panel, where to write.
+pub(super) struct Tile<'a> {
+    /// int8: `MR` rows of `kp` bytes (`qa + 128`).
+    pub a8: &'a [u8],
+    /// bf16: `MR` rows of `kp` bf16 bit patterns.
+    pub a16: &'a [u16],
+    /// Per-row activation scales (int8), `MR` of them.
+    pub a_scale: &'a [f32],
+    /// The panel's int8 weights (`kp * NR`).
+    pub w8: &'a [i8],
+    /// The panel's bf16 weights (`kp * NR`).
+    pub w16: &'a [u16],
+    /// The panel's output scales, compensations and biases (`NR` each).
+    pub w_scale: &'a [f32],
+    pub comp: &'a [i32],
+    pub bias: &'a [f32],
+    /// Padded input width (a multiple of 4).
+    pub kp: usize,
+    /// Rows and outputs to write (at most `MR` and `NR`).
+    pub rows: usize,
+    pub cols: usize,
+    /// Output row stride.
+    pub stride: usize,
+}
+
+impl QLinear {
+    /// Quantizes a weight stored `[k, n]` row-major (as `ops::Dense` keeps it) for
+    /// `kernel`, with its bias.
+    pub fn new(w: &[f32], bias: &[f32], k: usize, n: usize, kernel: Kernel) -> Self {
+        assert_eq!(w.len(), k * n, "weight shape");
+        assert_eq!(bias.len(), n, "bias shape");
+        let kp = k.div_ceil(4) * 4;
+        let np = n.div_ceil(NR) * NR;
+        let mut padded_bias = bias.to_vec();
+        padded_bias.resize(np, 0.0);
+        let mut q = Self {
+            kernel,
+            packed: Packed::I8(Vec::new()),
+            w_scale: vec![0.0; np],
+            comp: vec![0; np],
+            bias: padded_bias,
+            k,
+            kp,
+            n,
+            np,
+        };
+        if kernel.is_int8() {
+            q.pack_int8(w);
+        } else {
+            q.pack_bf16(w);
+        }
+        q
+    }
+
+    /// Index of weight `(kk, c)` in a packed buffer with `per` values per 16-lane
+    /// group (4 for int8, 2 for bf16).
+    fn at(&self, kk: usize, c: usize, per: usize) -> usize {
+        let (panel, lane) = (c / NR, c % NR);
+        panel * self.kp * NR + (kk / per) * NR * per + lane * per + kk % per
+    }
+
+    fn pack_int8(&mut self, w: &[f32]) {
+        let (k, n) = (self.k, self.n);
+        let mut packed = vec![0i8; self.kp * self.np];
+        for c in 0..n {
+            let amax = (0..k).map(|kk| w[kk * n + c].abs()).fold(0.0f32, f32::max);
+            let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+            self.w_scale[c] = amax / 127.0;
+            let mut sum = 0i32;
+            for kk in 0..k {
+                let v = (w[kk * n + c] * inv).round().clamp(-127.0, 127.0) as i8;
+                sum += v as i32;
+                packed[self.at(kk, c, 4)] = v;
+            }
+            self.comp[c] = -128 * sum;
+        }
+        self.packed = Packed::I8(packed);
+    }
+
+    fn pack_bf16(&mut self, w: &[f32]) {
+        let (k, n) = (self.k, self.n);
+        let mut packed = vec![0u16; self.kp * self.np];
+        for kk in 0..k {
+            for c in 0..n {
+                packed[self.at(kk, c, 2)] = bf16::from_f32(w[kk * n + c]).to_bits();
+            }
+        }
+        self.packed = Packed::Bf16(packed);
+    }
+
+    /// The kernel this layer runs.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    /// Output width.
+    pub fn out(&self) -> usize {
+        self.n
+    }
+
+    /// `x` `[rows, k]` -> `[rows, n]`, bias added, with this layer's kernel.
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        self.forward_with(x, self.kernel)
+    }
+
+    /// Like `forward` with another kernel of the same weight format (the tests run
+    /// every kernel the machine has on one packing). Panics if `kernel` is of the
+    /// other format or needs a feature this CPU lacks.
+    pub fn forward_with(&self, x: &[f32], kernel: Kernel) -> Vec<f32> {
+        assert_eq!(kernel.is_int8(), self.kernel.is_int8(), "weight format");
+        assert!(
+            Kernel::available(CpuFeatures::hardware()).contains(&kernel),
+            "{kernel:?} needs a feature this CPU lacks"
+        );
+        let rows = x.len() / self.k.max(1);
+        let mut y = vec![0.0f32; rows * self.n];
+        if rows == 0 {
+            return y;
+        }
+        let padded_rows = rows.div_ceil(MR) * MR;
+        let (a8, a16, a_scale) = if kernel.is_int8() {
+            let (q, s) = quantize_rows(x, self.k, self.kp, padded_rows);
+            (q, Vec::new(), s)
+        } else {
+            (
+                Vec::new(),
+                bf16_rows(x, self.k, self.kp, padded_rows),
+                Vec::new(),
+            )
+        };
+        let n = self.n;
+        y.par_chunks_mut(ROWS_PER_TASK * n)
+            .enumerate()
+            .for_each(|(task, chunk)| {
+                let r0 = task * ROWS_PER_TASK;
+                let task_rows = chunk.len() / n;
+                for p in 0..self.np / NR {
+                    for t in (0..task_rows).step_by(MR) {
+                        let r = r0 + t;
+                        let tile = self.tile(&a8, &a16, &a_scale, r, p, (task_rows - t).min(MR));
+                        let out = &mut chunk[t * n + p * NR..];
+                        run_tile(kernel, &tile, out);
+                    }
+                }
+            });
+        y
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn tile<'a>(
+        &'a self,
+        a8: &'a [u8],
+        a16: &'a [u16],
+        a_scale: &'a [f32],
+        r: usize,
+        p: usize,
+        rows: usize,
+    ) -> Tile<'a> {
+        let kp = self.kp;
+        let (w8, w16): (&[i8], &[u16]) = match &self.packed {
+            Packed::I8(v) => (&v[p * kp * NR..(p + 1) * kp * NR], &[]),
+            Packed::Bf16(v) => (&[], &v[p * kp * NR..(p + 1) * kp * NR]),
+        };
+        let cols = (self.n - p * NR).min(NR);
+        let lanes = p * NR..(p + 1) * NR;
+        Tile {
+            a8: a8.get(r * kp..(r + MR) * kp).unwrap_or(&[]),
+            a16: a16.get(r * kp..(r + MR) * kp).unwrap_or(&[]),
+            a_scale: a_scale.get(r..r + MR).unwrap_or(&[]),
+            w8,
+            w16,
+            w_scale: &self.w_scale[lanes.clone()],
+            comp: &self.comp[lanes.clone()],
+            bias: &self.bias[lanes],
+            kp,
+            rows,
+            cols,
+            stride: self.n,
+        }
+    }
+}
+
+/// Runs one tile, writing `rows x cols` outputs into `out` (row stride `tile.stride`).
+fn run_tile(kernel: Kernel, tile: &Tile<'_>, out: &mut [f32]) {
+    assert!(
+        out.len() >= (tile.rows - 1) * tile.stride + tile.cols,
+        "output tile"
+    );
+    match kernel {
+        Kernel::Int8Scalar => int8_tile_scalar(tile, out),
+        Kernel::Bf16Scalar => bf16_tile_scalar(tile, out),
+        // SAFETY (all three): `forward_with` checked the CPU has the kernel's
+        // features; the tile's slices are full (MR rows of kp, one panel) and `out`
+        // holds every element the kernel stores (asserted above).
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Int8Avx512Vnni => unsafe { super::qkernels::int8_tile_avx512(tile, out) },
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Int8AvxVnni => unsafe { super::qkernels::int8_tile_avxvnni(tile, out) },
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Bf16Avx512 => unsafe { super::qkernels::bf16_tile_avx512(tile, out) },
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => unreachable!("no x86 kernels off x86-64"),
+    }
+}
+
+/// Per-row symmetric int8 quantization of `x` `[rows, k]`: `(qa + 128)` bytes, rows
+/// padded to `kp` (value 128, i.e. zero) and to `padded_rows` rows, and each row's
+/// scale.
+pub fn quantize_rows(x: &[f32], k: usize, kp: usize, padded_rows: usize) -> (Vec<u8>, Vec<f32>) {
+    let mut q = vec![128u8; padded_rows * kp];
+    let mut scale = vec![0.0f32; padded_rows];
+    q.par_chunks_mut(ROWS_PER_TASK * kp)
+        .zip(scale.par_chunks_mut(ROWS_PER_TASK))
+        .zip(x.par_chunks(ROWS_PER_TASK * k))
+        .for_each(|((qc, sc), xc)| {
+            for ((qr, s), xr) in qc.chunks_exact_mut(kp).zip(sc).zip(xc.chunks_exact(k)) {
+                let amax = xr.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+                *s = amax / 127.0;
+                for (d, &v) in qr.iter_mut().zip(xr) {
+                    *d = ((v * inv).round().clamp(-127.0, 127.0) as i32 + 128) as u8;
+                }
+            }
+        });
+    (q, scale)
+}
+
+/// `x` `[rows, k]` as bf16 bit patterns (nearest even), padded like `quantize_rows`.
+pub fn bf16_rows(x: &[f32], k: usize, kp: usize, padded_rows: usize) -> Vec<u16> {
+    let mut q = vec![0u16; padded_rows * kp];
+    q.par_chunks_mut(ROWS_PER_TASK * kp)
+        .zip(x.par_chunks(ROWS_PER_TASK * k))
+        .for_each(|(qc, xc)| {
+            for (qr, xr) in qc.chunks_exact_mut(kp).zip(xc.chunks_exact(k)) {
+                for (d, &v) in qr.iter_mut().zip(xr) {
+                    *d = bf16::from_f32(v).to_bits();
+                }
+            }
+        });
+    q
+}
+
+/// The int8 reference: exact integer dot products, then `(sa * sw) * acc + b`.
+fn int8_tile_scalar(t: &Tile<'_>, out: &mut [f32]) {
+    for r in 0..t.rows {
+        let a = &t.a8[r * t.kp..(r + 1) * t.kp];
+        for c in 0..t.cols {
+            let mut acc = t.comp[c];
+            for (k4, av) in a.chunks_exact(4).enumerate() {
+                let w = &t.w8[k4 * NR * 4 + c * 4..][..4];
+                acc += (0..4).map(|i| av[i] as i32 * w[i] as i32).sum::<i32>();
+            }
+            out[r * t.stride + c] = acc as f32 * (t.a_scale[r] * t.w_scale[c]) + t.bias[c];
+        }
+    }
+}
+
+/// The bf16 reference: each pair of products added to the f32 sum, odd one first
+/// (the order `vdpbf16ps` documents).
+fn bf16_tile_scalar(t: &Tile<'_>, out: &mut [f32]) {
+    let f = |b: u16| f32::from_bits((b as u32) << 16);
+    for r in 0..t.rows {
+        let a = &t.a16[r * t.kp..(r + 1) * t.kp];
+        for c in 0..t.cols {
+            let mut acc = 0.0f32;
+            for (k2, av) in a.chunks_exact(2).enumerate() {
+                let w = &t.w16[k2 * NR * 2 + c * 2..][..2];
+                acc += f(av[1]) * f(w[1]);
+                acc += f(av[0]) * f(w[0]);
+            }
+            out[r * t.stride + c] = acc + t.bias[c];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn f32_ref(x: &[f32], w: &[f32], b: &[f32], k: usize, n: usize) -> Vec<f32> {
+        let rows = x.len() / k;
+        let mut y = vec![0.0f32; rows * n];
+        for r in 0..rows {
+            for c in 0..n {
+                y[r * n + c] = b[c] + (0..k).map(|i| x[r * k + i] * w[i * n + c]).sum::<f32>();
+            }
+        }
+        y
+    }
+
+    /// Shapes with ragged rows (not a multiple of MR or ROWS_PER_TASK), ragged outputs
+    /// (not a multiple of 16 or NR) and ragged inputs (not a multiple of 4).
+    const SHAPES: [(usize, usize, usize); 4] =
+        [(1, 8, 16), (7, 30, 70), (53, 384, 200), (100, 129, 64)];
+
+    #[test]
+    fn every_int8_kernel_here_is_bit_identical_to_the_scalar_reference() {
+        let have = Kernel::available(CpuFeatures::hardware());
+        for (i, &(rows, k, n)) in SHAPES.iter().enumerate() {
+            let (x, w, b) = (
+                data(rows * k, i as u64),
+                data(k * n, 10 + i as u64),
+                data(n, 20),
+            );
+            let q = QLinear::new(&w, &b, k, n, Kernel::Int8Scalar);
+            let want = q.forward_with(&x, Kernel::Int8Scalar);
+            // Quantization error stays small against f32 (a check of the scales).
+            let exact = f32_ref(&x, &w, &b, k, n);
+            let err = want
+                .iter()
+                .zip(&exact)
+                .map(|(a, e)| (a - e).abs())
+                .fold(0.0, f32::max);
+            assert!(
+                err < 0.02 * (k as f32).sqrt(),
+                "{rows}x{k}x{n}: int8 error {err}"
+            );
+            for &kernel in have.iter().filter(|k| k.is_int8()) {
+                assert_eq!(
+                    q.forward_with(&x, kernel),
+                    want,
+                    "{kernel:?} {rows}x{k}x{n}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_bf16_kernel_here_matches_the_scalar_reference() {
+        let have = Kernel::available(CpuFeatures::hardware());
+        for (i, &(rows, k, n)) in SHAPES.iter().enumerate() {
+            let (x, w, b) = (
+                data(rows * k, i as u64),
+                data(k * n, 10 + i as u64),
+                data(n, 20),
+            );
+            let q = QLinear::new(&w, &b, k, n, Kernel::Bf16Scalar);
+            let want = q.forward_with(&x, Kernel::Bf16Scalar);
+            let exact = f32_ref(&x, &w, &b, k, n);
+            let err = want
+                .iter()
+                .zip(&exact)
+                .map(|(a, e)| (a - e).abs())
+                .fold(0.0, f32::max);
+            assert!(
+                err < 0.01 * (k as f32).sqrt(),
+                "{rows}x{k}x{n}: bf16 error {err}"
+            );
+            for &kernel in have.iter().filter(|k| !k.is_int8()) {
+                let got = q.forward_with(&x, kernel);
+                for (g, w) in got.iter().zip(&want) {
+                    assert!(
+                        (g - w).abs() <= 1e-5 * (1.0 + w.abs()) * k as f32,
+                        "{kernel:?}: {g} vs {w}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_row_does_not_depend_on_its_batch() {
+        let (k, n) = (96, 80);
+        let (x, w, b) = (data(40 * k, 1), data(k * n, 2), data(n, 3));
+        for &kernel in &Kernel::available(CpuFeatures::hardware()) {
+            let q = QLinear::new(&w, &b, k, n, kernel);
+            let all = q.forward(&x);
+            let one = q.forward(&x[13 * k..14 * k]);
+            assert_eq!(&all[13 * n..14 * n], &one[..], "{kernel:?}");
+        }
+    }
+
+    #[test]
+    fn zero_rows_and_zero_inputs_are_handled() {
+        let q = QLinear::new(&[0.0; 32 * 16], &[1.0; 16], 32, 16, Kernel::Int8Scalar);
+        assert!(q.forward(&[]).is_empty());
+        // An all-zero row quantizes with scale 0 and gives the bias.
+        assert_eq!(q.forward(&[0.0; 32]), vec![1.0; 16]);
+    }
+}
