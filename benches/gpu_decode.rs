@@ -36,9 +36,9 @@ mod cuda_bench {
     use ferrite::device::kernels::Device;
     use ferrite::model::device_llama::{DeviceKvCache, DeviceLlama};
     use ferrite::model::gguf_writer::SyntheticModel;
-    use ferrite::model::transformer::BatchInput;
     use ferrite::model::loader::load_gguf_with;
     use ferrite::model::paged_attention::SeqSpan;
+    use ferrite::model::transformer::BatchInput;
 
     const BLOCK: usize = 16;
     const PROMPT: usize = 512;
@@ -109,7 +109,7 @@ mod cuda_bench {
         }
         let dev: Arc<dyn Device> = gpu.clone();
         let t = Instant::now();
-        let mut loaded = load_gguf_with(&path, |ct, r| DeviceLlama::load(dev.clone(), ct, r))?;
+        let mut loaded = load_gguf_with(&path, |src| DeviceLlama::load(dev.clone(), src))?;
         println!("loaded onto the GPU in {:.1} s", t.elapsed().as_secs_f64());
         let model = &mut loaded.llama;
         let cfg = model.config().clone();

@@ -15,9 +15,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use ferrite::model::gguf_writer::SyntheticModel;
-use ferrite::model::transformer::BatchInput;
 use ferrite::model::loader::{LoadedModel, load_gguf};
 use ferrite::model::paged_attention::{PagedKvCache, SeqSpan};
+use ferrite::model::transformer::BatchInput;
 
 const GIB: f64 = (1u64 << 30) as f64;
 

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use ferrite::engine::sampler::SamplerState;
 use ferrite::engine::text_stream::TextStream;
 use ferrite::engine::types::SamplingParams;
-use ferrite::model::transformer::{BatchInput, CpuModel, Phase, StepProfile};
 use ferrite::model::loader::load_gguf;
 use ferrite::model::paged_attention::{PagedKvCache, SeqSpan};
 use ferrite::model::source::DefaultModel;
 use ferrite::model::tokenizer::ModelTokenizer;
+use ferrite::model::transformer::{BatchInput, CpuModel, Phase, StepProfile};
 
 const BLOCK: usize = 16;
 /// Context every decode sequence already has in the cache.

@@ -173,7 +173,7 @@ fn load_on_gpu(n: usize, path: &Path, gpu: GpuSizing) -> Result<LoadedModel<Deco
 
     let cuda = Arc::new(CudaDevice::open(n).map_err(anyhow::Error::msg)?);
     let dev: Arc<dyn Device> = cuda.clone();
-    let mut loaded = load_gguf_with(path, |ct, r| DeviceLlama::load(dev, ct, r))?;
+    let mut loaded = load_gguf_with(path, |src| DeviceLlama::load(dev, src))?;
     loaded.llama.reserve(gpu.max_rows)?;
     let (free, total) = cuda.memory()?;
     let vocab = loaded.llama.config().vocab_size;

@@ -94,7 +94,7 @@ fn engine_on_the_device_decoder_matches_the_cpu_engine() {
     wait_blocks_free(&cpu);
 
     let dev: Arc<dyn Device> = emu::EmuDevice::shared_arc().clone();
-    let loaded = load_gguf_with(&file.0, |ct, r| DeviceLlama::load(dev.clone(), ct, r)).unwrap();
+    let loaded = load_gguf_with(&file.0, |src| DeviceLlama::load(dev.clone(), src)).unwrap();
     let on_device = loaded.map(|m| Decoder::Device {
         model: Box::new(m),
         kv_budget: 4 << 20,

@@ -15,18 +15,16 @@ mod common;
 #[path = "gpu_kernels/emu.rs"]
 mod emu;
 
-use std::fs::File;
-use std::io::BufReader;
 use std::sync::Arc;
 
-use candle_core::quantized::{GgmlDType, gguf_file};
+use candle_core::quantized::GgmlDType;
 use common::TempFile;
 use ferrite::device::kernels::Device;
 use ferrite::model::device_llama::{DeviceKvCache, DeviceLlama};
 use ferrite::model::gguf_writer::SyntheticModel;
-use ferrite::model::transformer::BatchInput;
-use ferrite::model::loader::load_gguf;
+use ferrite::model::loader::{load_gguf, load_gguf_with};
 use ferrite::model::paged_attention::{PagedKvCache, SeqSpan};
+use ferrite::model::transformer::BatchInput;
 
 /// One sequence's state in the test's own little scheduler.
 struct Seq {
@@ -70,9 +68,8 @@ fn check(model: SyntheticModel, tag: &str) {
     let cpu = load_gguf(&file.0).unwrap();
     let cfg = cpu.llama.config().clone();
     for dev in emu::devices() {
-        let mut reader = BufReader::new(File::open(&file.0).unwrap());
-        let content = gguf_file::Content::read(&mut reader).unwrap();
-        let mut gpu = DeviceLlama::load(dev.clone(), &content, &mut reader)
+        let mut gpu = load_gguf_with(&file.0, |src| DeviceLlama::load(dev.clone(), src))
+            .map(|m| m.llama)
             .unwrap_or_else(|e| panic!("{tag} on {}: {e:#}", dev.name()));
         let num_blocks = 8;
         let mut cpu_cache =
@@ -219,10 +216,8 @@ fn f16_and_bf16_models_match_cpu() {
 fn unsupported_weight_formats_are_refused_clearly() {
     let file = TempFile::new("device-model-f32.gguf");
     SyntheticModel::tiny(GgmlDType::F32).write(&file.0).unwrap();
-    let mut reader = BufReader::new(File::open(&file.0).unwrap());
-    let content = gguf_file::Content::read(&mut reader).unwrap();
     let dev: Arc<dyn Device> = emu::EmuDevice::shared_arc().clone();
-    let err = DeviceLlama::load(dev, &content, &mut reader)
+    let err = load_gguf_with(&file.0, |src| DeviceLlama::load(dev, src))
         .err()
         .expect("F32 must be refused");
     let msg = format!("{err:#}");

@@ -22,8 +22,8 @@ use ferrite::device::kernels::ops::{
 use ferrite::device::kernels::{Device, DeviceError, DeviceExt};
 use ferrite::model::gguf_writer::signed_units;
 use ferrite::model::ops::silu_gate_up;
-use ferrite::model::rope::RopeTable;
 use ferrite::model::paged_attention::{HeadShape, PagedKvCache, SeqSpan, Strided};
+use ferrite::model::rope::RopeTable;
 
 /// The devices to check (see `emu::devices`).
 fn devices() -> Vec<&'static dyn Device> {

@@ -5,10 +5,10 @@ mod common;
 use candle_core::quantized::{GgmlDType, gguf_file};
 use common::TempFile;
 use ferrite::model::gguf_writer::SyntheticModel;
-use ferrite::model::spec::ModelSpec;
-use ferrite::model::transformer::BatchInput;
 use ferrite::model::loader::load_gguf;
 use ferrite::model::paged_attention::{PagedKvCache, SeqSpan};
+use ferrite::model::spec::ModelSpec;
+use ferrite::model::transformer::BatchInput;
 
 /// The hyper-parameters a synthetic llama file must load as.
 fn check_config(cfg: &ModelSpec, m: &SyntheticModel) {

@@ -1,7 +1,7 @@
 //! Reading a GGUF file into a model, its tokenizer and its chat template.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::Cursor;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -11,6 +11,7 @@ use super::chat_template::ChatTemplate;
 use super::decoder::Decoder;
 use super::tokenizer::ModelTokenizer;
 use super::transformer::CpuModel;
+use super::weights::TensorSource;
 
 /// Everything a GGUF file yields; `M` is the decoder (the CPU [`CpuModel`] unless loaded
 /// with [`load_gguf_with`]).
@@ -48,11 +49,15 @@ pub fn load_gguf(path: &Path) -> Result<LoadedModel> {
 /// Loads a GGUF file's tokenizer and template, and its weights with `load`.
 pub fn load_gguf_with<M>(
     path: &Path,
-    load: impl FnOnce(&gguf_file::Content, &mut BufReader<File>) -> Result<M>,
+    load: impl FnOnce(TensorSource<'_>) -> Result<M>,
 ) -> Result<LoadedModel<M>> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let content = gguf_file::Content::read(&mut reader)
+    // SAFETY: the map is read-only and dropped when loading ends; a file changed on
+    // disk meanwhile could only make the weights read wrong, never unsound, as they
+    // are copied out as plain bytes.
+    let map = unsafe { memmap2::Mmap::map(&file) }
+        .with_context(|| format!("mapping {}", path.display()))?;
+    let content = gguf_file::Content::read(&mut Cursor::new(&map[..]))
         .map_err(|e| anyhow::anyhow!("{} is not a readable GGUF file: {e}", path.display()))?;
     let tokenizer =
         ModelTokenizer::from_gguf(&content.metadata).context("building the tokenizer")?;
@@ -72,7 +77,10 @@ pub fn load_gguf_with<M>(
             ChatTemplate::missing()
         }
     };
-    let llama = load(&content, &mut reader)?;
+    let llama = load(TensorSource {
+        content: &content,
+        data: &map,
+    })?;
     Ok(LoadedModel {
         llama,
         tokenizer,

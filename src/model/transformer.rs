@@ -5,11 +5,10 @@
 //! [k, n]`); only attention is per sequence, reading K/V through block tables. Each
 //! row's result depends on that row alone, which keeps outputs batch-invariant.
 
-use std::io::{Read, Seek};
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
-use candle_core::quantized::{QTensor, gguf_file};
+use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 
 mod layer;
@@ -61,34 +60,30 @@ impl WeightSink for CpuSink {
     type Vector = Vec<f32>;
     type Embedding = Arc<QTensor>;
 
-    fn matrix(&mut self, parts: Vec<(String, QTensor)>) -> Result<Projections> {
+    fn matrix(&self, parts: Vec<(String, QTensor)>) -> Result<Projections> {
         Projections::new(parts.into_iter().map(|(_, t)| t).collect())
     }
 
-    fn vector(&mut self, _: &str, values: Vec<f32>) -> Result<Vec<f32>> {
+    fn vector(&self, _: &str, values: Vec<f32>) -> Result<Vec<f32>> {
         Ok(values)
     }
 
-    fn embedding(&mut self, table: QTensor) -> Result<Arc<QTensor>> {
+    fn embedding(&self, table: QTensor) -> Result<Arc<QTensor>> {
         Ok(Arc::new(table))
     }
 }
 
 impl CpuModel {
-    /// Loads the weights described by `ct` from `r`.
-    pub fn load(ct: &gguf_file::Content, r: &mut (impl Read + Seek)) -> Result<Self> {
-        let mut src = TensorSource {
-            content: ct,
-            reader: r,
-        };
-        let spec = weights::read_spec(&mut src)?;
+    /// Loads the weights `src` describes, layers in parallel.
+    pub fn load(src: TensorSource<'_>) -> Result<Self> {
+        let spec = weights::read_spec(&src)?;
         let Weights {
             embed,
             layers,
             output_norm,
             output,
             output_bias,
-        } = weights::load_weights(&spec, &mut src, &mut CpuSink)?;
+        } = weights::load_weights_par(&spec, &src, &CpuSink)?;
         // Tied embeddings share one copy of the table with the output projection.
         let output = Proj {
             w: match output {

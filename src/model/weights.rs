@@ -9,16 +9,17 @@
 //! the file stores them fused or apart; a bias, when any part has one, covers the
 //! whole output (zeros for parts without).
 
-use std::io::{Read, Seek};
+use std::io::Cursor;
 
 use anyhow::{Context, Result, bail, ensure};
 use candle_core::Device;
 use candle_core::quantized::{QTensor, gguf_file};
+use rayon::prelude::*;
 
 use super::spec::ModelSpec;
 
 /// Turns tensors into a backend's weights.
-pub trait WeightSink {
+pub trait WeightSink: Sync {
     /// Projections of one input, side by side in one output row.
     type Matrix;
     /// A vector (norm weights, biases).
@@ -26,11 +27,11 @@ pub trait WeightSink {
     /// The token embedding table.
     type Embedding;
     /// `parts` (each `(name, [n_i, k])`) as one matrix of output width `sum n_i`.
-    fn matrix(&mut self, parts: Vec<(String, QTensor)>) -> Result<Self::Matrix>;
+    fn matrix(&self, parts: Vec<(String, QTensor)>) -> Result<Self::Matrix>;
     /// A vector of f32 values.
-    fn vector(&mut self, name: &str, values: Vec<f32>) -> Result<Self::Vector>;
+    fn vector(&self, name: &str, values: Vec<f32>) -> Result<Self::Vector>;
     /// The embedding table (`[vocab, n_embd]`).
-    fn embedding(&mut self, table: QTensor) -> Result<Self::Embedding>;
+    fn embedding(&self, table: QTensor) -> Result<Self::Embedding>;
 }
 
 /// A projection and its optional bias.
@@ -79,29 +80,31 @@ pub struct Weights<M, V, E> {
     pub output_bias: Option<V>,
 }
 
-/// A GGUF file open for reading tensors.
-pub struct TensorSource<'a, R> {
+/// A GGUF file in memory (memory-mapped) for reading tensors; tensors can be read
+/// from several threads at once.
+#[derive(Clone, Copy)]
+pub struct TensorSource<'a> {
     /// Its header.
     pub content: &'a gguf_file::Content,
-    /// Its bytes.
-    pub reader: &'a mut R,
+    /// The whole file.
+    pub data: &'a [u8],
 }
 
-impl<R: Read + Seek> TensorSource<'_, R> {
+impl TensorSource<'_> {
     /// Whether the file has tensor `name`.
     pub fn has(&self, name: &str) -> bool {
         self.content.tensor_infos.contains_key(name)
     }
 
     /// Tensor `name`, as stored.
-    pub fn tensor(&mut self, name: &str) -> Result<QTensor> {
+    pub fn tensor(&self, name: &str) -> Result<QTensor> {
         self.content
-            .tensor(self.reader, name, &Device::Cpu)
+            .tensor(&mut Cursor::new(self.data), name, &Device::Cpu)
             .with_context(|| format!("loading {name}"))
     }
 
     /// Tensor `name` as f32 values, or `None` when the file lacks it.
-    pub fn f32s(&mut self, name: &str) -> Result<Option<Vec<f32>>> {
+    pub fn f32s(&self, name: &str) -> Result<Option<Vec<f32>>> {
         if !self.has(name) {
             return Ok(None);
         }
@@ -115,46 +118,77 @@ impl<R: Read + Seek> TensorSource<'_, R> {
 }
 
 /// Reads the spec from the file's metadata (rope factors from its tensors).
-pub fn read_spec<R: Read + Seek>(src: &mut TensorSource<'_, R>) -> Result<ModelSpec> {
+pub fn read_spec(src: &TensorSource<'_>) -> Result<ModelSpec> {
     let metadata = &src.content.metadata;
     ModelSpec::from_gguf(metadata, &mut |name| src.f32s(name))
 }
 
-/// Reads every weight of `spec` from `src` into `sink`.
-pub fn load_weights<R: Read + Seek, S: WeightSink>(
+/// Reads every weight of `spec` from `src` into `sink`, one layer after another.
+pub fn load_weights<S: WeightSink>(
     spec: &ModelSpec,
-    src: &mut TensorSource<'_, R>,
-    sink: &mut S,
+    src: &TensorSource<'_>,
+    sink: &S,
 ) -> Result<Weights<S::Matrix, S::Vector, S::Embedding>> {
-    let mut r = Reader { spec, src, sink };
-    let table = r.src.tensor("token_embd.weight")?;
-    r.check("token_embd.weight", &table, spec.vocab_size, spec.n_embd)?;
-    let embed = r.sink.embedding(table)?;
-    let (output, output_bias) = if r.src.has("output.weight") {
-        let p = r.proj(&["output"], &[spec.vocab_size], spec.n_embd)?;
-        (Some(p.w), p.bias)
-    } else {
-        (None, r.bias("output.bias")?)
-    };
+    let r = Reader { spec, src, sink };
     let layers = (0..spec.n_layer)
         .map(|i| r.layer(i))
         .collect::<Result<Vec<_>>>()?;
-    Ok(Weights {
-        embed,
-        layers,
-        output_norm: r.norm("output_norm.weight", spec.n_embd)?,
-        output,
-        output_bias,
-    })
+    r.finish(layers)
 }
 
-struct Reader<'a, 'b, R, S> {
+/// [`load_weights`] with the layers read and converted in parallel (rayon), for sinks
+/// whose weights may move between threads (the CPU's).
+pub fn load_weights_par<S>(
+    spec: &ModelSpec,
+    src: &TensorSource<'_>,
+    sink: &S,
+) -> Result<Weights<S::Matrix, S::Vector, S::Embedding>>
+where
+    S: WeightSink,
+    S::Matrix: Send,
+    S::Vector: Send,
+{
+    let r = Reader { spec, src, sink };
+    let layers = (0..spec.n_layer)
+        .into_par_iter()
+        .map(|i| r.layer(i))
+        .collect::<Result<Vec<_>>>()?;
+    r.finish(layers)
+}
+
+impl<S: WeightSink> Reader<'_, '_, S> {
+    /// The weights outside the layers, with `layers`.
+    fn finish(
+        &self,
+        layers: Vec<LayerWeights<S::Matrix, S::Vector>>,
+    ) -> Result<Weights<S::Matrix, S::Vector, S::Embedding>> {
+        let (spec, r) = (self.spec, self);
+        let table = r.src.tensor("token_embd.weight")?;
+        r.check("token_embd.weight", &table, spec.vocab_size, spec.n_embd)?;
+        let embed = r.sink.embedding(table)?;
+        let (output, output_bias) = if r.src.has("output.weight") {
+            let p = r.proj(&["output"], &[spec.vocab_size], spec.n_embd)?;
+            (Some(p.w), p.bias)
+        } else {
+            (None, r.bias("output.bias")?)
+        };
+        Ok(Weights {
+            embed,
+            layers,
+            output_norm: r.norm("output_norm.weight", spec.n_embd)?,
+            output,
+            output_bias,
+        })
+    }
+}
+
+struct Reader<'a, 'b, S> {
     spec: &'a ModelSpec,
-    src: &'a mut TensorSource<'b, R>,
-    sink: &'a mut S,
+    src: &'a TensorSource<'b>,
+    sink: &'a S,
 }
 
-impl<R: Read + Seek, S: WeightSink> Reader<'_, '_, R, S> {
+impl<S: WeightSink> Reader<'_, '_, S> {
     fn check(&self, name: &str, t: &QTensor, n: usize, k: usize) -> Result<()> {
         let dims = t
             .shape()
@@ -167,7 +201,7 @@ impl<R: Read + Seek, S: WeightSink> Reader<'_, '_, R, S> {
         Ok(())
     }
 
-    fn norm(&mut self, name: &str, width: usize) -> Result<S::Vector> {
+    fn norm(&self, name: &str, width: usize) -> Result<S::Vector> {
         let v = self
             .src
             .f32s(name)?
@@ -180,7 +214,7 @@ impl<R: Read + Seek, S: WeightSink> Reader<'_, '_, R, S> {
         self.sink.vector(name, v)
     }
 
-    fn opt_norm(&mut self, name: &str, width: usize) -> Result<Option<S::Vector>> {
+    fn opt_norm(&self, name: &str, width: usize) -> Result<Option<S::Vector>> {
         if self.src.has(name) {
             self.norm(name, width).map(Some)
         } else {
@@ -188,7 +222,7 @@ impl<R: Read + Seek, S: WeightSink> Reader<'_, '_, R, S> {
         }
     }
 
-    fn bias(&mut self, name: &str) -> Result<Option<S::Vector>> {
+    fn bias(&self, name: &str) -> Result<Option<S::Vector>> {
         match self.src.f32s(name)? {
             Some(v) => self.sink.vector(name, v).map(Some),
             None => Ok(None),
@@ -198,7 +232,7 @@ impl<R: Read + Seek, S: WeightSink> Reader<'_, '_, R, S> {
     /// Tensors `{base}.weight` of output widths `widths`, input `k`, side by side,
     /// with their biases (`{base}.bias`) when any has one.
     fn proj(
-        &mut self,
+        &self,
         bases: &[&str],
         widths: &[usize],
         k: usize,
@@ -232,7 +266,7 @@ impl<R: Read + Seek, S: WeightSink> Reader<'_, '_, R, S> {
         })
     }
 
-    fn layer(&mut self, i: usize) -> Result<LayerWeights<S::Matrix, S::Vector>> {
+    fn layer(&self, i: usize) -> Result<LayerWeights<S::Matrix, S::Vector>> {
         let s = self.spec;
         let (d, qw, kw, ff) = (s.n_embd, s.q_width(), s.kv_width(), s.n_ff);
         let p = |n: &str| format!("blk.{i}.{n}");

@@ -167,19 +167,11 @@ pub struct DeviceLlama {
 }
 
 impl DeviceLlama {
-    /// Loads the weights described by `ct` from `r` onto `dev`. A description the
+    /// Loads the weights `src` describes onto `dev`. A description the
     /// device kernels cannot run yet is refused with the reason (an `auto` load then
     /// serves on the CPU).
-    pub fn load(
-        dev: Arc<dyn Device>,
-        ct: &gguf_file::Content,
-        r: &mut (impl Read + Seek),
-    ) -> Result<Self> {
-        let mut src = TensorSource {
-            content: ct,
-            reader: r,
-        };
-        let cfg = spec_weights::read_spec(&mut src)?;
+    pub fn load(dev: Arc<dyn Device>, src: TensorSource<'_>) -> Result<Self> {
+        let cfg = spec_weights::read_spec(&src)?;
         if let Some(why) = unsupported(&cfg) {
             bail!(
                 "the device decoder cannot run this {} model yet: {why}",
@@ -187,7 +179,7 @@ impl DeviceLlama {
             );
         }
         let d: &dyn Device = dev.as_ref();
-        let w = spec_weights::load_weights(&cfg, &mut src, &mut DevSink(d))?;
+        let w = spec_weights::load_weights(&cfg, &src, &DevSink(d))?;
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for (i, l) in w.layers.into_iter().enumerate() {
             let extra = l.qkv.bias.is_some()

@@ -94,15 +94,15 @@ impl crate::model::weights::WeightSink for DevSink<'_> {
     type Vector = DevBuf<f32>;
     type Embedding = QWeight;
 
-    fn matrix(&mut self, parts: Vec<(String, QTensor)>) -> Result<DevProjections> {
+    fn matrix(&self, parts: Vec<(String, QTensor)>) -> Result<DevProjections> {
         DevProjections::new(self.0, &parts)
     }
 
-    fn vector(&mut self, _: &str, values: Vec<f32>) -> Result<DevBuf<f32>> {
+    fn vector(&self, _: &str, values: Vec<f32>) -> Result<DevBuf<f32>> {
         Ok(self.0.upload(&values)?)
     }
 
-    fn embedding(&mut self, table: QTensor) -> Result<QWeight> {
+    fn embedding(&self, table: QTensor) -> Result<QWeight> {
         matrix(self.0, "token_embd.weight", &table)
     }
 }
