@@ -10,11 +10,9 @@
 
 mod weights;
 
-use std::io::{Read, Seek};
 use std::sync::Arc;
 
 use anyhow::{Result, bail};
-use candle_core::quantized::gguf_file;
 
 use super::paged_attention::HeadShape;
 use super::rope::RopeTable;
