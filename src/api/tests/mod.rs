@@ -6,6 +6,7 @@
 
 mod edges;
 mod generation;
+mod ollama;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -138,6 +139,19 @@ async fn start(loaded: bool, max_waiting: usize) -> Server {
 }
 
 async fn start_with(loaded: bool, max_waiting: usize, metrics: Option<PrometheusHandle>) -> Server {
+    let web = super::WebSettings {
+        aliases: vec!["tiny-alias:7b".into()],
+        ..super::WebSettings::default()
+    };
+    start_web(loaded, max_waiting, metrics, web).await
+}
+
+async fn start_web(
+    loaded: bool,
+    max_waiting: usize,
+    metrics: Option<PrometheusHandle>,
+    web: super::WebSettings,
+) -> Server {
     let (engine, seen) = fake_engine(max_waiting);
     let ready = Arc::new(OnceLock::new());
     if loaded {
@@ -172,6 +186,7 @@ async fn start_with(loaded: bool, max_waiting: usize, metrics: Option<Prometheus
             sse_keep_alive: Duration::from_millis(50),
         },
         serving: super::Serving::default(),
+        web,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
