@@ -149,8 +149,10 @@ impl Browser {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let v: Value = req.send().expect("webdriver call").json().unwrap();
-        assert!(v["value"].get("error").is_none(), "webdriver {path}: {v}");
+        let resp = req.send().expect("webdriver call");
+        let ok = resp.status().is_success();
+        let v: Value = resp.json().unwrap();
+        assert!(ok, "webdriver {path}: {v}");
         v["value"].clone()
     }
 

@@ -272,7 +272,7 @@ async fn sixteen_generate_streams_run_batched() {
             let (c, url) = (c.clone(), format!("{}/api/generate", s.url));
             tokio::spawn(async move {
                 let body = json!({"model": ALIAS, "prompt": format!("Count to ten, take {i}."),
-                                  "options": {"num_predict": TOKENS, "temperature": 0}});
+                                  "options": {"num_predict": TOKENS, "temperature": 0, "ignore_eos": true}});
                 let r = c.post(url).json(&body).send().await.unwrap();
                 assert_eq!(r.status(), 200);
                 let start = t0.elapsed();
