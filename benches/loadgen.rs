@@ -1,6 +1,9 @@
 //! Load generator for an OpenAI-compatible server: N workers each loop sending streaming
 //! `POST /v1/chat/completions` requests until the request budget is spent, then prints
-//! aggregate output tok/s, TTFT and inter-token latency (ITL) percentiles.
+//! aggregate output tok/s, TTFT and inter-token latency (ITL) percentiles. With
+//! `--api ollama` the same load goes through Ollama's `POST /api/generate` (NDJSON; the
+//! prompt is rendered with the same chat template, repeat_penalty 1 and `ignore_eos` so
+//! both APIs generate the same tokens).
 //!
 //! `cargo bench --bench loadgen -- --url http://127.0.0.1:8080 --concurrency 8
 //! --requests 32 --max-tokens 128 [--model NAME] [--warmup 2] [--json out.json]`.
@@ -69,6 +72,10 @@ struct Args {
     /// one) to every prompt: long prompts for prefill-heavy runs.
     #[arg(long, default_value_t = 0)]
     prompt_words: usize,
+    /// Which API to load: `openai` (`/v1/chat/completions`, SSE) or `ollama`
+    /// (`/api/generate`, NDJSON).
+    #[arg(long, default_value = "openai", value_parser = ["openai", "ollama"])]
+    api: String,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -104,6 +111,16 @@ impl Job {
             prompt.to_string()
         };
         content.push_str(&" the".repeat(self.args.prompt_words));
+        if self.ollama() {
+            return json!({
+                "model": self.model,
+                "prompt": content,
+                "stream": true,
+                "options": {"temperature": self.args.temperature, "top_k": 0, "top_p": 1,
+                            "repeat_penalty": 1, "num_predict": self.args.max_tokens,
+                            "ignore_eos": true},
+            });
+        }
         json!({
             "model": self.model,
             "messages": [{"role": "user", "content": content}],
@@ -113,6 +130,10 @@ impl Job {
             "max_tokens": self.args.max_tokens,
             "ignore_eos": true,
         })
+    }
+
+    fn ollama(&self) -> bool {
+        self.args.api == "ollama"
     }
 
     /// Sends request `i` and records its timings; failures land in `Record::error`.
@@ -143,6 +164,19 @@ impl Job {
         }
         let mut stream = resp.bytes_stream();
         let mut buf: Vec<u8> = Vec::new();
+        if self.ollama() {
+            while let Some(bytes) = stream.next().await {
+                let now = start.elapsed();
+                buf.extend_from_slice(&bytes.context("reading the stream")?);
+                while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                    if on_ollama_line(&line, now, rec)? {
+                        return Ok(());
+                    }
+                }
+            }
+            bail!("stream ended without a done line");
+        }
         while let Some(bytes) = stream.next().await {
             let now = start.elapsed();
             // Dropping `\r` (never raw inside JSON) turns `\r\n\r\n` into `\n\n`.
@@ -206,6 +240,28 @@ fn on_event(data: &str, now: Duration, rec: &mut Record) -> Result<()> {
         rec.chunks += 1;
     }
     Ok(())
+}
+
+/// Applies one NDJSON line of `/api/generate`; `true` on the final (`done`) line.
+fn on_ollama_line(line: &[u8], now: Duration, rec: &mut Record) -> Result<bool> {
+    let v: Value = serde_json::from_slice(line)
+        .with_context(|| format!("bad line: {}", String::from_utf8_lossy(line)))?;
+    if let Some(err) = v.get("error") {
+        bail!("error line: {err}");
+    }
+    if v["response"].as_str().is_some_and(|s| !s.is_empty()) {
+        match rec.last {
+            None => rec.ttft = Some(now),
+            Some(prev) => rec.itl_ms.push((now - prev).as_secs_f64() * 1e3),
+        }
+        rec.last = Some(now);
+        rec.chunks += 1;
+    }
+    if v["done"] == true {
+        rec.completion_tokens = v["eval_count"].as_u64();
+        return Ok(true);
+    }
+    Ok(false)
 }
 
 /// Runs `total` requests on `concurrency` workers; returns records and wall time.
@@ -392,7 +448,10 @@ async fn main() -> Result<()> {
     let concurrency = args.concurrency as usize;
     let job = Arc::new(Job {
         client,
-        endpoint: format!("{base}/v1/chat/completions"),
+        endpoint: match args.api.as_str() {
+            "ollama" => format!("{base}/api/generate"),
+            _ => format!("{base}/v1/chat/completions"),
+        },
         model: model.clone(),
         args,
     });

@@ -13,6 +13,8 @@
 #   LOADGEN_ARGS=            extra benches/loadgen.rs flags (e.g. --unique-prompts)
 #   WARMUP=2                  warm-up requests before each measured run
 #   MODES="batched serial"    batched = default scheduler, serial = --max-num-seqs 1
+#   APIS="openai"             loadgen --api per run: openai (/v1/chat/completions) and/or
+#                             ollama (/api/generate), against the same server
 #   SERVER_ARGS=              extra `ferrite serve` arguments (e.g. --model PATH)
 #   RUN_TIMEOUT=600           seconds per loadgen run
 #   READY_TIMEOUT=300         seconds to wait for /health 200
@@ -27,6 +29,7 @@ MAX_TOKENS=${MAX_TOKENS:-128}
 WARMUP=${WARMUP:-2}
 LOADGEN_ARGS=${LOADGEN_ARGS:-}
 MODES=${MODES:-"batched serial"}
+APIS=${APIS:-openai}
 SERVER_ARGS=${SERVER_ARGS:-}
 RUN_TIMEOUT=${RUN_TIMEOUT:-600}
 READY_TIMEOUT=${READY_TIMEOUT:-300}
@@ -107,22 +110,24 @@ for mode in $MODES; do
     start_server "$OUT_DIR/server-$mode.log" "${extra[@]}"
     echo "   server ready at $BASE_URL" >&2
     for c in $CONCURRENCIES; do
+      for api in $APIS; do
         n=${REQUESTS:-$((2 * c > MIN_REQUESTS ? 2 * c : MIN_REQUESTS))}
-        out="$OUT_DIR/$mode-c$c.json"
-        echo "== mode $mode, concurrency $c, $n requests x $MAX_TOKENS tokens" >&2
+        out="$OUT_DIR/$mode-$api-c$c.json"
+        echo "== mode $mode, api $api, concurrency $c, $n requests x $MAX_TOKENS tokens" >&2
         # shellcheck disable=SC2086 # LOADGEN_ARGS is a list of words
         if ! timeout --kill-after=10 "$RUN_TIMEOUT" "$LOADGEN" --url "$BASE_URL" \
-            --concurrency "$c" --requests "$n" --max-tokens "$MAX_TOKENS" \
+            --concurrency "$c" --requests "$n" --max-tokens "$MAX_TOKENS" --api "$api" \
             --warmup "$WARMUP" $LOADGEN_ARGS --json "$out" >&2; then
             echo "   run failed or timed out after ${RUN_TIMEOUT}s" >&2
-            ROWS+=("| $c | $mode | failed | | | | |")
+            ROWS+=("| $c | $mode | $api | failed | | | | |")
             continue
         fi
         errors=$(jget errors "$out")
         [[ "$errors" != 0 ]] && echo "   WARNING: $errors failed requests" >&2
-        ROWS+=("| $c | $mode | $(fmt "$(jget agg_tok_s "$out")" 1) \
+        ROWS+=("| $c | $mode | $api | $(fmt "$(jget agg_tok_s "$out")" 1) \
 | $(fmt "$(jget ttft_ms_p50 "$out")" 1) ms | $(fmt "$(jget ttft_ms_p99 "$out")" 1) ms \
 | $(fmt "$(jget itl_ms_p50 "$out")" 2) ms | $(fmt "$(jget itl_ms_p99 "$out")" 2) ms |")
+      done
     done
     stop_server
 done
@@ -130,6 +135,6 @@ done
 echo
 echo "max_tokens $MAX_TOKENS, warmup $WARMUP; results and logs in $OUT_DIR"
 echo
-echo "| concurrency | mode | agg tok/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 |"
-echo "|---|---|---|---|---|---|---|"
+echo "| concurrency | mode | api | agg tok/s | TTFT p50 | TTFT p99 | ITL p50 | ITL p99 |"
+echo "|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${ROWS[@]}"

@@ -148,6 +148,38 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub encoder: EncoderArgs,
+
+    #[command(flatten)]
+    pub web: WebArgs,
+}
+
+/// Flags of `ferrite serve` for other API surfaces and browsers: model aliases (the
+/// names Ollama clients send), CORS, and the built-in playground.
+#[derive(Debug, Clone, Default, Args)]
+pub struct WebArgs {
+    /// Another name clients may send for the LLM, e.g. `llama3:8b` or `smollm2` (repeat
+    /// the flag for several; the variable takes a comma-separated list). Ollama names
+    /// resolve with or without `:latest`. Works on the Ollama routes.
+    #[arg(
+        long = "model-alias",
+        env = "FERRITE_MODEL_ALIASES",
+        value_delimiter = ','
+    )]
+    pub model_aliases: Vec<String>,
+
+    /// Origins browsers may call the API from (CORS), e.g. `https://app.example.com`
+    /// (repeatable; the variable takes a comma-separated list), or `*` for any origin
+    /// (then without credentials). Default: none (no CORS headers).
+    #[arg(
+        long = "allowed-origins",
+        env = "FERRITE_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Do not serve the browser playground at `/` and `/playground`.
+    #[arg(long, env = "FERRITE_NO_PLAYGROUND")]
+    pub no_playground: bool,
 }
 
 /// Flags of `ferrite serve` for the encoder (embeddings and rerank).

@@ -17,7 +17,7 @@ use clap::Parser;
 use ferrite::api::connections::LimitedListener;
 use ferrite::api::guard::Guard;
 use ferrite::api::serve::{self, ServeOptions};
-use ferrite::api::{ApiLimits, AppState, EncoderLimits, EncoderReady, Ready, Serving};
+use ferrite::api::{ApiLimits, AppState, EncoderLimits, EncoderReady, Ready, Serving, WebSettings};
 use ferrite::config::{Cli, CliCommand, ServeArgs};
 use ferrite::device::DeviceKind;
 #[cfg(feature = "cuda")]
@@ -133,6 +133,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
             sse_keep_alive: Duration::from_secs(args.sse_keep_alive_secs),
         },
         serving: serving.clone(),
+        web: WebSettings::from_args(&args.web).map_err(anyhow::Error::msg)?,
     };
     let guard = Guard::from_args(&args.production, shutdown.clone());
     let in_flight = guard.in_flight.clone();

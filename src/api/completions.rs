@@ -43,12 +43,15 @@ pub async fn completions(State(state): State<AppState>, req: Request) -> Respons
 }
 
 /// What a handler knows of its request besides the body.
-struct Call {
-    request: RequestCtx,
-    hooks: Option<Hooks>,
+pub(crate) struct Call {
+    /// Id and arrival time.
+    pub(crate) request: RequestCtx,
+    /// The guard's hooks (cutoff, caller, cache), when the guard ran.
+    pub(crate) hooks: Option<Hooks>,
 }
 
-fn ctx_of(req: &Request) -> Call {
+/// The request context and hooks of `req` (a fresh context when the middleware did not run).
+pub(crate) fn ctx_of(req: &Request) -> Call {
     let request = req
         .extensions()
         .get::<RequestCtx>()

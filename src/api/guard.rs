@@ -17,7 +17,10 @@
 //!    response cache to the handlers that stream or cache.
 //!
 //! Invariants: no path other than exactly `/health` skips auth (unknown paths get a 401
-//! before their 404); a key's text is never logged (only `KeyId`s leave `auth`).
+//! before their 404), except `GET`/`HEAD` of the static, data-free pages `/` and
+//! `/playground` (`playground::PUBLIC_PATHS`), which a browser must load before it can
+//! ask for the key (they are still rate limited and refused while draining); a key's
+//! text is never logged (only `KeyId`s leave `auth`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -25,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -172,7 +175,9 @@ pub async fn layer(State(g): State<Arc<Guard>>, mut req: Request, next: Next) ->
     }
     let ticket = g.in_flight.enter();
     let metrics = path == "/metrics";
-    let caller = if metrics && g.metrics_public {
+    let public_page = super::playground::PUBLIC_PATHS.contains(&path)
+        && matches!(*req.method(), Method::GET | Method::HEAD);
+    let caller = if (metrics && g.metrics_public) || public_page {
         Caller::Open
     } else {
         g.keys.identify(req.headers())
@@ -267,6 +272,8 @@ mod tests {
         Router::new()
             .route("/health", get(health))
             .route("/metrics", get(|| async { "metrics" }))
+            .route("/", get(|| async { "page" }))
+            .route("/playground", get(|| async { "page" }))
             .route("/v1/models", get(|| async { "models" }))
             .route("/slow", get(slow))
             .layer(axum::middleware::from_fn_with_state(Arc::new(guard), layer))
@@ -314,6 +321,10 @@ mod tests {
         assert_eq!(call(&app, "/nowhere", None).await.0, 401);
         assert_eq!(call(&app, "/health/", None).await.0, 401);
         assert_eq!(call(&app, "/nowhere", Some("k1")).await.0, 404);
+        // The static pages load without a key (the page then asks for it).
+        assert_eq!(call(&app, "/", None).await.0, 200);
+        assert_eq!(call(&app, "/playground", None).await.0, 200);
+        assert_eq!(call(&app, "/playground/x", None).await.0, 401);
         let public = guarded(keyed(true));
         assert_eq!(call(&public, "/metrics", None).await.0, 200);
         assert_eq!(call(&public, "/v1/models", None).await.0, 401);

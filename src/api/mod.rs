@@ -6,6 +6,13 @@
 //! `POST /v1/embeddings`, `POST /rerank` (TEI shape), `POST /v1/rerank` (Cohere/Jina
 //! shape) (the encoder), `GET /v1/models`, `GET /v1/models/{id}`, `GET /health`,
 //! `GET /metrics`; anything else is a 404 or 405 in OpenAI's error shape. Every response carries `x-request-id`.
+//! Ollama's API (`ollama`: `/api/chat`, `/api/generate`, `/api/embed`, `/api/tags`, ...)
+//! is a second adapter over the same validation and engine; `GET /` is Ollama's liveness
+//! answer or, for browsers, the playground (`playground`).
+//!
+//! Layers, outermost first: CORS (`cors`, only with `--allowed-origins`; preflights are
+//! answered before auth, and every response, errors and streams included, carries the
+//! headers), the Ollama error reshaping for `/api/*`, the request context, the guard.
 //!
 //! Production layers (`guard`, one router layer over every route): API-key auth, rate
 //! limits, per-request deadlines, the shutdown drain/abort and the response cache;
@@ -17,15 +24,19 @@ pub mod check;
 pub mod chunks;
 mod completions;
 pub mod connections;
+pub mod cors;
 pub mod deadline;
 pub mod encoder;
 pub mod error;
+pub mod events;
 mod generate;
 pub mod guard;
 pub mod in_flight;
 mod info;
 pub mod middleware;
+pub mod ollama;
 pub mod openai;
+pub mod playground;
 mod prompt;
 pub mod rate_limit;
 pub mod response_cache;
@@ -63,6 +74,41 @@ pub struct AppState {
     pub limits: ApiLimits,
     /// Which models are served; the encoder side once loaded.
     pub serving: Serving,
+    /// Model aliases, CORS and the playground.
+    pub web: WebSettings,
+}
+
+/// What the browser- and Ollama-facing parts need from the flags.
+#[derive(Debug, Clone)]
+pub struct WebSettings {
+    /// Other names of the LLM (`--model-alias`), resolved by the Ollama routes.
+    pub aliases: Vec<String>,
+    /// The CORS layer (`None`: no `--allowed-origins`, no CORS headers).
+    pub cors: Option<tower_http::cors::CorsLayer>,
+    /// Serve the playground at `/` (to browsers) and `/playground`.
+    pub playground: bool,
+}
+
+impl Default for WebSettings {
+    /// No aliases, no CORS, the playground on.
+    fn default() -> Self {
+        Self {
+            aliases: Vec::new(),
+            cors: None,
+            playground: true,
+        }
+    }
+}
+
+impl WebSettings {
+    /// From the `serve` flags; a malformed origin is an error.
+    pub fn from_args(a: &crate::config::WebArgs) -> Result<Self, String> {
+        Ok(Self {
+            aliases: a.model_aliases.clone(),
+            cors: cors::layer(&a.allowed_origins)?,
+            playground: !a.no_playground,
+        })
+    }
 }
 
 /// Which models the server was started to serve, and the encoder once it is loaded.
@@ -170,7 +216,8 @@ pub fn router(state: AppState) -> Router {
 /// `router` behind the production `guard` layer (auth, rate limit, deadline, shutdown,
 /// response cache), which covers every route and the fallbacks.
 pub fn router_with(state: AppState, guard: guard::Guard) -> Router {
-    Router::new()
+    let cors = state.web.cors.clone();
+    let app = ollama::routes(playground::routes(Router::new()))
         .route("/v1/chat/completions", post(completions::chat))
         .route("/v1/completions", post(completions::completions))
         .route("/v1/embeddings", post(encoder::embeddings::embeddings))
@@ -187,5 +234,10 @@ pub fn router_with(state: AppState, guard: guard::Guard) -> Router {
             guard::layer,
         ))
         .layer(axum::middleware::from_fn(middleware::request_context))
-        .with_state(state)
+        .layer(axum::middleware::from_fn(ollama::error::reshape))
+        .with_state(state);
+    match cors {
+        Some(cors) => app.layer(cors),
+        None => app,
+    }
 }

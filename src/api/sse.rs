@@ -1,8 +1,9 @@
-//! Streaming responses: `response` turns a `Generation` into an SSE body: role chunks
+//! OpenAI streaming responses: `response` turns a `Generation` into an SSE body: role chunks
 //! first (chat), then content as tokens arrive, a finish chunk per choice, an optional
 //! usage chunk, then `data: [DONE]`.
 //! A mid-stream engine error becomes one `data: {"error":{...}}` event, then `[DONE]`.
-//! Keep-alive comments go out while the engine is silent.
+//! Keep-alive comments go out while the engine is silent. Reading the engine (and the
+//! cutoff race) is `events::Drain`, shared with Ollama's NDJSON streams.
 //! When the request's `Cutoff` fires (deadline passed, or the shutdown grace period is
 //! over) the stream ends the same way: one error event (504 / 503 shaped), then `[DONE]`,
 //! and the receivers are dropped so the engine frees the sequences' KV blocks.
@@ -19,16 +20,16 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 
 use super::chunks::ChunkBuilder;
-use super::deadline::{Cutoff, Fired};
-use super::error::ApiError;
+use super::deadline::Cutoff;
+use super::events::{Drain, Step};
 use super::generate::Generation;
-use super::middleware::{StatusRecorder, deferred};
+use super::middleware::deferred;
 use super::openai::UsageBody;
-use crate::engine::types::{TokenEvent, Usage};
+use crate::engine::types::Usage;
 
-/// Per-response streaming state, advanced one engine event at a time.
+/// Per-response streaming state, advanced one engine step at a time.
 struct StreamState {
-    generation: Option<Generation>,
+    drain: Drain,
     chunks: ChunkBuilder,
     queue: VecDeque<Event>,
     usages: Vec<Usage>,
@@ -36,15 +37,6 @@ struct StreamState {
     logprobs: bool,
     n: usize,
     finished: bool,
-    recorder: Option<StatusRecorder>,
-    /// Resolves when the request must end (deadline or shutdown abort).
-    cutoff: Option<Fired>,
-}
-
-/// What ended one wait of `advance`.
-enum Next {
-    Event(Option<(usize, TokenEvent)>),
-    Cut(ApiError),
 }
 
 impl StreamState {
@@ -64,32 +56,13 @@ impl StreamState {
         self.queue.push_back(Event::default().data(data));
     }
 
-    async fn wait(&mut self) -> Next {
-        let Some(g) = self.generation.as_mut() else {
-            return Next::Event(None);
-        };
-        match self.cutoff.as_mut() {
-            Some(fired) => tokio::select! {
-                biased;
-                e = g.next() => Next::Event(e),
-                e = fired => Next::Cut(e),
-            },
-            None => Next::Event(g.next().await),
-        }
-    }
-
     async fn advance(&mut self) {
-        let next = match self.wait().await {
-            Next::Event(e) => e,
-            Next::Cut(e) => {
-                tracing::info!(status = e.status.as_u16(), "stream cut off: {}", e.message);
-                self.push(e.to_json());
-                self.end(e.status.as_u16());
-                return;
-            }
-        };
-        match next {
-            Some((i, TokenEvent::Token { text, logprob, .. })) => {
+        match self.drain.next().await {
+            Some(Step::Token {
+                index: i,
+                text,
+                logprob,
+            }) => {
                 if !text.is_empty() || self.logprobs {
                     let offset = self.offsets.get(i).copied().unwrap_or(0);
                     let data = self.chunks.content(i, text, logprob.as_ref(), offset);
@@ -99,14 +72,12 @@ impl StreamState {
                     self.push(data);
                 }
             }
-            Some((
-                i,
-                TokenEvent::Done {
-                    text,
-                    finish_reason,
-                    usage,
-                },
-            )) => {
+            Some(Step::Done {
+                index: i,
+                text,
+                finish_reason,
+                usage,
+            }) => {
                 if !text.is_empty() {
                     let data = self.chunks.content(i, text, None, 0);
                     self.push(data);
@@ -117,31 +88,27 @@ impl StreamState {
                     *u = usage;
                 }
             }
-            Some((_, TokenEvent::Error(msg))) => {
-                self.push(ApiError::internal(format!("Generation failed: {msg}")).to_json());
-                self.end(500);
+            Some(Step::Failed(e)) => {
+                self.push(e.to_json());
+                self.end();
             }
-            None => {
+            Some(Step::End) => {
                 if self.chunks.include_usage {
                     let data = self
                         .chunks
                         .usage(UsageBody::from_choices(&self.usages, self.n));
                     self.push(data);
                 }
-                self.end(200);
+                self.end();
             }
+            None => self.finished = true,
         }
     }
 
-    /// Queues `[DONE]`, releases the receivers and records the final status.
-    fn end(&mut self, status: u16) {
+    /// Queues `[DONE]`; the drain has already released the receivers.
+    fn end(&mut self) {
         self.push("[DONE]".to_string());
-        self.generation = None;
-        self.cutoff = None;
         self.finished = true;
-        if let Some(r) = self.recorder.take() {
-            r.finish(status);
-        }
     }
 }
 
@@ -158,7 +125,7 @@ pub fn response(
 ) -> Response {
     let total = generation.len();
     let mut state = StreamState {
-        generation: Some(generation),
+        drain: Drain::new(generation, cutoff),
         chunks,
         queue: VecDeque::new(),
         usages: vec![Usage::default(); total],
@@ -166,8 +133,6 @@ pub fn response(
         logprobs,
         n,
         finished: false,
-        recorder: Some(StatusRecorder::new()),
-        cutoff: cutoff.map(Cutoff::fired),
     };
     for i in 0..total {
         if let Some(data) = state.chunks.role(i) {

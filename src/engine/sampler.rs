@@ -67,11 +67,15 @@ impl SamplerState {
     }
 
     fn apply_penalties(&self, logits: &mut [f32], p: &SamplingParams) {
-        if p.presence_penalty == 0.0 && p.frequency_penalty == 0.0 {
+        let rp = p.repetition_penalty;
+        if p.presence_penalty == 0.0 && p.frequency_penalty == 0.0 && rp == 1.0 {
             return;
         }
         for (&id, &n) in &self.counts {
             if let Some(l) = logits.get_mut(id as usize) {
+                if rp != 1.0 {
+                    *l = if *l > 0.0 { *l / rp } else { *l * rp };
+                }
                 *l -= p.presence_penalty + p.frequency_penalty * n as f32;
             }
         }
@@ -220,5 +224,15 @@ mod tests {
             ..params()
         };
         assert_eq!(s.sample(&mut [1.0, 0.5], &p).id, 0);
+        // Repetition penalty 2.5: 1.0 / 2.5 = 0.4 < 0.5 (positive logits are divided,
+        // negative ones multiplied, so a seen token always loses ground).
+        let p = SamplingParams {
+            temperature: 0.0,
+            repetition_penalty: 2.5,
+            ..params()
+        };
+        assert_eq!(s.sample(&mut [1.0, 0.5], &p).id, 1);
+        assert_eq!(s.sample(&mut [-0.1, -0.2], &p).id, 1);
+        assert!(!p.is_plain_greedy());
     }
 }

@@ -23,6 +23,10 @@ pub struct SamplingParams {
     pub presence_penalty: f32,
     /// OpenAI frequency penalty in [-2, 2].
     pub frequency_penalty: f32,
+    /// Multiplicative repetition penalty (llama.cpp / Ollama `repeat_penalty`, vLLM
+    /// `repetition_penalty`) on tokens generated so far: positive logits are divided by
+    /// it, negative ones multiplied. 1 disables.
+    pub repetition_penalty: f32,
     /// `Some(k)`: report the chosen token's logprob and the `k` most likely alternatives.
     pub logprobs: Option<usize>,
     /// Upper bound on generated tokens (already capped by the context length).
@@ -41,6 +45,7 @@ impl SamplingParams {
             && self.logprobs.is_none()
             && self.presence_penalty == 0.0
             && self.frequency_penalty == 0.0
+            && self.repetition_penalty == 1.0
     }
 }
 
@@ -54,6 +59,7 @@ impl Default for SamplingParams {
             seed: None,
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
+            repetition_penalty: 1.0,
             logprobs: None,
             max_tokens: 16,
             stop: Vec::new(),

@@ -21,7 +21,7 @@ use crate::metrics as m;
 use crate::model::encoder::tokenize::{Encoded, TokenizeError};
 
 /// Runs CPU-bound work (tokenizing) on the blocking pool.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -30,7 +30,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// A tokenizer error about input `index` of field `param` as a 400.
-fn tokenize_error(e: TokenizeError, param: &str, index: Option<usize>) -> ApiError {
+pub(crate) fn tokenize_error(e: TokenizeError, param: &str, index: Option<usize>) -> ApiError {
     let at = index.map_or(String::new(), |i| format!("[{i}]"));
     match e {
         TokenizeError::TooLong { len, max } => ApiError::invalid(
@@ -48,7 +48,10 @@ fn tokenize_error(e: TokenizeError, param: &str, index: Option<usize>) -> ApiErr
 }
 
 /// Submits inputs as one job and waits for one output per input.
-async fn run(ready: &EncoderReady, inputs: Vec<Encoded>) -> Result<Vec<Vec<f32>>, ApiError> {
+pub(crate) async fn run(
+    ready: &EncoderReady,
+    inputs: Vec<Encoded>,
+) -> Result<Vec<Vec<f32>>, ApiError> {
     let n = inputs.len();
     let (reply, rx) = oneshot::channel();
     ready
@@ -71,6 +74,6 @@ async fn run(ready: &EncoderReady, inputs: Vec<Encoded>) -> Result<Vec<Vec<f32>>
 }
 
 /// Counts a request on `route`.
-fn count(route: &'static str) {
+pub(crate) fn count(route: &'static str) {
     metrics::counter!(m::ENCODER_REQUESTS_TOTAL, "route" => route).increment(1);
 }

@@ -29,6 +29,8 @@ pub struct CommonFields {
     pub presence_penalty: Option<f64>,
     /// Frequency penalty in [-2, 2].
     pub frequency_penalty: Option<f64>,
+    /// Multiplicative repetition penalty in (0, 2] (vLLM's extension; 1 disables).
+    pub repetition_penalty: Option<f64>,
     /// Choices per prompt.
     pub n: Option<i64>,
     /// Stream SSE chunks.

@@ -6,6 +6,7 @@
 
 mod edges;
 mod generation;
+mod ollama;
 mod templates;
 
 use std::collections::HashMap;
@@ -139,7 +140,24 @@ async fn start(loaded: bool, max_waiting: usize) -> Server {
 }
 
 async fn start_with(loaded: bool, max_waiting: usize, metrics: Option<PrometheusHandle>) -> Server {
-    start_full(loaded, max_waiting, metrics, ChatTemplate::chatml("", "")).await
+    start_web(loaded, max_waiting, metrics, test_web()).await
+}
+
+/// The web settings of the test server: one alias for the Ollama routes.
+fn test_web() -> super::WebSettings {
+    super::WebSettings {
+        aliases: vec!["tiny-alias:7b".into()],
+        ..super::WebSettings::default()
+    }
+}
+
+async fn start_web(
+    loaded: bool,
+    max_waiting: usize,
+    metrics: Option<PrometheusHandle>,
+    web: super::WebSettings,
+) -> Server {
+    start_inner(loaded, max_waiting, metrics, ChatTemplate::chatml("", ""), web).await
 }
 
 async fn start_full(
@@ -147,6 +165,16 @@ async fn start_full(
     max_waiting: usize,
     metrics: Option<PrometheusHandle>,
     template: ChatTemplate,
+) -> Server {
+    start_inner(loaded, max_waiting, metrics, template, test_web()).await
+}
+
+async fn start_inner(
+    loaded: bool,
+    max_waiting: usize,
+    metrics: Option<PrometheusHandle>,
+    template: ChatTemplate,
+    web: super::WebSettings,
 ) -> Server {
     let (engine, seen) = fake_engine(max_waiting);
     let ready = Arc::new(OnceLock::new());
@@ -182,6 +210,7 @@ async fn start_full(
             sse_keep_alive: Duration::from_millis(50),
         },
         serving: super::Serving::default(),
+        web,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

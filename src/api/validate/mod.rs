@@ -117,6 +117,7 @@ pub fn common(
         seed: c.seed.as_ref().map(seed).transpose()?,
         presence_penalty: range(c.presence_penalty, "presence_penalty", -2.0, 2.0, 0.0)?,
         frequency_penalty: range(c.frequency_penalty, "frequency_penalty", -2.0, 2.0, 0.0)?,
+        repetition_penalty: repetition_penalty(c.repetition_penalty)?,
         logprobs,
         max_tokens: 0,
         stop: stop(c.stop.as_ref())?,
@@ -133,6 +134,18 @@ pub fn common(
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
     })
+}
+
+/// `repetition_penalty` in (0, 2]; default 1 (off).
+fn repetition_penalty(v: Option<f64>) -> Result<f32, ApiError> {
+    let p = range(v, "repetition_penalty", 0.0, 2.0, 1.0)?;
+    if p <= 0.0 {
+        return Err(ApiError::invalid(
+            "`repetition_penalty` must be in (0, 2], got 0.",
+            Some("repetition_penalty"),
+        ));
+    }
+    Ok(p)
 }
 
 /// Any JSON integer becomes a seed (negative ones wrap).

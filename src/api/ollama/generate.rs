@@ -1,0 +1,157 @@
+//! `POST /api/chat` and `POST /api/generate`: Ollama's bodies parsed and checked here,
+//! then the same pipeline as the OpenAI routes: `validate::messages` and
+//! `validate::common` (through `options`), the chat template and tokenizer (`prompt`),
+//! `Generation::start` on the shared engine, and `ndjson` over the shared drain.
+//!
+//! `/api/generate` renders `system` + `prompt` with the model's chat template, or with
+//! `raw: true` sends the prompt as the model's whole input. Refused with a 400: `suffix`,
+//! `template`, `context`, `images`, `tools`, `think: true` and (for now) `format`. A
+//! request with no prompt or no messages answers Ollama's `done_reason: "load"` reply.
+
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::models;
+use super::ndjson;
+use super::options::{self, Resolved, refuse_if, structured_output};
+use super::request::{ChatRequest, GenerateRequest};
+use super::response::{Kind, Timings};
+use crate::api::body::{parse_json, read_bytes};
+use crate::api::completions::{Call, ctx_of};
+use crate::api::error::ApiError;
+use crate::api::generate::{Generation, PromptJob};
+use crate::api::prompt;
+use crate::api::validate::{self, PromptInput};
+use crate::api::{AppState, Ready};
+use crate::model::chat_template::ChatMessage;
+
+/// `POST /api/chat`.
+pub async fn chat(State(state): State<AppState>, req: Request) -> Response {
+    let call = ctx_of(&req);
+    chat_inner(&state, call, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /api/generate`.
+pub async fn generate(State(state): State<AppState>, req: Request) -> Response {
+    let call = ctx_of(&req);
+    generate_inner(&state, call, req)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn chat_inner(state: &AppState, call: Call, req: Request) -> Result<Response, ApiError> {
+    let body: ChatRequest = parse_json(&read_bytes(req, state.limits.max_body_bytes).await?)?;
+    let ready = models::llm(state, &body.model)?;
+    structured_output(body.format.as_ref())?;
+    refuse_if(body.tools.as_ref(), "tools", "")?;
+    refuse_if(body.think.as_ref(), "think", " (this model does not think)")?;
+    let opts = options::resolve(body.options.as_ref(), body.stream, &state.limits)?;
+    if body.messages.is_empty() {
+        return Ok(ndjson::loaded(Kind::Chat, &body.model, opts.checked.stream));
+    }
+    let messages = chat_messages(&body.messages)?;
+    let model = ready.model.clone();
+    let ids = prompt::blocking(move || prompt::chat_ids(&model, &messages)).await?;
+    run(state, ready, &call, Kind::Chat, &body.model, ids, &opts).await
+}
+
+/// Ollama's messages: text only (a message with `images` is refused), roles as OpenAI's.
+fn chat_messages(messages: &[Value]) -> Result<Vec<ChatMessage>, ApiError> {
+    for (i, m) in messages.iter().enumerate() {
+        refuse_if(
+            m.get("images"),
+            "images",
+            &format!(" (messages[{i}]: text only)"),
+        )?;
+        refuse_if(m.get("tool_calls"), "tool_calls", "")?;
+    }
+    validate::messages(messages)
+}
+
+async fn generate_inner(state: &AppState, call: Call, req: Request) -> Result<Response, ApiError> {
+    let body: GenerateRequest = parse_json(&read_bytes(req, state.limits.max_body_bytes).await?)?;
+    let ready = models::llm(state, &body.model)?;
+    structured_output(body.format.as_ref())?;
+    let string = |s: &Option<String>| s.clone().map(Value::String);
+    refuse_if(
+        string(&body.suffix).as_ref(),
+        "suffix",
+        " (no fill-in-the-middle)",
+    )?;
+    refuse_if(
+        string(&body.template).as_ref(),
+        "template",
+        " (the model's own chat template is used)",
+    )?;
+    refuse_if(
+        body.context.as_ref(),
+        "context",
+        " (send the conversation to /api/chat instead)",
+    )?;
+    refuse_if(body.images.as_ref(), "images", " (text only)")?;
+    refuse_if(body.think.as_ref(), "think", " (this model does not think)")?;
+    let opts = options::resolve(body.options.as_ref(), body.stream, &state.limits)?;
+    let text = body.prompt.unwrap_or_default();
+    if text.is_empty() {
+        return Ok(ndjson::loaded(
+            Kind::Generate,
+            &body.model,
+            opts.checked.stream,
+        ));
+    }
+    let model = ready.model.clone();
+    let ids = if body.raw == Some(true) {
+        prompt::blocking(move || {
+            let mut all = prompt::completion_ids(&model, PromptInput::Texts(vec![text]))?;
+            Ok(all.pop().unwrap_or_default())
+        })
+        .await?
+    } else {
+        let mut messages = Vec::new();
+        if let Some(system) = body.system.filter(|s| !s.is_empty()) {
+            messages.push(ChatMessage {
+                role: "system".into(),
+                content: system,
+            });
+        }
+        messages.push(ChatMessage {
+            role: "user".into(),
+            content: text,
+        });
+        prompt::blocking(move || prompt::chat_ids(&model, &messages)).await?
+    };
+    run(state, ready, &call, Kind::Generate, &body.model, ids, &opts).await
+}
+
+/// Submits one prompt and answers as an NDJSON stream or one body.
+async fn run(
+    state: &AppState,
+    ready: &Ready,
+    call: &Call,
+    kind: Kind,
+    model: &str,
+    ids: Vec<u32>,
+    opts: &Resolved,
+) -> Result<Response, ApiError> {
+    let context = ready.model.info.context_length;
+    let mut params = opts.checked.params.clone();
+    params.max_tokens = opts.max_tokens(ids.len(), context, state.limits.max_tokens_cap)?;
+    let job = PromptJob { ids, params };
+    let (id, arrival) = (&call.request.id, call.request.arrival);
+    let generation = Generation::start(&ready.engine, &[job], 1, id, arrival)?;
+    let timings = Timings::new(arrival);
+    if opts.checked.stream {
+        let cutoff = call.hooks.as_ref().map(|h| &h.cutoff);
+        return Ok(ndjson::stream(
+            generation,
+            kind,
+            model.to_string(),
+            timings,
+            cutoff,
+        ));
+    }
+    ndjson::collect(generation, kind, model, timings).await
+}
