@@ -112,15 +112,9 @@ async fn generate_inner(state: &AppState, call: Call, req: Request) -> Result<Re
     } else {
         let mut messages = Vec::new();
         if let Some(system) = body.system.filter(|s| !s.is_empty()) {
-            messages.push(ChatMessage {
-                role: "system".into(),
-                content: system,
-            });
+            messages.push(ChatMessage::text("system", &system));
         }
-        messages.push(ChatMessage {
-            role: "user".into(),
-            content: text,
-        });
+        messages.push(ChatMessage::text("user", &text));
         prompt::blocking(move || prompt::chat_ids(&model, &messages)).await?
     };
     run(state, ready, &call, Kind::Generate, &body.model, ids, &opts).await

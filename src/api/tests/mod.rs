@@ -157,7 +157,14 @@ async fn start_web(
     metrics: Option<PrometheusHandle>,
     web: super::WebSettings,
 ) -> Server {
-    start_inner(loaded, max_waiting, metrics, ChatTemplate::chatml("", ""), web).await
+    start_inner(
+        loaded,
+        max_waiting,
+        metrics,
+        ChatTemplate::chatml("", ""),
+        web,
+    )
+    .await
 }
 
 async fn start_full(

@@ -122,10 +122,11 @@ mod tests {
         for m in MODULES {
             for k in m.kernels {
                 assert!(seen.insert(*k), "{k} listed twice");
-                // Quantized kernels are stamped out by QUANT_KERNELS(name, ...).
-                let stem = k
-                    .rsplit_once("_q")
-                    .map(|(_, f)| format!("QUANT_KERNELS(q{f},"));
+                // Quantized kernels are stamped out by QUANT_KERNELS(format, ...).
+                let stem = ["qmatvec_", "qmatmul_", "dequant_rows_"]
+                    .iter()
+                    .find_map(|p| k.strip_prefix(p))
+                    .map(|f| format!("QUANT_KERNELS({f},"));
                 assert!(
                     m.source.contains(&format!("void {k}("))
                         || stem.is_some_and(|s| m.source.contains(&s)),
