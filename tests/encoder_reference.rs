@@ -4,7 +4,7 @@
 //! synthetic cross-encoders (BERT and XLM-RoBERTa) scored pair by pair, tokenized by
 //! us from their `tokenizer.json`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ferrite::model::encoder::bert::PackedBatch;
 use ferrite::model::encoder::config::{Pooling, Task};
@@ -12,45 +12,9 @@ use ferrite::model::encoder::{Encoder, LoadedEncoder};
 use ferrite::model::source::DefaultEncoder;
 use serde_json::Value;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/encoders")
-}
-
-fn json(name: &str) -> Value {
-    let text = std::fs::read_to_string(fixtures().join(name)).expect("fixture exists");
-    serde_json::from_str(&text).expect("fixture is JSON")
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn strs(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap().to_string())
-        .collect()
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    dot / (na * nb)
-}
+#[path = "common/encoder_fixtures.rs"]
+mod encoder_fixtures;
+use encoder_fixtures::{cosine, fixtures, floats, ids, json, strs};
 
 /// Embeds `texts` (truncating as sentence-transformers does) in one packed batch and
 /// checks our token ids first.

@@ -20,7 +20,7 @@ use profile::Laps;
 pub use profile::{Phase, StepProfile};
 
 use super::ops::rms_norm;
-use super::paged_attention::{HeadShape, PagedKvCache, SeqSpan};
+use super::paged_attention::{PagedKvCache, SeqSpan};
 use super::rope::RopeTable;
 use super::spec::ModelSpec;
 use super::weights::{self, LayerWeights, Proj, TensorSource, WeightSink, Weights};
@@ -195,16 +195,5 @@ impl CpuModel {
             .collect();
         laps.lap(Phase::LmHead);
         Ok(rows)
-    }
-}
-
-impl ModelSpec {
-    /// The attention heads' shape.
-    pub fn heads(&self) -> HeadShape {
-        HeadShape {
-            n_head: self.n_head,
-            n_kv_head: self.n_kv_head,
-            head_dim: self.head_dim,
-        }
     }
 }

@@ -162,20 +162,20 @@ impl<S: WeightSink> Reader<'_, '_, S> {
         &self,
         layers: Vec<LayerWeights<S::Matrix, S::Vector>>,
     ) -> Result<Weights<S::Matrix, S::Vector, S::Embedding>> {
-        let (spec, r) = (self.spec, self);
-        let table = r.src.tensor("token_embd.weight")?;
-        r.check("token_embd.weight", &table, spec.vocab_size, spec.n_embd)?;
-        let embed = r.sink.embedding(table)?;
-        let (output, output_bias) = if r.src.has("output.weight") {
-            let p = r.proj(&["output"], &[spec.vocab_size], spec.n_embd)?;
+        let spec = self.spec;
+        let table = self.src.tensor("token_embd.weight")?;
+        self.check("token_embd.weight", &table, spec.vocab_size, spec.n_embd)?;
+        let embed = self.sink.embedding(table)?;
+        let (output, output_bias) = if self.src.has("output.weight") {
+            let p = self.proj(&["output"], &[spec.vocab_size], spec.n_embd)?;
             (Some(p.w), p.bias)
         } else {
-            (None, r.bias("output.bias")?)
+            (None, self.bias("output.bias")?)
         };
         Ok(Weights {
             embed,
             layers,
-            output_norm: r.norm("output_norm.weight", spec.n_embd)?,
+            output_norm: self.norm("output_norm.weight", spec.n_embd)?,
             output,
             output_bias,
         })

@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use anyhow::{Result, bail};
 
-use super::paged_attention::HeadShape;
 use super::rope::RopeTable;
 use super::spec::{Activation, ModelSpec, RopeStyle};
 use super::transformer::BatchInput;
@@ -133,10 +132,7 @@ fn unsupported(spec: &ModelSpec) -> Option<String> {
     let plain_scale = (spec.attn_scale * (spec.head_dim as f32).sqrt() - 1.0).abs() < 1e-6;
     let why = if rope.style != RopeStyle::Adjacent || rope.n_rot != spec.head_dim {
         "half-split or partial rotary"
-    } else if spec.ropes.len() > 1
-        || spec.max_window().is_some()
-        || spec.layers.iter().any(|l| l.window.is_some())
-    {
+    } else if spec.ropes.len() > 1 || spec.layers.iter().any(|l| l.window.is_some()) {
         "sliding-window layers"
     } else if spec.attn_softcap.is_some() || spec.final_softcap.is_some() {
         "logit soft-capping"
@@ -342,11 +338,7 @@ impl DeviceLlama {
         else {
             bail!("step inputs missing after upload");
         };
-        let shape = HeadShape {
-            n_head: c.n_head,
-            n_kv_head: c.n_kv_head,
-            head_dim: c.head_dim,
-        };
+        let shape = c.heads();
         let rot = HeadColumns {
             stride,
             offset: 0,

@@ -23,6 +23,8 @@ use std::collections::HashMap;
 use anyhow::{Context, Result, bail, ensure};
 use candle_core::quantized::gguf_file;
 
+use super::paged_attention::HeadShape;
+
 pub use arch::ARCHITECTURES;
 use meta::Keys;
 
@@ -254,12 +256,13 @@ impl ModelSpec {
         self.n_kv_head * self.head_dim
     }
 
-    /// The widest sliding window of any layer (`None` when some layer sees everything).
-    pub fn max_window(&self) -> Option<usize> {
-        self.layers
-            .iter()
-            .map(|l| l.window)
-            .try_fold(0, |acc, w| w.map(|w| acc.max(w)))
+    /// The attention heads' shape.
+    pub fn heads(&self) -> HeadShape {
+        HeadShape {
+            n_head: self.n_head,
+            n_kv_head: self.n_kv_head,
+            head_dim: self.head_dim,
+        }
     }
 }
 
