@@ -76,6 +76,11 @@ struct Args {
     /// (`/api/generate`, NDJSON).
     #[arg(long, default_value = "openai", value_parser = ["openai", "ollama"])]
     api: String,
+    /// Constrain every OpenAI request's output with this JSON schema (sent as
+    /// `response_format: {"type": "json_schema", ...}`), to measure the cost of
+    /// constrained decoding.
+    #[arg(long)]
+    schema: Option<String>,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -100,6 +105,8 @@ struct Job {
     endpoint: String,
     model: String,
     args: Args,
+    /// `--schema`, parsed.
+    schema: Option<Value>,
 }
 
 impl Job {
@@ -121,7 +128,7 @@ impl Job {
                             "ignore_eos": true},
             });
         }
-        json!({
+        let mut body = json!({
             "model": self.model,
             "messages": [{"role": "user", "content": content}],
             "stream": true,
@@ -129,7 +136,12 @@ impl Job {
             "temperature": self.args.temperature,
             "max_tokens": self.args.max_tokens,
             "ignore_eos": true,
-        })
+        });
+        if let Some(schema) = &self.schema {
+            body["response_format"] =
+                json!({"type": "json_schema", "json_schema": {"name": "bench", "schema": schema}});
+        }
+        body
     }
 
     fn ollama(&self) -> bool {
@@ -446,7 +458,14 @@ async fn main() -> Result<()> {
         .build()?;
     let model = pick_model(&client, &base, args.model.as_deref()).await?;
     let concurrency = args.concurrency as usize;
+    let schema = args
+        .schema
+        .as_deref()
+        .map(serde_json::from_str::<Value>)
+        .transpose()
+        .context("--schema must be JSON")?;
     let job = Arc::new(Job {
+        schema,
         client,
         endpoint: match args.api.as_str() {
             "ollama" => format!("{base}/api/generate"),

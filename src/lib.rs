@@ -10,3 +10,4 @@ pub mod metrics;
 pub mod model;
 pub mod shutdown;
 pub mod startup;
+pub mod structured;

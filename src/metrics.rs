@@ -19,6 +19,10 @@ pub const BATCH_TOKENS: &str = "ferrite_batch_tokens";
 pub const BATCH_SEQUENCES: &str = "ferrite_batch_sequences";
 /// Seconds of one engine step (histogram).
 pub const STEP_SECONDS: &str = "ferrite_step_seconds";
+/// Seconds to compute one step's grammar masks, all constrained rows (histogram).
+pub const GRAMMAR_MASK_SECONDS: &str = "ferrite_grammar_mask_seconds";
+/// Seconds a step waited for its grammar masks after the forward finished (histogram).
+pub const GRAMMAR_STALL_SECONDS: &str = "ferrite_grammar_stall_seconds";
 /// Seconds from request arrival to its first token (histogram).
 pub const TTFT_SECONDS: &str = "ferrite_time_to_first_token_seconds";
 /// Seconds between consecutive tokens of one stream (histogram).
@@ -133,6 +137,14 @@ fn describe() {
     describe_gauge!(ENCODER_WAITING, "Encoder inputs queued and not yet run");
     describe_histogram!(BATCH_SEQUENCES, "Sequences per engine step");
     describe_histogram!(STEP_SECONDS, "Duration of one engine step");
+    describe_histogram!(
+        GRAMMAR_MASK_SECONDS,
+        "Time to compute one step's grammar masks (overlaps the forward)"
+    );
+    describe_histogram!(
+        GRAMMAR_STALL_SECONDS,
+        "Time a step waited for grammar masks after its forward"
+    );
     describe_histogram!(TTFT_SECONDS, "Time from request arrival to first token");
     describe_histogram!(ITL_SECONDS, "Time between consecutive tokens of a stream");
     describe_histogram!(REQUEST_SECONDS, "Time from request arrival to completion");

@@ -7,8 +7,9 @@ use serde::Serialize;
 use super::error::ApiError;
 use super::openai::{
     ChatChunk, ChatChunkChoice, ChatLogprobs, ChatTokenLogprob, Completion, CompletionChoice,
-    CompletionLogprobs, Delta, UsageBody,
+    CompletionLogprobs, Delta, FunctionBody, ToolCallChunk, UsageBody,
 };
+use super::responses::object::FunctionCall;
 use super::validate::Endpoint;
 use crate::engine::types::{FinishReason, TokenLogprob};
 
@@ -69,6 +70,7 @@ impl ChunkBuilder {
             let delta = Delta {
                 role: Some("assistant"),
                 content: Some(String::new()),
+                tool_calls: None,
             };
             let choice = ChatChunkChoice {
                 index,
@@ -97,6 +99,7 @@ impl ChunkBuilder {
                 let delta = Delta {
                     role: None,
                     content: Some(text),
+                    tool_calls: None,
                 };
                 let choice = ChatChunkChoice {
                     index,
@@ -121,6 +124,34 @@ impl ChunkBuilder {
                 self.completion(vec![choice], self.usage_field())
             }
         }
+    }
+
+    /// The tool calls of a chat choice, in one chunk.
+    pub fn tool_calls(&self, index: usize, calls: &[FunctionCall]) -> String {
+        let tool_calls = calls
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ToolCallChunk {
+                index: i,
+                id: c.call_id.clone(),
+                kind: "function",
+                function: FunctionBody {
+                    name: c.name.clone(),
+                    arguments: c.arguments.clone(),
+                },
+            })
+            .collect();
+        let delta = Delta {
+            tool_calls: Some(tool_calls),
+            ..Delta::default()
+        };
+        let choice = ChatChunkChoice {
+            index,
+            delta,
+            logprobs: None,
+            finish_reason: None,
+        };
+        self.chat(vec![choice], self.usage_field())
     }
 
     /// Last chunk of a choice: empty delta (or text) and the finish reason.

@@ -21,10 +21,12 @@ use super::openai::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatLogprobs, ChatTokenLogprob, Completion,
     CompletionChoice, CompletionLogprobs, UsageBody,
 };
+use super::output_format;
 use super::prompt;
 use super::sse;
 use super::validate::{self, Checked, Endpoint};
 use super::{AppState, Ready};
+use crate::structured::CompiledGrammar;
 
 /// `POST /v1/chat/completions`.
 pub async fn chat(State(state): State<AppState>, req: Request) -> Response {
@@ -72,8 +74,22 @@ async fn chat_inner(state: &AppState, ctx: Call, req: Request) -> Result<Respons
     let CheckedChat { checked, messages } =
         check::chat(&bytes, &ready.model.info.id, &state.limits)?;
     let model = ready.model.clone();
-    let ids = prompt::blocking(move || prompt::chat_ids(&model, &messages)).await?;
-    run(state, ready, &ctx, Endpoint::Chat, vec![ids], checked).await
+    let grammar = checked.grammar.clone();
+    let (ids, grammar) = prompt::blocking(move || {
+        let ids = prompt::chat_ids(&model, &messages)?;
+        Ok((ids, output_format::compile(&model, grammar.as_ref())?))
+    })
+    .await?;
+    run(
+        state,
+        ready,
+        &ctx,
+        Endpoint::Chat,
+        vec![ids],
+        checked,
+        grammar,
+    )
+    .await
 }
 
 async fn completions_inner(
@@ -88,8 +104,14 @@ async fn completions_inner(
         prompt: input,
     } = check::completion(&bytes, &ready.model.info.id, &state.limits)?;
     let model = ready.model.clone();
-    let prompts = prompt::blocking(move || prompt::completion_ids(&model, input)).await?;
-    run(state, ready, &ctx, Endpoint::Completion, prompts, checked).await
+    let grammar = checked.grammar.clone();
+    let (prompts, grammar) = prompt::blocking(move || {
+        let prompts = prompt::completion_ids(&model, input)?;
+        Ok((prompts, output_format::compile(&model, grammar.as_ref())?))
+    })
+    .await?;
+    let endpoint = Endpoint::Completion;
+    run(state, ready, &ctx, endpoint, prompts, checked, grammar).await
 }
 
 /// Resolves max_tokens per prompt, submits, and answers as SSE or one JSON body.
@@ -100,8 +122,13 @@ async fn run(
     endpoint: Endpoint,
     prompts: Vec<Vec<u32>>,
     checked: Checked,
+    grammar: Option<CompiledGrammar>,
 ) -> Result<Response, ApiError> {
     let info = &ready.model.info;
+    output_format::check_bias_ids(
+        &checked.params.logit_bias,
+        ready.model.tokenizer.vocab_size(),
+    )?;
     let jobs = prompts
         .into_iter()
         .map(|ids| {
@@ -115,7 +142,11 @@ async fn run(
             )?;
             let mut params = checked.params.clone();
             params.max_tokens = m;
-            Ok(PromptJob { ids, params })
+            Ok(PromptJob {
+                ids,
+                params,
+                grammar: grammar.clone(),
+            })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
     let hooks = ctx.hooks.as_ref();
@@ -146,9 +177,12 @@ async fn run(
         };
         let keep_alive = state.limits.sse_keep_alive;
         let cutoff = hooks.map(|h| &h.cutoff);
-        return Ok(sse::response(
-            generation, chunks, logprobs, checked.n, keep_alive, cutoff,
-        ));
+        let shape = sse::Shape {
+            logprobs,
+            n: checked.n,
+            shapers: Vec::new(),
+        };
+        return Ok(sse::response(generation, chunks, shape, keep_alive, cutoff));
     }
     let outputs = generate::collect(generation).await?;
     let usage = UsageBody::from_choices(
@@ -197,7 +231,8 @@ fn chat_body(
             }),
             message: AssistantMessage {
                 role: "assistant",
-                content: o.text,
+                content: Some(o.text),
+                tool_calls: None,
             },
             finish_reason: o.finish_reason.map(|f| f.as_str()),
         })

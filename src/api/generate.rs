@@ -18,6 +18,7 @@ use crate::engine::types::{
     FinishReason, GenerateRequest, SamplingParams, TokenEvent, TokenLogprob, Usage,
 };
 use crate::metrics::{ITL_SECONDS, REQUEST_SECONDS, TTFT_SECONDS};
+use crate::structured::CompiledGrammar;
 
 /// One prompt, ready for the engine: its token ids and its sampling parameters
 /// (`max_tokens` resolved for this prompt).
@@ -27,6 +28,8 @@ pub struct PromptJob {
     pub ids: Vec<u32>,
     /// Sampling parameters shared by the prompt's `n` choices (seed offset per choice).
     pub params: SamplingParams,
+    /// The compiled output grammar, forked for each choice.
+    pub grammar: Option<CompiledGrammar>,
 }
 
 /// The live event streams of one request's sequences.
@@ -69,6 +72,7 @@ impl Generation {
                     prompt_ids: job.ids.clone(),
                     params,
                     events: tx,
+                    constraint: job.grammar.as_ref().map(|g| Box::new(g.fork())),
                 });
                 receivers.push(Some(rx));
             }

@@ -36,11 +36,14 @@ mod info;
 pub mod middleware;
 pub mod ollama;
 pub mod openai;
+pub mod output_format;
 pub mod playground;
 mod prompt;
 pub mod rate_limit;
 pub mod response_cache;
+pub mod responses;
 pub mod serve;
+pub mod shaper;
 pub mod sse;
 pub mod validate;
 
@@ -220,6 +223,7 @@ pub fn router_with(state: AppState, guard: guard::Guard) -> Router {
     let app = ollama::routes(playground::routes(Router::new()))
         .route("/v1/chat/completions", post(completions::chat))
         .route("/v1/completions", post(completions::completions))
+        .route("/v1/responses", post(responses::create))
         .route("/v1/embeddings", post(encoder::embeddings::embeddings))
         .route("/rerank", post(encoder::rerank::rerank_tei))
         .route("/v1/rerank", post(encoder::rerank::rerank_cohere))

@@ -20,9 +20,18 @@ where
 
 /// Renders the conversation with the generation prompt and tokenizes it.
 pub fn chat_ids(model: &ServedModel, messages: &[ChatMessage]) -> Result<Vec<u32>, ApiError> {
+    chat_ids_with_tools(model, messages, None)
+}
+
+/// [`chat_ids`] with the template's `tools` variable set (OpenAI's tool list).
+pub fn chat_ids_with_tools(
+    model: &ServedModel,
+    messages: &[ChatMessage],
+    tools: Option<&serde_json::Value>,
+) -> Result<Vec<u32>, ApiError> {
     let text = model
         .template
-        .render(messages, true)
+        .render_with(messages, tools, true, &serde_json::Map::new())
         .map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))?;
     let mut ids = encode(model, &text, "messages")?;
     // Templates that write `{{ bos_token }}` themselves would otherwise get a second BOS

@@ -50,6 +50,7 @@ struct GreedyParams<'a> {
     max_tokens: usize,
     stop: &'a [String],
     ignore_eos: bool,
+    logit_bias: &'a [(u32, f32)],
 }
 
 /// `Some` when `p` is greedy (temperature 0, or top_k 1): the fields that matter.
@@ -68,6 +69,7 @@ fn greedy(p: &SamplingParams) -> Option<GreedyParams<'_>> {
         max_tokens,
         stop,
         ignore_eos,
+        logit_bias,
     } = p;
     let argmax = *temperature <= 0.0;
     (argmax || *top_k == 1).then_some(GreedyParams {
@@ -80,6 +82,7 @@ fn greedy(p: &SamplingParams) -> Option<GreedyParams<'_>> {
         max_tokens: *max_tokens,
         stop,
         ignore_eos: *ignore_eos,
+        logit_bias,
     })
 }
 
@@ -100,6 +103,11 @@ pub fn key(
     n: usize,
     jobs: &[PromptJob],
 ) -> Option<CacheKey> {
+    // A grammar changes the output but is not part of the key: such requests are not
+    // cached.
+    if jobs.iter().any(|j| j.grammar.is_some()) {
+        return None;
+    }
     let prompts = jobs
         .iter()
         .map(|j| greedy(&j.params).map(|g| (j.ids.as_slice(), g)))
@@ -259,6 +267,7 @@ mod tests {
         };
         f(&mut params);
         PromptJob {
+            grammar: None,
             ids: ids.to_vec(),
             params,
         }

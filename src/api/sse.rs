@@ -25,7 +25,8 @@ use super::events::{Drain, Step};
 use super::generate::Generation;
 use super::middleware::deferred;
 use super::openai::UsageBody;
-use crate::engine::types::Usage;
+use super::shaper::Shaper;
+use crate::engine::types::{FinishReason, Usage};
 
 /// Per-response streaming state, advanced one engine step at a time.
 struct StreamState {
@@ -37,6 +38,8 @@ struct StreamState {
     logprobs: bool,
     n: usize,
     finished: bool,
+    /// Per choice: holds back what may be a tool call (taken when the choice ends).
+    shapers: Vec<Option<Shaper>>,
 }
 
 impl StreamState {
@@ -63,6 +66,7 @@ impl StreamState {
                 text,
                 logprob,
             }) => {
+                let text = self.shape(i, &text);
                 if !text.is_empty() || self.logprobs {
                     let offset = self.offsets.get(i).copied().unwrap_or(0);
                     let data = self.chunks.content(i, text, logprob.as_ref(), offset);
@@ -78,9 +82,23 @@ impl StreamState {
                 finish_reason,
                 usage,
             }) => {
+                let mut text = self.shape(i, &text);
+                let shaped = self
+                    .shapers
+                    .get_mut(i)
+                    .and_then(Option::take)
+                    .map(Shaper::finish)
+                    .unwrap_or_default();
+                text.push_str(&shaped.content);
                 if !text.is_empty() {
                     let data = self.chunks.content(i, text, None, 0);
                     self.push(data);
+                }
+                let mut finish_reason = finish_reason;
+                if !shaped.calls.is_empty() {
+                    let data = self.chunks.tool_calls(i, &shaped.calls);
+                    self.push(data);
+                    finish_reason = FinishReason::ToolCalls;
                 }
                 let data = self.chunks.finish(i, finish_reason);
                 self.push(data);
@@ -105,6 +123,14 @@ impl StreamState {
         }
     }
 
+    /// Choice `i`'s text as far as it can be released (all of it without tools).
+    fn shape(&mut self, i: usize, text: &str) -> String {
+        match self.shapers.get_mut(i).and_then(Option::as_mut) {
+            Some(s) => s.push(text),
+            None => text.to_string(),
+        }
+    }
+
     /// Queues `[DONE]`; the drain has already released the receivers.
     fn end(&mut self) {
         self.push("[DONE]".to_string());
@@ -112,18 +138,33 @@ impl StreamState {
     }
 }
 
-/// The SSE response of a submitted generation. `logprobs` keeps empty-text token
-/// chunks (they carry a logprob); `n` is choices per prompt (for usage totals);
-/// `cutoff` ends the stream early with an error event.
+/// How a stream is shaped: logprobs kept, choices per prompt, per-choice shapers.
+pub struct Shape {
+    /// Keep empty-text token chunks (they carry a logprob).
+    pub logprobs: bool,
+    /// Choices per prompt (for usage totals).
+    pub n: usize,
+    /// One per choice (tool-call parsing), or empty for plain text.
+    pub shapers: Vec<Shaper>,
+}
+
+/// The SSE response of a submitted generation; `cutoff` ends the stream early with an
+/// error event.
 pub fn response(
     generation: Generation,
     chunks: ChunkBuilder,
-    logprobs: bool,
-    n: usize,
+    shape: Shape,
     keep_alive: Duration,
     cutoff: Option<&Cutoff>,
 ) -> Response {
+    let Shape {
+        logprobs,
+        n,
+        shapers,
+    } = shape;
     let total = generation.len();
+    let mut shapers: Vec<Option<Shaper>> = shapers.into_iter().map(Some).collect();
+    shapers.resize_with(total, || None);
     let mut state = StreamState {
         drain: Drain::new(generation, cutoff),
         chunks,
@@ -133,6 +174,7 @@ pub fn response(
         logprobs,
         n,
         finished: false,
+        shapers,
     };
     for i in 0..total {
         if let Some(data) = state.chunks.role(i) {

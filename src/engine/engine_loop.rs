@@ -8,7 +8,7 @@
 //! sequence that has never run is neither started nor failed for not fitting; it waits
 //! (or is failed by `fail_held_back` when the engine shuts down during the pause).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -25,6 +25,8 @@ use crate::model::decoder::{Runner, StepOutput};
 use crate::model::paged_attention::SeqSpan;
 use crate::model::tokenizer::ModelTokenizer;
 use crate::model::transformer::BatchInput;
+use crate::structured::Constraint;
+use rayon::prelude::*;
 
 /// Everything the engine thread owns.
 pub struct Engine {
@@ -162,6 +164,7 @@ impl Engine {
                 events: req.events,
                 queued: true,
                 arrived: Instant::now(),
+                constraint: req.constraint,
             },
         );
     }
@@ -222,12 +225,12 @@ impl Engine {
         let greedy = plan.scheduled.iter().filter(|s| s.samples).all(|s| {
             self.seqs
                 .get(&s.id)
-                .is_some_and(|q| q.params.is_plain_greedy())
+                .is_some_and(|q| q.params.is_plain_greedy() && q.constraint.is_none())
         });
         let out = if greedy {
             self.runner.forward_greedy(&input)
         } else {
-            self.runner.forward(&input).map(StepOutput::Logits)
+            self.forward_with_masks(&plan, &input)
         };
         match out {
             Ok(out) => self.sample_all(&plan, out),
@@ -284,15 +287,70 @@ impl Engine {
         input
     }
 
+    /// The forward, with the grammar masks of this step's constrained sampling rows
+    /// computed on another thread meanwhile (the forward stays on the engine thread,
+    /// which owns the device context). Mask time hides behind the forward up to its
+    /// length; only the excess shows in the step time.
+    fn forward_with_masks(
+        &mut self,
+        plan: &StepPlan,
+        input: &BatchInput,
+    ) -> anyhow::Result<StepOutput> {
+        let sampling: HashSet<SeqId> = plan
+            .scheduled
+            .iter()
+            .filter(|s| s.samples)
+            .map(|s| s.id)
+            .collect();
+        let mut constraints: Vec<&mut Constraint> = self
+            .seqs
+            .iter_mut()
+            .filter(|(id, _)| sampling.contains(id))
+            .filter_map(|(_, s)| s.constraint.as_deref_mut())
+            .collect();
+        let runner = &mut self.runner;
+        if constraints.is_empty() {
+            return runner.forward(input).map(StepOutput::Logits);
+        }
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            let masks = scope.spawn(move || {
+                constraints.par_iter_mut().for_each(|c| c.prepare_mask());
+                started.elapsed()
+            });
+            let out = runner.forward(input).map(StepOutput::Logits);
+            let forward = started.elapsed();
+            if let Ok(mask_time) = masks.join() {
+                metrics::histogram!(m::GRAMMAR_MASK_SECONDS).record(mask_time.as_secs_f64());
+                let stall = mask_time.saturating_sub(forward);
+                metrics::histogram!(m::GRAMMAR_STALL_SECONDS).record(stall.as_secs_f64());
+            }
+            out
+        })
+    }
+
     fn sample_all(&mut self, plan: &StepPlan, out: StepOutput) {
         let sampling = plan.scheduled.iter().filter(|s| s.samples).map(|s| s.id);
         match out {
             StepOutput::Logits(rows) => {
                 for (id, mut row) in sampling.zip(rows) {
-                    if let Some(seq) = self.seqs.get_mut(&id) {
-                        let sampled = seq.sampler.sample(&mut row, &seq.params);
-                        self.take(id, sampled);
+                    let Some(seq) = self.seqs.get_mut(&id) else {
+                        continue;
+                    };
+                    let closing = seq.closing_time(self.max_seq_len);
+                    if let Some(c) = &mut seq.constraint {
+                        let eog = &self.tokenizer.eog_ids;
+                        if let Err(e) = c.apply(&mut row, eog) {
+                            seq.fail(e);
+                            self.remove(id);
+                            continue;
+                        }
+                        if closing {
+                            c.steer_to_close(&mut row, eog);
+                        }
                     }
+                    let sampled = seq.sampler.sample(&mut row, &seq.params);
+                    self.take(id, sampled);
                 }
             }
             StepOutput::Tokens(tokens) => {
@@ -330,6 +388,7 @@ impl Engine {
                 metrics::counter!(m::CANCELLED_TOTAL).increment(1);
                 self.remove(id);
             }
+            Progress::Failed => self.remove(id),
         }
     }
 

@@ -1,4 +1,4 @@
-//! Turning one row of logits into the next token: penalties, temperature, top-k,
+//! Turning one row of logits into the next token: logit bias, penalties, temperature, top-k,
 //! top-p, min-p, a per-sequence seeded RNG, and log-probabilities.
 //!
 //! Invariants: temperature 0 is argmax (lowest id wins ties) and draws no randomness;
@@ -49,6 +49,11 @@ impl SamplerState {
 
     /// Picks the next token from `logits` (modified in place).
     pub fn sample(&mut self, logits: &mut [f32], p: &SamplingParams) -> Sampled {
+        for &(id, bias) in &p.logit_bias {
+            if let Some(l) = logits.get_mut(id as usize) {
+                *l += bias;
+            }
+        }
         self.apply_penalties(logits, p);
         if p.temperature > 0.0 {
             let inv = 1.0 / p.temperature;
@@ -234,5 +239,25 @@ mod tests {
         assert_eq!(s.sample(&mut [1.0, 0.5], &p).id, 1);
         assert_eq!(s.sample(&mut [-0.1, -0.2], &p).id, 1);
         assert!(!p.is_plain_greedy());
+    }
+
+    #[test]
+    fn logit_bias_moves_and_bans_tokens() {
+        let mut s = SamplerState::new(Some(1));
+        let p = SamplingParams {
+            temperature: 0.0,
+            logit_bias: vec![(0, -100.0), (2, 5.0)],
+            ..params()
+        };
+        assert!(!p.is_plain_greedy());
+        assert_eq!(s.sample(&mut [3.0, 1.0, -1.0], &p).id, 2);
+        let hot = SamplingParams {
+            temperature: 1.0,
+            logit_bias: vec![(0, -100.0)],
+            ..params()
+        };
+        for _ in 0..50 {
+            assert_ne!(s.sample(&mut [3.0, 1.0, 1.0], &hot).id, 0);
+        }
     }
 }

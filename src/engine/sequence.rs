@@ -10,6 +10,7 @@ use super::sampler::{Sampled, SamplerState};
 use super::text_stream::TextStream;
 use super::types::{FinishReason, SamplingParams, TokenEvent, TokenLogprob, TopLogprob, Usage};
 use crate::model::tokenizer::ModelTokenizer;
+use crate::structured::Constraint;
 
 /// A sequence owned by the engine thread.
 pub struct Sequence {
@@ -33,6 +34,8 @@ pub struct Sequence {
     pub queued: bool,
     /// When the engine received it.
     pub arrived: Instant,
+    /// The grammar the output follows, if any.
+    pub constraint: Option<Box<Constraint>>,
 }
 
 /// What happened to a sequence after a token was appended.
@@ -44,12 +47,27 @@ pub enum Progress {
     Finished(FinishReason),
     /// The client went away.
     Disconnected,
+    /// The sequence failed (its `Error` was sent).
+    Failed,
 }
 
 impl Sequence {
     /// Tokens generated so far.
     pub fn generated(&self) -> usize {
         self.tokens.len() - self.prompt_len
+    }
+
+    /// Tokens it may still generate (the smaller of `max_tokens` and the context).
+    pub fn remaining(&self, max_len: usize) -> usize {
+        let by_limit = self.params.max_tokens.saturating_sub(self.generated());
+        by_limit.min(max_len.saturating_sub(self.tokens.len()))
+    }
+
+    /// Whether a constrained JSON output should now be steered shut: within the last
+    /// quarter of its budget (at least 8 and at most 64 tokens before the end).
+    pub fn closing_time(&self, max_len: usize) -> bool {
+        let reserve = (self.params.max_tokens / 4).clamp(8, 64);
+        self.remaining(max_len) <= reserve
     }
 
     fn usage(&self) -> Usage {
@@ -68,6 +86,12 @@ impl Sequence {
         if eog {
             return self.finish(FinishReason::Stop);
         }
+        if let Some(c) = &mut self.constraint
+            && let Err(e) = c.commit(s.id)
+        {
+            self.fail(e);
+            return Progress::Failed;
+        }
         let pushed = self.text.push(tok.token_bytes(s.id));
         let logprob = s
             .logprobs
@@ -80,7 +104,8 @@ impl Sequence {
         if self.events.send(event).is_err() {
             return Progress::Disconnected;
         }
-        if pushed.stopped {
+        // A complete grammar allows nothing more: the output is done.
+        if pushed.stopped || self.constraint.as_ref().is_some_and(|c| c.is_finished()) {
             return self.finish(FinishReason::Stop);
         }
         if self.generated() >= self.params.max_tokens || self.tokens.len() >= max_len {
@@ -192,6 +217,7 @@ mod tests {
             events,
             queued: false,
             arrived: Instant::now(),
+            constraint: None,
         };
         (seq, rx)
     }

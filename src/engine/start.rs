@@ -234,13 +234,10 @@ fn build_llm(
     let runner = Runner::new(model.llama, num_blocks, cfg.block_size)?;
     let tokenizer = Arc::new(model.tokenizer);
     let engine = Engine::new(runner, scheduler, tokenizer.clone(), stats, max_seq_len);
-    let served = Arc::new(ServedModel {
-        info: ModelInfo {
-            context_length: max_seq_len,
-            ..info
-        },
-        tokenizer,
-        template: model.template,
-    });
+    let info = ModelInfo {
+        context_length: max_seq_len,
+        ..info
+    };
+    let served = Arc::new(ServedModel::new(info, tokenizer, model.template));
     Ok((engine, served, num_blocks * block_bytes))
 }

@@ -6,6 +6,8 @@
 
 use tokio::sync::mpsc;
 
+use crate::structured::Constraint;
+
 /// Resolved, validated sampling parameters of one sequence.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
@@ -35,6 +37,9 @@ pub struct SamplingParams {
     pub stop: Vec<String>,
     /// Ignore end-of-generation tokens (benchmarks).
     pub ignore_eos: bool,
+    /// Added to these tokens' logits before anything else (OpenAI `logit_bias`,
+    /// already checked: ids in the vocabulary, biases in [-100, 100]).
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl SamplingParams {
@@ -46,6 +51,7 @@ impl SamplingParams {
             && self.presence_penalty == 0.0
             && self.frequency_penalty == 0.0
             && self.repetition_penalty == 1.0
+            && self.logit_bias.is_empty()
     }
 }
 
@@ -64,6 +70,7 @@ impl Default for SamplingParams {
             max_tokens: 16,
             stop: Vec::new(),
             ignore_eos: false,
+            logit_bias: Vec::new(),
         }
     }
 }
@@ -79,6 +86,8 @@ pub struct GenerateRequest {
     pub params: SamplingParams,
     /// Where the engine sends this sequence's events. Dropping the receiver aborts it.
     pub events: mpsc::UnboundedSender<TokenEvent>,
+    /// The grammar its output must follow (structured outputs, forced tool calls).
+    pub constraint: Option<Box<Constraint>>,
 }
 
 /// Log-probability of one token, with the most likely alternatives at that position.
@@ -114,6 +123,9 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` or the context length reached.
     Length,
+    /// The output was tool calls (decided by the API layer, which parses them; the
+    /// engine itself never reports it).
+    ToolCalls,
 }
 
 impl FinishReason {
@@ -122,6 +134,7 @@ impl FinishReason {
         match self {
             FinishReason::Stop => "stop",
             FinishReason::Length => "length",
+            FinishReason::ToolCalls => "tool_calls",
         }
     }
 }

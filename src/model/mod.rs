@@ -45,4 +45,18 @@ pub struct ServedModel {
     pub tokenizer: Arc<ModelTokenizer>,
     /// Chat template.
     pub template: ChatTemplate,
+    /// Grammars for constrained decoding, over this model's vocabulary.
+    pub grammar: crate::structured::GrammarCompiler,
+}
+
+impl ServedModel {
+    /// The text side of a model: its grammar compiler is built from `tokenizer`.
+    pub fn new(info: ModelInfo, tokenizer: Arc<ModelTokenizer>, template: ChatTemplate) -> Self {
+        Self {
+            info,
+            grammar: crate::structured::GrammarCompiler::new(tokenizer.clone()),
+            tokenizer,
+            template,
+        }
+    }
 }

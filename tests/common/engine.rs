@@ -54,6 +54,7 @@ pub fn submit(
         prompt_ids: prompt.to_vec(),
         params,
         events: tx,
+        constraint: None,
     };
     h.submit(vec![req]).expect("submit");
     rx

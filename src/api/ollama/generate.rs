@@ -21,10 +21,12 @@ use crate::api::body::{parse_json, read_bytes};
 use crate::api::completions::{Call, ctx_of};
 use crate::api::error::ApiError;
 use crate::api::generate::{Generation, PromptJob};
+use crate::api::output_format;
 use crate::api::prompt;
 use crate::api::validate::{self, PromptInput};
 use crate::api::{AppState, Ready};
 use crate::model::chat_template::ChatMessage;
+use crate::structured::CompiledGrammar;
 
 /// `POST /api/chat`.
 pub async fn chat(State(state): State<AppState>, req: Request) -> Response {
@@ -45,7 +47,7 @@ pub async fn generate(State(state): State<AppState>, req: Request) -> Response {
 async fn chat_inner(state: &AppState, call: Call, req: Request) -> Result<Response, ApiError> {
     let body: ChatRequest = parse_json(&read_bytes(req, state.limits.max_body_bytes).await?)?;
     let ready = models::llm(state, &body.model)?;
-    structured_output(body.format.as_ref())?;
+    let format = structured_output(body.format.as_ref())?;
     refuse_if(body.tools.as_ref(), "tools", "")?;
     refuse_if(body.think.as_ref(), "think", " (this model does not think)")?;
     let opts = options::resolve(body.options.as_ref(), body.stream, &state.limits)?;
@@ -54,8 +56,13 @@ async fn chat_inner(state: &AppState, call: Call, req: Request) -> Result<Respon
     }
     let messages = chat_messages(&body.messages)?;
     let model = ready.model.clone();
-    let ids = prompt::blocking(move || prompt::chat_ids(&model, &messages)).await?;
-    run(state, ready, &call, Kind::Chat, &body.model, ids, &opts).await
+    let (ids, grammar) = prompt::blocking(move || {
+        let ids = prompt::chat_ids(&model, &messages)?;
+        Ok((ids, output_format::compile(&model, format.as_ref())?))
+    })
+    .await?;
+    let job = Submit { ids, grammar };
+    run(state, ready, &call, Kind::Chat, &body.model, job, &opts).await
 }
 
 /// Ollama's messages: text only (a message with `images` is refused), roles as OpenAI's.
@@ -74,7 +81,7 @@ fn chat_messages(messages: &[Value]) -> Result<Vec<ChatMessage>, ApiError> {
 async fn generate_inner(state: &AppState, call: Call, req: Request) -> Result<Response, ApiError> {
     let body: GenerateRequest = parse_json(&read_bytes(req, state.limits.max_body_bytes).await?)?;
     let ready = models::llm(state, &body.model)?;
-    structured_output(body.format.as_ref())?;
+    let format = structured_output(body.format.as_ref())?;
     let string = |s: &Option<String>| s.clone().map(Value::String);
     refuse_if(
         string(&body.suffix).as_ref(),
@@ -103,21 +110,31 @@ async fn generate_inner(state: &AppState, call: Call, req: Request) -> Result<Re
         ));
     }
     let model = ready.model.clone();
-    let ids = if body.raw == Some(true) {
-        prompt::blocking(move || {
+    let raw = body.raw == Some(true);
+    let system = body.system.filter(|s| !s.is_empty());
+    let (ids, grammar) = prompt::blocking(move || {
+        let ids = if raw {
             let mut all = prompt::completion_ids(&model, PromptInput::Texts(vec![text]))?;
-            Ok(all.pop().unwrap_or_default())
-        })
-        .await?
-    } else {
-        let mut messages = Vec::new();
-        if let Some(system) = body.system.filter(|s| !s.is_empty()) {
-            messages.push(ChatMessage::text("system", &system));
-        }
-        messages.push(ChatMessage::text("user", &text));
-        prompt::blocking(move || prompt::chat_ids(&model, &messages)).await?
-    };
-    run(state, ready, &call, Kind::Generate, &body.model, ids, &opts).await
+            all.pop().unwrap_or_default()
+        } else {
+            let mut messages = Vec::new();
+            if let Some(system) = system {
+                messages.push(ChatMessage::text("system", &system));
+            }
+            messages.push(ChatMessage::text("user", &text));
+            prompt::chat_ids(&model, &messages)?
+        };
+        Ok((ids, output_format::compile(&model, format.as_ref())?))
+    })
+    .await?;
+    let job = Submit { ids, grammar };
+    run(state, ready, &call, Kind::Generate, &body.model, job, &opts).await
+}
+
+/// One prompt's token ids and its compiled `format`, if any.
+struct Submit {
+    ids: Vec<u32>,
+    grammar: Option<CompiledGrammar>,
 }
 
 /// Submits one prompt and answers as an NDJSON stream or one body.
@@ -127,13 +144,17 @@ async fn run(
     call: &Call,
     kind: Kind,
     model: &str,
-    ids: Vec<u32>,
+    Submit { ids, grammar }: Submit,
     opts: &Resolved,
 ) -> Result<Response, ApiError> {
     let context = ready.model.info.context_length;
     let mut params = opts.checked.params.clone();
     params.max_tokens = opts.max_tokens(ids.len(), context, state.limits.max_tokens_cap)?;
-    let job = PromptJob { ids, params };
+    let job = PromptJob {
+        ids,
+        params,
+        grammar,
+    };
     let (id, arrival) = (&call.request.id, call.request.arrival);
     let generation = Generation::start(&ready.engine, &[job], 1, id, arrival)?;
     let timings = Timings::new(arrival);

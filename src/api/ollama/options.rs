@@ -2,8 +2,8 @@
 //! OpenAI routes use (so ranges and messages are one piece of code): Ollama's defaults
 //! where an option is absent (temperature 0.8, top_k 40, top_p 0.9, repeat_penalty 1.1,
 //! num_predict -1 = until the context is full), `num_ctx` as a cap on the context.
-//! Also the request features ferrite refuses: `format` (structured output), `images`,
-//! `tools`, `think`.
+//! `format` (structured output) maps onto the shared grammar machinery. Also the
+//! request features ferrite refuses: `images`, `tools`, `think`.
 
 use serde_json::Value;
 
@@ -11,6 +11,7 @@ use super::request::Options;
 use crate::api::ApiLimits;
 use crate::api::error::ApiError;
 use crate::api::openai::CommonFields;
+use crate::api::output_format::OutputGrammar;
 use crate::api::validate::{self, Checked, Endpoint};
 
 /// Ollama's defaults for options a request leaves out.
@@ -109,19 +110,10 @@ impl Resolved {
     }
 }
 
-/// `format`: structured output. The one place that decides what `format` does; it
-/// answers 400 until ferrite has constrained decoding to point it at.
-pub fn structured_output(format: Option<&Value>) -> Result<(), ApiError> {
-    match format {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::String(s)) if s.is_empty() => Ok(()),
-        Some(_) => Err(ApiError::invalid(
-            "structured output not supported yet: `format` (\"json\" or a JSON schema) \
-             cannot be honoured by this server; leave it out.",
-            Some("format"),
-        )
-        .with_code("unsupported_parameter")),
-    }
+/// `format`: structured output (`"json"` or a JSON schema), through the same grammar
+/// machinery as OpenAI's `response_format`.
+pub fn structured_output(format: Option<&Value>) -> Result<Option<OutputGrammar>, ApiError> {
+    crate::api::output_format::ollama_format(format)
 }
 
 fn present(v: Option<&Value>) -> bool {
@@ -216,13 +208,16 @@ mod tests {
     }
 
     #[test]
-    fn format_images_and_tools_are_refused() {
-        assert!(structured_output(None).is_ok());
-        assert!(structured_output(Some(&json!(""))).is_ok());
-        for f in [json!("json"), json!({"type": "object"})] {
-            let e = structured_output(Some(&f)).unwrap_err();
-            assert!(e.message.contains("structured output not supported yet"));
-        }
+    fn format_maps_to_a_grammar_and_images_and_tools_are_refused() {
+        assert_eq!(structured_output(None).unwrap(), None);
+        assert_eq!(structured_output(Some(&json!(""))).unwrap(), None);
+        let json = structured_output(Some(&json!("json"))).unwrap().unwrap();
+        assert_eq!(json.spec, crate::structured::GrammarSpec::JsonObject);
+        let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+        let g = structured_output(Some(&schema)).unwrap().unwrap();
+        assert_eq!(g.spec, crate::structured::GrammarSpec::JsonSchema(schema));
+        let e = structured_output(Some(&json!("yaml"))).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("format"));
         assert!(refuse_if(Some(&json!([])), "images", "").is_ok());
         assert!(refuse_if(Some(&json!(false)), "think", "").is_ok());
         assert!(refuse_if(Some(&json!(["aGk="])), "images", "").is_err());

@@ -41,8 +41,33 @@ pub struct CommonFields {
     pub ignore_eos: Option<bool>,
     /// End-user id; accepted and ignored.
     pub user: Option<Value>,
-    /// Unsupported unless empty.
+    /// Token id (as a string) -> bias in [-100, 100].
     pub logit_bias: Option<Value>,
+    /// `{"type": "text" | "json_object" | "json_schema", ...}` (both endpoints, as vLLM).
+    pub response_format: Option<Value>,
+    /// vLLM: output matches this JSON schema.
+    pub guided_json: Option<Value>,
+    /// vLLM: output matches this regular expression.
+    pub guided_regex: Option<Value>,
+    /// vLLM: output is one of these strings.
+    pub guided_choice: Option<Value>,
+    /// vLLM: output follows this Lark grammar.
+    pub guided_grammar: Option<Value>,
+    /// vLLM's newer spelling: `{"json" | "regex" | "choice" | "grammar": ...}`.
+    pub structured_outputs: Option<Value>,
+}
+
+impl CommonFields {
+    /// The vLLM-style constraint fields.
+    pub fn guided(&self) -> crate::api::output_format::Guided<'_> {
+        crate::api::output_format::Guided {
+            json: self.guided_json.as_ref(),
+            regex: self.guided_regex.as_ref(),
+            choice: self.guided_choice.as_ref(),
+            grammar: self.guided_grammar.as_ref(),
+            structured_outputs: self.structured_outputs.as_ref(),
+        }
+    }
 }
 
 /// `stream_options`.
@@ -74,8 +99,6 @@ pub struct ChatRequest {
     pub functions: Option<Value>,
     /// Unsupported (except `"none"`).
     pub function_call: Option<Value>,
-    /// Only `{"type": "text"}`.
-    pub response_format: Option<Value>,
     /// Unsupported.
     pub audio: Option<Value>,
     /// Only `["text"]`.

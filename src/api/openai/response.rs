@@ -139,8 +139,11 @@ impl CompletionLogprobs {
 pub struct AssistantMessage {
     /// Always `assistant`.
     pub role: &'static str,
-    /// Generated text.
-    pub content: String,
+    /// Generated text (`null` when the message is only tool calls).
+    pub content: Option<String>,
+    /// The tool calls the model made, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallBody>>,
 }
 
 /// One choice of `chat.completion`.
@@ -214,6 +217,58 @@ pub struct Delta {
     /// New text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// Tool calls (each whole in one chunk: id, name and arguments).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallChunk>>,
+}
+
+/// One tool call in a chunk's `delta.tool_calls`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolCallChunk {
+    /// Position of the call within the message.
+    pub index: usize,
+    /// `call_…`.
+    pub id: String,
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Name and arguments.
+    pub function: FunctionBody,
+}
+
+/// A called function: its name and JSON arguments as text.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FunctionBody {
+    /// Function name.
+    pub name: String,
+    /// Arguments, JSON text.
+    pub arguments: String,
+}
+
+/// One entry of a message's `tool_calls`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToolCallBody {
+    /// `call_…`.
+    pub id: String,
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Name and arguments.
+    pub function: FunctionBody,
+}
+
+impl ToolCallBody {
+    /// From a shaped call.
+    pub fn from_call(c: &crate::api::responses::object::FunctionCall) -> Self {
+        Self {
+            id: c.call_id.clone(),
+            kind: "function",
+            function: FunctionBody {
+                name: c.name.clone(),
+                arguments: c.arguments.clone(),
+            },
+        }
+    }
 }
 
 /// One choice of a `chat.completion.chunk`.

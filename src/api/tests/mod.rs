@@ -186,16 +186,13 @@ async fn start_inner(
     let (engine, seen) = fake_engine(max_waiting);
     let ready = Arc::new(OnceLock::new());
     if loaded {
-        let model = ServedModel {
-            info: ModelInfo {
-                id: "tiny".into(),
-                context_length: 2048,
-                device: "cpu".into(),
-                created: 1,
-            },
-            tokenizer: Arc::new(tokenizer()),
-            template,
+        let info = ModelInfo {
+            id: "tiny".into(),
+            context_length: 2048,
+            device: "cpu".into(),
+            created: 1,
         };
+        let model = ServedModel::new(info, Arc::new(tokenizer()), template);
         let _ = ready.set(Ready {
             model: Arc::new(model),
             engine,

@@ -10,6 +10,7 @@ pub use input::{PromptInput, messages, prompt};
 use super::ApiLimits;
 use super::error::ApiError;
 use super::openai::{ChatRequest, CommonFields, CompletionRequest};
+use super::output_format::{self, OutputGrammar};
 use crate::engine::types::SamplingParams;
 use serde_json::Value;
 
@@ -45,6 +46,8 @@ pub struct Checked {
     pub stream: bool,
     /// `stream_options.include_usage`.
     pub include_usage: bool,
+    /// The output constraint, if the request asked for one.
+    pub grammar: Option<OutputGrammar>,
 }
 
 /// 404 unless `requested` is absent or the served id.
@@ -83,11 +86,6 @@ pub fn common(
     logprobs: Option<usize>,
     limits: &ApiLimits,
 ) -> Result<Checked, ApiError> {
-    if let Some(bias) = &c.logit_bias
-        && !is_empty(bias)
-    {
-        return Err(ApiError::unsupported("logit_bias", ""));
-    }
     let top_p = range(c.top_p, "top_p", 0.0, 1.0, 1.0)?;
     if top_p <= 0.0 {
         return Err(ApiError::invalid(
@@ -122,7 +120,9 @@ pub fn common(
         max_tokens: 0,
         stop: stop(c.stop.as_ref())?,
         ignore_eos: c.ignore_eos.unwrap_or(false),
+        logit_bias: output_format::logit_bias(c.logit_bias.as_ref())?,
     };
+    let grammar = output_format::requested(c.response_format.as_ref(), c.guided())?;
     Ok(Checked {
         params,
         max_tokens: max_tokens.map(|(v, name)| positive(v, name)).transpose()?,
@@ -133,6 +133,7 @@ pub fn common(
             .as_ref()
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
+        grammar,
     })
 }
 
@@ -239,14 +240,6 @@ pub fn chat_unsupported(r: &ChatRequest) -> Result<(), ApiError> {
         if given {
             return Err(ApiError::unsupported(name, ""));
         }
-    }
-    if let Some(rf) = r.response_format.as_ref().filter(|v| !v.is_null())
-        && rf.get("type").and_then(Value::as_str) != Some("text")
-    {
-        return Err(ApiError::unsupported(
-            "response_format",
-            " (only {\"type\": \"text\"})",
-        ));
     }
     if let Some(m) = r.modalities.as_ref().filter(|v| !v.is_null()) {
         let text_only = m

@@ -115,7 +115,6 @@ fn unsupported_chat_features_name_the_param() {
         ("tool_choice", json!("auto")),
         ("functions", json!([{"name": "f"}])),
         ("function_call", json!("auto")),
-        ("response_format", json!({"type": "json_object"})),
         ("audio", json!({"voice": "x"})),
         ("modalities", json!(["text", "audio"])),
         ("prediction", json!({"type": "content", "content": "x"})),
