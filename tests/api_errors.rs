@@ -217,8 +217,8 @@ async fn bad_requests_get_openai_errors_and_server_keeps_serving() {
             Some("tools"),
         ),
         case(
-            "response_format json_object",
-            chat(json!({"response_format": {"type": "json_object"}})),
+            "response_format yaml",
+            chat(json!({"response_format": {"type": "yaml"}})),
             400,
             Some("response_format"),
         ),
@@ -280,7 +280,7 @@ async fn bad_requests_get_openai_errors_and_server_keeps_serving() {
                 if k.name == "tools" && !e["message"].as_str().unwrap().contains("tools") {
                     failures.push(format!("{}: message does not name `tools`: {e}", k.name));
                 }
-                if k.name == "response_format json_object"
+                if k.name == "response_format yaml"
                     && !e["message"].as_str().unwrap().contains("response_format")
                 {
                     failures.push(format!(

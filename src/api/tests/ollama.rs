@@ -218,14 +218,8 @@ async fn unsupported_features_are_clear_400s() {
     let s = start(true, 8).await;
     let body = |extra: Value| merged(json!({"model": "tiny", "prompt": "x"}), extra);
     for (extra, needle) in [
-        (
-            json!({"format": "json"}),
-            "structured output not supported yet",
-        ),
-        (
-            json!({"format": {"type": "object"}}),
-            "structured output not supported yet",
-        ),
+        (json!({"format": "yaml"}), "`format` must be \"json\" or a JSON schema"),
+        (json!({"format": 7}), "`format` must be \"json\" or a JSON schema"),
         (json!({"suffix": "end"}), "`suffix`"),
         (json!({"template": "{{ .Prompt }}"}), "`template`"),
         (json!({"context": [1, 2, 3]}), "`context`"),
