@@ -42,6 +42,7 @@ pub mod rate_limit;
 pub mod response_cache;
 pub mod serve;
 pub mod sse;
+pub mod tools;
 pub mod validate;
 
 #[cfg(test)]

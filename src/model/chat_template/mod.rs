@@ -58,6 +58,8 @@ impl ChatMessage {
 pub struct ChatTemplate {
     /// `None` when the model has no template.
     env: Option<Environment<'static>>,
+    /// The Jinja source as given (`None` when the model has no template).
+    source: Option<String>,
     bos_token: String,
     eos_token: String,
 }
@@ -116,6 +118,7 @@ impl ChatTemplate {
             .map_err(failed)?;
         Ok(Self {
             env: Some(env),
+            source: Some(source.to_string()),
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
         })
@@ -130,9 +133,16 @@ impl ChatTemplate {
     pub fn missing() -> Self {
         Self {
             env: None,
+            source: None,
             bos_token: String::new(),
             eos_token: String::new(),
         }
+    }
+
+    /// The template's Jinja source (`None` when the model has none), for feature
+    /// detection such as the tool-call format.
+    pub fn source(&self) -> Option<&str> {
+        self.source.as_deref()
     }
 
     /// Whether the model has a template.
