@@ -23,7 +23,11 @@ fn matcher(lark: &str) -> Matcher {
     factory.quiet();
     let parser = factory.create_parser(TopLevelGrammar::from_lark(lark.to_string()));
     let m = Matcher::new(parser);
-    assert!(!m.is_error(), "grammar does not compile: {:?}\n{lark}", m.get_error());
+    assert!(
+        !m.is_error(),
+        "grammar does not compile: {:?}\n{lark}",
+        m.get_error()
+    );
     m
 }
 
@@ -117,11 +121,20 @@ fn wrong_names_and_argument_types_are_rejected() {
         "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {}}\n</tool_call>"
     ));
     let (llama, _) = forced(ToolFormat::Llama3, true);
-    assert!(!text(&llama, r#"{"name": "get_weather", "parameters": {"city": true}}"#));
-    assert!(!text(&llama, r#"{"name": "nope", "parameters": {"city": "Paris"}}"#));
+    assert!(!text(
+        &llama,
+        r#"{"name": "get_weather", "parameters": {"city": true}}"#
+    ));
+    assert!(!text(
+        &llama,
+        r#"{"name": "nope", "parameters": {"city": "Paris"}}"#
+    ));
     let (args, _) = forced(ToolFormat::MistralArgs, true);
     assert!(!text(&args, r#"[TOOL_CALLS]nope[ARGS]{"city": "Paris"}"#));
-    assert!(!text(&args, r#"[TOOL_CALLS]get_weather[ARGS]{"city": ["Paris"]}"#));
+    assert!(!text(
+        &args,
+        r#"[TOOL_CALLS]get_weather[ARGS]{"city": ["Paris"]}"#
+    ));
 }
 
 #[test]
@@ -153,7 +166,10 @@ fn special_markers_are_tokens_not_text() {
         Tok::Bytes(r#"{"city": "Paris"}"#),
     ];
     assert!(accepts(&lark, &call), "{lark}");
-    assert!(!text(&lark, ARGS), "the marker spelled as text is not the token");
+    assert!(
+        !text(&lark, ARGS),
+        "the marker spelled as text is not the token"
+    );
     let looked_up = SpecialMarkers::of(ToolFormat::MistralArgs, |m| (m == "[ARGS]").then_some(9));
     assert_eq!(looked_up, SpecialMarkers::none().with("[ARGS]", 9));
 }

@@ -24,7 +24,7 @@ pub mod request;
 pub mod stream;
 
 pub use format::ToolFormat;
-pub use parse::{ParsedCall, Parsed, parse};
+pub use parse::{Parsed, ParsedCall, parse};
 pub use render::{Prepared, prepare};
 pub use request::{FunctionTool, ToolChoice, ToolSet};
 pub use stream::ToolStream;

@@ -190,10 +190,7 @@ fn mistral_block(after: &str, tools: &ToolSet) -> Option<(Vec<ParsedCall>, usize
     let name = head.split("[CALL_ID]").next().unwrap_or(head).trim();
     let args_at = a + ARGS.len();
     let (v, n) = value_prefix(&after[args_at..])?;
-    let call = call_of(
-        &serde_json::json!({"name": name, "arguments": v}),
-        tools,
-    )?;
+    let call = call_of(&serde_json::json!({"name": name, "arguments": v}), tools)?;
     Some((vec![call], args_at + n))
 }
 

@@ -39,7 +39,9 @@ fn calls_only(format: ToolFormat, text: &str, want: &[ParsedCall]) {
 fn hermes_qwen_outputs() {
     let one = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
     calls_only(ToolFormat::Hermes, one, &[call("get_weather", PARIS)]);
-    let two = format!("{one}\n<tool_call>\n{{\"name\": \"get_time\", \"arguments\": {{\"city\": \"Tokyo\"}}}}\n</tool_call>");
+    let two = format!(
+        "{one}\n<tool_call>\n{{\"name\": \"get_time\", \"arguments\": {{\"city\": \"Tokyo\"}}}}\n</tool_call>"
+    );
     calls_only(
         ToolFormat::Hermes,
         &two,
@@ -90,7 +92,10 @@ fn unknown_or_broken_calls_stay_content() {
     let text = "<tool_call>oops</tool_call> then <tool_call>{\"name\": \"get_time\", \"arguments\": {}}</tool_call>";
     let p = parse(ToolFormat::Hermes, text, &weather_tools());
     assert_eq!(p.calls, [call("get_time", "{}")]);
-    assert_eq!(p.content.as_deref(), Some("<tool_call>oops</tool_call> then "));
+    assert_eq!(
+        p.content.as_deref(),
+        Some("<tool_call>oops</tool_call> then ")
+    );
 }
 
 #[test]
@@ -186,7 +191,13 @@ fn generic_outputs() {
         &[call("get_weather", PARIS)],
     );
     let p = parse(ToolFormat::Generic, "Just text.", &weather_tools());
-    assert_eq!(p, Parsed { content: Some("Just text.".into()), calls: vec![] });
+    assert_eq!(
+        p,
+        Parsed {
+            content: Some("Just text.".into()),
+            calls: vec![]
+        }
+    );
 }
 
 #[test]

@@ -15,8 +15,13 @@
 //!   such (the same id maps to the same short id in the call and its result).
 //!
 //! Source rules: `tools` = the variable `tools` is used ([`super::format::references_tools`]);
-//! `tool_calls` = the text `tool_calls` appears; `tool` role = `"tool"`, `'tool'` or
-//! `ipython` appears.
+//! `tool_calls` = the text `tool_calls` appears and the template calls no `.append(`
+//! (minijinja has no mutable lists, so such a template, Kimi K2's, fails on calls: they
+//! go in as text instead); `tool` role = `"tool"`, `'tool'` or `ipython` appears;
+//! `arguments` as a string = the template joins `arguments` with `+` (DeepSeek R1
+//! distills, Functionary 3.2), so it gets OpenAI's JSON string rather than an object;
+//! `content is none` tested (and no `== ''` test) = an assistant tool-call message without text shows its
+//! content as `none` (DeepSeek R1 distills; elsewhere the empty string).
 
 use serde_json::{Value, json};
 
@@ -37,6 +42,11 @@ pub struct ToolSupport {
     pub tool_role: bool,
     /// Call ids must be 9 alphanumeric characters (Mistral).
     pub short_ids: bool,
+    /// The template concatenates `arguments` as a string.
+    pub string_arguments: bool,
+    /// The template tests `content is none` (a tool-call message's content is shown
+    /// as `none` when empty).
+    pub none_content: bool,
 }
 
 impl ToolSupport {
@@ -48,10 +58,14 @@ impl ToolSupport {
         Self {
             format,
             tools: references_tools(src),
-            tool_calls: src.contains("tool_calls"),
-            tool_role: src.contains("\"tool\"") || src.contains("'tool'") || src.contains("ipython"),
+            tool_calls: src.contains("tool_calls") && !src.contains(".append("),
+            tool_role: src.contains("\"tool\"")
+                || src.contains("'tool'")
+                || src.contains("ipython"),
             short_ids: matches!(format, ToolFormat::Mistral | ToolFormat::MistralArgs)
                 || src.contains("length != 9"),
+            string_arguments: concatenates_arguments(src),
+            none_content: none_content(src),
         }
     }
 }
@@ -77,9 +91,14 @@ pub fn prepare(
     if support.short_ids {
         shorten_ids(&mut messages);
     }
-    if !support.tool_calls {
-        for m in &mut messages {
+    for m in &mut messages {
+        if !support.tool_calls {
             calls_to_text(m, support.format);
+        } else {
+            if support.string_arguments {
+                arguments_to_strings(m);
+            }
+            m.content_none = support.none_content && m.tool_calls.is_some();
         }
     }
     if !support.tool_role {
@@ -198,6 +217,42 @@ pub fn call_text(format: ToolFormat, calls: &[(String, Value)]) -> String {
             .map(|(n, a)| format!("[TOOL_CALLS]{n}[ARGS]{a}"))
             .collect(),
     }
+}
+
+/// Whether the template tells a tool-call message by `content is none` and has no
+/// test for the empty string (which it would then prefer).
+fn none_content(src: &str) -> bool {
+    let tests_none = src.contains("content'] is none") || src.contains("content is none");
+    let tests_empty = src.contains("content'] == ''") || src.contains("content == ''");
+    tests_none && !tests_empty
+}
+
+/// Each call's decoded `arguments` back to a JSON string.
+fn arguments_to_strings(m: &mut ChatMessage) {
+    let Some(Value::Array(calls)) = &mut m.tool_calls else {
+        return;
+    };
+    for c in calls {
+        if let Some(a) = c.pointer_mut("/function/arguments")
+            && !a.is_string()
+        {
+            *a = Value::String(a.to_string());
+        }
+    }
+}
+
+/// Whether `src` has `+` right before or after an expression ending in `arguments`
+/// (`x + tool['function']['arguments']`, `tool_call.arguments + y`).
+fn concatenates_arguments(src: &str) -> bool {
+    let path = |c: char| c.is_ascii_alphanumeric() || "_.[]'\"".contains(c);
+    src.match_indices("arguments").any(|(i, w)| {
+        let before = src[..i].trim_end_matches(path).trim_end();
+        let after = src[i + w.len()..]
+            .trim_start_matches(['\'', '"', ']'])
+            .trim_start();
+        // A filter (`|tojson`, `|string`) makes it a string first.
+        !after.starts_with('|') && (before.ends_with('+') || after.starts_with('+'))
+    })
 }
 
 /// `tool` messages -> user turns of `<tool_response>` blocks, consecutive ones merged.

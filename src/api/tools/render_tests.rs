@@ -66,11 +66,18 @@ fn fallback_merges_into_a_system_message_and_states_the_choice() {
     let mut tools = weather_tools();
     tools.choice = ToolChoice::Function("get_time".into());
     tools.parallel = false;
-    let msgs = vec![ChatMessage::text("system", "Be brief."), ChatMessage::text("user", "hi")];
+    let msgs = vec![
+        ChatMessage::text("system", "Be brief."),
+        ChatMessage::text("user", "hi"),
+    ];
     let p = prepare_for(&t, msgs, Some(&tools));
     assert_eq!(p.messages.len(), 2);
     assert!(p.messages[0].content.starts_with("Be brief.\n\n# Tools"));
-    assert!(p.messages[0].content.contains("You must call the function `get_time`."));
+    assert!(
+        p.messages[0]
+            .content
+            .contains("You must call the function `get_time`.")
+    );
     assert!(p.messages[0].content.contains("at most one"));
     // `none`: no instructions at all.
     tools.choice = ToolChoice::None;
@@ -98,7 +105,10 @@ fn mistral_ids_are_shortened_consistently() {
     let t = ChatTemplate::new(src, "", "").unwrap();
     let p = prepare_for(&t, round_trip(), Some(&weather_tools()));
     assert_eq!(p.format, ToolFormat::Mistral);
-    assert_eq!(p.messages[1].tool_calls.as_ref().unwrap()[0]["id"], "123XYZ789");
+    assert_eq!(
+        p.messages[1].tool_calls.as_ref().unwrap()[0]["id"],
+        "123XYZ789"
+    );
     assert_eq!(p.messages[2].tool_call_id.as_deref(), Some("123XYZ789"));
 }
 
@@ -117,4 +127,48 @@ fn call_text_in_each_format_parses_back() {
         assert_eq!(p.calls.len(), 1, "{f:?}: {text}");
         assert_eq!(p.calls[0].arguments, r#"{"city":"Paris"}"#);
     }
+}
+
+#[test]
+fn templates_that_concatenate_arguments_get_strings() {
+    assert!(concatenates_arguments(
+        "{{ '\\n' + tool['function']['arguments'] + '\\n' }}"
+    ));
+    assert!(concatenates_arguments("{{ tool_call.arguments + 'x' }}"));
+    assert!(!concatenates_arguments(
+        "{{ tool_call.arguments | tojson }}"
+    ));
+    assert!(!concatenates_arguments(
+        "{{ 'x' + tool_call.arguments|tojson }}"
+    ));
+    assert!(!concatenates_arguments(
+        "{{ '\"arguments\": ' + x|tojson }}"
+    ));
+    let src = "{% for m in messages %}{% for c in m.tool_calls %}{{ c.function.name + c.function.arguments }}{% endfor %}{% endfor %}";
+    let t = ChatTemplate::new(src, "", "").unwrap();
+    let support = ToolSupport::of(&t, |_| false);
+    assert!(support.string_arguments && support.tool_calls);
+    let p = prepare(&support, round_trip(), None);
+    assert_eq!(
+        p.messages[1].tool_calls.as_ref().unwrap()[0]["function"]["arguments"],
+        json!("{\"city\":\"Paris\"}")
+    );
+    assert_eq!(
+        t.render(&p.messages, false).unwrap(),
+        "get_weather{\"city\":\"Paris\"}"
+    );
+}
+
+#[test]
+fn none_content_only_for_templates_that_test_it_alone() {
+    assert!(none_content("{% if message['content'] is none %}"));
+    assert!(!none_content(
+        "{% if message['content'] is none or message['content'] == '' %}"
+    ));
+    assert!(!none_content("{{ message.content }}"));
+    let src = "{% for m in messages %}{% if m.content is none %}NONE{% else %}[{{ m.content }}]{% endif %}{% endfor %} tool_calls";
+    let t = ChatTemplate::new(src, "", "").unwrap();
+    let p = prepare(&ToolSupport::of(&t, |_| false), round_trip(), None);
+    let out = t.render(&p.messages, false).unwrap();
+    assert!(out.starts_with("[Weather in Paris?]NONE["), "{out}");
 }

@@ -141,7 +141,11 @@ pub fn tool_set(fields: &ToolFields, shape: Shape) -> Result<Option<ToolSet>, Ap
             false,
         ),
     };
-    let choice_param = if legacy { "function_call" } else { "tool_choice" };
+    let choice_param = if legacy {
+        "function_call"
+    } else {
+        "tool_choice"
+    };
     let choice = match choice {
         None => ToolChoice::Auto,
         Some(c) => tool_choice(c, choice_param)?,
@@ -294,7 +298,9 @@ fn tool_choice(v: &Value, param: &str) -> Result<ToolChoice, ApiError> {
     let bad = |m: String| ApiError::invalid(m, Some(param));
     let named = |name: Option<&Value>| match name {
         Some(Value::String(n)) => Ok(ToolChoice::Function(n.clone())),
-        _ => Err(bad(format!("`{param}` names no function (`name` missing)."))),
+        _ => Err(bad(format!(
+            "`{param}` names no function (`name` missing)."
+        ))),
     };
     match v {
         Value::String(s) => match s.as_str() {

@@ -29,13 +29,19 @@ fn assert_400<T: std::fmt::Debug>(r: Result<T, ApiError>, param: &str) -> String
 
 #[test]
 fn chat_shape_parses_with_defaults() {
-    let set = chat(json!([weather(), {"type": "function", "function": {"name": "noop"}}]), None)
-        .unwrap()
-        .unwrap();
+    let set = chat(
+        json!([weather(), {"type": "function", "function": {"name": "noop"}}]),
+        None,
+    )
+    .unwrap()
+    .unwrap();
     assert_eq!(set.choice, ToolChoice::Auto);
     assert!(set.parallel && set.active() && !set.forced());
     assert_eq!(set.tools[0].name, "get_weather");
-    assert_eq!(set.tools[0].description.as_deref(), Some("Weather in a city"));
+    assert_eq!(
+        set.tools[0].description.as_deref(),
+        Some("Weather in a city")
+    );
     assert!(set.tools[0].strict);
     assert_eq!(
         set.tools[1].parameters,
@@ -49,7 +55,8 @@ fn chat_shape_parses_with_defaults() {
 
 #[test]
 fn responses_shape_and_choices() {
-    let tools = json!([{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]);
+    let tools =
+        json!([{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}]);
     let choice = json!({"type": "function", "name": "get_weather"});
     let par = json!(false);
     let f = ToolFields {
@@ -76,7 +83,9 @@ fn responses_shape_and_choices() {
         let set = chat(json!([weather()]), Some(c)).unwrap().unwrap();
         assert_eq!(set.choice, want);
     }
-    let none = chat(json!([weather()]), Some(json!("none"))).unwrap().unwrap();
+    let none = chat(json!([weather()]), Some(json!("none")))
+        .unwrap()
+        .unwrap();
     assert!(!none.active() && none.allowed().is_empty());
 }
 
@@ -107,11 +116,23 @@ fn bad_tools_name_the_param() {
     assert_400(chat(f(json!({"name": "x".repeat(65)})), None), "tools");
     chat(f(json!({"name": "x".repeat(64)})), None).unwrap();
     chat(f(json!({"name": "a-B_9"})), None).unwrap();
-    let msg = assert_400(chat(f(json!({"name": "f", "parameters": "x"})), None), "tools");
+    let msg = assert_400(
+        chat(f(json!({"name": "f", "parameters": "x"})), None),
+        "tools",
+    );
     assert!(msg.contains("parameters"), "{msg}");
-    assert_400(chat(f(json!({"name": "f", "parameters": []})), None), "tools");
-    assert_400(chat(f(json!({"name": "f", "strict": "yes"})), None), "tools");
-    assert_400(chat(f(json!({"name": "f", "description": 3})), None), "tools");
+    assert_400(
+        chat(f(json!({"name": "f", "parameters": []})), None),
+        "tools",
+    );
+    assert_400(
+        chat(f(json!({"name": "f", "strict": "yes"})), None),
+        "tools",
+    );
+    assert_400(
+        chat(f(json!({"name": "f", "description": 3})), None),
+        "tools",
+    );
     let msg = assert_400(chat(json!([weather(), weather()]), None), "tools");
     assert!(msg.contains("twice"), "{msg}");
 }
@@ -128,10 +149,16 @@ fn bad_choices_name_the_param() {
     assert!(msg.contains("nope"), "{msg}");
     assert_400(chat(json!([]), Some(json!("required"))), "tool_choice");
     assert_400(
-        chat(json!([]), Some(json!({"type": "function", "function": {"name": "f"}}))),
+        chat(
+            json!([]),
+            Some(json!({"type": "function", "function": {"name": "f"}})),
+        ),
         "tool_choice",
     );
-    assert_400(chat(json!([weather()]), Some(json!("always"))), "tool_choice");
+    assert_400(
+        chat(json!([weather()]), Some(json!("always"))),
+        "tool_choice",
+    );
     assert_400(chat(json!([weather()]), Some(json!(3))), "tool_choice");
     assert_400(
         chat(json!([weather()]), Some(json!({"type": "web_search"}))),

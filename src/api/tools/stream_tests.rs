@@ -6,22 +6,64 @@ use crate::api::tools::parse::parse;
 use crate::api::tools::parse::tests::weather_tools;
 
 const CASES: &[(ToolFormat, &str)] = &[
-    (ToolFormat::Hermes, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>"),
-    (ToolFormat::Hermes, "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\nDone."),
-    (ToolFormat::Hermes, "\n\n<tool_call>{\"name\": \"get_time\", \"arguments\": {}}</tool_call>\n"),
-    (ToolFormat::Hermes, "Plain answer with a < sign and <tool but no call."),
-    (ToolFormat::Hermes, "<tool_call>{\"name\": \"nope\"}</tool_call> after"),
-    (ToolFormat::Llama3, "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}"),
-    (ToolFormat::Llama3, "<|python_tag|>{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}"),
-    (ToolFormat::Llama3, "Sure.<|python_tag|>{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}"),
+    (
+        ToolFormat::Hermes,
+        "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>",
+    ),
+    (
+        ToolFormat::Hermes,
+        "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\nDone.",
+    ),
+    (
+        ToolFormat::Hermes,
+        "\n\n<tool_call>{\"name\": \"get_time\", \"arguments\": {}}</tool_call>\n",
+    ),
+    (
+        ToolFormat::Hermes,
+        "Plain answer with a < sign and <tool but no call.",
+    ),
+    (
+        ToolFormat::Hermes,
+        "<tool_call>{\"name\": \"nope\"}</tool_call> after",
+    ),
+    (
+        ToolFormat::Llama3,
+        "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}",
+    ),
+    (
+        ToolFormat::Llama3,
+        "<|python_tag|>{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}",
+    ),
+    (
+        ToolFormat::Llama3,
+        "Sure.<|python_tag|>{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}",
+    ),
     (ToolFormat::Llama3, "```python\nprint(1)\n```"),
-    (ToolFormat::Llama3, "```json\n{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}\n```"),
+    (
+        ToolFormat::Llama3,
+        "```json\n{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}\n```",
+    ),
     (ToolFormat::Llama3, "{\"answer\": 1} is JSON"),
-    (ToolFormat::Mistral, "[TOOL_CALLS] [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}]"),
-    (ToolFormat::MistralArgs, "Checking. [TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\"}[TOOL_CALLS]get_time[ARGS]{\"city\": \"Oslo\"}"),
-    (ToolFormat::MistralArgs, "An answer with [brackets] and [TOOL_ but no call"),
-    (ToolFormat::Generic, "  {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}"),
-    (ToolFormat::Generic, "Hi there! <tool_call>{\"name\": \"get_time\", \"arguments\": {\"city\": \"Oslo\"}}</tool_call>"),
+    (
+        ToolFormat::Mistral,
+        "[TOOL_CALLS] [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}]",
+    ),
+    (
+        ToolFormat::MistralArgs,
+        "Checking. [TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\"}[TOOL_CALLS]get_time[ARGS]{\"city\": \"Oslo\"}",
+    ),
+    (
+        ToolFormat::MistralArgs,
+        "An answer with [brackets] and [TOOL_ but no call",
+    ),
+    (
+        ToolFormat::Generic,
+        "  {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}",
+    ),
+    (
+        ToolFormat::Generic,
+        "Hi there! <tool_call>{\"name\": \"get_time\", \"arguments\": {\"city\": \"Oslo\"}}</tool_call>",
+    ),
     (ToolFormat::Generic, "`code` first"),
     (ToolFormat::Generic, "   "),
     (ToolFormat::Generic, ""),
@@ -70,7 +112,10 @@ fn streamed_plus_finish_equals_parse() {
             assert_eq!(fin.calls, whole.calls, "{format:?} {text:?}");
             if !whole.calls.is_empty() {
                 // No call text leaks into what was streamed.
-                assert!(!streamed.contains("get_"), "{format:?} streamed {streamed:?}");
+                assert!(
+                    !streamed.contains("get_"),
+                    "{format:?} streamed {streamed:?}"
+                );
             }
         }
     }

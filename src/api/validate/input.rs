@@ -92,7 +92,9 @@ fn tool_calls(v: &Value, i: usize, seen: &mut Vec<(String, String)>) -> Result<V
         if let Some(t) = call.get("type").and_then(Value::as_str)
             && t != "function"
         {
-            return Err(bad(format!("{at}.type `{t}` is not supported; only `function`.")));
+            return Err(bad(format!(
+                "{at}.type `{t}` is not supported; only `function`."
+            )));
         }
         let Some(function) = call.get("function").and_then(Value::as_object) else {
             return Err(bad(format!("{at}.function must be an object.")));
