@@ -1,12 +1,20 @@
 //! Every real chat template llama.cpp ships (`models/templates/*.jinja`, from the
 //! `llama-cpp-python` sdist) renders a system + user + assistant + user conversation
 //! with the generation prompt, and, where the template knows about tools, a tool list.
+//! With tools, a tool round trip (tools + an assistant tool call + a tool result, as
+//! OpenAI clients send them) renders through `api::tools::render::prepare` for every
+//! template, natively or through the generic fallback, and the known families are
+//! detected as their native tool-call format.
 
 mod common;
 
 use std::path::PathBuf;
 
 use common::llama_cpp::models_dir;
+use ferrite::api::tools::ToolFormat;
+use ferrite::api::tools::render::{ToolSupport, prepare};
+use ferrite::api::tools::request::{Shape, ToolFields, ToolSet, tool_set};
+use ferrite::api::validate;
 use ferrite::model::chat_template::{ChatMessage, ChatTemplate};
 use serde_json::json;
 
@@ -115,4 +123,118 @@ fn every_llama_cpp_chat_template_renders_a_conversation() {
         failed.len(),
         files.len()
     );
+}
+
+fn tool_set_of(tools: &serde_json::Value) -> ToolSet {
+    let fields = ToolFields {
+        tools: Some(tools),
+        ..ToolFields::default()
+    };
+    tool_set(&fields, Shape::Chat)
+        .expect("valid tools")
+        .expect("tools given")
+}
+
+/// A tool round trip as an OpenAI client sends it (OpenAI-style call id).
+fn round_trip() -> Vec<ChatMessage> {
+    validate::messages(&[
+        json!({"role": "system", "content": "SYSTEM-TEXT be brief"}),
+        json!({"role": "user", "content": "FIRST-QUESTION weather?"}),
+        json!({"role": "assistant", "content": null, "tool_calls": [{
+            "id": "call_abc123XYZ789", "type": "function",
+            "function": {"name": "get_weather", "arguments": "{\"city\": \"ARG-PARIS\"}"}
+        }]}),
+        json!({"role": "tool", "tool_call_id": "call_abc123XYZ789", "content": "TOOL-RESULT 18C"}),
+    ])
+    .expect("valid messages")
+}
+
+/// Renders the round trip through `prepare`; `Err` describes what went wrong.
+fn check_tools(path: &PathBuf) -> Result<(), String> {
+    let source = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let t = ChatTemplate::new(&source, "<s>", "</s>").map_err(|e| format!("compile: {e}"))?;
+    let extra = extra_for(&path.file_name().unwrap().to_string_lossy());
+    let support = ToolSupport::of(&t, |_| false);
+    let tools = tool_set_of(&tools());
+    let p = prepare(&support, round_trip(), Some(&tools));
+    if support.tools != p.tools_json.is_some() {
+        return Err(format!("{support:?} but tools_json {:?}", p.tools_json));
+    }
+    let out = t
+        .render_with(&p.messages, p.tools_json.as_ref(), true, &extra)
+        .map_err(|e| format!("render ({support:?}): {e}"))?;
+    for needle in ["get_weather", "ARG-PARIS", "TOOL-RESULT", "FIRST-QUESTION"] {
+        if !out.contains(needle) {
+            return Err(format!("output lacks {needle} ({support:?}):\n{out}"));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_llama_cpp_chat_template_renders_a_tool_round_trip() {
+    let files = templates();
+    assert!(files.len() >= 50, "found {} templates", files.len());
+    let mut failed = Vec::new();
+    for path in &files {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        match check_tools(path) {
+            Ok(()) => eprintln!("pass  {name}"),
+            Err(why) => {
+                eprintln!("FAIL  {name}: {why}");
+                failed.push(name);
+            }
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} templates fail the tool round trip: {failed:?}",
+        failed.len(),
+        files.len()
+    );
+}
+
+#[test]
+fn known_templates_are_detected_as_their_tool_format() {
+    let dir = models_dir().join("templates");
+    for (file, want) in [
+        ("Qwen-Qwen2.5-7B-Instruct.jinja", ToolFormat::Hermes),
+        ("Qwen-Qwen3-0.6B.jinja", ToolFormat::Hermes),
+        ("Qwen-QwQ-32B.jinja", ToolFormat::Hermes),
+        (
+            "NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use.jinja",
+            ToolFormat::Hermes,
+        ),
+        (
+            "NousResearch-Hermes-3-Llama-3.1-8B-tool_use.jinja",
+            ToolFormat::Hermes,
+        ),
+        ("meta-llama-Llama-3.1-8B-Instruct.jinja", ToolFormat::Llama3),
+        ("meta-llama-Llama-3.2-3B-Instruct.jinja", ToolFormat::Llama3),
+        (
+            "meta-llama-Llama-3.3-70B-Instruct.jinja",
+            ToolFormat::Llama3,
+        ),
+        (
+            "mistralai-Mistral-Nemo-Instruct-2407.jinja",
+            ToolFormat::Mistral,
+        ),
+        (
+            "Mistral-Small-3.2-24B-Instruct-2506.jinja",
+            ToolFormat::MistralArgs,
+        ),
+        (
+            "unsloth-mistral-Devstral-Small-2507.jinja",
+            ToolFormat::MistralArgs,
+        ),
+        ("google-gemma-2-2b-it.jinja", ToolFormat::Generic),
+        ("microsoft-Phi-3.5-mini-instruct.jinja", ToolFormat::Generic),
+    ] {
+        let source = std::fs::read_to_string(dir.join(file)).expect(file);
+        let t = ChatTemplate::new(&source, "<s>", "</s>").expect(file);
+        let support = ToolSupport::of(&t, |_| false);
+        assert_eq!(support.format, want, "{file}");
+        // Templates of a native format render the tool list themselves.
+        assert_eq!(support.tools, want != ToolFormat::Generic, "{file}");
+    }
 }

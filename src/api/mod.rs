@@ -45,6 +45,7 @@ pub mod responses;
 pub mod serve;
 pub mod shaper;
 pub mod sse;
+pub mod tools;
 pub mod validate;
 
 #[cfg(test)]

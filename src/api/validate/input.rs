@@ -15,35 +15,106 @@ pub enum PromptInput {
     Ids(Vec<Vec<u32>>),
 }
 
-/// `messages` -> template messages: roles system/developer/user/assistant, content a
-/// string, `null`, or an array of `{"type":"text","text":...}` parts.
+/// `messages` -> template messages: roles system/developer/user/assistant/tool, content
+/// a string, `null`, or an array of `{"type":"text","text":...}` parts.
+///
+/// Tool calling: an assistant message may carry `tool_calls` (OpenAI's array; content
+/// may then be `null`); each call's `function.arguments`, a JSON string on the wire, is
+/// handed to the template parsed into an object (kept as the string when it is not
+/// JSON), since templates print it with `tojson` or iterate it. A `tool` message needs
+/// a `tool_call_id` matching a call of an earlier assistant message; it gets that
+/// call's function name as `name`.
 pub fn messages(values: &[Value]) -> Result<Vec<ChatMessage>, ApiError> {
     let bad = |msg: String| ApiError::invalid(msg, Some("messages"));
     if values.is_empty() {
         return Err(bad("`messages` must contain at least one message.".into()));
     }
-    values
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
-            let Some(obj) = m.as_object() else {
-                return Err(bad(format!("messages[{i}] must be an object.")));
-            };
-            let role = match obj.get("role").and_then(Value::as_str) {
-                Some("system" | "developer") => "system",
-                Some("user") => "user",
-                Some("assistant") => "assistant",
-                Some(other) => {
-                    return Err(bad(format!(
-                        "messages[{i}].role `{other}` is not supported (use system, developer, user or assistant)."
-                    )));
+    // (call id, function name) of every assistant tool call so far.
+    let mut calls: Vec<(String, String)> = Vec::new();
+    let mut out = Vec::with_capacity(values.len());
+    for (i, m) in values.iter().enumerate() {
+        let Some(obj) = m.as_object() else {
+            return Err(bad(format!("messages[{i}] must be an object.")));
+        };
+        let role = match obj.get("role").and_then(Value::as_str) {
+            Some("system" | "developer") => "system",
+            Some("user") => "user",
+            Some("assistant") => "assistant",
+            Some("tool") => "tool",
+            Some(other) => {
+                return Err(bad(format!(
+                    "messages[{i}].role `{other}` is not supported (use system, developer, user, assistant or tool)."
+                )));
+            }
+            None => return Err(bad(format!("messages[{i}].role must be a string."))),
+        };
+        let mut msg = ChatMessage::text(role, &content(obj.get("content"), i)?);
+        match role {
+            "assistant" => {
+                if let Some(tc) = obj.get("tool_calls").filter(|v| !v.is_null()) {
+                    msg.tool_calls = Some(tool_calls(tc, i, &mut calls)?);
                 }
-                None => return Err(bad(format!("messages[{i}].role must be a string."))),
-            };
-            let content = content(obj.get("content"), i)?;
-            Ok(ChatMessage::text(role, &content))
-        })
-        .collect()
+            }
+            "tool" => {
+                let Some(id) = obj.get("tool_call_id").and_then(Value::as_str) else {
+                    return Err(bad(format!(
+                        "messages[{i}].tool_call_id must be a string: a `tool` message answers a tool call."
+                    )));
+                };
+                let Some((_, name)) = calls.iter().find(|(c, _)| c == id) else {
+                    return Err(bad(format!(
+                        "messages[{i}].tool_call_id `{id}` does not match any tool call of an earlier assistant message."
+                    )));
+                };
+                msg.name = Some(name.clone());
+                msg.tool_call_id = Some(id.to_string());
+            }
+            _ => {}
+        }
+        out.push(msg);
+    }
+    Ok(out)
+}
+
+/// An assistant's `tool_calls` as the template gets them (arguments decoded), recording
+/// each (id, name) in `seen`.
+fn tool_calls(v: &Value, i: usize, seen: &mut Vec<(String, String)>) -> Result<Value, ApiError> {
+    let bad = |msg: String| ApiError::invalid(msg, Some("messages"));
+    let Some(items) = v.as_array() else {
+        return Err(bad(format!("messages[{i}].tool_calls must be an array.")));
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for (j, call) in items.iter().enumerate() {
+        let at = format!("messages[{i}].tool_calls[{j}]");
+        let Some(id) = call.get("id").and_then(Value::as_str) else {
+            return Err(bad(format!("{at}.id must be a string.")));
+        };
+        if let Some(t) = call.get("type").and_then(Value::as_str)
+            && t != "function"
+        {
+            return Err(bad(format!(
+                "{at}.type `{t}` is not supported; only `function`."
+            )));
+        }
+        let Some(function) = call.get("function").and_then(Value::as_object) else {
+            return Err(bad(format!("{at}.function must be an object.")));
+        };
+        let Some(name) = function.get("name").and_then(Value::as_str) else {
+            return Err(bad(format!("{at}.function.name must be a string.")));
+        };
+        let arguments = match function.get("arguments") {
+            None | Some(Value::Null) => Value::Object(Default::default()),
+            Some(Value::String(s)) => serde_json::from_str(s).unwrap_or_else(|_| s.clone().into()),
+            Some(other) => other.clone(),
+        };
+        seen.push((id.to_string(), name.to_string()));
+        out.push(serde_json::json!({
+            "id": id,
+            "type": "function",
+            "function": {"name": name, "arguments": arguments},
+        }));
+    }
+    Ok(Value::Array(out))
 }
 
 fn content(v: Option<&Value>, i: usize) -> Result<String, ApiError> {

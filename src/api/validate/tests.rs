@@ -188,6 +188,71 @@ fn messages_parse_and_reject() {
 }
 
 #[test]
+fn tool_round_trip_messages() {
+    let got = messages(&[
+        json!({"role": "user", "content": "Weather in Paris?"}),
+        json!({"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
+            {"id": "call_2", "type": "function",
+             "function": {"name": "get_time", "arguments": "not json"}}
+        ]}),
+        json!({"role": "tool", "tool_call_id": "call_1", "content": "18C"}),
+        json!({"role": "tool", "tool_call_id": "call_2",
+               "content": [{"type": "text", "text": "noon"}]}),
+    ])
+    .unwrap();
+    let calls = got[1].tool_calls.as_ref().unwrap();
+    assert_eq!(calls[0]["function"]["arguments"], json!({"city": "Paris"}));
+    assert_eq!(calls[1]["function"]["arguments"], json!("not json"));
+    assert_eq!(calls[0]["id"], "call_1");
+    assert_eq!(got[1].content, "");
+    assert_eq!(got[2].role, "tool");
+    assert_eq!(got[2].tool_call_id.as_deref(), Some("call_1"));
+    assert_eq!(got[2].name.as_deref(), Some("get_weather"));
+    assert_eq!(got[3].content, "noon");
+    assert_eq!(got[3].name.as_deref(), Some("get_time"));
+    // Plain messages carry no tool fields.
+    assert_eq!(got[0].tool_calls, None);
+    assert_eq!(got[0].name, None);
+}
+
+#[test]
+fn tool_messages_need_a_matching_call() {
+    let call = json!({"role": "assistant", "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]});
+    let e = messages(&[
+        json!({"role": "user", "content": "x"}),
+        call.clone(),
+        json!({"role": "tool", "tool_call_id": "call_9", "content": "r"}),
+    ])
+    .unwrap_err();
+    assert_eq!(e.status.as_u16(), 400);
+    assert_eq!(e.param.as_deref(), Some("messages"));
+    assert!(e.message.contains("call_9"), "{}", e.message);
+    // The result must come after its call.
+    assert_400(
+        messages(&[
+            json!({"role": "tool", "tool_call_id": "call_1", "content": "r"}),
+            call.clone(),
+        ]),
+        "messages",
+    );
+    for bad_calls in [
+        json!("x"),
+        json!([{"type": "function", "function": {"name": "f"}}]),
+        json!([{"id": "c", "type": "function"}]),
+        json!([{"id": "c", "type": "function", "function": {"arguments": "{}"}}]),
+        json!([{"id": "c", "type": "code", "function": {"name": "f"}}]),
+    ] {
+        assert_400(
+            messages(&[json!({"role": "assistant", "tool_calls": bad_calls})]),
+            "messages",
+        );
+    }
+}
+
+#[test]
 fn prompt_shapes() {
     assert_eq!(
         prompt(&json!("hi")).unwrap(),

@@ -26,21 +26,45 @@ pub const CHATML: &str = "{% for message in messages %}{{'<|im_start|>' + messag
 
 /// One message, with its content already flattened to text. Optional fields are left
 /// out of the template's view when absent, so `message.tool_calls is defined` works.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChatMessage {
     /// `system`, `user`, `assistant` or `tool`.
     pub role: String,
     /// Text content.
     pub content: String,
     /// Author name (OpenAI's `name`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Tool calls of an assistant message, as OpenAI's JSON array.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<serde_json::Value>,
     /// The call a `tool` message answers.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
+    /// Show an empty `content` as `none` (set by tool-call preparation for templates
+    /// that test an assistant tool-call message's `content is none`; most templates
+    /// need the empty string instead).
+    pub content_none: bool,
+}
+
+impl Serialize for ChatMessage {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("role", &self.role)?;
+        if self.content_none && self.content.is_empty() {
+            m.serialize_entry("content", &())?;
+        } else {
+            m.serialize_entry("content", &self.content)?;
+        }
+        if let Some(n) = &self.name {
+            m.serialize_entry("name", n)?;
+        }
+        if let Some(t) = &self.tool_calls {
+            m.serialize_entry("tool_calls", t)?;
+        }
+        if let Some(id) = &self.tool_call_id {
+            m.serialize_entry("tool_call_id", id)?;
+        }
+        m.end()
+    }
 }
 
 impl ChatMessage {
@@ -58,6 +82,8 @@ impl ChatMessage {
 pub struct ChatTemplate {
     /// `None` when the model has no template.
     env: Option<Environment<'static>>,
+    /// The Jinja source as given (`None` when the model has no template).
+    source: Option<String>,
     bos_token: String,
     eos_token: String,
 }
@@ -116,6 +142,7 @@ impl ChatTemplate {
             .map_err(failed)?;
         Ok(Self {
             env: Some(env),
+            source: Some(source.to_string()),
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
         })
@@ -130,9 +157,16 @@ impl ChatTemplate {
     pub fn missing() -> Self {
         Self {
             env: None,
+            source: None,
             bos_token: String::new(),
             eos_token: String::new(),
         }
+    }
+
+    /// The template's Jinja source (`None` when the model has none), for feature
+    /// detection such as the tool-call format.
+    pub fn source(&self) -> Option<&str> {
+        self.source.as_deref()
     }
 
     /// Whether the model has a template.
