@@ -48,7 +48,9 @@ fn chat(data: &[u8], limits: &ApiLimits) {
         check::chat(data, SERVED, limits),
         "not deterministic"
     );
-    let CheckedChat { checked, messages } = match first {
+    let CheckedChat {
+        checked, messages, ..
+    } = match first {
         Ok(c) => c,
         Err(e) => return client_error(&e),
     };

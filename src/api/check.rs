@@ -10,6 +10,8 @@ use super::ApiLimits;
 use super::body::parse_json;
 use super::error::ApiError;
 use super::openai::{ChatRequest, CompletionRequest};
+use super::tools::ToolSet;
+use super::tools::request::{Shape, ToolFields, tool_set};
 use super::validate::{self, Checked, PromptInput};
 use crate::model::chat_template::ChatMessage;
 
@@ -20,6 +22,8 @@ pub struct CheckedChat {
     pub checked: Checked,
     /// The conversation, roles normalised, ready for the chat template.
     pub messages: Vec<ChatMessage>,
+    /// The request's tools, when it gave any (or forced one).
+    pub tools: Option<ToolSet>,
 }
 
 /// A `/v1/completions` body that passed every check that needs no model.
@@ -45,7 +49,34 @@ pub fn chat(body: &[u8], served: &str, limits: &ApiLimits) -> Result<CheckedChat
     };
     let checked = validate::common(&body.common, max_tokens, logprobs, limits)?;
     let messages = validate::messages(&body.messages)?;
-    Ok(CheckedChat { checked, messages })
+    let fields = ToolFields {
+        tools: body.tools.as_ref(),
+        tool_choice: body.tool_choice.as_ref(),
+        parallel_tool_calls: body.parallel_tool_calls.as_ref(),
+        functions: body.functions.as_ref(),
+        function_call: body.function_call.as_ref(),
+    };
+    let tools = tool_set(&fields, Shape::Chat)?;
+    forced_tools_alone(tools.as_ref(), &checked)?;
+    Ok(CheckedChat {
+        checked,
+        messages,
+        tools,
+    })
+}
+
+/// 400 when a forced tool call (its own grammar) meets another output constraint.
+pub fn forced_tools_alone(tools: Option<&ToolSet>, checked: &Checked) -> Result<(), ApiError> {
+    match (tools.filter(|t| t.forced()), &checked.grammar) {
+        (Some(_), Some(g)) => Err(ApiError::invalid(
+            format!(
+                "`{}` cannot be combined with a forced tool call (`tool_choice` required or                  a named function): the call's arguments follow the function's schema.",
+                g.param
+            ),
+            Some(g.param),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Parses and validates a text completion request body for the model served as `served`.

@@ -11,6 +11,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 
 use super::body::read_bytes;
+use super::chat_turn::prepare_turn;
 use super::check::{self, CheckedChat, CheckedCompletion};
 use super::chunks::ChunkBuilder;
 use super::error::ApiError;
@@ -19,13 +20,16 @@ use super::guard::{Hooks, json_response};
 use super::middleware::RequestCtx;
 use super::openai::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatLogprobs, ChatTokenLogprob, Completion,
-    CompletionChoice, CompletionLogprobs, UsageBody,
+    CompletionChoice, CompletionLogprobs, ToolCallBody, UsageBody,
 };
 use super::output_format;
 use super::prompt;
+use super::shaper::{Shaped, Shaper};
 use super::sse;
+use super::tools::{ToolFormat, ToolSet};
 use super::validate::{self, Checked, Endpoint};
 use super::{AppState, Ready};
+use crate::engine::types::FinishReason;
 use crate::structured::CompiledGrammar;
 
 /// `POST /v1/chat/completions`.
@@ -71,25 +75,24 @@ pub(crate) fn ctx_of(req: &Request) -> Call {
 async fn chat_inner(state: &AppState, ctx: Call, req: Request) -> Result<Response, ApiError> {
     let ready = state.ready()?;
     let bytes = read_bytes(req, state.limits.max_body_bytes).await?;
-    let CheckedChat { checked, messages } =
-        check::chat(&bytes, &ready.model.info.id, &state.limits)?;
+    let CheckedChat {
+        mut checked,
+        messages,
+        tools,
+    } = check::chat(&bytes, &ready.model.info.id, &state.limits)?;
     let model = ready.model.clone();
-    let grammar = checked.grammar.clone();
-    let (ids, grammar) = prompt::blocking(move || {
-        let ids = prompt::chat_ids(&model, &messages)?;
-        Ok((ids, output_format::compile(&model, grammar.as_ref())?))
+    let (grammar, tool_set) = (checked.grammar.clone(), tools.clone());
+    let turn = prompt::blocking(move || {
+        prepare_turn(&model, messages, tool_set.as_ref(), grammar.as_ref())
     })
     .await?;
-    run(
-        state,
-        ready,
-        &ctx,
-        Endpoint::Chat,
-        vec![ids],
-        checked,
-        grammar,
-    )
-    .await
+    checked.params.visible_control = turn.visible;
+    let sub = Submission {
+        prompts: vec![turn.ids],
+        grammar: turn.grammar,
+        tools: tools.filter(ToolSet::active).map(|t| (turn.format, t)),
+    };
+    run(state, ready, &ctx, Endpoint::Chat, sub, checked).await
 }
 
 async fn completions_inner(
@@ -110,8 +113,29 @@ async fn completions_inner(
         Ok((prompts, output_format::compile(&model, grammar.as_ref())?))
     })
     .await?;
-    let endpoint = Endpoint::Completion;
-    run(state, ready, &ctx, endpoint, prompts, checked, grammar).await
+    let sub = Submission {
+        prompts,
+        grammar,
+        tools: None,
+    };
+    run(state, ready, &ctx, Endpoint::Completion, sub, checked).await
+}
+
+/// What a request submits: its prompts, their grammar, and the tools to parse for.
+struct Submission {
+    prompts: Vec<Vec<u32>>,
+    grammar: Option<CompiledGrammar>,
+    /// Active tools and the model's call format (chat only).
+    tools: Option<(ToolFormat, ToolSet)>,
+}
+
+impl Submission {
+    fn shaper(&self) -> Shaper {
+        match &self.tools {
+            Some((format, tools)) => Shaper::new(*format, Some(tools)),
+            None => Shaper::default(),
+        }
+    }
 }
 
 /// Resolves max_tokens per prompt, submits, and answers as SSE or one JSON body.
@@ -120,17 +144,19 @@ async fn run(
     ready: &Ready,
     ctx: &Call,
     endpoint: Endpoint,
-    prompts: Vec<Vec<u32>>,
+    sub: Submission,
     checked: Checked,
-    grammar: Option<CompiledGrammar>,
 ) -> Result<Response, ApiError> {
+    let grammar = sub.grammar.clone();
     let info = &ready.model.info;
     output_format::check_bias_ids(
         &checked.params.logit_bias,
         ready.model.tokenizer.vocab_size(),
     )?;
-    let jobs = prompts
-        .into_iter()
+    let jobs = sub
+        .prompts
+        .iter()
+        .cloned()
         .map(|ids| {
             let cap = state.limits.max_tokens_cap;
             let m = validate::max_tokens(
@@ -150,8 +176,10 @@ async fn run(
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
     let hooks = ctx.hooks.as_ref();
-    let cache_key =
-        hooks.and_then(|h| h.cache_key(&info.id, endpoint, checked.n, &jobs, checked.stream));
+    // Tool requests are shaped by their tool set, which the key does not hold.
+    let cache_key = hooks
+        .filter(|_| sub.tools.is_none())
+        .and_then(|h| h.cache_key(&info.id, endpoint, checked.n, &jobs, checked.stream));
     if let Some(body) = cache_key.and_then(|k| hooks?.cached(&k)) {
         return Ok(json_response(body, Some("hit")));
     }
@@ -180,7 +208,7 @@ async fn run(
         let shape = sse::Shape {
             logprobs,
             n: checked.n,
-            shapers: Vec::new(),
+            shapers: (0..generation.len()).map(|_| sub.shaper()).collect(),
         };
         return Ok(sse::response(generation, chunks, shape, keep_alive, cutoff));
     }
@@ -190,7 +218,13 @@ async fn run(
         checked.n,
     );
     let body = match endpoint {
-        Endpoint::Chat => serde_json::to_vec(&chat_body(meta, outputs, logprobs, usage)),
+        Endpoint::Chat => {
+            let shaped = outputs
+                .iter()
+                .map(|o| sub.shaper().shape_all(&o.text))
+                .collect();
+            serde_json::to_vec(&chat_body(meta, outputs, shaped, logprobs, usage))
+        }
         Endpoint::Completion => {
             serde_json::to_vec(&completion_body(meta, outputs, logprobs, usage))
         }
@@ -218,23 +252,36 @@ fn unix_now() -> u64 {
 fn chat_body(
     meta: ResponseMeta,
     outputs: Vec<ChoiceOutput>,
+    shaped: Vec<Shaped>,
     logprobs: bool,
     usage: UsageBody,
 ) -> ChatCompletion {
     let choices = outputs
         .into_iter()
+        .zip(shaped)
         .enumerate()
-        .map(|(index, o)| ChatChoice {
-            index,
-            logprobs: logprobs.then(|| ChatLogprobs {
-                content: o.logprobs.iter().map(ChatTokenLogprob::from).collect(),
-            }),
-            message: AssistantMessage {
-                role: "assistant",
-                content: Some(o.text),
-                tool_calls: None,
-            },
-            finish_reason: o.finish_reason.map(|f| f.as_str()),
+        .map(|(index, (o, shaped))| {
+            let called = !shaped.calls.is_empty();
+            let content = (!called || !shaped.content.trim().is_empty()).then_some(shaped.content);
+            let tool_calls =
+                called.then(|| shaped.calls.iter().map(ToolCallBody::from_call).collect());
+            let finish = if called {
+                Some(FinishReason::ToolCalls)
+            } else {
+                o.finish_reason
+            };
+            ChatChoice {
+                index,
+                logprobs: logprobs.then(|| ChatLogprobs {
+                    content: o.logprobs.iter().map(ChatTokenLogprob::from).collect(),
+                }),
+                message: AssistantMessage {
+                    role: "assistant",
+                    content,
+                    tool_calls,
+                },
+                finish_reason: finish.map(|f| f.as_str()),
+            }
         })
         .collect();
     ChatCompletion {

@@ -20,6 +20,7 @@
 
 pub mod auth;
 mod body;
+pub mod chat_turn;
 pub mod check;
 pub mod chunks;
 mod completions;

@@ -70,6 +70,7 @@ fn greedy(p: &SamplingParams) -> Option<GreedyParams<'_>> {
         stop,
         ignore_eos,
         logit_bias,
+        visible_control: _,
     } = p;
     let argmax = *temperature <= 0.0;
     (argmax || *top_k == 1).then_some(GreedyParams {

@@ -92,7 +92,12 @@ impl Sequence {
             self.fail(e);
             return Progress::Failed;
         }
-        let pushed = self.text.push(tok.token_bytes(s.id));
+        let text = if self.params.visible_control.contains(&s.id) {
+            tok.token_text(s.id).unwrap_or_default().into_bytes()
+        } else {
+            tok.token_bytes(s.id).to_vec()
+        };
+        let pushed = self.text.push(&text);
         let logprob = s
             .logprobs
             .map(|(lp, top)| logprob_event(tok, s.id, lp, top));

@@ -40,6 +40,10 @@ pub struct SamplingParams {
     /// Added to these tokens' logits before anything else (OpenAI `logit_bias`,
     /// already checked: ids in the vocabulary, biases in [-100, 100]).
     pub logit_bias: Vec<(u32, f32)>,
+    /// Control tokens whose text is kept in the output (tool-call markers such as
+    /// Mistral's `[TOOL_CALLS]`, which the API's parser must see); other control
+    /// tokens produce no text.
+    pub visible_control: Vec<u32>,
 }
 
 impl SamplingParams {
@@ -71,6 +75,7 @@ impl Default for SamplingParams {
             stop: Vec::new(),
             ignore_eos: false,
             logit_bias: Vec::new(),
+            visible_control: Vec::new(),
         }
     }
 }

@@ -91,13 +91,15 @@ pub struct ChatRequest {
     pub logprobs: Option<bool>,
     /// Alternatives per position, 0..=20 (needs `logprobs: true`).
     pub top_logprobs: Option<i64>,
-    /// Unsupported.
+    /// Function tools (see `api::tools`).
     pub tools: Option<Value>,
-    /// Unsupported (except `"none"`).
+    /// `none` / `auto` / `required` / a named function.
     pub tool_choice: Option<Value>,
-    /// Unsupported.
+    /// Whether several calls may be made in one turn (default true).
+    pub parallel_tool_calls: Option<Value>,
+    /// The deprecated spelling of `tools`.
     pub functions: Option<Value>,
-    /// Unsupported (except `"none"`).
+    /// The deprecated spelling of `tool_choice`.
     pub function_call: Option<Value>,
     /// Unsupported.
     pub audio: Option<Value>,

@@ -15,11 +15,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::body::{parse_json, read_bytes};
+use super::chat_turn::prepare_turn;
 use super::completions::{Call, ctx_of};
 use super::error::ApiError;
 use super::generate::{self, Generation, PromptJob};
 use super::guard::json_response;
-use super::output_format;
 use super::prompt;
 use super::shaper::Shaper;
 use super::validate::{self, Endpoint};
@@ -48,17 +48,21 @@ async fn create_inner(state: &AppState, call: Call, req: Request) -> Result<Resp
     let ready: &Ready = state.ready()?;
     let bytes = read_bytes(req, state.limits.max_body_bytes).await?;
     let body: ResponsesRequest = parse_json(&bytes)?;
-    let CheckedResponses { checked, messages } =
-        request::check(&body, &ready.model.info.id, &state.limits)?;
+    let CheckedResponses {
+        checked,
+        messages,
+        tools,
+    } = request::check(&body, &ready.model.info.id, &state.limits)?;
     let model = ready.model.clone();
-    let grammar = checked.grammar.clone();
-    let (ids, grammar) = prompt::blocking(move || {
-        let ids = prompt::chat_ids(&model, &messages)?;
-        Ok((ids, output_format::compile(&model, grammar.as_ref())?))
+    let (grammar, tool_set) = (checked.grammar.clone(), tools.clone());
+    let turn = prompt::blocking(move || {
+        prepare_turn(&model, messages, tool_set.as_ref(), grammar.as_ref())
     })
     .await?;
+    let (ids, grammar) = (turn.ids, turn.grammar);
     let info = &ready.model.info;
     let mut params = checked.params.clone();
+    params.visible_control = turn.visible;
     params.max_tokens = validate::max_tokens(
         ids.len(),
         checked.max_tokens,
@@ -79,9 +83,12 @@ async fn create_inner(state: &AppState, call: Call, req: Request) -> Result<Resp
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
         model: info.id.clone(),
-        echo: object::echo(&body, Value::Array(Vec::new())),
+        echo: object::echo(
+            &body,
+            body.tools.clone().unwrap_or(Value::Array(Vec::new())),
+        ),
     };
-    let shaper = Shaper::default();
+    let shaper = Shaper::new(turn.format, tools.as_ref());
     if checked.stream {
         let cutoff = call.hooks.as_ref().map(|h| &h.cutoff);
         let keep_alive = state.limits.sse_keep_alive;
@@ -93,12 +100,10 @@ async fn create_inner(state: &AppState, call: Call, req: Request) -> Result<Resp
         .await?
         .pop()
         .ok_or_else(|| ApiError::internal("the generation produced no choice"))?;
-    let mut shaper = shaper;
-    let mut content = shaper.push(&out.text);
-    let shaped = shaper.finish();
-    content.push_str(&shaped.content);
+    let shaped = shaper.shape_all(&out.text);
+    let content = shaped.content;
     let mut output = Vec::new();
-    if !content.is_empty() || shaped.calls.is_empty() {
+    if !content.trim().is_empty() || shaped.calls.is_empty() {
         let msg_id = object::item_id("msg", &meta.id, 0);
         output.push(object::message_item(&msg_id, Some(&content), "completed"));
     }

@@ -12,6 +12,8 @@ use crate::api::ApiLimits;
 use crate::api::error::ApiError;
 use crate::api::openai::CommonFields;
 use crate::api::output_format::{self, OutputGrammar};
+use crate::api::tools::ToolSet;
+use crate::api::tools::request::{Shape, ToolFields, tool_set};
 use crate::api::validate::{self, Checked};
 use crate::model::chat_template::ChatMessage;
 
@@ -65,6 +67,8 @@ pub struct CheckedResponses {
     pub checked: Checked,
     /// The conversation for the chat template.
     pub messages: Vec<ChatMessage>,
+    /// Function tools, when given.
+    pub tools: Option<ToolSet>,
 }
 
 fn bad(msg: impl Into<String>, param: &str) -> ApiError {
@@ -119,7 +123,20 @@ pub fn check(
     let mut checked = validate::common(&common, max, None, limits)?;
     checked.grammar = text_format(r.text.as_ref())?;
     let messages = input_messages(&r.input, r.instructions.as_deref())?;
-    Ok(CheckedResponses { checked, messages })
+    let parallel = r.parallel_tool_calls.map(Value::Bool);
+    let fields = ToolFields {
+        tools: r.tools.as_ref(),
+        tool_choice: r.tool_choice.as_ref(),
+        parallel_tool_calls: parallel.as_ref(),
+        ..ToolFields::default()
+    };
+    let tools = tool_set(&fields, Shape::Responses)?;
+    crate::api::check::forced_tools_alone(tools.as_ref(), &checked)?;
+    Ok(CheckedResponses {
+        checked,
+        messages,
+        tools,
+    })
 }
 
 /// `text.format` -> the output grammar.

@@ -218,8 +218,14 @@ async fn unsupported_features_are_clear_400s() {
     let s = start(true, 8).await;
     let body = |extra: Value| merged(json!({"model": "tiny", "prompt": "x"}), extra);
     for (extra, needle) in [
-        (json!({"format": "yaml"}), "`format` must be \"json\" or a JSON schema"),
-        (json!({"format": 7}), "`format` must be \"json\" or a JSON schema"),
+        (
+            json!({"format": "yaml"}),
+            "`format` must be \"json\" or a JSON schema",
+        ),
+        (
+            json!({"format": 7}),
+            "`format` must be \"json\" or a JSON schema",
+        ),
         (json!({"suffix": "end"}), "`suffix`"),
         (json!({"template": "{{ .Prompt }}"}), "`template`"),
         (json!({"context": [1, 2, 3]}), "`context`"),

@@ -121,6 +121,7 @@ pub fn common(
         stop: stop(c.stop.as_ref())?,
         ignore_eos: c.ignore_eos.unwrap_or(false),
         logit_bias: output_format::logit_bias(c.logit_bias.as_ref())?,
+        visible_control: Vec::new(),
     };
     let grammar = output_format::requested(c.response_format.as_ref(), c.guided())?;
     Ok(Checked {
@@ -227,13 +228,7 @@ pub fn completion_logprobs(logprobs: Option<i64>) -> Result<Option<usize>, ApiEr
 /// Rejects chat features ferrite does not implement.
 pub fn chat_unsupported(r: &ChatRequest) -> Result<(), ApiError> {
     let present = |v: &Option<Value>| v.as_ref().is_some_and(|v| !is_empty(v));
-    let not_none =
-        |v: &Option<Value>| present(v) && v.as_ref().and_then(Value::as_str) != Some("none");
     for (name, given) in [
-        ("tools", present(&r.tools)),
-        ("tool_choice", not_none(&r.tool_choice)),
-        ("functions", present(&r.functions)),
-        ("function_call", not_none(&r.function_call)),
         ("audio", present(&r.audio)),
         ("prediction", present(&r.prediction)),
     ] {

@@ -108,13 +108,6 @@ fn chat(extra: Value) -> ChatRequest {
 #[test]
 fn unsupported_chat_features_name_the_param() {
     for (field, value) in [
-        (
-            "tools",
-            json!([{"type": "function", "function": {"name": "f"}}]),
-        ),
-        ("tool_choice", json!("auto")),
-        ("functions", json!([{"name": "f"}])),
-        ("function_call", json!("auto")),
         ("audio", json!({"voice": "x"})),
         ("modalities", json!(["text", "audio"])),
         ("prediction", json!({"type": "content", "content": "x"})),
