@@ -211,10 +211,19 @@ async fn bad_requests_get_openai_errors_and_server_keeps_serving() {
         case(
             "tools",
             chat(
-                json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}),
+                json!({"tools": [{"type": "function", "function": {"name": "not a name", "parameters": {}}}]}),
             ),
             400,
             Some("tools"),
+        ),
+        case(
+            "tool_choice naming no tool",
+            chat(json!({
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": {"type": "function", "function": {"name": "g"}}
+            })),
+            400,
+            Some("tool_choice"),
         ),
         case(
             "response_format yaml",
