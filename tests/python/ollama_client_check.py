@@ -7,6 +7,7 @@ older embeddings), an alias with a tag, and that an unknown model raises the cli
 own `ResponseError` with status 404. Plain `assert`s; exits non-zero on the first failure.
 """
 
+import json
 import sys
 
 import ollama
@@ -72,13 +73,21 @@ def main() -> None:
     else:
         raise AssertionError("an unknown model did not raise")
 
+    # Structured output: `format` as a JSON schema (what `format=Model.model_json_schema()`
+    # sends), and a bad one as the client's own error.
+    schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20},
+              "sunny": {"type": "boolean"}}, "required": ["city", "sunny"], "additionalProperties": False}
+    r = client.chat(model=model, messages=messages, format=schema, options={"num_predict": 60, "temperature": 0})
+    obj = json.loads(r.message.content)
+    assert set(obj) == {"city", "sunny"} and isinstance(obj["sunny"], bool), obj
+    print(f"ok chat format=schema: {r.message.content!r}")
     try:
-        client.generate(model=model, prompt="x", format="json")
+        client.generate(model=model, prompt="x", format={"type": "object", "properties": {"a": {"$ref": "#/x"}}})
     except ollama.ResponseError as err:
-        assert err.status_code == 400 and "structured output" in err.error, err
-        print(f"ok format: ResponseError {err.status_code}")
+        assert err.status_code == 400 and "format" in err.error, err
+        print(f"ok bad format: ResponseError {err.status_code}")
     else:
-        raise AssertionError("format did not raise")
+        raise AssertionError("a bad format did not raise")
 
     print("all ollama Python client checks passed")
 
