@@ -186,11 +186,20 @@ pub fn response(
             .await
             .map(|e| (Ok::<Event, Infallible>(e), s))
     });
+    sse_response(stream, keep_alive)
+}
+
+/// An SSE response of `events` with keep-alive comments every `keep_alive` (none when
+/// zero), unbuffered by proxies, its status recorded when the body ends.
+pub fn sse_response(
+    events: impl futures::Stream<Item = Result<Event, Infallible>> + Send + 'static,
+    keep_alive: Duration,
+) -> Response {
     let mut resp = if keep_alive.is_zero() {
-        Sse::new(stream).into_response()
+        Sse::new(events).into_response()
     } else {
         let ka = KeepAlive::new().interval(keep_alive).text("keep-alive");
-        Sse::new(stream).keep_alive(ka).into_response()
+        Sse::new(events).keep_alive(ka).into_response()
     };
     resp.headers_mut()
         .insert("x-accel-buffering", HeaderValue::from_static("no"));

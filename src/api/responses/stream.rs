@@ -14,16 +14,14 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::http::HeaderValue;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+use axum::response::sse::Event;
 use serde_json::{Value, json};
 
 use super::object::{self, ResponseMeta};
 use crate::api::deadline::Cutoff;
 use crate::api::events::{Drain, Step};
 use crate::api::generate::Generation;
-use crate::api::middleware::deferred;
 use crate::api::shaper::Shaper;
 
 struct State {
@@ -224,13 +222,5 @@ pub fn response(
             .await
             .map(|e| (Ok::<Event, Infallible>(e), s))
     });
-    let mut resp = if keep_alive.is_zero() {
-        Sse::new(stream).into_response()
-    } else {
-        let ka = KeepAlive::new().interval(keep_alive).text("keep-alive");
-        Sse::new(stream).keep_alive(ka).into_response()
-    };
-    resp.headers_mut()
-        .insert("x-accel-buffering", HeaderValue::from_static("no"));
-    deferred(resp)
+    crate::api::sse::sse_response(stream, keep_alive)
 }
