@@ -153,7 +153,7 @@ serve_and_load() { # server log in serve.log; the load generator's lines on stdo
     deadline=$((SECONDS + limit / 2))
     while ((SECONDS < deadline)); do
         kill -0 "$SERVER_PID" 2>/dev/null || { echo "server exited:"; tail -5 "$OUT/serve.log"; return 1; }
-        [[ -n "$url" ]] || url=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$OUT/serve.log" | head -1)
+        [[ -n "$url" ]] || url=$(grep -o 'http://127\.0\.0\.1:[0-9]*' "$OUT/serve.log" 2>/dev/null | head -1)
         if [[ -n "$url" ]] && python3 -c 'import sys,urllib.request; sys.exit(urllib.request.urlopen(sys.argv[1]+"/health",timeout=2).status!=200)' "$url" 2>/dev/null; then
             break
         fi
