@@ -217,7 +217,7 @@ pub fn measure(
     let warm = time()?;
     let mut times = Vec::new();
     // Up to 5 timed requests, fewer when one is slow or the budget is spent.
-    while times.len() < 5 && !(budget.over() && !times.is_empty()) {
+    while times.len() < 5 && (times.is_empty() || !budget.over()) {
         times.push(time()?);
         if warm > 10_000.0 {
             break;

@@ -97,8 +97,8 @@ fn rows(ctx: &Seeds) -> Result<Worst, String> {
 
 fn attend(ctx: &Seeds) -> Result<Worst, String> {
     let mut acc = Worst::default();
-    for (group, hd, n_kv, ctx_len) in [(4, 64, 2, 37), (1, 128, 8, 300), (3, 80, 1, 16)] {
-        let (bs, blocks) = (16, (ctx_len as usize).div_ceil(16));
+    for (group, hd, n_kv, ctx_len) in [(4, 64, 2, 37usize), (1, 128, 8, 300), (3, 80, 1, 16)] {
+        let (bs, blocks) = (16, ctx_len.div_ceil(16));
         let stride = n_kv * hd;
         let slots = (2 * blocks + 1) * bs;
         let to16 = |v: Vec<f32>| v.into_iter().map(f16::from_f32).collect::<Vec<_>>();
