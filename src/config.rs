@@ -1,5 +1,5 @@
-//! The command line: `ferrite serve` and `ferrite fetch-model`, every flag also settable
-//! through a `FERRITE_*` environment variable.
+//! The command line: `ferrite serve`, `fetch-model`, `compile-kernels`, `selftest` and
+//! `bench`, every `serve` flag also settable through a `FERRITE_*` environment variable.
 
 use std::path::PathBuf;
 
@@ -27,6 +27,60 @@ pub enum CliCommand {
     /// Compile the CUDA kernels with NVRTC for the given architectures (no GPU needed)
     /// and report each module: a build check, and a way to fill the kernel cache.
     CompileKernels(CompileKernelsArgs),
+    /// Check every kernel and a small whole model on a device against the CPU
+    /// reference; print a table and exit non-zero on any failure.
+    Selftest(SelftestArgs),
+    /// Measure a device: copy bandwidth, decode against the roofline, batched decode,
+    /// prefill and rerank, on synthetic 7B-shaped models.
+    Bench(BenchArgs),
+}
+
+/// Flags of `ferrite selftest`.
+#[derive(Debug, Args)]
+pub struct SelftestArgs {
+    /// Device to check: auto (the first GPU, else the CPU), cpu, cuda[:N], or emulator
+    /// (the CUDA kernels built for the host with $CXX).
+    #[arg(long, env = "FERRITE_DEVICE", default_value = "auto")]
+    pub device: String,
+
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+
+    /// Base seed of the random inputs (default: from the clock; printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// Run only the checks whose name contains one of these (comma-separated), e.g.
+    /// `q4_k,paged_attention`.
+    #[arg(long, value_delimiter = ',')]
+    pub filter: Vec<String>,
+}
+
+/// Flags of `ferrite bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Device to measure: auto, cpu or cuda[:N].
+    #[arg(long, env = "FERRITE_DEVICE", default_value = "auto")]
+    pub device: String,
+
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+
+    /// Tiny shapes (seconds on a CPU): proves the code path, measures nothing useful.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Keep the synthetic decoder GGUF at this path (reused when it exists), e.g. to
+    /// serve it afterwards.
+    #[arg(long)]
+    pub model_out: Option<PathBuf>,
+
+    /// Wall-clock budget in seconds: phases that would start after it are skipped
+    /// (reported as such), and a phase's decode stops early when it runs over.
+    #[arg(long, default_value_t = 270)]
+    pub budget_secs: u64,
 }
 
 /// Flags of `ferrite compile-kernels`.

@@ -1,4 +1,5 @@
-//! The `ferrite` binary: parses the command line and runs `serve` or `fetch-model`.
+//! The `ferrite` binary: parses the command line and runs `serve`, `fetch-model`,
+//! `compile-kernels`, `selftest` or `bench`.
 //!
 //! `serve` binds its port first (so `/health` answers 503 while the model loads), then
 //! loads the model, starts the engine thread and marks the server ready.
@@ -18,7 +19,7 @@ use ferrite::api::connections::LimitedListener;
 use ferrite::api::guard::Guard;
 use ferrite::api::serve::{self, ServeOptions};
 use ferrite::api::{ApiLimits, AppState, EncoderLimits, EncoderReady, Ready, Serving, WebSettings};
-use ferrite::config::{Cli, CliCommand, ServeArgs};
+use ferrite::config::{BenchArgs, Cli, CliCommand, SelftestArgs, ServeArgs};
 use ferrite::device::DeviceKind;
 #[cfg(feature = "cuda")]
 use ferrite::engine::start::StartedEngine;
@@ -50,6 +51,8 @@ fn main() -> Result<()> {
             Ok(())
         }
         CliCommand::CompileKernels(args) => compile_kernels(&args.archs),
+        CliCommand::Selftest(args) => selftest(args),
+        CliCommand::Bench(args) => bench(args),
         CliCommand::Serve(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -98,6 +101,51 @@ fn compile_kernels(archs: &[String]) -> Result<()> {
 #[cfg(not(feature = "cuda"))]
 fn compile_kernels(_archs: &[String]) -> Result<()> {
     anyhow::bail!("this binary was built without the CUDA backend (build with --features cuda)")
+}
+
+/// `ferrite selftest`: exit 0 when every check passed, 1 when one failed, 2 when the
+/// checks could not run (the reason printed on one line, no backtrace).
+fn selftest(args: SelftestArgs) -> ! {
+    let opts = ferrite::selftest::SelftestOptions {
+        device: args.device,
+        json: args.json,
+        seed: args.seed,
+        filter: args.filter,
+    };
+    match ferrite::selftest::run(&opts) {
+        Ok(r) if r.failed == 0 => std::process::exit(0),
+        Ok(r) => {
+            eprintln!(
+                "ferrite selftest: {} of {} checks FAILED",
+                r.failed,
+                r.checks.len()
+            );
+            std::process::exit(1)
+        }
+        Err(e) => {
+            eprintln!("ferrite selftest: {e:#}");
+            std::process::exit(2)
+        }
+    }
+}
+
+/// `ferrite bench`: exit 0 with a report (skipped phases listed in it), 2 when it could
+/// not run (the reason on one line).
+fn bench(args: BenchArgs) -> ! {
+    let opts = ferrite::bench::BenchOptions {
+        device: args.device,
+        json: args.json,
+        quick: args.quick,
+        model_out: args.model_out,
+        budget: Duration::from_secs(args.budget_secs),
+    };
+    match ferrite::bench::run(&opts) {
+        Ok(_) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("ferrite bench: {e:#}");
+            std::process::exit(2)
+        }
+    }
 }
 
 /// How long connections may linger after the abort phase before we exit regardless

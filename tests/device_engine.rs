@@ -93,7 +93,7 @@ fn engine_on_the_device_decoder_matches_the_cpu_engine() {
     let want = run(&cpu);
     wait_blocks_free(&cpu);
 
-    let dev: Arc<dyn Device> = emu::EmuDevice::shared_arc().clone();
+    let dev: Arc<dyn Device> = emu::emulator();
     let loaded = load_gguf_with(&file.0, |src| DeviceLlama::load(dev.clone(), src)).unwrap();
     let on_device = loaded.map(|m| Decoder::Device {
         model: Box::new(m),

@@ -216,7 +216,7 @@ fn f16_and_bf16_models_match_cpu() {
 fn unsupported_weight_formats_are_refused_clearly() {
     let file = TempFile::new("device-model-f32.gguf");
     SyntheticModel::tiny(GgmlDType::F32).write(&file.0).unwrap();
-    let dev: Arc<dyn Device> = emu::EmuDevice::shared_arc().clone();
+    let dev: Arc<dyn Device> = emu::emulator();
     let err = load_gguf_with(&file.0, |src| DeviceLlama::load(dev, src))
         .err()
         .expect("F32 must be refused");

@@ -7,13 +7,15 @@
 //! are compiled and tested everywhere): `kernels` (sources, the `Device` interface and
 //! checked launch wrappers), `memory_budget` (KV cache sizing from device memory) and
 //! `memory_gate` (admission pause on memory pressure); `gpu_monitor` (NVML sampling,
-//! `cuda` feature) drives the gate.
+//! `cuda` feature) drives the gate; `emulator`, the kernels built for the host as a
+//! [`kernels::Device`] (tests and `ferrite selftest --device emulator`).
 
 use anyhow::{Result, bail};
 
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod emulator;
 #[cfg(feature = "cuda")]
 pub mod gpu_monitor;
 pub mod kernels;

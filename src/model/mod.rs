@@ -15,6 +15,7 @@ pub mod paged_attention;
 pub mod rope;
 pub mod source;
 pub mod spec;
+pub mod step_batch;
 pub mod tokenizer;
 pub mod transformer;
 pub mod weights;

@@ -11,4 +11,4 @@ pub mod nvrtc;
 pub mod probe;
 
 pub use device::CudaDevice;
-pub use probe::{GpuInfo, probe};
+pub use probe::{GpuInfo, driver_version, probe};

@@ -52,3 +52,18 @@ pub fn probe(ordinal: usize) -> Result<GpuInfo, String> {
         total_memory,
     })
 }
+
+/// The CUDA driver's version (major, minor), e.g. (13, 0); call after [`probe`] found a
+/// device (the driver library is loaded and initialised then).
+pub fn driver_version() -> Result<(i32, i32), String> {
+    // SAFETY: only tries to load the library.
+    if !unsafe { sys::is_culib_present() } {
+        return Err("no CUDA driver (libcuda.so could not be loaded)".into());
+    }
+    let mut v = 0;
+    // SAFETY: the library is loaded; the pointer is valid for the call.
+    unsafe { sys::cuDriverGetVersion(&mut v) }
+        .result()
+        .map_err(|e| format!("cuDriverGetVersion: {e}"))?;
+    Ok((v / 1000, (v % 1000) / 10))
+}

@@ -5,10 +5,10 @@
 //! reads or writes outside its buffers.
 //!
 //! [`Device`] has two implementations: the CUDA device (`device::cuda`, built with
-//! `--features cuda`), and the host emulator the tests use (`tests/common/emu.rs`), which
-//! compiles the same sources with `kernels/emu/cuda_emu.hpp`. So the wrappers and the
-//! kernels' arithmetic are tested on machines without a GPU as well, against the CPU
-//! path as the reference.
+//! `--features cuda`), and the host emulator (`device::emulator`: the tests and
+//! `ferrite selftest --device emulator`), which compiles the same sources with
+//! `kernels/emu/cuda_emu.hpp`. So the wrappers and the kernels' arithmetic are tested on
+//! machines without a GPU as well, against the CPU path as the reference.
 
 pub mod buffer;
 pub mod ops;
