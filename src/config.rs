@@ -44,16 +44,16 @@ pub struct SelftestArgs {
     pub device: String,
 
     /// Also write the report as JSON to this file.
-    #[arg(long)]
+    #[arg(long, env = "FERRITE_SELFTEST_JSON")]
     pub json: Option<PathBuf>,
 
     /// Base seed of the random inputs (default: from the clock; printed).
-    #[arg(long)]
+    #[arg(long, env = "FERRITE_SELFTEST_SEED")]
     pub seed: Option<u64>,
 
     /// Run only the checks whose name contains one of these (comma-separated), e.g.
     /// `q4_k,paged_attention`.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, env = "FERRITE_SELFTEST_FILTER", value_delimiter = ',')]
     pub filter: Vec<String>,
 }
 
@@ -65,21 +65,21 @@ pub struct BenchArgs {
     pub device: String,
 
     /// Also write the results as JSON to this file.
-    #[arg(long)]
+    #[arg(long, env = "FERRITE_BENCH_JSON")]
     pub json: Option<PathBuf>,
 
     /// Tiny shapes (seconds on a CPU): proves the code path, measures nothing useful.
-    #[arg(long)]
+    #[arg(long, env = "FERRITE_BENCH_QUICK")]
     pub quick: bool,
 
     /// Keep the synthetic decoder GGUF at this path (reused when it exists), e.g. to
     /// serve it afterwards.
-    #[arg(long)]
+    #[arg(long, env = "FERRITE_BENCH_MODEL_OUT")]
     pub model_out: Option<PathBuf>,
 
     /// Wall-clock budget in seconds: phases that would start after it are skipped
     /// (reported as such), and a phase's decode stops early when it runs over.
-    #[arg(long, default_value_t = 270)]
+    #[arg(long, env = "FERRITE_BENCH_BUDGET_SECS", default_value_t = 270)]
     pub budget_secs: u64,
 }
 
