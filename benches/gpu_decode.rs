@@ -34,7 +34,7 @@ mod cuda_bench {
     use anyhow::Result;
     use ferrite::device::cuda::CudaDevice;
     use ferrite::device::kernels::Device;
-    use ferrite::model::device_llama::{DeviceKvCache, DeviceLlama};
+    use ferrite::model::device_decoder::{DeviceDecoder, DeviceKvCache};
     use ferrite::model::gguf_writer::SyntheticModel;
     use ferrite::model::loader::load_gguf_with;
     use ferrite::model::paged_attention::SeqSpan;
@@ -109,7 +109,7 @@ mod cuda_bench {
         }
         let dev: Arc<dyn Device> = gpu.clone();
         let t = Instant::now();
-        let mut loaded = load_gguf_with(&path, |src| DeviceLlama::load(dev.clone(), src))?;
+        let mut loaded = load_gguf_with(&path, |src| DeviceDecoder::load(dev.clone(), src))?;
         println!("loaded onto the GPU in {:.1} s", t.elapsed().as_secs_f64());
         let model = &mut loaded.llama;
         let cfg = model.config().clone();

@@ -1,10 +1,15 @@
 // Causal attention over the paged f16 KV cache, for decode and chunked prefill alike.
 //
 // The batch is flat: query row r belongs to sequence row_seq[r] and sits at position
-// row_pos[r]; it attends to positions 0..=row_pos[r] of its own sequence, read through
+// row_pos[r]; it attends to positions first..=row_pos[r] of its own sequence, read through
 // that sequence's block table (tables[seq * max_blocks + b], block_size tokens a block).
 // Its own K/V must already be in the cache (kv_write runs first), so chunked prefill and
 // decode need no separate paths and results do not depend on the batch around a row.
+//
+// Scores follow the CPU's `ScoreRule`: s = (q . k) * scale (the query is pre-scaled),
+// then s = softcap * tanh(s / softcap) when softcap > 0; with window > 0 a row at
+// position p sees only positions > p - window (first = max(0, p + 1 - window)), else
+// first = 0.
 //
 // Grid (rows, n_kv_head); block = 32 * group threads (group = n_head / n_kv_head query
 // heads share one K/V head, at most 8): warp j computes query head kvh * group + j.
@@ -15,7 +20,8 @@
 // q_stride floats apart (Q inside the fused QKV output); out is [rows][n_head * head_dim].
 //
 // Split-K (long contexts, few rows): paged_attention_partial runs the same walk over
-// one slice of `chunk` positions per blockIdx.z and leaves, per (row, head, slice), the
+// one slice of `chunk` positions (counted from the row's first position) per blockIdx.z
+// and leaves, per (row, head, slice), the
 // unnormalised sums and the slice's running max m and denominator l;
 // paged_attention_combine rescales the slices to their common max and normalises.
 // An empty slice leaves m = NEG_BIG, l = 0 and contributes nothing.
@@ -28,7 +34,7 @@
 __device__ __forceinline__ void attend_range(
     const float* qh, const u16* __restrict__ k_cache, const u16* __restrict__ v_cache,
     const int* table, int block_size, int kv_width, int kvh, int head_dim, int p_begin,
-    int p_end, float* acc, float* m_io, float* l_io) {
+    int p_end, float softcap, float* acc, float* m_io, float* l_io) {
     const int lane = threadIdx.x % 32;
     const int per_lane = (head_dim + 31) / 32;
     float m = *m_io, l = *l_io;
@@ -42,7 +48,7 @@ __device__ __forceinline__ void attend_range(
             const u16* kr = k_cache + base;
             float dot = 0.0f;
             for (int d = 0; d < head_dim; d++) dot += qh[d] * f16_to_f32(kr[d]);
-            s = dot;
+            s = softcap > 0.0f ? softcap * tanhf(dot * (1.0f / softcap)) : dot;
         }
         const float m_new = fmaxf(m, warp_max(s));
         const float wgt = (p < p_end) ? expf(s - m_new) : 0.0f;
@@ -65,6 +71,11 @@ __device__ __forceinline__ void attend_range(
     *l_io = l;
 }
 
+// The first position a row with `ctx` positions of context sees (window 0: no window).
+__device__ __forceinline__ int first_key(int ctx, int window) {
+    return (window > 0 && ctx > window) ? ctx - window : 0;
+}
+
 // Loads this warp's query head, pre-scaled, into shared memory; returns it.
 __device__ __forceinline__ const float* load_query(const float* __restrict__ q, int q_stride,
                                                    int q_off, int r, int head, int head_dim,
@@ -82,7 +93,7 @@ extern "C" __global__ void paged_attention(
     const u16* __restrict__ v_cache, const int* __restrict__ row_pos,
     const int* __restrict__ row_seq, const int* __restrict__ tables, int max_blocks,
     int block_size, float* __restrict__ out, int n_head, int n_kv_head, int head_dim,
-    float scale) {
+    float scale, float softcap, int window) {
     const int r = blockIdx.x, kvh = blockIdx.y;
     const int group = n_head / n_kv_head;
     const int head = kvh * group + threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -91,8 +102,9 @@ extern "C" __global__ void paged_attention(
     float acc[ATT_MAX_HEAD_DIM / 32];
     for (int i = 0; i < ATT_MAX_HEAD_DIM / 32; i++) acc[i] = 0.0f;
     float m = NEG_BIG, l = 0.0f;
+    const int ctx = row_pos[r] + 1;
     attend_range(qh, k_cache, v_cache, table, block_size, n_kv_head * head_dim, kvh, head_dim,
-                 0, row_pos[r] + 1, acc, &m, &l);
+                 first_key(ctx, window), ctx, softcap, acc, &m, &l);
     float* o = out + (u64)r * n_head * head_dim + (u64)head * head_dim;
     const float inv = 1.0f / l;
     for (int i = 0; i < (head_dim + 31) / 32; i++) {
@@ -107,19 +119,20 @@ extern "C" __global__ void paged_attention_partial(
     const u16* __restrict__ v_cache, const int* __restrict__ row_pos,
     const int* __restrict__ row_seq, const int* __restrict__ tables, int max_blocks,
     int block_size, float* __restrict__ part_acc, float* __restrict__ part_ml, int n_head,
-    int n_kv_head, int head_dim, float scale, int chunk) {
+    int n_kv_head, int head_dim, float scale, float softcap, int window, int chunk) {
     const int r = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
     const int group = n_head / n_kv_head;
     const int head = kvh * group + threadIdx.x / 32, lane = threadIdx.x % 32;
     const float* qh = load_query(q, q_stride, q_off, r, head, head_dim, scale);
     const int* table = tables + (u64)row_seq[r] * max_blocks;
     const int ctx = row_pos[r] + 1;
-    const int begin = min(split * chunk, ctx), end = min(begin + chunk, ctx);
+    const int begin = min(first_key(ctx, window) + split * chunk, ctx);
+    const int end = min(begin + chunk, ctx);
     float acc[ATT_MAX_HEAD_DIM / 32];
     for (int i = 0; i < ATT_MAX_HEAD_DIM / 32; i++) acc[i] = 0.0f;
     float m = NEG_BIG, l = 0.0f;
     attend_range(qh, k_cache, v_cache, table, block_size, n_kv_head * head_dim, kvh, head_dim,
-                 begin, end, acc, &m, &l);
+                 begin, end, softcap, acc, &m, &l);
     const u64 slot = ((u64)r * n_head + head) * splits + split;
     float* o = part_acc + slot * head_dim;
     for (int i = 0; i < (head_dim + 31) / 32; i++) {

@@ -22,3 +22,16 @@ extern "C" __global__ void rms_norm_residual(float* __restrict__ x,
     float* o = out + (u64)blockIdx.x * width;
     for (int i = threadIdx.x; i < width; i += blockDim.x) o[i] = xr[i] * inv * w[i];
 }
+
+// rms_norm_heads: per-head RMSNorm in place (Q/K norms): each of the `n_heads` heads of
+// width `head_dim` at column `offset` of rows `stride` floats apart becomes
+// x / sqrt(mean(x^2) + eps) * w (w: head_dim values shared by the heads).
+// Grid (rows, n_heads), one warp per head.
+extern "C" __global__ void rms_norm_heads(float* __restrict__ x, const float* __restrict__ w,
+                                          int stride, int offset, int head_dim, float eps) {
+    float* h = x + (u64)blockIdx.x * stride + offset + (u64)blockIdx.y * head_dim;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < head_dim; i += 32) ss += h[i] * h[i];
+    const float inv = rsqrtf(warp_sum(ss) / (float)head_dim + eps);
+    for (int i = threadIdx.x; i < head_dim; i += 32) h[i] = h[i] * inv * w[i];
+}

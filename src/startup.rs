@@ -168,12 +168,12 @@ fn load_on_gpu(n: usize, path: &Path, gpu: GpuSizing) -> Result<LoadedModel<Deco
     use crate::device::cuda::CudaDevice;
     use crate::device::kernels::Device;
     use crate::device::memory_budget::kv_cache_budget;
-    use crate::model::device_llama::DeviceLlama;
+    use crate::model::device_decoder::DeviceDecoder;
     use crate::model::loader::load_gguf_with;
 
     let cuda = Arc::new(CudaDevice::open(n).map_err(anyhow::Error::msg)?);
     let dev: Arc<dyn Device> = cuda.clone();
-    let mut loaded = load_gguf_with(path, |src| DeviceLlama::load(dev, src))?;
+    let mut loaded = load_gguf_with(path, |src| DeviceDecoder::load(dev, src))?;
     loaded.llama.reserve(gpu.max_rows)?;
     let (free, total) = cuda.memory()?;
     let vocab = loaded.llama.config().vocab_size;

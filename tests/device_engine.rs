@@ -20,7 +20,7 @@ use ferrite::engine::start::{EngineConfig, LlmParts, StartedEngine, start_engine
 use ferrite::engine::types::SamplingParams;
 use ferrite::model::ModelInfo;
 use ferrite::model::decoder::Decoder;
-use ferrite::model::device_llama::DeviceLlama;
+use ferrite::model::device_decoder::DeviceDecoder;
 use ferrite::model::gguf_writer::SyntheticModel;
 use ferrite::model::loader::{LoadedModel, load_gguf, load_gguf_with};
 
@@ -94,7 +94,7 @@ fn engine_on_the_device_decoder_matches_the_cpu_engine() {
     wait_blocks_free(&cpu);
 
     let dev: Arc<dyn Device> = emu::emulator();
-    let loaded = load_gguf_with(&file.0, |src| DeviceLlama::load(dev.clone(), src)).unwrap();
+    let loaded = load_gguf_with(&file.0, |src| DeviceDecoder::load(dev.clone(), src)).unwrap();
     let on_device = loaded.map(|m| Decoder::Device {
         model: Box::new(m),
         kv_budget: 4 << 20,

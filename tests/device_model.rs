@@ -1,6 +1,8 @@
-//! The decoder on a device (`model::device_llama`) against the CPU decoder
-//! (`model::transformer`) on synthetic GGUF files of every format the GPU path reads: the
-//! same batched steps (a chunked prefill beside a whole one, then decodes of both
+//! The decoder on a device (`model::device_decoder`) against the CPU decoder
+//! (`model::transformer`) on synthetic GGUF files of every format the GPU path reads and
+//! of every architecture (`tiny_arch`: every optional tensor the family has, a 16-token
+//! sliding window where it has one): the same batched steps (a chunked prefill beside a
+//! whole one, the chunk boundary and the decodes past the window, then decodes of both
 //! sequences) on both, logits compared row by row, greedy choices compared where the
 //! CPU's choice is not a near-tie.
 //!
@@ -20,10 +22,11 @@ use std::sync::Arc;
 use candle_core::quantized::GgmlDType;
 use common::TempFile;
 use ferrite::device::kernels::Device;
-use ferrite::model::device_llama::{DeviceKvCache, DeviceLlama};
+use ferrite::model::device_decoder::{DeviceDecoder, DeviceKvCache};
 use ferrite::model::gguf_writer::SyntheticModel;
 use ferrite::model::loader::{load_gguf, load_gguf_with};
 use ferrite::model::paged_attention::{PagedKvCache, SeqSpan};
+use ferrite::model::spec::{ARCHITECTURES, ModelSpec};
 use ferrite::model::transformer::BatchInput;
 
 /// One sequence's state in the test's own little scheduler.
@@ -62,13 +65,14 @@ fn batch(seqs: &[Seq], take: &[usize]) -> BatchInput {
     b
 }
 
-fn check(model: SyntheticModel, tag: &str) {
+/// Runs the comparison; returns the model's spec.
+fn check(model: SyntheticModel, tag: &str) -> ModelSpec {
     let file = TempFile::new(&format!("device-model-{tag}.gguf"));
     model.write(&file.0).unwrap();
     let cpu = load_gguf(&file.0).unwrap();
     let cfg = cpu.llama.config().clone();
     for dev in emu::devices() {
-        let mut gpu = load_gguf_with(&file.0, |src| DeviceLlama::load(dev.clone(), src))
+        let mut gpu = load_gguf_with(&file.0, |src| DeviceDecoder::load(dev.clone(), src))
             .map(|m| m.llama)
             .unwrap_or_else(|e| panic!("{tag} on {}: {e:#}", dev.name()));
         let num_blocks = 8;
@@ -147,6 +151,7 @@ fn check(model: SyntheticModel, tag: &str) {
             "{tag}: too many greedy differences"
         );
     }
+    cfg
 }
 
 #[test]
@@ -212,12 +217,42 @@ fn f16_and_bf16_models_match_cpu() {
     check(SyntheticModel::tiny(GgmlDType::BF16), "bf16");
 }
 
+/// `archs`, each with every optional tensor it has, as `dtype`.
+fn check_archs(archs: &[&str], dtype: GgmlDType, tag: &str) {
+    for &arch in archs {
+        let m = SyntheticModel::tiny_arch(arch, dtype);
+        let spec = check(m, &format!("{arch}-{tag}"));
+        if arch == "gemma2" || arch == "gemma3" {
+            // The steps reach position 23: the window of 16 is crossed.
+            assert!(
+                spec.layers.iter().any(|l| l.window == Some(16))
+                    && spec.layers.iter().any(|l| l.window.is_none()),
+                "{arch}: {:?}",
+                spec.layers
+            );
+        }
+    }
+}
+
+#[test]
+fn every_architecture_matches_cpu_in_q8_0() {
+    check_archs(ARCHITECTURES, GgmlDType::Q8_0, "q8_0");
+}
+
+#[test]
+fn biased_windowed_and_fused_architectures_match_cpu_in_q4_k() {
+    // Q8_0 covers every architecture; in a K-quant, the three whose tensors differ most
+    // from llama's (Q/K/V biases; windows, soft-caps and post-norms; fused QKV and
+    // gate|up with partial rotary). The emulator makes each run slow on two cores.
+    check_archs(&["qwen2", "gemma2", "phi3"], GgmlDType::Q4K, "q4_k");
+}
+
 #[test]
 fn unsupported_weight_formats_are_refused_clearly() {
     let file = TempFile::new("device-model-f32.gguf");
     SyntheticModel::tiny(GgmlDType::F32).write(&file.0).unwrap();
     let dev: Arc<dyn Device> = emu::emulator();
-    let err = load_gguf_with(&file.0, |src| DeviceLlama::load(dev, src))
+    let err = load_gguf_with(&file.0, |src| DeviceDecoder::load(dev, src))
         .err()
         .expect("F32 must be refused");
     let msg = format!("{err:#}");

@@ -6,7 +6,8 @@
 //! every machine; built with `--features cuda` on a machine with a GPU, every check runs
 //! on the GPU too. Tolerances, per output: quantized matmuls |gpu - ref| <= 1e-4 * sum
 //! |x_j w_j| + 1e-6 (f32 sums in another order over exactly the same dequantized
-//! weights); RMSNorm, SiLU, rotary 1e-5 relative + 1e-6; attention 2e-4 absolute on
+//! weights); RMSNorm (whole rows and heads), SiLU, GELU, rotary, soft-cap 1e-5
+//! relative + 1e-6; bias and scale exact; attention 2e-4 absolute on
 //! outputs of size ~1 (same f16 cache values, another summation order, `expf`);
 //! argmax and dequantization exact.
 
@@ -15,15 +16,17 @@ mod emu;
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device as CandleDevice, Tensor};
+use ferrite::device::cpu::attention::ScoreRule;
 use ferrite::device::cpu::{CpuQMatrix, QKind, rowops};
 use ferrite::device::kernels::ops::{
     self, AttnBatch, DevKvLayer, DevRope, HeadColumns, KvColumns, QWeight,
 };
 use ferrite::device::kernels::{Device, DeviceError, DeviceExt};
 use ferrite::model::gguf_writer::signed_units;
-use ferrite::model::ops::silu_gate_up;
+use ferrite::model::ops::{gelu_gate_up, silu_gate_up};
 use ferrite::model::paged_attention::{HeadShape, PagedKvCache, SeqSpan, Strided};
 use ferrite::model::rope::RopeTable;
+use ferrite::model::spec::{RopeSpec, RopeStyle};
 
 /// The devices to check (see `emu::devices`).
 fn devices() -> Vec<&'static dyn Device> {
@@ -208,6 +211,72 @@ fn rotary_matches_cpu_on_fused_qkv_rows() {
 }
 
 #[test]
+fn half_split_and_partial_rotary_match_cpu() {
+    for dev in devices() {
+        let (hd, nq, nk, rows) = (64, 4, 2, 5);
+        let stride = (nq + 2 * nk) * hd;
+        let positions = [0usize, 3, 77, 255, 9];
+        let pos: Vec<i32> = positions.iter().map(|&p| p as i32).collect();
+        let pos_d = dev.upload_index(&pos).unwrap();
+        for (style, n_rot) in [
+            (RopeStyle::Halves, hd),
+            (RopeStyle::Halves, hd / 2),
+            (RopeStyle::Adjacent, 24),
+        ] {
+            let spec = RopeSpec {
+                style,
+                n_rot,
+                base: 1_000_000.0,
+                freq_scale: 1.0,
+                yarn_orig_ctx: None,
+                freq_factors: None,
+                attn_factor: 1.0,
+            };
+            let table = RopeTable::new(&spec, 256);
+            let rope = DevRope::upload(dev, &table).unwrap();
+            let x = signed_units(rows * stride, 16);
+            let mut xd = dev.upload(&x).unwrap();
+            // K heads only (offset past Q), to exercise the offset too.
+            let cols = HeadColumns {
+                stride,
+                offset: nq * hd,
+                n_heads: nk,
+                head_dim: hd,
+            };
+            ops::rotary(dev, &mut xd, &rope, &pos_d, rows, cols).unwrap();
+            let mut want = x.clone();
+            table.apply_strided(&mut want, stride, nq * hd, &positions, nk, hd);
+            let got = dev.download(&xd).unwrap();
+            for (i, (g, r)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    close(*g, *r as f64, 1e-5 * r.abs() as f64 + 1e-6),
+                    "{}: {style:?} n_rot {n_rot} [{i}] {g} vs {r}",
+                    dev.name()
+                );
+            }
+            // Past n_rot, and outside the K heads, nothing moves.
+            for r in 0..rows {
+                let head = r * stride + nq * hd;
+                assert_eq!(got[head + n_rot..head + hd], x[head + n_rot..head + hd]);
+                assert_eq!(got[r * stride..head], x[r * stride..head]);
+            }
+        }
+        // A table wider than the heads is refused.
+        let wide = RopeTable::plain(128, 8, 10_000.0);
+        let rope = DevRope::upload(dev, &wide).unwrap();
+        let mut xd = dev.upload(&vec![0f32; rows * stride]).unwrap();
+        let cols = HeadColumns {
+            stride,
+            offset: 0,
+            n_heads: 1,
+            head_dim: hd,
+        };
+        let err = ops::rotary(dev, &mut xd, &rope, &pos_d, 1, cols).unwrap_err();
+        assert!(err.to_string().contains("table rotates 128"), "{err}");
+    }
+}
+
+#[test]
 fn silu_gating_matches_cpu() {
     for dev in devices() {
         let (rows, ff) = (4, 1536);
@@ -249,12 +318,18 @@ fn spans(block_size: usize, lens: &[(usize, usize)]) -> Vec<SeqSpan> {
         .collect()
 }
 
-/// Attention over `lens` against the CPU, in one pass and split over the context into
-/// each of `splits` slices (`None`: the wrapper's own choice).
+/// The default rule: scores scaled by 1/√head_dim, no cap, no window.
+fn plain_rule(head_dim: usize) -> ScoreRule {
+    ScoreRule::plain(1.0 / (head_dim as f32).sqrt())
+}
+
+/// Attention over `lens` by `rule` against the CPU, in one pass and split over the
+/// context into each of `splits` slices (`None`: the wrapper's own choice).
 fn check_attention(
     dev: &dyn Device,
     lens: &[(usize, usize)],
     (n_head, n_kv_head, head_dim): (usize, usize, usize),
+    rule: ScoreRule,
     splits: &[Option<usize>],
 ) {
     let bs = 16;
@@ -308,21 +383,23 @@ fn check_attention(
         stride,
         offset: 0,
     };
-    cpu.attend_strided(0, shape, &spans, qs, &mut want);
+    cpu.attend_rule(0, shape, rule, &spans, qs, &mut want);
     let qd = dev.upload(&q).unwrap();
     for &split in splits {
         let mut out = dev.upload(&vec![f32::NAN; n_rows * qw]).unwrap();
         match split {
-            None => ops::paged_attention(dev, &qd, stride, 0, &gpu, &mut batch, shape, &mut out),
+            None => {
+                ops::paged_attention(dev, &qd, stride, 0, &gpu, &mut batch, shape, rule, &mut out)
+            }
             Some(n) => ops::paged_attention_split(
-                dev, &qd, stride, 0, &gpu, &mut batch, shape, &mut out, n,
+                dev, &qd, stride, 0, &gpu, &mut batch, shape, rule, &mut out, n,
             ),
         }
         .unwrap();
         for (i, (g, r)) in dev.download(&out).unwrap().iter().zip(&want).enumerate() {
             assert!(
                 close(*g, *r as f64, 2e-4),
-                "{}: attention {n_head}/{n_kv_head}x{head_dim} splits {split:?} [{i}] (row {}) {g} vs {r}",
+                "{}: attention {n_head}/{n_kv_head}x{head_dim} {rule:?} splits {split:?} [{i}] (row {}) {g} vs {r}",
                 dev.name(),
                 i / qw
             );
@@ -337,7 +414,8 @@ fn paged_attention_matches_cpu_for_prefill_chunks_and_decodes() {
     for dev in devices() {
         for shape in [(9, 3, 64), (8, 2, 128), (4, 4, 32), (4, 2, 16), (2, 1, 80)] {
             // 3 and 7 slices: some slices empty for the short rows, ragged last slices.
-            check_attention(dev, &lens, shape, &[None, Some(1), Some(3), Some(7)]);
+            let rule = plain_rule(shape.2);
+            check_attention(dev, &lens, shape, rule, &[None, Some(1), Some(3), Some(7)]);
         }
     }
 }
@@ -348,8 +426,146 @@ fn long_decodes_are_split_over_the_context_and_match_cpu() {
     let lens = [(1500, 1), (700, 1)];
     for dev in devices() {
         for shape in [(9, 3, 64), (8, 2, 128)] {
-            check_attention(dev, &lens, shape, &[None, Some(1)]);
+            check_attention(dev, &lens, shape, plain_rule(shape.2), &[None, Some(1)]);
         }
+    }
+}
+
+#[test]
+fn scaled_soft_capped_and_windowed_attention_matches_cpu() {
+    // Prompts longer than the window, a chunk that starts inside it, decodes far past
+    // it; a custom scale and a cap that bites (scores of a few units).
+    let lens = [(0, 40), (20, 13), (100, 1), (700, 1)];
+    for dev in devices() {
+        for shape in [(4, 2, 64), (8, 2, 128)] {
+            for rule in [
+                ScoreRule {
+                    scale: 0.3,
+                    softcap: Some(1.5),
+                    window: None,
+                },
+                ScoreRule {
+                    scale: 0.2,
+                    softcap: None,
+                    window: Some(24),
+                },
+                ScoreRule {
+                    scale: 0.25,
+                    softcap: Some(2.0),
+                    window: Some(17),
+                },
+                ScoreRule {
+                    scale: 0.1,
+                    softcap: None,
+                    window: Some(400),
+                },
+            ] {
+                check_attention(dev, &lens, shape, rule, &[None, Some(1), Some(3)]);
+            }
+        }
+    }
+}
+
+#[test]
+fn gelu_gating_bias_scale_and_softcap_match_cpu() {
+    for dev in devices() {
+        let (rows, ff) = (3, 700);
+        let gu: Vec<f32> = signed_units(rows * 2 * ff, 9)
+            .iter()
+            .map(|v| v * 6.0)
+            .collect();
+        let mut out = dev.alloc::<f32>(rows * ff).unwrap();
+        ops::gelu_gate_up(dev, &dev.upload(&gu).unwrap(), &mut out, rows, ff).unwrap();
+        let want = gelu_gate_up(&gu, ff);
+        for (i, (g, r)) in dev.download(&out).unwrap().iter().zip(&want).enumerate() {
+            assert!(
+                close(*g, *r as f64, 1e-5 * r.abs() as f64 + 1e-6),
+                "{}: gelu [{i}] {g} vs {r}",
+                dev.name()
+            );
+        }
+        // A bias over columns 5..25 of rows 30 wide; the rest untouched.
+        let (stride, off, width) = (30, 5, 20);
+        let x = signed_units(rows * stride, 10);
+        let bias = signed_units(width, 11);
+        let mut xd = dev.upload(&x).unwrap();
+        ops::add_bias(dev, &mut xd, &dev.upload(&bias).unwrap(), rows, stride, off).unwrap();
+        let got = dev.download(&xd).unwrap();
+        for (i, (&g, &v)) in got.iter().zip(&x).enumerate() {
+            let c = i % stride;
+            let want = if (off..off + width).contains(&c) {
+                v + bias[c - off]
+            } else {
+                v
+            };
+            assert_eq!(g, want, "{}: bias [{i}]", dev.name());
+        }
+        let err =
+            ops::add_bias(dev, &mut xd, &dev.upload(&bias).unwrap(), rows, stride, 11).unwrap_err();
+        assert!(err.to_string().contains("does not fit rows of 30"), "{err}");
+        // Scale and soft-cap, as the CPU decoder computes them.
+        let v: Vec<f32> = signed_units(1000, 12).iter().map(|v| v * 90.0).collect();
+        let mut vd = dev.upload(&v).unwrap();
+        ops::scale_values(dev, &mut vd, 999, 1.7).unwrap();
+        let scaled = dev.download(&vd).unwrap();
+        assert!(scaled[..999].iter().zip(&v).all(|(g, x)| *g == x * 1.7));
+        assert_eq!(scaled[999], v[999], "past n untouched");
+        ops::softcap_values(dev, &mut vd, 1000, 30.0).unwrap();
+        for (i, (g, x)) in dev.download(&vd).unwrap().iter().zip(&scaled).enumerate() {
+            let want = 30.0 * (x * (1.0 / 30.0f32)).tanh();
+            assert!(
+                close(*g, want as f64, 1e-5 * want.abs() as f64 + 1e-6),
+                "{}: softcap [{i}] {g} vs {want}",
+                dev.name()
+            );
+            assert!(g.abs() <= 30.0);
+        }
+        assert!(ops::softcap_values(dev, &mut vd, 10, 0.0).is_err());
+    }
+}
+
+#[test]
+fn head_rms_norm_matches_cpu_at_strided_columns() {
+    for dev in devices() {
+        let (rows, hd, heads, off, stride) = (5, 48, 3, 96, 300);
+        let x: Vec<f32> = signed_units(rows * stride, 13)
+            .iter()
+            .map(|v| v * 4.0)
+            .collect();
+        let w = signed_units(hd, 14);
+        let mut xd = dev.upload(&x).unwrap();
+        let cols = HeadColumns {
+            stride,
+            offset: off,
+            n_heads: heads,
+            head_dim: hd,
+        };
+        ops::rms_norm_heads(dev, &mut xd, &dev.upload(&w).unwrap(), rows, cols, 1e-6).unwrap();
+        let got = dev.download(&xd).unwrap();
+        for r in 0..rows {
+            let row = &x[r * stride..][..stride];
+            for h in 0..heads {
+                let at = off + h * hd;
+                let mut want = vec![0f32; hd];
+                rowops::rms_norm_scalar(&row[at..at + hd], &w, 1e-6, &mut want);
+                for (i, want) in want.iter().enumerate() {
+                    let g = got[r * stride + at + i];
+                    assert!(
+                        close(g, *want as f64, 1e-5 * want.abs() as f64 + 1e-6),
+                        "{}: head norm row {r} head {h} [{i}] {g} vs {want}",
+                        dev.name()
+                    );
+                }
+            }
+            let outside = (0..stride).filter(|c| !(off..off + heads * hd).contains(c));
+            for c in outside {
+                assert_eq!(got[r * stride + c], row[c], "{}: column {c}", dev.name());
+            }
+        }
+        let bad = HeadColumns { n_heads: 5, ..cols };
+        let err = ops::rms_norm_heads(dev, &mut xd, &dev.upload(&w).unwrap(), rows, bad, 1e-6)
+            .unwrap_err();
+        assert!(err.to_string().contains("rows are 300 wide"), "{err}");
     }
 }
 
@@ -425,7 +641,8 @@ fn wrappers_refuse_bad_shapes_before_launching() {
             head_dim: 32,
         };
         let mut o = dev.alloc::<f32>(64).unwrap();
-        let err = ops::paged_attention(dev, &rows, 192, 0, &cache, &mut batch, shape, &mut o)
+        let rule = plain_rule(32);
+        let err = ops::paged_attention(dev, &rows, 192, 0, &cache, &mut batch, shape, rule, &mut o)
             .unwrap_err();
         assert!(
             err.to_string().contains("block ids must be in 0..2"),

@@ -12,7 +12,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::budget::Budget;
-use crate::model::device_llama::{DeviceKvCache, DeviceLlama};
+use crate::model::device_decoder::{DeviceDecoder, DeviceKvCache};
 use crate::model::paged_attention::PagedKvCache;
 use crate::model::spec::ModelSpec;
 use crate::model::step_batch::{HandSeq, step};
@@ -28,7 +28,7 @@ pub enum BenchModel {
     /// Host weights, CPU kernels.
     Cpu(Box<CpuModel>),
     /// Device weights, device kernels.
-    Device(Box<DeviceLlama>),
+    Device(Box<DeviceDecoder>),
 }
 
 enum Cache {

@@ -31,7 +31,7 @@ pub use decode::DecodeResult;
 use decode::{BenchModel, PREFILL_CHUNK};
 use rerank::{RerankResult, XlmrShape};
 
-use crate::model::device_llama::DeviceLlama;
+use crate::model::device_decoder::DeviceDecoder;
 use crate::model::gguf_writer::SyntheticModel;
 use crate::model::loader::{load_gguf, load_gguf_with};
 use crate::scratch::ScratchDir;
@@ -158,7 +158,7 @@ fn load(device: &SelftestDevice, path: &Path) -> Result<(BenchModel, usize)> {
             file_bytes,
         ),
         Some(dev) => {
-            let mut m = load_gguf_with(path, |src| DeviceLlama::load(dev.clone(), src))?.llama;
+            let mut m = load_gguf_with(path, |src| DeviceDecoder::load(dev.clone(), src))?.llama;
             m.reserve(PREFILL_CHUNK)?;
             let bytes = m.weight_bytes();
             (BenchModel::Device(Box::new(m)), bytes)

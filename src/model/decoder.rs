@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 
-use super::device_llama::{DeviceKvCache, DeviceLlama};
+use super::device_decoder::{DeviceDecoder, DeviceKvCache};
 use super::paged_attention::PagedKvCache;
 use super::spec::ModelSpec;
 use super::transformer::{BatchInput, CpuModel};
@@ -16,7 +16,7 @@ pub enum Decoder {
     /// Weights on a device, our device kernels.
     Device {
         /// The model.
-        model: Box<DeviceLlama>,
+        model: Box<DeviceDecoder>,
         /// Bytes of device memory the KV cache may take (sized at load from free
         /// device memory; see `device::memory_budget`).
         kv_budget: usize,
@@ -45,7 +45,7 @@ pub enum Runner {
     /// On a device.
     Device {
         /// The model.
-        model: Box<DeviceLlama>,
+        model: Box<DeviceDecoder>,
         /// Its cache, in device memory.
         cache: DeviceKvCache,
     },

@@ -1,12 +1,12 @@
 //! Models: GGUF loading, the one model description of every supported decoder
 //! architecture (`spec`) and the weights it names (`weights`), the CPU decoder that
 //! executes it over the paged KV cache (`transformer`; the device one is
-//! `device_llama`), the tokenizer built from GGUF metadata, chat templates, encoders
+//! `device_decoder`), the tokenizer built from GGUF metadata, chat templates, encoders
 //! (BERT / XLM-R embedding and rerank models), and obtaining model files.
 
 pub mod chat_template;
 pub mod decoder;
-pub mod device_llama;
+pub mod device_decoder;
 pub mod encoder;
 pub mod gguf_writer;
 pub mod loader;

@@ -8,6 +8,7 @@
 //! order, `expf`; outputs are of size ~1); cache writes within one f16 rounding of the
 //! value, skipped slots (-1) and untouched slots exact.
 
+use crate::device::cpu::attention::ScoreRule;
 use half::f16;
 
 use super::measure::Worst;
@@ -49,8 +50,10 @@ fn attention(
     lens: &[(usize, usize)],
     (n_head, n_kv_head, head_dim): (usize, usize, usize),
     splits: &[Option<usize>],
+    rule: Option<ScoreRule>,
     acc: &mut Worst,
 ) -> Result<(), String> {
+    let rule = rule.unwrap_or(ScoreRule::plain(1.0 / (head_dim as f32).sqrt()));
     let dev = ctx.dev;
     let bs = 16;
     let spans = spans(bs, lens);
@@ -96,14 +99,16 @@ fn attention(
         stride,
         offset: 0,
     };
-    cpu.attend_strided(0, shape, &spans, qs, &mut want);
+    cpu.attend_rule(0, shape, rule, &spans, qs, &mut want);
     let qd = dev.upload(&q).map_err(s)?;
     for &split in splits {
         let mut out = dev.upload(&vec![f32::NAN; n_rows * qw]).map_err(s)?;
         match split {
-            None => ops::paged_attention(dev, &qd, stride, 0, &gpu, &mut batch, shape, &mut out),
+            None => {
+                ops::paged_attention(dev, &qd, stride, 0, &gpu, &mut batch, shape, rule, &mut out)
+            }
             Some(n) => ops::paged_attention_split(
-                dev, &qd, stride, 0, &gpu, &mut batch, shape, &mut out, n,
+                dev, &qd, stride, 0, &gpu, &mut batch, shape, rule, &mut out, n,
             ),
         }
         .map_err(s)?;
@@ -123,8 +128,22 @@ fn mixed(ctx: &Ctx) -> Result<Worst, String> {
     let mut acc = Worst::default();
     let lens = [(0, 5), (10, 7), (40, 1), (70, 1)];
     for shape in [(9, 3, 64), (8, 2, 128), (4, 4, 32), (4, 2, 16), (2, 1, 80)] {
-        attention(ctx, &lens, shape, &[None, Some(1)], &mut acc)?;
+        attention(ctx, &lens, shape, &[None, Some(1)], None, &mut acc)?;
     }
+    // Gemma-style rule: custom scale, soft-capped scores, a sliding window.
+    let gemma = ScoreRule {
+        scale: 0.2,
+        softcap: Some(20.0),
+        window: Some(9),
+    };
+    attention(
+        ctx,
+        &lens,
+        (4, 2, 32),
+        &[None, Some(1)],
+        Some(gemma),
+        &mut acc,
+    )?;
     Ok(acc)
 }
 
@@ -132,12 +151,12 @@ fn split(ctx: &Ctx) -> Result<Worst, String> {
     let mut acc = Worst::default();
     let lens = [(0, 5), (10, 7), (40, 1), (70, 1)];
     for shape in [(9, 3, 64), (8, 2, 128), (4, 2, 16)] {
-        attention(ctx, &lens, shape, &[Some(3), Some(7)], &mut acc)?;
+        attention(ctx, &lens, shape, &[Some(3), Some(7)], None, &mut acc)?;
     }
     // Long decodes the wrapper splits by itself, and a single forced pass over them.
     let long = [(1500, 1), (700, 1)];
     for shape in [(9, 3, 64), (8, 2, 128)] {
-        attention(ctx, &long, shape, &[None, Some(1)], &mut acc)?;
+        attention(ctx, &long, shape, &[None, Some(1)], None, &mut acc)?;
     }
     Ok(acc)
 }

@@ -16,7 +16,7 @@ use candle_core::quantized::GgmlDType;
 use super::measure::Worst;
 use super::{Ctx, Rows};
 use crate::device::kernels::Device;
-use crate::model::device_llama::{DeviceKvCache, DeviceLlama};
+use crate::model::device_decoder::{DeviceDecoder, DeviceKvCache};
 use crate::model::gguf_writer::SyntheticModel;
 use crate::model::loader::{load_gguf, load_gguf_with};
 use crate::model::paged_attention::PagedKvCache;
@@ -50,7 +50,7 @@ fn compare(dev: Arc<dyn Device>, model: &SyntheticModel, seed: u64) -> Result<Wo
     }
     .write(&path)?;
     let cpu = load_gguf(&path).context("loading on the CPU")?;
-    let mut gpu = load_gguf_with(&path, |src| DeviceLlama::load(dev.clone(), src))
+    let mut gpu = load_gguf_with(&path, |src| DeviceDecoder::load(dev.clone(), src))
         .context("loading on the device")?
         .llama;
     let cfg = cpu.llama.config().clone();

@@ -74,7 +74,7 @@ pub const MODULES: &[KernelModule] = &[
     KernelModule {
         name: "norm",
         source: include_str!("../../../kernels/norm.cu"),
-        kernels: &["rms_norm_residual"],
+        kernels: &["rms_norm_residual", "rms_norm_heads"],
     },
     KernelModule {
         name: "rotary",
@@ -84,7 +84,12 @@ pub const MODULES: &[KernelModule] = &[
     KernelModule {
         name: "activation",
         source: include_str!("../../../kernels/activation.cu"),
-        kernels: &["silu_gate_up"],
+        kernels: &["silu_gate_up", "gelu_gate_up"],
+    },
+    KernelModule {
+        name: "elementwise",
+        source: include_str!("../../../kernels/elementwise.cu"),
+        kernels: &["add_bias", "scale_values", "softcap_values"],
     },
     KernelModule {
         name: "kv_cache",

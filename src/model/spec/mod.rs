@@ -4,7 +4,7 @@
 //! activation, the embedding scale). Which optional tensors exist (biases, Q/K norms,
 //! post-norms, fused projections, rope frequency factors) is read from the file by
 //! `model::weights`. The CPU decoder (`model::transformer`) and the device decoder
-//! (`model::device_llama`) both execute a `ModelSpec`; neither knows an architecture
+//! (`model::device_decoder`) both execute a `ModelSpec`; neither knows an architecture
 //! by name.
 //!
 //! Each architecture is one file in `arch/` that says only what its GGUF files leave

@@ -1,7 +1,9 @@
 //! The KV cache on the device, writes into it by slot mapping, and paged attention over
-//! it for a flat batch of prefill chunks and decodes.
+//! it for a flat batch of prefill chunks and decodes, scored by the CPU's [`ScoreRule`]
+//! (scale, optional tanh soft-cap, optional sliding window).
 
 use super::{Result, check, int, ptr};
+use crate::device::cpu::attention::ScoreRule;
 use crate::device::kernels::buffer::{
     DevBuf, DevIndex, Device, DeviceError, DeviceExt, KernelArg, LaunchDims,
 };
@@ -221,9 +223,10 @@ impl AttnBatch {
 pub const SPLIT_CHUNK: usize = 256;
 
 /// Causal attention of the batch's query rows (heads at column `q_off` of `q` rows
-/// `q_stride` wide) over `cache`, into `out` (`[rows][n_head * head_dim]`). A batch of
-/// few rows over long contexts (decode) is split over the context ([`SPLIT_CHUNK`]
-/// positions a slice) so that enough blocks run at once.
+/// `q_stride` wide) over `cache`, into `out` (`[rows][n_head * head_dim]`), each row
+/// seeing the positions and scored as `rule` says. A batch of few rows over long
+/// contexts (decode) is split over the context ([`SPLIT_CHUNK`] positions a slice) so
+/// that enough blocks run at once.
 #[allow(clippy::too_many_arguments)]
 pub fn paged_attention(
     dev: &dyn Device,
@@ -233,15 +236,44 @@ pub fn paged_attention(
     cache: &DevKvLayer,
     batch: &mut AttnBatch,
     shape: HeadShape,
+    rule: ScoreRule,
     out: &mut DevBuf<f32>,
 ) -> Result<()> {
-    let ctx = batch.max_context();
+    let ctx = seen(batch.max_context(), rule);
     let splits = if batch.rows * shape.n_kv_head >= 128 || ctx <= 2 * SPLIT_CHUNK {
         1
     } else {
         ctx.div_ceil(SPLIT_CHUNK).min(64)
     };
-    paged_attention_split(dev, q, q_stride, q_off, cache, batch, shape, out, splits)
+    paged_attention_split(
+        dev, q, q_stride, q_off, cache, batch, shape, rule, out, splits,
+    )
+}
+
+/// The most positions a row with `ctx` positions of context sees under `rule`.
+fn seen(ctx: usize, rule: ScoreRule) -> usize {
+    rule.window.map_or(ctx, |w| ctx.min(w))
+}
+
+/// The rule's kernel arguments: scale, soft-cap (0: none), window (0: none).
+fn rule_args(rule: ScoreRule) -> Result<[KernelArg; 3]> {
+    const OP: &str = "paged_attention";
+    check(rule.scale.is_finite(), OP, || {
+        format!("attention scale {} is not finite", rule.scale)
+    })?;
+    let cap = rule.softcap.unwrap_or(0.0);
+    check(rule.softcap.is_none() || cap > 0.0, OP, || {
+        format!("soft-cap {cap} must be > 0")
+    })?;
+    let window = rule.window.unwrap_or(0);
+    check(rule.window.is_none() || window > 0, OP, || {
+        "a window of 0 positions".into()
+    })?;
+    Ok([
+        KernelArg::F32(rule.scale),
+        KernelArg::F32(cap),
+        int(window, OP, "window")?,
+    ])
 }
 
 /// [`paged_attention`] with the context cut into `splits` slices (1: one pass).
@@ -254,11 +286,13 @@ pub fn paged_attention_split(
     cache: &DevKvLayer,
     batch: &mut AttnBatch,
     shape: HeadShape,
+    rule: ScoreRule,
     out: &mut DevBuf<f32>,
     splits: usize,
 ) -> Result<()> {
     const OP: &str = "paged_attention";
     check_attention(q, q_stride, q_off, cache, batch, shape, out)?;
+    let rule_args = rule_args(rule)?;
     check((1..=1024).contains(&splits), OP, || {
         format!("{splits} splits: must be in 1..=1024")
     })?;
@@ -286,12 +320,14 @@ pub fn paged_attention_split(
         int(batch.max_blocks, OP, "max_blocks")?,
         int(batch.block_size, OP, "block_size")?,
     ];
-    let heads = [
+    let heads: Vec<KernelArg> = [
         int(n_head, OP, "n_head")?,
         int(n_kv_head, OP, "n_kv_head")?,
         int(head_dim, OP, "head_dim")?,
-        KernelArg::F32(1.0 / (head_dim as f32).sqrt()),
-    ];
+    ]
+    .into_iter()
+    .chain(rule_args)
+    .collect();
     let grid = |z: usize| LaunchDims {
         grid: [rows as u32, n_kv_head as u32, z as u32],
         block: [(32 * (n_head / n_kv_head)) as u32, 1, 1],
@@ -302,7 +338,7 @@ pub fn paged_attention_split(
         // each table covers its row's positions (AttnBatch::refill).
         return unsafe { dev.launch("paged_attention", grid(1), &args) };
     }
-    let chunk = batch.max_context().div_ceil(splits).max(1);
+    let chunk = seen(batch.max_context(), rule).div_ceil(splits).max(1);
     let slots = rows * n_head * splits;
     let part_acc = dev.grown(&mut batch.part_acc, slots * head_dim)?.ptr();
     let part_ml = dev.grown(&mut batch.part_ml, slots * 2)?.ptr();

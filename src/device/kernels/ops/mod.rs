@@ -5,15 +5,18 @@
 //! compare against.
 
 mod attention;
+mod elementwise;
 mod quant;
 mod rows;
 
 pub use attention::{
     AttnBatch, DevKvLayer, KvColumns, SPLIT_CHUNK, kv_write, paged_attention, paged_attention_split,
 };
+pub use elementwise::{add_bias, rms_norm_heads, scale_values, softcap_values};
 pub use quant::{MATVEC_MAX_ROWS, QWeight, dequant_rows, qmatmul, qmatmul_into};
 pub use rows::{
-    DevRope, HeadColumns, argmax_rows, gather_rows, rms_norm_residual, rotary, silu_gate_up,
+    DevRope, HeadColumns, argmax_rows, gather_rows, gelu_gate_up, rms_norm_residual, rotary,
+    silu_gate_up,
 };
 
 use super::buffer::{DevBuf, DeviceError, KernelArg};

@@ -1,9 +1,10 @@
-//! Row-wise kernels: RMSNorm with the residual add, rotary, SiLU gating, row gather
-//! and greedy argmax.
+//! Row-wise kernels: RMSNorm with the residual add, rotary (adjacent or half-split
+//! pairs, whole or partial heads), SiLU and GELU gating, row gather and greedy argmax.
 
 use super::{Result, check, int, ptr};
 use crate::device::kernels::buffer::{DevBuf, DevIndex, Device, DeviceExt, KernelArg, LaunchDims};
 use crate::model::rope::RopeTable;
+use crate::model::spec::RopeStyle;
 
 /// RMSNorm of `rows` rows of `x` (width `w.len()`) into `out`, after `x += delta` when
 /// `delta` is given (the residual add, written back into `x`).
@@ -53,26 +54,32 @@ pub fn rms_norm_residual(
     }
 }
 
-/// The rotary tables on the device.
+/// The rotary tables on the device, with how they pair values.
 #[derive(Debug)]
 pub struct DevRope {
     cos: DevBuf<f32>,
     sin: DevBuf<f32>,
     half: usize,
     max_positions: usize,
+    style: RopeStyle,
 }
 
 impl DevRope {
     /// Uploads the CPU path's table.
     pub fn upload(dev: &dyn Device, table: &RopeTable) -> Result<Self> {
         let (cos, sin) = table.tables();
-        let max_positions = table.max_positions();
         Ok(Self {
-            half: cos.len() / max_positions.max(1),
-            max_positions,
+            half: table.n_rot() / 2,
+            max_positions: table.max_positions(),
+            style: table.style(),
             cos: dev.upload(cos)?,
             sin: dev.upload(sin)?,
         })
+    }
+
+    /// Positions the table covers.
+    pub fn max_positions(&self) -> usize {
+        self.max_positions
     }
 }
 
@@ -90,7 +97,9 @@ pub struct HeadColumns {
     pub head_dim: usize,
 }
 
-/// Rotates the heads at `cols` of `rows` rows of `x`, row `r` by position `pos[r]`.
+/// Rotates the heads at `cols` of `rows` rows of `x`, row `r` by position `pos[r]`: the
+/// first `n_rot` values of each head, paired as the table's style says (as
+/// `RopeTable::apply_strided`).
 pub fn rotary(
     dev: &dyn Device,
     x: &mut DevBuf<f32>,
@@ -106,8 +115,8 @@ pub fn rotary(
         n_heads,
         head_dim,
     } = cols;
-    check(head_dim == 2 * rope.half, OP, || {
-        format!("head_dim {head_dim}, table built for {}", 2 * rope.half)
+    check(rope.half > 0 && 2 * rope.half <= head_dim, OP, || {
+        format!("head_dim {head_dim}, table rotates {}", 2 * rope.half)
     })?;
     check(offset + n_heads * head_dim <= stride, OP, || {
         format!(
@@ -148,8 +157,10 @@ pub fn rotary(
         int(offset, OP, "offset")?,
         int(n_heads, OP, "heads")?,
         int(head_dim, OP, "head_dim")?,
+        int(rope.half, OP, "n_rot / 2")?,
+        KernelArg::I32(i32::from(rope.style == RopeStyle::Halves)),
     ];
-    // SAFETY: columns and positions bounded above.
+    // SAFETY: columns and positions bounded above; 2 * half <= head_dim.
     unsafe { dev.launch("rotary", LaunchDims::cover(pairs, 256), &args) }
 }
 
@@ -161,10 +172,33 @@ pub fn silu_gate_up(
     rows: usize,
     ff: usize,
 ) -> Result<()> {
-    const OP: &str = "silu_gate_up";
+    gated(dev, "silu_gate_up", gu, out, rows, ff)
+}
+
+/// Rows of `2 * ff` (gate | up) into rows of `ff`: `gelu_tanh(gate) * up` (as
+/// `model::ops::gelu_gate_up`).
+pub fn gelu_gate_up(
+    dev: &dyn Device,
+    gu: &DevBuf<f32>,
+    out: &mut DevBuf<f32>,
+    rows: usize,
+    ff: usize,
+) -> Result<()> {
+    gated(dev, "gelu_gate_up", gu, out, rows, ff)
+}
+
+/// The gated activation kernel `op` over `rows` rows of `2 * ff`.
+fn gated(
+    dev: &dyn Device,
+    op: &'static str,
+    gu: &DevBuf<f32>,
+    out: &mut DevBuf<f32>,
+    rows: usize,
+    ff: usize,
+) -> Result<()> {
     check(
         gu.len() >= rows * 2 * ff && out.len() >= rows * ff,
-        OP,
+        op,
         || {
             format!(
                 "{rows} rows of ff {ff}: gate|up has {}, out {}",
@@ -179,11 +213,11 @@ pub fn silu_gate_up(
     let args = [
         ptr(gu),
         ptr(out),
-        int(rows, OP, "rows")?,
-        int(ff, OP, "ff")?,
+        int(rows, op, "rows")?,
+        int(ff, op, "ff")?,
     ];
     // SAFETY: sizes checked.
-    unsafe { dev.launch("silu_gate_up", LaunchDims::cover(rows * ff, 256), &args) }
+    unsafe { dev.launch(op, LaunchDims::cover(rows * ff, 256), &args) }
 }
 
 /// Index of each row's largest value (ties: lowest index; NaN never wins).

@@ -1,13 +1,17 @@
-//! The decoder on a [`Device`] (a GPU, or the kernel emulator in tests): the same
-//! [`ModelSpec`] and flat-batch step as the CPU model (`model::transformer`), with every tensor between
-//! the embedding lookup and the logits kept on the device and every operation one of
-//! our kernels. The KV cache is [`DeviceKvCache`], laid out as the CPU one, so the
-//! engine's block tables and slot mapping mean the same on both.
+//! The decoder on a [`Device`] (a GPU, or the kernel emulator in tests): executes the
+//! same [`ModelSpec`] (every supported architecture) and flat-batch step as the CPU
+//! decoder (`model::transformer`), with every tensor between the embedding lookup and
+//! the logits kept on the device and every operation one of our kernels. The KV cache
+//! is [`DeviceKvCache`], laid out as the CPU one, so the engine's block tables and slot
+//! mapping mean the same on both. One layer's step is `layer`.
 //!
 //! Invariants: scratch buffers grow to the largest batch seen and are reused; a step's
 //! inputs are checked (positions within the context, slots and block tables within the
 //! cache) before anything is launched; each row's result depends on that row alone.
+//! A spec the kernels cannot run (heads wider than 256, more than 8 query heads per K/V
+//! head) is refused at load with the reason.
 
+mod layer;
 mod weights;
 
 use std::sync::Arc;
@@ -15,23 +19,14 @@ use std::sync::Arc;
 use anyhow::{Result, bail};
 
 use super::rope::RopeTable;
-use super::spec::{Activation, ModelSpec, RopeStyle};
+use super::spec::ModelSpec;
 use super::transformer::BatchInput;
-use crate::device::kernels::ops::{
-    self, AttnBatch, DevKvLayer, DevRope, HeadColumns, KvColumns, QWeight,
-};
+use crate::device::cpu::attention::ScoreRule;
+use crate::device::kernels::ops::{self, AttnBatch, DevKvLayer, DevRope, QWeight};
 use crate::device::kernels::{DevBuf, DevIndex, Device, DeviceExt};
 use crate::model::weights::{self as spec_weights, TensorSource};
+use layer::{Bufs, DevLayer, Pending, StepCtx};
 use weights::{DevProjections, DevSink};
-
-struct DevLayer {
-    attn_norm: DevBuf<f32>,
-    qkv: DevProjections,
-    wo: DevProjections,
-    ffn_norm: DevBuf<f32>,
-    gate_up: DevProjections,
-    down: DevProjections,
-}
 
 /// The K/V cache of every layer on the device.
 pub struct DeviceKvCache {
@@ -116,100 +111,84 @@ fn to_i32(v: &[usize]) -> Result<Vec<i32>> {
         .collect()
 }
 
-struct Bufs {
-    x: DevBuf<f32>,
-    h: DevBuf<f32>,
-    qkv: DevBuf<f32>,
-    attn: DevBuf<f32>,
-    o: DevBuf<f32>,
-    gu: DevBuf<f32>,
-    act: DevBuf<f32>,
-}
-
-/// What of `spec` the device kernels cannot run yet (`None`: all of it).
+/// What of `spec` the device kernels cannot run (`None`: all of it).
 fn unsupported(spec: &ModelSpec) -> Option<String> {
-    let rope = &spec.ropes[0];
-    let plain_scale = (spec.attn_scale * (spec.head_dim as f32).sqrt() - 1.0).abs() < 1e-6;
-    let why = if rope.style != RopeStyle::Adjacent || rope.n_rot != spec.head_dim {
-        "half-split or partial rotary"
-    } else if spec.ropes.len() > 1 || spec.layers.iter().any(|l| l.window.is_some()) {
-        "sliding-window layers"
-    } else if spec.attn_softcap.is_some() || spec.final_softcap.is_some() {
-        "logit soft-capping"
-    } else if spec.act != Activation::Silu {
-        "GELU gating"
-    } else if spec.embed_scale != 1.0 || !plain_scale {
-        "scaled embeddings or attention"
+    let group = spec.n_head / spec.n_kv_head.max(1);
+    if spec.head_dim > 256 {
+        Some(format!("heads of {} values (at most 256)", spec.head_dim))
+    } else if group > 8 {
+        Some(format!("{group} query heads per K/V head (at most 8)"))
     } else {
-        return None;
-    };
-    Some(why.to_string())
+        None
+    }
 }
 
 /// A decoder whose weights live on a device.
-pub struct DeviceLlama {
+pub struct DeviceDecoder {
     dev: Arc<dyn Device>,
     cfg: ModelSpec,
     embed: QWeight,
     /// `None`: tied to `embed`.
     output: Option<DevProjections>,
+    output_bias: Option<DevBuf<f32>>,
     norm: DevBuf<f32>,
     layers: Vec<DevLayer>,
-    rope: DevRope,
+    /// One table per entry of `ModelSpec::ropes`.
+    ropes: Vec<DevRope>,
     max_positions: usize,
     scratch: Scratch,
 }
 
-impl DeviceLlama {
+impl DeviceDecoder {
     /// Loads the weights `src` describes onto `dev`. A description the
-    /// device kernels cannot run yet is refused with the reason (an `auto` load then
+    /// device kernels cannot run is refused with the reason (an `auto` load then
     /// serves on the CPU).
     pub fn load(dev: Arc<dyn Device>, src: TensorSource<'_>) -> Result<Self> {
         let cfg = spec_weights::read_spec(&src)?;
         if let Some(why) = unsupported(&cfg) {
             bail!(
-                "the device decoder cannot run this {} model yet: {why}",
+                "the device decoder cannot run this {} model: {why}",
                 cfg.arch
             );
         }
         let d: &dyn Device = dev.as_ref();
         let w = spec_weights::load_weights(&cfg, &src, &DevSink(d))?;
-        let mut layers = Vec::with_capacity(cfg.n_layer);
-        for (i, l) in w.layers.into_iter().enumerate() {
-            let extra = l.qkv.bias.is_some()
-                || l.wo.bias.is_some()
-                || l.gate_up.bias.is_some()
-                || l.down.bias.is_some()
-                || l.q_norm.is_some()
-                || l.k_norm.is_some()
-                || l.post_attn_norm.is_some()
-                || l.post_ffn_norm.is_some();
-            if extra {
-                bail!(
-                    "the device decoder cannot run this {} model yet: layer {i} has \
-                     biases, Q/K norms or post-norms",
-                    cfg.arch
-                );
-            }
-            layers.push(DevLayer {
+        let layers = w
+            .layers
+            .into_iter()
+            .zip(&cfg.layers)
+            .map(|(l, ls)| DevLayer {
                 attn_norm: l.attn_norm,
-                qkv: l.qkv.w,
-                wo: l.wo.w,
+                qkv: l.qkv,
+                q_norm: l.q_norm,
+                k_norm: l.k_norm,
+                wo: l.wo,
+                post_attn_norm: l.post_attn_norm,
                 ffn_norm: l.ffn_norm,
-                gate_up: l.gate_up.w,
-                down: l.down.w,
-            });
-        }
-        if w.output_bias.is_some() {
-            bail!("the device decoder cannot run an output bias yet");
-        }
-        let table = RopeTable::new(&cfg.ropes[0], cfg.context_length);
+                gate_up: l.gate_up,
+                down: l.down,
+                post_ffn_norm: l.post_ffn_norm,
+                rope: ls.rope,
+                rule: ScoreRule {
+                    scale: cfg.attn_scale,
+                    softcap: cfg.attn_softcap,
+                    window: ls.window,
+                },
+            })
+            .collect();
+        let ropes = cfg
+            .ropes
+            .iter()
+            .map(|r| DevRope::upload(d, &RopeTable::new(r, cfg.context_length)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let max_positions = ropes.iter().map(DevRope::max_positions).min().unwrap_or(0);
         Ok(Self {
-            rope: DevRope::upload(d, &table)?,
-            max_positions: table.max_positions(),
+            ropes,
+            max_positions,
             norm: w.output_norm,
             embed: w.embed,
             output: w.output,
+            output_bias: w.output_bias,
             layers,
             cfg,
             scratch: Scratch::default(),
@@ -224,11 +203,7 @@ impl DeviceLlama {
 
     /// Bytes of the weight matrices on the device (what a decode step reads).
     pub fn weight_bytes(&self) -> usize {
-        let layers: usize = self
-            .layers
-            .iter()
-            .map(|l| l.qkv.bytes() + l.wo.bytes() + l.gate_up.bytes() + l.down.bytes())
-            .sum();
+        let layers: usize = self.layers.iter().map(DevLayer::bytes).sum();
         layers
             + self
                 .output
@@ -262,6 +237,7 @@ impl DeviceLlama {
             qkv: d.alloc(rows * (qw + 2 * kw))?,
             attn: d.alloc(rows * qw)?,
             o: d.alloc(rows * c.n_embd)?,
+            post: d.alloc(rows * c.n_embd)?,
             gu: d.alloc(rows * 2 * c.n_ff)?,
             act: d.alloc(rows * c.n_ff)?,
         });
@@ -323,9 +299,7 @@ impl DeviceLlama {
         self.ensure_scratch(t)?;
         let dev = self.dev.clone();
         let d = dev.as_ref();
-        let c = self.cfg.clone();
-        let (qw, kw) = (c.n_head * c.head_dim, c.n_kv_head * c.head_dim);
-        let stride = qw + 2 * kw;
+        let c = &self.cfg;
         let sc = &mut self.scratch;
         sc.inputs.load(d, input, cache.block_size)?;
         let Inputs {
@@ -338,50 +312,29 @@ impl DeviceLlama {
         else {
             bail!("step inputs missing after upload");
         };
-        let shape = c.heads();
-        let rot = HeadColumns {
-            stride,
-            offset: 0,
-            n_heads: c.n_head + c.n_kv_head,
-            head_dim: c.head_dim,
-        };
-        let kv_cols = KvColumns {
-            stride,
-            k_off: qw,
-            v_off: qw + kw,
-        };
         let b = sc.bufs.as_mut().expect("ensured above");
         ops::dequant_rows(d, &self.embed, ids, &mut b.x)?;
-        for (li, layer) in self.layers.iter().enumerate() {
-            // The previous layer's FFN output joins the residual stream here.
-            let delta = (li > 0).then_some(&b.o);
-            ops::rms_norm_residual(d, &mut b.x, delta, &layer.attn_norm, &mut b.h, t, c.rms_eps)?;
-            layer.qkv.forward(d, &b.h, t, &mut b.qkv)?;
-            ops::rotary(d, &mut b.qkv, &self.rope, pos, t, rot)?;
-            let kv = &mut cache.layers[li];
-            ops::kv_write(d, &b.qkv, kv_cols, slots, kv, t)?;
-            ops::paged_attention(d, &b.qkv, stride, 0, kv, batch, shape, &mut b.attn)?;
-            layer.wo.forward(d, &b.attn, t, &mut b.o)?;
-            ops::rms_norm_residual(
-                d,
-                &mut b.x,
-                Some(&b.o),
-                &layer.ffn_norm,
-                &mut b.h,
-                t,
-                c.rms_eps,
-            )?;
-            layer.gate_up.forward(d, &b.h, t, &mut b.gu)?;
-            ops::silu_gate_up(d, &b.gu, &mut b.act, t, c.n_ff)?;
-            layer.down.forward(d, &b.act, t, &mut b.o)?;
+        if c.embed_scale != 1.0 {
+            ops::scale_values(d, &mut b.x, t * c.n_embd, c.embed_scale)?;
+        }
+        let ctx = StepCtx {
+            d,
+            spec: c,
+            t,
+            pos,
+            slots,
+            ropes: &self.ropes,
+        };
+        let mut pending = Pending::Nothing;
+        for (layer, kv) in self.layers.iter().zip(&mut cache.layers) {
+            pending = layer.run(&ctx, b, pending, kv, batch)?;
         }
         let r = input.logits_rows.len();
         if r == 0 {
             return Ok(false);
         }
         // Last residual add and the final norm over every row, then the wanted rows.
-        let delta = (!self.layers.is_empty()).then_some(&b.o);
-        ops::rms_norm_residual(d, &mut b.x, delta, &self.norm, &mut b.h, t, c.rms_eps)?;
+        layer::add_and_norm(d, b, pending, &self.norm, t, c.rms_eps)?;
         let rows = d.refill_index(&mut sc.inputs.logit_rows, &to_i32(&input.logits_rows)?)?;
         let last = d.grown(&mut sc.last, r * c.n_embd)?;
         ops::gather_rows(d, &b.h, t, rows, c.n_embd, last)?;
@@ -389,6 +342,12 @@ impl DeviceLlama {
         match &self.output {
             Some(w) => w.forward(d, last, r, logits)?,
             None => ops::qmatmul(d, &self.embed, last, r, logits)?,
+        }
+        if let Some(bias) = &self.output_bias {
+            ops::add_bias(d, logits, bias, r, c.vocab_size, 0)?;
+        }
+        if let Some(cap) = c.final_softcap {
+            ops::softcap_values(d, logits, r * c.vocab_size, cap)?;
         }
         Ok(true)
     }
