@@ -236,7 +236,7 @@ fn check_archs(archs: &[&str], dtype: GgmlDType, tag: &str) {
 
 #[test]
 fn every_architecture_matches_cpu_in_q8_0() {
-    check_archs(ARCHITECTURES, GgmlDType::Q8_0, "q8_0");
+    check_archs(&ARCHITECTURES, GgmlDType::Q8_0, "q8_0");
 }
 
 #[test]
