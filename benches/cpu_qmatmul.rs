@@ -47,20 +47,7 @@ fn main() -> candle_core::Result<()> {
         (49152, 576, GgmlDType::Q8_0),
         (1536, 576, GgmlDType::Q4_0),
     ];
-    for dtype in [
-        GgmlDType::Q4_0,
-        GgmlDType::Q4_1,
-        GgmlDType::Q5_0,
-        GgmlDType::Q5_1,
-        GgmlDType::Q8_0,
-        GgmlDType::Q2K,
-        GgmlDType::Q3K,
-        GgmlDType::Q4K,
-        GgmlDType::Q5K,
-        GgmlDType::Q6K,
-        GgmlDType::F16,
-        GgmlDType::BF16,
-    ] {
+    for dtype in ferrite::device::cpu::WEIGHT_DTYPES {
         shapes.extend([(4096, 4096, dtype), (4096, 14336, dtype)]);
     }
     println!("threads: {}", rayon::current_num_threads());

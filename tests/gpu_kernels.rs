@@ -34,20 +34,7 @@ fn devices() -> Vec<&'static dyn Device> {
 }
 
 /// Every weight format the device kernels read.
-const DTYPES: [GgmlDType; 12] = [
-    GgmlDType::Q4_0,
-    GgmlDType::Q4_1,
-    GgmlDType::Q5_0,
-    GgmlDType::Q5_1,
-    GgmlDType::Q8_0,
-    GgmlDType::Q2K,
-    GgmlDType::Q3K,
-    GgmlDType::Q4K,
-    GgmlDType::Q5K,
-    GgmlDType::Q6K,
-    GgmlDType::F16,
-    GgmlDType::BF16,
-];
+use ferrite::device::cpu::WEIGHT_DTYPES as DTYPES;
 
 /// A random quantized `(n, k)` weight: kind, raw blocks, dequantized values.
 fn weight(n: usize, k: usize, dtype: GgmlDType, seed: u64) -> (QKind, Vec<u8>, Vec<f32>) {

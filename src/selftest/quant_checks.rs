@@ -17,20 +17,7 @@ use crate::device::kernels::ops::{self, MATVEC_MAX_ROWS, QWeight};
 use crate::model::gguf_writer::signed_units;
 
 /// Every weight format the device kernels read.
-pub const DTYPES: [GgmlDType; 12] = [
-    GgmlDType::Q4_0,
-    GgmlDType::Q4_1,
-    GgmlDType::Q5_0,
-    GgmlDType::Q5_1,
-    GgmlDType::Q8_0,
-    GgmlDType::Q2K,
-    GgmlDType::Q3K,
-    GgmlDType::Q4K,
-    GgmlDType::Q5K,
-    GgmlDType::Q6K,
-    GgmlDType::F16,
-    GgmlDType::BF16,
-];
+pub use crate::device::cpu::WEIGHT_DTYPES as DTYPES;
 
 /// A random quantized `(n, k)` weight: kind, raw blocks, dequantized values.
 pub fn weight(

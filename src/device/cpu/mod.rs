@@ -34,3 +34,22 @@ mod x86_math;
 mod tests;
 
 pub use qmatmul::{CpuQMatrix, QKind};
+
+/// Every weight format the CPU and device kernels read (the formats `QKind` names).
+pub const WEIGHT_DTYPES: [candle_core::quantized::GgmlDType; 12] = {
+    use candle_core::quantized::GgmlDType;
+    [
+        GgmlDType::Q4_0,
+        GgmlDType::Q4_1,
+        GgmlDType::Q5_0,
+        GgmlDType::Q5_1,
+        GgmlDType::Q8_0,
+        GgmlDType::Q2K,
+        GgmlDType::Q3K,
+        GgmlDType::Q4K,
+        GgmlDType::Q5K,
+        GgmlDType::Q6K,
+        GgmlDType::F16,
+        GgmlDType::BF16,
+    ]
+};

@@ -32,20 +32,7 @@ const SHAPES: [(usize, usize); 4] = [(37, 64), (130, 576), (576, 160), (1027, 25
 /// The same for the K-quants, whose k is a multiple of 256.
 const SHAPES_K: [(usize, usize); 4] = [(37, 256), (130, 512), (9, 768), (1027, 256)];
 /// Every format the kernels read.
-const DTYPES: [GgmlDType; 12] = [
-    GgmlDType::Q4_0,
-    GgmlDType::Q4_1,
-    GgmlDType::Q5_0,
-    GgmlDType::Q5_1,
-    GgmlDType::Q8_0,
-    GgmlDType::Q2K,
-    GgmlDType::Q3K,
-    GgmlDType::Q4K,
-    GgmlDType::Q5K,
-    GgmlDType::Q6K,
-    GgmlDType::F16,
-    GgmlDType::BF16,
-];
+use super::WEIGHT_DTYPES as DTYPES;
 /// Activation row counts: single rows, partial and whole tiles, several cache groups.
 const MS: [usize; 7] = [1, 3, 4, 5, 33, 64, 65];
 
