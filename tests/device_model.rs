@@ -25,45 +25,11 @@ use ferrite::device::kernels::Device;
 use ferrite::model::device_decoder::{DeviceDecoder, DeviceKvCache};
 use ferrite::model::gguf_writer::SyntheticModel;
 use ferrite::model::loader::{load_gguf, load_gguf_with};
-use ferrite::model::paged_attention::{PagedKvCache, SeqSpan};
+use ferrite::model::paged_attention::PagedKvCache;
 use ferrite::model::spec::{ARCHITECTURES, ModelSpec};
-use ferrite::model::transformer::BatchInput;
-
-/// One sequence's state in the test's own little scheduler.
-struct Seq {
-    tokens: Vec<u32>,
-    computed: usize,
-    blocks: Vec<u32>,
-}
+use ferrite::model::step_batch::{self, HandSeq};
 
 const BLOCK: usize = 16;
-
-/// A batch computing `take[i]` more tokens of sequence i (0: not scheduled).
-fn batch(seqs: &[Seq], take: &[usize]) -> BatchInput {
-    let mut b = BatchInput::default();
-    for (s, &n) in seqs.iter().zip(take) {
-        if n == 0 {
-            continue;
-        }
-        let offset = b.tokens.len();
-        for p in s.computed..s.computed + n {
-            b.tokens.push(s.tokens[p]);
-            b.positions.push(p);
-            b.slots
-                .push(s.blocks[p / BLOCK] as usize * BLOCK + p % BLOCK);
-        }
-        b.spans.push(SeqSpan {
-            offset,
-            len: n,
-            start_pos: s.computed,
-            block_table: s.blocks.clone(),
-        });
-        if s.computed + n == s.tokens.len() {
-            b.logits_rows.push(b.tokens.len() - 1);
-        }
-    }
-    b
-}
 
 /// Runs the comparison; returns the model's spec.
 fn check(model: SyntheticModel, tag: &str) -> ModelSpec {
@@ -80,14 +46,14 @@ fn check(model: SyntheticModel, tag: &str) -> ModelSpec {
             PagedKvCache::new(cfg.n_layer, num_blocks, BLOCK, cfg.n_kv_head, cfg.head_dim);
         let mut dev_cache = DeviceKvCache::new(dev.as_ref(), &cfg, num_blocks, BLOCK).unwrap();
         let mut seqs = vec![
-            Seq {
+            HandSeq {
                 tokens: vec![
                     1, 200, 17, 45, 99, 3, 250, 61, 7, 130, 12, 88, 5, 140, 33, 71, 9, 21,
                 ],
                 computed: 0,
                 blocks: vec![6, 1, 4],
             },
-            Seq {
+            HandSeq {
                 tokens: vec![1, 64, 65, 66, 300],
                 computed: 0,
                 blocks: vec![2, 0, 5],
@@ -99,7 +65,7 @@ fn check(model: SyntheticModel, tag: &str) -> ModelSpec {
         plan.extend(std::iter::repeat_n(vec![1, 1], 6));
         let (mut near_ties, mut compared, mut worst_ratio) = (0, 0, 0f32);
         for (step, take) in plan.iter().enumerate() {
-            let input = batch(&seqs, take);
+            let input = step_batch::step(&seqs, take, BLOCK).unwrap();
             let want = cpu.llama.forward(&input, &mut cpu_cache).unwrap();
             let got = gpu.forward(&input, &mut dev_cache).unwrap();
             assert_eq!(got.len(), want.len());
