@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use super::EncoderReady;
 use super::error::ApiError;
 use crate::engine::encode::EncodeJob;
-use crate::engine::handle::SubmitError;
+use crate::engine::error::EngineError;
 use crate::metrics as m;
 use crate::model::encoder::tokenize::{Encoded, TokenizeError};
 
@@ -54,17 +54,10 @@ pub(crate) async fn run(
 ) -> Result<Vec<Vec<f32>>, ApiError> {
     let n = inputs.len();
     let (reply, rx) = oneshot::channel();
-    ready
-        .engine
-        .encode(EncodeJob { inputs, reply })
-        .map_err(|e| match e {
-            SubmitError::QueueFull => ApiError::queue_full(),
-            SubmitError::Stopped => ApiError::stopped(),
-        })?;
+    ready.engine.encode(EncodeJob { inputs, reply })?;
     let outputs = rx
         .await
-        .map_err(|_| ApiError::stopped())?
-        .map_err(ApiError::internal)?;
+        .map_err(|_| ApiError::from(EngineError::stopped()))??;
     if outputs.len() != n || outputs.iter().flatten().any(|x| !x.is_finite()) {
         return Err(ApiError::internal(
             "The encoder produced a non-finite or missing output.",

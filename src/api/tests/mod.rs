@@ -18,7 +18,8 @@ use candle_core::quantized::gguf_file::Value as G;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::engine::handle::{Command, EngineStats};
+use crate::engine::error::EngineError;
+use crate::engine::handle::{Command, DeviceEngine, EngineStats, ThreadHealth};
 use crate::engine::types::{
     FinishReason, GenerateRequest, TokenEvent, TokenLogprob, TopLogprob, Usage,
 };
@@ -98,7 +99,7 @@ fn serve_sequence(req: GenerateRequest, seen: &Seen) {
     }
     let _ = req.events.send(token(0));
     if p.stop.iter().any(|s| s == FAIL) {
-        let _ = req.events.send(TokenEvent::Error("boom".into()));
+        let _ = req.events.send(TokenEvent::Error(EngineError::ModelFailed("boom".into())));
         return;
     }
     for k in 1..p.max_tokens {
@@ -118,15 +119,16 @@ fn fake_engine(max_waiting: usize) -> (EngineHandle, Arc<Seen>) {
     let (tx, rx) = mpsc::channel::<Command>();
     let stats = Arc::new(EngineStats::default());
     let seen = Arc::new(Seen::default());
-    let (stats2, seen2) = (stats.clone(), seen.clone());
+    let seen2 = seen.clone();
     std::thread::spawn(move || {
-        while let Ok(Command::Add(req)) = rx.recv() {
-            stats2.waiting.fetch_sub(1, Ordering::AcqRel);
+        while let Ok(Command::Add { req, permit, .. }) = rx.recv() {
+            drop(permit);
             let seen = seen2.clone();
             std::thread::spawn(move || serve_sequence(req, &seen));
         }
     });
-    (EngineHandle::new(tx, stats, max_waiting, 0), seen)
+    let device = DeviceEngine::new(tx, Arc::new(ThreadHealth::default()));
+    (device.handle(0, "tiny", stats, max_waiting, 0), seen)
 }
 
 struct Server {
