@@ -55,6 +55,7 @@ impl Engine {
         max_seq_len: usize,
         label: &str,
     ) -> Self {
+        m::init_model_counters(label);
         Self {
             runner,
             scheduler,

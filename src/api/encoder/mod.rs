@@ -14,11 +14,19 @@ pub mod rerank;
 use tokio::sync::oneshot;
 
 use super::EncoderReady;
+use crate::registry::Lease;
 use super::error::ApiError;
 use crate::engine::encode::EncodeJob;
 use crate::engine::error::EngineError;
 use crate::metrics as m;
 use crate::model::encoder::tokenize::{Encoded, TokenizeError};
+
+/// The encoder a lease holds (the registry checked the route's kind already).
+pub(crate) fn leased_encoder(lease: &Lease) -> Result<&EncoderReady, ApiError> {
+    lease
+        .encoder()
+        .ok_or_else(|| ApiError::internal("the registry leased an LLM to an encoder route"))
+}
 
 /// Runs CPU-bound work (tokenizing) on the blocking pool.
 pub(crate) async fn blocking<T: Send + 'static>(

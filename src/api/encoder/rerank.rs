@@ -23,15 +23,17 @@ use serde_json::{Value, json};
 
 use super::documents::{self, Document};
 use super::{blocking, count, run, tokenize_error};
-use crate::api::body::{parse_json, read_bytes};
+use crate::api::body::{parse_json, peek_model, read_bytes};
 use crate::api::error::ApiError;
-use crate::api::validate;
+use crate::registry::Route;
 use crate::api::{AppState, EncoderReady};
 use crate::model::encoder::config::Task;
 use crate::model::encoder::tokenize::Encoded;
 
 #[derive(Debug, Deserialize)]
 struct TeiRequest {
+    // Routing reads it (`peek_model`); parsed here so a non-string `model` is a 400.
+    #[allow(dead_code)]
     model: Option<String>,
     query: Option<Value>,
     texts: Option<Value>,
@@ -47,6 +49,8 @@ struct TeiRequest {
 
 #[derive(Debug, Deserialize)]
 struct CohereRequest {
+    // Routing reads it (`peek_model`); parsed here so a non-string `model` is a 400.
+    #[allow(dead_code)]
     model: Option<String>,
     query: Option<Value>,
     documents: Option<Value>,
@@ -106,9 +110,10 @@ pub async fn rerank_cohere(State(state): State<AppState>, req: Request) -> Respo
 }
 
 async fn tei(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let ready = state.encoder()?;
-    let body: TeiRequest = parse_json(&read_bytes(req, state.limits.max_body_bytes).await?)?;
-    validate::model(body.model.as_deref(), &ready.encoder.info.id)?;
+    let bytes = read_bytes(req, state.limits.max_body_bytes).await?;
+    let lease = state.encoder(peek_model(&bytes).as_deref(), Route::Rerank).await?;
+    let ready = super::leased_encoder(&lease)?;
+    let body: TeiRequest = parse_json(&bytes)?;
     if let Some(dir) = body.truncation_direction.as_deref()
         && !dir.eq_ignore_ascii_case("right")
     {
@@ -148,9 +153,10 @@ async fn tei(state: &AppState, req: Request) -> Result<Response, ApiError> {
 }
 
 async fn cohere(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let ready = state.encoder()?;
-    let body: CohereRequest = parse_json(&read_bytes(req, state.limits.max_body_bytes).await?)?;
-    validate::model(body.model.as_deref(), &ready.encoder.info.id)?;
+    let bytes = read_bytes(req, state.limits.max_body_bytes).await?;
+    let lease = state.encoder(peek_model(&bytes).as_deref(), Route::Rerank).await?;
+    let ready = super::leased_encoder(&lease)?;
+    let body: CohereRequest = parse_json(&bytes)?;
     let docs = documents::parse(
         body.documents.as_ref(),
         "documents",

@@ -11,7 +11,7 @@ mod templates;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use candle_core::quantized::gguf_file::Value as G;
@@ -19,7 +19,10 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::engine::error::EngineError;
-use crate::engine::handle::{Command, DeviceEngine, EngineStats, ThreadHealth};
+use crate::engine::handle::{Command, DeviceEngine, EngineHandle, EngineStats, ThreadHealth};
+use crate::model::ServedModel;
+use crate::registry::spec::{KeepAlive, ModelSpec, SpecKind};
+use crate::registry::{Loaded, Registry, RegistryConfig};
 use crate::engine::types::{
     FinishReason, GenerateRequest, TokenEvent, TokenLogprob, TopLogprob, Usage,
 };
@@ -145,13 +148,13 @@ async fn start_with(loaded: bool, max_waiting: usize, metrics: Option<Prometheus
     start_web(loaded, max_waiting, metrics, test_web()).await
 }
 
-/// The web settings of the test server: one alias for the Ollama routes.
+/// The web settings of the test server.
 fn test_web() -> super::WebSettings {
-    super::WebSettings {
-        aliases: vec!["tiny-alias:7b".into()],
-        ..super::WebSettings::default()
-    }
+    super::WebSettings::default()
 }
+
+/// The test LLM's alias (what `--model-alias` gives).
+const ALIAS: &str = "tiny-alias:7b";
 
 async fn start_web(
     loaded: bool,
@@ -186,7 +189,17 @@ async fn start_inner(
     web: super::WebSettings,
 ) -> Server {
     let (engine, seen) = fake_engine(max_waiting);
-    let ready = Arc::new(OnceLock::new());
+    let registry = Arc::new(Registry::new(RegistryConfig {
+        loader: None,
+        budget: None,
+        models_dir: None,
+        keep_alive: KeepAlive::Forever,
+    }));
+    let spec = ModelSpec {
+        aliases: vec![ALIAS.into()],
+        ..ModelSpec::default_of(SpecKind::Llm)
+    };
+    let entry = registry.add("tiny", spec, false).unwrap();
     if loaded {
         let info = ModelInfo {
             id: "tiny".into(),
@@ -195,14 +208,16 @@ async fn start_inner(
             created: 1,
         };
         let model = ServedModel::new(info, Arc::new(tokenizer()), template);
-        let _ = ready.set(Ready {
+        let ready = Ready {
             model: Arc::new(model),
             engine,
-        });
+        };
+        registry.mark_ready(&entry, Loaded::Llm(Arc::new(ready)), Default::default());
+    } else {
+        registry.mark_starting(&entry, Default::default());
     }
     let state = AppState {
-        ready,
-        loading_model: "tiny.gguf".into(),
+        registry,
         device: "cpu".into(),
         metrics: metrics.unwrap_or_else(|| {
             metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -215,7 +230,6 @@ async fn start_inner(
             max_tokens_cap: None,
             sse_keep_alive: Duration::from_millis(50),
         },
-        serving: super::Serving::default(),
         web,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
