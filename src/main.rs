@@ -75,7 +75,13 @@ fn gpu_monitor(
         Loaded::Llm(r) if r.model.info.device.starts_with("cuda:") => Some(r),
         _ => None,
     })?;
-    let index = ready.model.info.device.strip_prefix("cuda:")?.parse().ok()?;
+    let index = ready
+        .model
+        .info
+        .device
+        .strip_prefix("cuda:")?
+        .parse()
+        .ok()?;
     spawn_gpu_monitor(index, DEFAULT_INTERVAL, pause_engine(ready.engine.clone()))
 }
 

@@ -153,9 +153,15 @@ fn describe() {
     );
     describe_gauge!(ENCODER_WAITING, "Encoder inputs queued and not yet run");
     describe_gauge!(MODEL_LOADED, "1 while the model is loaded");
-    describe_gauge!(MODEL_MEMORY_BYTES, "Bytes of the memory budget the model holds");
+    describe_gauge!(
+        MODEL_MEMORY_BYTES,
+        "Bytes of the memory budget the model holds"
+    );
     describe_counter!(MODEL_LOADS_TOTAL, "Models loaded on demand");
-    describe_counter!(MODEL_UNLOADS_TOTAL, "Models unloaded (idle keep-alive or to make room)");
+    describe_counter!(
+        MODEL_UNLOADS_TOTAL,
+        "Models unloaded (idle keep-alive or to make room)"
+    );
     describe_histogram!(BATCH_SEQUENCES, "Sequences per engine step");
     describe_histogram!(STEP_SECONDS, "Duration of one engine step");
     describe_histogram!(

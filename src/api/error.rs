@@ -216,7 +216,9 @@ impl From<crate::engine::error::EngineError> for ApiError {
                 format!("{m}; retry to load it again."),
             )
             .with_code("model_not_loaded"),
-            E::Stopped(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, m).with_code("engine_stopped"),
+            E::Stopped(m) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, m).with_code("engine_stopped")
+            }
         }
     }
 }

@@ -12,9 +12,9 @@ use super::encoder::rerank::Mode;
 use super::error::ApiError;
 use super::openai::{ModelCard, ModelList};
 use super::{AppState, EncoderReady, Ready};
+use crate::model::encoder::config::Task;
 use crate::registry::spec::SpecKind;
 use crate::registry::{Entry, Loaded};
-use crate::model::encoder::config::Task;
 
 fn card(ready: &Ready) -> ModelCard {
     let info = &ready.model.info;

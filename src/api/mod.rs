@@ -59,9 +59,9 @@ use axum::Router;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 
+pub use crate::registry::{EncoderLimits, EncoderReady, Ready};
 use crate::registry::{Lease, Registry, Route};
 use error::ApiError;
-pub use crate::registry::{EncoderLimits, EncoderReady, Ready};
 
 /// Shared state of every handler. Cheap to clone.
 #[derive(Clone)]

@@ -233,7 +233,8 @@ impl Engine {
         let started = Instant::now();
         let plan = self.scheduler.schedule();
         if !plan.preempted.is_empty() {
-            metrics::counter!(m::PREEMPTIONS_TOTAL, "model" => self.label.clone()).increment(plan.preempted.len() as u64);
+            metrics::counter!(m::PREEMPTIONS_TOTAL, "model" => self.label.clone())
+                .increment(plan.preempted.len() as u64);
             self.stats
                 .preemptions
                 .fetch_add(plan.preempted.len(), Ordering::AcqRel);
@@ -252,8 +253,10 @@ impl Engine {
         // a token of this step then never reads counters older than the step.
         self.publish();
         let input = self.build_batch(&plan);
-        metrics::histogram!(m::BATCH_TOKENS, "model" => self.label.clone()).record(input.tokens.len() as f64);
-        metrics::histogram!(m::BATCH_SEQUENCES, "model" => self.label.clone()).record(plan.scheduled.len() as f64);
+        metrics::histogram!(m::BATCH_TOKENS, "model" => self.label.clone())
+            .record(input.tokens.len() as f64);
+        metrics::histogram!(m::BATCH_SEQUENCES, "model" => self.label.clone())
+            .record(plan.scheduled.len() as f64);
         // When every row that samples is plain greedy, a device picks the tokens itself.
         let greedy = plan.scheduled.iter().filter(|s| s.samples).all(|s| {
             self.seqs
@@ -271,13 +274,16 @@ impl Engine {
                 tracing::error!("forward failed: {e:#}");
                 for s in &plan.scheduled {
                     if let Some(seq) = self.seqs.get(&s.id) {
-                        seq.fail(EngineError::ModelFailed(format!("the model failed to run: {e}")));
+                        seq.fail(EngineError::ModelFailed(format!(
+                            "the model failed to run: {e}"
+                        )));
                     }
                     self.remove(s.id);
                 }
             }
         }
-        metrics::histogram!(m::STEP_SECONDS, "model" => self.label.clone()).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(m::STEP_SECONDS, "model" => self.label.clone())
+            .record(started.elapsed().as_secs_f64());
     }
 
     /// Nothing could be scheduled although sequences exist: only possible when the
@@ -356,9 +362,11 @@ impl Engine {
             let out = runner.forward(input).map(StepOutput::Logits);
             let forward = started.elapsed();
             if let Ok(mask_time) = masks.join() {
-                metrics::histogram!(m::GRAMMAR_MASK_SECONDS, "model" => self.label.clone()).record(mask_time.as_secs_f64());
+                metrics::histogram!(m::GRAMMAR_MASK_SECONDS, "model" => self.label.clone())
+                    .record(mask_time.as_secs_f64());
                 let stall = mask_time.saturating_sub(forward);
-                metrics::histogram!(m::GRAMMAR_STALL_SECONDS, "model" => self.label.clone()).record(stall.as_secs_f64());
+                metrics::histogram!(m::GRAMMAR_STALL_SECONDS, "model" => self.label.clone())
+                    .record(stall.as_secs_f64());
             }
             out
         })
@@ -437,15 +445,21 @@ impl Engine {
         st.blocks_total.store(kv.num_total(), Ordering::Release);
         let paused = self.scheduler.admission_paused();
         st.admission_paused.store(paused, Ordering::Release);
-        metrics::gauge!(m::ADMISSION_PAUSED, "model" => self.label.clone()).set(f64::from(u8::from(paused)));
-        metrics::gauge!(m::REQUESTS_RUNNING, "model" => self.label.clone()).set(self.scheduler.num_running() as f64);
-        metrics::gauge!(m::REQUESTS_WAITING, "model" => self.label.clone()).set(self.scheduler.num_waiting() as f64);
+        metrics::gauge!(m::ADMISSION_PAUSED, "model" => self.label.clone())
+            .set(f64::from(u8::from(paused)));
+        metrics::gauge!(m::REQUESTS_RUNNING, "model" => self.label.clone())
+            .set(self.scheduler.num_running() as f64);
+        metrics::gauge!(m::REQUESTS_WAITING, "model" => self.label.clone())
+            .set(self.scheduler.num_waiting() as f64);
         metrics::gauge!(m::KV_BLOCKS_USED, "model" => self.label.clone()).set(kv.num_used() as f64);
-        metrics::gauge!(m::KV_BLOCKS_TOTAL, "model" => self.label.clone()).set(kv.num_total() as f64);
+        metrics::gauge!(m::KV_BLOCKS_TOTAL, "model" => self.label.clone())
+            .set(kv.num_total() as f64);
         let (queried, hits) = self.scheduler.prefix_cache_stats();
         st.prefix_cached_tokens
             .store(hits as usize, Ordering::Release);
-        metrics::counter!(m::PREFIX_CACHE_QUERIED_TOKENS_TOTAL, "model" => self.label.clone()).absolute(queried);
-        metrics::counter!(m::PREFIX_CACHE_HIT_TOKENS_TOTAL, "model" => self.label.clone()).absolute(hits);
+        metrics::counter!(m::PREFIX_CACHE_QUERIED_TOKENS_TOTAL, "model" => self.label.clone())
+            .absolute(queried);
+        metrics::counter!(m::PREFIX_CACHE_HIT_TOKENS_TOTAL, "model" => self.label.clone())
+            .absolute(hits);
     }
 }

@@ -115,7 +115,10 @@ mod tests {
     #[test]
     fn an_empty_gauge_admits_a_job_larger_than_the_bound() {
         let g = Gauge::default();
-        assert!(g.try_acquire(10, 4).is_none(), "the strict bound refuses it");
+        assert!(
+            g.try_acquire(10, 4).is_none(),
+            "the strict bound refuses it"
+        );
         let p = g
             .try_acquire_or_first(10, 4)
             .expect("an empty queue admits anything");

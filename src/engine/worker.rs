@@ -124,10 +124,7 @@ impl EngineThread {
                 self.llm_turn = 0.8 * self.llm_turn + 0.2 * t.elapsed().as_secs_f64();
             }
             // Held-back sequences compute nothing: the encoders may run flat out.
-            let llm_busy = self
-                .llms
-                .iter()
-                .any(|(_, l)| !l.is_idle() && !l.is_held());
+            let llm_busy = self.llms.iter().any(|(_, l)| !l.is_idle() && !l.is_held());
             self.run_encoders(llm_busy);
         }
     }

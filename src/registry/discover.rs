@@ -44,7 +44,9 @@ fn walk(root: &Path, dir: &Path, depth: usize, out: &mut Vec<(String, ModelSpec)
         }
         if p.is_dir() {
             walk(root, &p, depth + 1, out);
-        } else if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        } else if p
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
             && let Some(stem) = p.file_stem().and_then(|s| s.to_str())
         {
             out.push((stem.to_string(), spec(&p, SpecKind::Llm)));
@@ -107,7 +109,8 @@ mod tests {
         }
         touch(&root.join("half/config.json"));
         let found = scan(&root);
-        let names: Vec<(&str, SpecKind)> = found.iter().map(|(n, s)| (n.as_str(), s.kind)).collect();
+        let names: Vec<(&str, SpecKind)> =
+            found.iter().map(|(n, s)| (n.as_str(), s.kind)).collect();
         assert_eq!(
             names,
             [

@@ -128,7 +128,14 @@ mod tests {
     fn a_plan_over_budget_is_refused_with_every_number() {
         assert!(plan(250 << 20).check().is_ok());
         let err = plan(200 << 20).check().unwrap_err();
-        for want in ["250.0 MiB", "200.0 MiB", "chat", "embed", "150.0 MiB", "--memory"] {
+        for want in [
+            "250.0 MiB",
+            "200.0 MiB",
+            "chat",
+            "embed",
+            "150.0 MiB",
+            "--memory",
+        ] {
             assert!(err.contains(want), "{want} missing from:\n{err}");
         }
     }

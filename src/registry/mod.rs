@@ -173,7 +173,10 @@ impl Entry {
     }
 
     fn state(&self) -> State {
-        self.state.lock().map(|s| s.clone()).unwrap_or(State::Unloaded)
+        self.state
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or(State::Unloaded)
     }
 
     fn set_state(&self, state: State) {
@@ -223,7 +226,12 @@ impl Entry {
 /// Whether `asked` names `name`: equal, or equal ignoring ASCII case and a `:latest`
 /// tag on either side (as Ollama clients spell names).
 pub fn same_name(asked: &str, name: &str) -> bool {
-    let base = |n: &str| n.trim().strip_suffix(":latest").unwrap_or(n.trim()).to_string();
+    let base = |n: &str| {
+        n.trim()
+            .strip_suffix(":latest")
+            .unwrap_or(n.trim())
+            .to_string()
+    };
     asked == name || base(asked).eq_ignore_ascii_case(&base(name))
 }
 
@@ -404,10 +412,16 @@ impl Registry {
     /// Adds a model under `name` (not loaded yet); a name or alias already taken is an
     /// error.
     pub fn add(&self, name: &str, spec: ModelSpec, on_demand: bool) -> anyhow::Result<Arc<Entry>> {
-        let mut entries = self.entries.write().map_err(|_| anyhow::anyhow!("poisoned"))?;
+        let mut entries = self
+            .entries
+            .write()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?;
         for n in std::iter::once(name).chain(spec.aliases.iter().map(String::as_str)) {
             if let Some(e) = entries.iter().find(|e| e.answers_to(n)) {
-                anyhow::bail!("two models answer to `{n}` (one is `{}`): give each a distinct name", e.name);
+                anyhow::bail!(
+                    "two models answer to `{n}` (one is `{}`): give each a distinct name",
+                    e.name
+                );
             }
         }
         let keep_alive = spec.keep_alive.unwrap_or(if on_demand {
@@ -515,7 +529,11 @@ impl Registry {
 
     /// Finds the model a request names, or the first model serving `route` when it
     /// names none; loads it if needed (waiting for the load), and leases it.
-    pub async fn acquire(self: &Arc<Self>, asked: Option<&str>, route: Route) -> Result<Lease, ApiError> {
+    pub async fn acquire(
+        self: &Arc<Self>,
+        asked: Option<&str>,
+        route: Route,
+    ) -> Result<Lease, ApiError> {
         let entry = match asked.map(str::trim).filter(|a| !a.is_empty()) {
             Some(name) => match self.find(name) {
                 Ok(e) => e,
@@ -588,7 +606,10 @@ impl Registry {
         if let Some((_, e)) = best {
             return Ok(e.clone());
         }
-        if entries.iter().any(|e| matches!(e.state(), State::Loading { .. })) {
+        if entries
+            .iter()
+            .any(|e| matches!(e.state(), State::Loading { .. }))
+        {
             return Err(ApiError::loading());
         }
         // A model of the route's family that cannot serve it (a cross-encoder asked for
@@ -644,8 +665,10 @@ impl Registry {
             *st = State::Loading { waitable: true };
         }
         entry.changed.send_modify(|g| *g += 1);
-        let (Some(loader), Ok(handle)) = (self.loader.get().cloned(), tokio::runtime::Handle::try_current())
-        else {
+        let (Some(loader), Ok(handle)) = (
+            self.loader.get().cloned(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
             entry.set_state(State::Failed("no loader".into()));
             return;
         };

@@ -39,11 +39,13 @@ impl KeepAlive {
         if matches!(t.as_str(), "-1" | "never" | "forever" | "inf") {
             return Ok(Self::Forever);
         }
-        let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+        let split = t
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: f64 = num
-            .parse()
-            .map_err(|_| format!("`{s}` is not a keep-alive: use -1, or a duration like 300, 90s, 5m, 1h"))?;
+        let n: f64 = num.parse().map_err(|_| {
+            format!("`{s}` is not a keep-alive: use -1, or a duration like 300, 90s, 5m, 1h")
+        })?;
         let secs = match unit.trim() {
             "" | "s" => n,
             "ms" => n / 1000.0,
@@ -196,12 +198,18 @@ impl ConfigFile {
         let cfg: ConfigFile = toml::from_str(text)?;
         for (i, m) in cfg.models.iter().enumerate() {
             if m.source.is_none() && m.kind.is_none() {
-                bail!("[[models]] #{}: give a `source` or a `kind` (llm or encoder)", i + 1);
+                bail!(
+                    "[[models]] #{}: give a `source` or a `kind` (llm or encoder)",
+                    i + 1
+                );
             }
             if let Some(s) = m.kv_share
                 && !(s.is_finite() && s > 0.0)
             {
-                bail!("[[models]] #{}: kv_share must be a positive number, not {s}", i + 1);
+                bail!(
+                    "[[models]] #{}: kv_share must be a positive number, not {s}",
+                    i + 1
+                );
             }
         }
         Ok(cfg)
@@ -245,7 +253,12 @@ mod tests {
         let s = ModelSpec::from_flag("chat=models/a.gguf", SpecKind::Llm);
         assert_eq!(s.name.as_deref(), Some("chat"));
         assert_eq!(s.source.as_deref(), Some("models/a.gguf"));
-        for whole in ["models/a=b.gguf", "hf:org/repo/x.gguf", "=x.gguf", "x.gguf=y"] {
+        for whole in [
+            "models/a=b.gguf",
+            "hf:org/repo/x.gguf",
+            "=x.gguf",
+            "x.gguf=y",
+        ] {
             let s = ModelSpec::from_flag(whole, SpecKind::Llm);
             assert_eq!(s.name, None, "{whole}");
             assert_eq!(s.source.as_deref(), Some(whole));

@@ -163,12 +163,7 @@ impl Inner {
             created: super::now_secs(),
         };
         let engine = self.engine_for(kind)?;
-        let served = install_llm(
-            &engine,
-            LlmParts { model, info },
-            kv,
-            &self.engine_config(),
-        )?;
+        let served = install_llm(&engine, LlmParts { model, info }, kv, &self.engine_config())?;
         Ok(Loaded::Llm(Arc::new(Ready {
             model: served.served,
             engine: served.handle,

@@ -182,7 +182,9 @@ impl Startup {
         for e in &self.entries {
             let spec = e.spec();
             let path = match spec.kind {
-                SpecKind::Llm => resolve(spec.source.as_deref(), &self.models_dir, hf_timeout).await,
+                SpecKind::Llm => {
+                    resolve(spec.source.as_deref(), &self.models_dir, hf_timeout).await
+                }
                 SpecKind::Encoder => {
                     resolve_encoder(spec.source.as_deref(), &self.models_dir, hf_timeout).await
                 }

@@ -18,8 +18,8 @@ use super::{blocking, count, run, tokenize_error};
 use crate::api::AppState;
 use crate::api::body::{parse_json, peek_model, read_bytes};
 use crate::api::error::ApiError;
-use crate::registry::Route;
 use crate::model::encoder::tokenize::Encoded;
+use crate::registry::Route;
 
 #[derive(Debug, Deserialize)]
 struct EmbeddingsRequest {
@@ -52,7 +52,9 @@ pub async fn embeddings(State(state): State<AppState>, req: Request) -> Response
 
 async fn inner(state: &AppState, req: Request) -> Result<Response, ApiError> {
     let bytes = read_bytes(req, state.limits.max_body_bytes).await?;
-    let lease = state.encoder(peek_model(&bytes).as_deref(), Route::Embed).await?;
+    let lease = state
+        .encoder(peek_model(&bytes).as_deref(), Route::Embed)
+        .await?;
     let ready = super::leased_encoder(&lease)?;
     let body: EmbeddingsRequest = parse_json(&bytes)?;
     let info = &ready.encoder.info;

@@ -14,12 +14,12 @@ pub mod rerank;
 use tokio::sync::oneshot;
 
 use super::EncoderReady;
-use crate::registry::Lease;
 use super::error::ApiError;
 use crate::engine::encode::EncodeJob;
 use crate::engine::error::EngineError;
 use crate::metrics as m;
 use crate::model::encoder::tokenize::{Encoded, TokenizeError};
+use crate::registry::Lease;
 
 /// The encoder a lease holds (the registry checked the route's kind already).
 pub(crate) fn leased_encoder(lease: &Lease) -> Result<&EncoderReady, ApiError> {

@@ -25,10 +25,10 @@ use super::documents::{self, Document};
 use super::{blocking, count, run, tokenize_error};
 use crate::api::body::{parse_json, peek_model, read_bytes};
 use crate::api::error::ApiError;
-use crate::registry::Route;
 use crate::api::{AppState, EncoderReady};
 use crate::model::encoder::config::Task;
 use crate::model::encoder::tokenize::Encoded;
+use crate::registry::Route;
 
 #[derive(Debug, Deserialize)]
 struct TeiRequest {
@@ -111,7 +111,9 @@ pub async fn rerank_cohere(State(state): State<AppState>, req: Request) -> Respo
 
 async fn tei(state: &AppState, req: Request) -> Result<Response, ApiError> {
     let bytes = read_bytes(req, state.limits.max_body_bytes).await?;
-    let lease = state.encoder(peek_model(&bytes).as_deref(), Route::Rerank).await?;
+    let lease = state
+        .encoder(peek_model(&bytes).as_deref(), Route::Rerank)
+        .await?;
     let ready = super::leased_encoder(&lease)?;
     let body: TeiRequest = parse_json(&bytes)?;
     if let Some(dir) = body.truncation_direction.as_deref()
@@ -154,7 +156,9 @@ async fn tei(state: &AppState, req: Request) -> Result<Response, ApiError> {
 
 async fn cohere(state: &AppState, req: Request) -> Result<Response, ApiError> {
     let bytes = read_bytes(req, state.limits.max_body_bytes).await?;
-    let lease = state.encoder(peek_model(&bytes).as_deref(), Route::Rerank).await?;
+    let lease = state
+        .encoder(peek_model(&bytes).as_deref(), Route::Rerank)
+        .await?;
     let ready = super::leased_encoder(&lease)?;
     let body: CohereRequest = parse_json(&bytes)?;
     let docs = documents::parse(

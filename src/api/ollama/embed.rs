@@ -12,10 +12,10 @@ use serde_json::{Value, json};
 use super::models;
 use super::response::Timings;
 use crate::api::body::{parse_json, read_bytes};
+use crate::api::encoder::leased_encoder;
 use crate::api::encoder::{blocking, count, run, tokenize_error};
 use crate::api::error::ApiError;
 use crate::api::{AppState, EncoderReady};
-use crate::api::encoder::leased_encoder;
 use crate::registry::{Lease, Route};
 
 use super::request::{EmbedRequest, EmbeddingsRequest};

@@ -18,11 +18,11 @@ use sha2::{Digest, Sha256};
 
 use super::request::ShowRequest;
 use super::response::rfc3339;
+use crate::api::AppState;
 use crate::api::body::{parse_json, read_bytes};
 use crate::api::error::ApiError;
-use crate::api::AppState;
-use crate::registry::{Lease, Loaded};
 use crate::model::encoder::config::Task;
+use crate::registry::{Lease, Loaded};
 
 /// The Ollama API version ferrite answers `/api/version` with: the release whose API
 /// (routes, fields) ferrite follows.
@@ -42,11 +42,13 @@ pub async fn resolve(state: &AppState, name: &str) -> Result<Lease, ApiError> {
     if name.trim().is_empty() {
         return Err(ApiError::invalid("model is required", Some("model")));
     }
-    state
-        .registry
-        .acquire_any(name)
-        .await
-        .map_err(|e| if e.code == Some("model_not_found") { not_found(name) } else { e })
+    state.registry.acquire_any(name).await.map_err(|e| {
+        if e.code == Some("model_not_found") {
+            not_found(name)
+        } else {
+            e
+        }
+    })
 }
 
 /// A lease on the LLM named `name`, or an error (an encoder name is a 400: it cannot
@@ -111,7 +113,9 @@ fn entries(state: &AppState) -> Result<Vec<Value>, ApiError> {
         match &loaded {
             Loaded::Llm(r) => {
                 let info = &r.model.info;
-                for name in std::iter::once(entry.name()).chain(entry.aliases().iter().map(String::as_str)) {
+                for name in
+                    std::iter::once(entry.name()).chain(entry.aliases().iter().map(String::as_str))
+                {
                     push(name, info.created, details("llama", quantization(&info.id)));
                 }
             }
@@ -131,10 +135,14 @@ pub async fn tags(State(state): State<AppState>) -> Result<Json<Value>, ApiError
 /// `GET /api/ps`: the loaded models.
 pub async fn ps(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let mut models = entries(&state)?;
-    let context = state.registry.loaded().into_iter().find_map(|(_, l)| match l {
-        Loaded::Llm(r) => Some(r.model.info.context_length),
-        Loaded::Encoder(_) => None,
-    });
+    let context = state
+        .registry
+        .loaded()
+        .into_iter()
+        .find_map(|(_, l)| match l {
+            Loaded::Llm(r) => Some(r.model.info.context_length),
+            Loaded::Encoder(_) => None,
+        });
     for m in &mut models {
         let Some(obj) = m.as_object_mut() else {
             continue;

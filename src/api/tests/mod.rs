@@ -20,15 +20,15 @@ use serde_json::{Value, json};
 use super::*;
 use crate::engine::error::EngineError;
 use crate::engine::handle::{Command, DeviceEngine, EngineHandle, EngineStats, ThreadHealth};
-use crate::model::ServedModel;
-use crate::registry::spec::{KeepAlive, ModelSpec, SpecKind};
-use crate::registry::{Loaded, Registry, RegistryConfig};
 use crate::engine::types::{
     FinishReason, GenerateRequest, TokenEvent, TokenLogprob, TopLogprob, Usage,
 };
 use crate::model::ModelInfo;
+use crate::model::ServedModel;
 use crate::model::chat_template::ChatTemplate;
 use crate::model::tokenizer::ModelTokenizer;
+use crate::registry::spec::{KeepAlive, ModelSpec, SpecKind};
+use crate::registry::{Loaded, Registry, RegistryConfig};
 
 /// `max_tokens` that makes the fake engine stream slowly until the receiver is dropped.
 const SLOW: usize = 999;
@@ -102,7 +102,9 @@ fn serve_sequence(req: GenerateRequest, seen: &Seen) {
     }
     let _ = req.events.send(token(0));
     if p.stop.iter().any(|s| s == FAIL) {
-        let _ = req.events.send(TokenEvent::Error(EngineError::ModelFailed("boom".into())));
+        let _ = req
+            .events
+            .send(TokenEvent::Error(EngineError::ModelFailed("boom".into())));
         return;
     }
     for k in 1..p.max_tokens {
