@@ -6,7 +6,6 @@
 
 mod common;
 #[path = "common/encoder_fixtures.rs"]
-#[allow(dead_code)]
 mod encoder_fixtures;
 
 use std::io::Read;

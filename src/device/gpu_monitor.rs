@@ -353,9 +353,10 @@ mod tests {
 
     #[test]
     fn transitions_reach_the_engine_as_commands_once_per_change() {
-        use crate::engine::handle::{Command, EngineStats};
+        use crate::engine::handle::{Command, DeviceEngine, EngineStats, ThreadHealth};
         let (tx, rx) = mpsc::channel();
-        let handle = EngineHandle::new(tx, std::sync::Arc::new(EngineStats::default()), 8, 8);
+        let device = DeviceEngine::new(tx, std::sync::Arc::new(ThreadHealth::default()));
+        let handle = device.handle(0, "m", std::sync::Arc::new(EngineStats::default()), 8, 8);
         let frees = vec![
             10 * GIB,
             GIB / 2,
@@ -376,7 +377,7 @@ mod tests {
         while got.len() < 3 {
             match rx.recv_timeout(Duration::from_secs(10)) {
                 Ok(Command::SetAdmissionPaused(p)) => got.push(p),
-                Ok(other) => panic!("unexpected command {other:?}"),
+                Ok(_) => panic!("a command other than an admission change"),
                 Err(e) => panic!("only {got:?} after 10 s: {e}"),
             }
         }

@@ -48,12 +48,15 @@ impl ModelKind {
     /// Whether a model of this kind serves `route`. Rerank prefers a cross-encoder
     /// (see [`ModelKind::preference`]) but an embedder serves it by cosine.
     pub fn serves(self, route: Route) -> bool {
-        match (self, route) {
-            (ModelKind::Llm, Route::Generate) => true,
-            (ModelKind::Encoder(Task::Embedding(_)), Route::Embed | Route::Rerank) => true,
-            (ModelKind::Encoder(Task::CrossEncoder), Route::Rerank) => true,
-            _ => false,
-        }
+        matches!(
+            (self, route),
+            (ModelKind::Llm, Route::Generate)
+                | (
+                    ModelKind::Encoder(Task::Embedding(_)),
+                    Route::Embed | Route::Rerank
+                )
+                | (ModelKind::Encoder(Task::CrossEncoder), Route::Rerank)
+        )
     }
 
     /// Among models that serve `route`, lower is picked first for requests without a

@@ -53,8 +53,11 @@ struct Inner {
     args: ServeArgs,
     device: DeviceChoice,
     split: KvSplit,
-    engines: Mutex<Vec<(String, DeviceEngine, Option<std::thread::JoinHandle<()>>)>>,
+    engines: Mutex<Vec<EngineThread>>,
 }
+
+/// A device's engine thread: its name, its handle, and its join handle until shutdown.
+type EngineThread = (String, DeviceEngine, Option<std::thread::JoinHandle<()>>);
 
 impl ServeLoader {
     /// A loader for `args` on `device`, splitting KV memory as `split`.
