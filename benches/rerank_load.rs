@@ -2,7 +2,8 @@
 //! shape) with one query and `--docs` documents of about `--doc-tokens` tokens, until
 //! `--requests` are spent, `--duration-secs` pass, or `--stop-file` appears (each
 //! worker finishes the request it is in), then print latency p50/p99, requests/s and
-//! documents/s.
+//! documents/s. With `--route embeddings` it sends `POST /v1/embeddings` of `--docs`
+//! inputs instead; `--model` names the model (the multi-model bench loads several).
 //!
 //! `cargo bench --bench rerank_load -- --url http://127.0.0.1:8080 --concurrency 8
 //! --requests 64 --docs 20 [--doc-tokens 100] [--duration-secs 0] [--json out.json]`.
@@ -89,6 +90,13 @@ struct Args {
     /// run rerank load exactly as long as another measurement.
     #[arg(long)]
     stop_file: Option<PathBuf>,
+    /// The `model` to send (default: none, the server's first model for the route).
+    #[arg(long)]
+    model: Option<String>,
+    /// What to send: `rerank` (`/v1/rerank`, a query and `--docs` documents) or
+    /// `embeddings` (`/v1/embeddings`, `--docs` inputs).
+    #[arg(long, default_value = "rerank", value_parser = ["rerank", "embeddings"])]
+    route: String,
 }
 
 fn document(seed: usize, words: usize) -> String {
@@ -109,7 +117,15 @@ fn body(args: &Args, i: usize) -> Value {
     let docs: Vec<String> = (0..args.docs)
         .map(|d| document(i * 1000 + d, words))
         .collect();
-    json!({"query": document(i, 12), "documents": docs, "top_n": 5})
+    let mut body = if args.route == "embeddings" {
+        json!({"input": docs})
+    } else {
+        json!({"query": document(i, 12), "documents": docs, "top_n": 5})
+    };
+    if let Some(m) = &args.model {
+        body["model"] = json!(m);
+    }
+    body
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -133,7 +149,12 @@ async fn one(client: &reqwest::Client, url: &str, body: &Value) -> Result<f64> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Arc::new(Args::parse());
-    let url = format!("{}/v1/rerank", args.url.trim_end_matches('/'));
+    let path = if args.route == "embeddings" {
+        "v1/embeddings"
+    } else {
+        "v1/rerank"
+    };
+    let url = format!("{}/{path}", args.url.trim_end_matches('/'));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(300))
         .build()?;

@@ -445,6 +445,30 @@ fn idle_models_are_unloaded_when_their_keep_alive_runs_out() {
     // And it comes back on the next request.
     chat(&s, "a", PROMPTS[0], 4);
     assert_eq!(status_of(&s, "a"), "ready");
+    // Ollama's way: a request's own keep_alive ("-1": keep; 0: unload once idle).
+    let ollama = |ka: Value| {
+        let body = json!({"model": "b", "prompt": "", "stream": false, "keep_alive": ka});
+        let (status, res) = post(&s, "/api/generate", &body);
+        assert_eq!(status, 200, "{res}");
+    };
+    ollama(json!("-1"));
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(status_of(&s, "b"), "ready", "keep_alive -1 keeps it");
+    ollama(json!(0));
+    let t0 = Instant::now();
+    while status_of(&s, "b") != "unloaded" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "keep_alive 0 did not unload b"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, _) = post(
+        &s,
+        "/api/generate",
+        &json!({"model": "b", "prompt": "", "keep_alive": "soon"}),
+    );
+    assert_eq!(status, 400, "a malformed keep_alive is a 400");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

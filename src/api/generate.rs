@@ -41,6 +41,8 @@ pub struct Generation {
     arrival: Instant,
     first_token_seen: bool,
     last_token: Vec<Option<Instant>>,
+    /// The `model` label of the latency histograms.
+    model: String,
 }
 
 impl Generation {
@@ -86,6 +88,7 @@ impl Generation {
             arrival,
             first_token_seen: false,
             last_token: vec![None; total],
+            model: engine.name().to_string(),
         })
     }
 
@@ -133,11 +136,13 @@ impl Generation {
             TokenEvent::Token { .. } => {
                 if !self.first_token_seen {
                     self.first_token_seen = true;
-                    metrics::histogram!(TTFT_SECONDS).record(now - self.arrival);
+                    metrics::histogram!(TTFT_SECONDS, "model" => self.model.clone())
+                        .record(now - self.arrival);
                 }
                 if let Some(slot) = self.last_token.get_mut(index) {
                     if let Some(prev) = *slot {
-                        metrics::histogram!(ITL_SECONDS).record(now - prev);
+                        metrics::histogram!(ITL_SECONDS, "model" => self.model.clone())
+                            .record(now - prev);
                     }
                     *slot = Some(now);
                 }
@@ -148,7 +153,8 @@ impl Generation {
                 {
                     self.open -= 1;
                     if self.open == 0 {
-                        metrics::histogram!(REQUEST_SECONDS).record(now - self.arrival);
+                        metrics::histogram!(REQUEST_SECONDS, "model" => self.model.clone())
+                            .record(now - self.arrival);
                     }
                 }
             }

@@ -133,7 +133,7 @@ pub struct Entry {
     aliases: Vec<String>,
     spec: Mutex<ModelSpec>,
     on_demand: bool,
-    keep_alive: KeepAlive,
+    keep_alive: Mutex<KeepAlive>,
     kind: Mutex<Option<ModelKind>>,
     state: Mutex<State>,
     changed: watch::Sender<u64>,
@@ -184,6 +184,13 @@ impl Entry {
             *s = state;
         }
         self.changed.send_modify(|g| *g += 1);
+    }
+
+    fn keep_alive(&self) -> KeepAlive {
+        self.keep_alive
+            .lock()
+            .map(|k| *k)
+            .unwrap_or(KeepAlive::Forever)
     }
 
     fn known_kind(&self) -> Option<ModelKind> {
@@ -250,6 +257,14 @@ impl Lease {
     /// The loaded model.
     pub fn loaded(&self) -> &Loaded {
         &self.loaded
+    }
+
+    /// Sets how long the model stays loaded once idle (Ollama's per-request
+    /// `keep_alive`; `0` unloads it as soon as no request holds it).
+    pub fn set_keep_alive(&self, keep_alive: KeepAlive) {
+        if let Ok(mut k) = self.entry.keep_alive.lock() {
+            *k = keep_alive;
+        }
     }
 
     /// The LLM, or a 400 naming the model's kind.
@@ -435,7 +450,7 @@ impl Registry {
             aliases: spec.aliases.clone(),
             spec: Mutex::new(spec),
             on_demand,
-            keep_alive,
+            keep_alive: Mutex::new(keep_alive),
             kind: Mutex::new(kind),
             state: Mutex::new(State::Unloaded),
             changed: watch::channel(0).0,
@@ -512,7 +527,7 @@ impl Registry {
                     status,
                     error,
                     on_demand: e.on_demand,
-                    keep_alive_secs: match e.keep_alive {
+                    keep_alive_secs: match e.keep_alive() {
                         KeepAlive::Forever => None,
                         KeepAlive::For(d) => Some(d.as_secs_f64()),
                     },
@@ -751,7 +766,7 @@ impl Registry {
                 .entries()
                 .into_iter()
                 .filter(|e| !std::ptr::eq(e.as_ref(), entry))
-                .filter(|e| e.keep_alive != KeepAlive::Forever)
+                .filter(|e| e.keep_alive() != KeepAlive::Forever)
                 .filter(|e| matches!(e.state(), State::Ready(_)))
                 .filter(|e| e.leases.load(Ordering::Acquire) == 0)
                 .max_by_key(|e| e.idle_for());
@@ -802,7 +817,7 @@ impl Registry {
     pub async fn reap_idle(&self) -> usize {
         let mut n = 0;
         for e in self.entries() {
-            if let KeepAlive::For(d) = e.keep_alive
+            if let KeepAlive::For(d) = e.keep_alive()
                 && matches!(e.state(), State::Ready(_))
                 && e.leases.load(Ordering::Acquire) == 0
                 && e.idle_for() >= d

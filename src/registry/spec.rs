@@ -36,7 +36,8 @@ impl KeepAlive {
     /// `5m`, `1h`, `250ms`, `0` (unload as soon as idle).
     pub fn parse(s: &str) -> Result<Self, String> {
         let t = s.trim().to_ascii_lowercase();
-        if matches!(t.as_str(), "-1" | "never" | "forever" | "inf") {
+        // Ollama: any negative duration keeps the model for ever.
+        if t.starts_with('-') || matches!(t.as_str(), "never" | "forever" | "inf") {
             return Ok(Self::Forever);
         }
         let split = t
@@ -269,6 +270,7 @@ mod tests {
     fn keep_alive_spellings() {
         assert_eq!(KeepAlive::parse("-1"), Ok(KeepAlive::Forever));
         assert_eq!(KeepAlive::parse("never"), Ok(KeepAlive::Forever));
+        assert_eq!(KeepAlive::parse("-5m"), Ok(KeepAlive::Forever));
         let secs = |s: &str| match KeepAlive::parse(s).unwrap() {
             KeepAlive::For(d) => d.as_secs_f64(),
             KeepAlive::Forever => -1.0,

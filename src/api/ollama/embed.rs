@@ -107,7 +107,11 @@ pub async fn embed_route(
     count("ollama_embed");
     let timings = Timings::new(std::time::Instant::now());
     let body: EmbedRequest = parse_json(&read_bytes(req, state.limits.max_body_bytes).await?)?;
+    let keep_alive = models::keep_alive(body.keep_alive.as_ref())?;
     let lease = encoder(&state, &body.model).await?;
+    if let Some(ka) = keep_alive {
+        lease.set_keep_alive(ka);
+    }
     let ready = leased_encoder(&lease)?;
     let dims = ready.encoder.info.dims;
     if let Some(d) = body.dimensions
@@ -141,7 +145,11 @@ pub async fn embeddings_route(
 ) -> Result<Json<Value>, ApiError> {
     count("ollama_embeddings");
     let body: EmbeddingsRequest = parse_json(&read_bytes(req, state.limits.max_body_bytes).await?)?;
+    let keep_alive = models::keep_alive(body.keep_alive.as_ref())?;
     let lease = encoder(&state, &body.model).await?;
+    if let Some(ka) = keep_alive {
+        lease.set_keep_alive(ka);
+    }
     let ready = leased_encoder(&lease)?;
     let prompt = body.prompt.unwrap_or_default();
     let (mut vectors, _) = embed(ready, vec![prompt], true, "prompt").await?;

@@ -46,7 +46,11 @@ pub async fn generate(State(state): State<AppState>, req: Request) -> Response {
 
 async fn chat_inner(state: &AppState, call: Call, req: Request) -> Result<Response, ApiError> {
     let body: ChatRequest = parse_json(&read_bytes(req, state.limits.max_body_bytes).await?)?;
+    let keep_alive = models::keep_alive(body.keep_alive.as_ref())?;
     let lease = models::llm(state, &body.model).await?;
+    if let Some(ka) = keep_alive {
+        lease.set_keep_alive(ka);
+    }
     let ready = lease.llm()?;
     let format = structured_output(body.format.as_ref())?;
     refuse_if(body.tools.as_ref(), "tools", "")?;
@@ -82,7 +86,11 @@ fn chat_messages(messages: &[Value]) -> Result<Vec<ChatMessage>, ApiError> {
 
 async fn generate_inner(state: &AppState, call: Call, req: Request) -> Result<Response, ApiError> {
     let body: GenerateRequest = parse_json(&read_bytes(req, state.limits.max_body_bytes).await?)?;
+    let keep_alive = models::keep_alive(body.keep_alive.as_ref())?;
     let lease = models::llm(state, &body.model).await?;
+    if let Some(ka) = keep_alive {
+        lease.set_keep_alive(ka);
+    }
     let ready = lease.llm()?;
     let format = structured_output(body.format.as_ref())?;
     let string = |s: &Option<String>| s.clone().map(Value::String);

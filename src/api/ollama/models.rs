@@ -7,8 +7,9 @@
 //! model). Anything else is Ollama's 404 `model 'x' not found`.
 //!
 //! `digest` is the SHA-256 of the served name (ferrite has no Ollama manifests), `size`
-//! is not known to the HTTP layer and is 0, and `expires_at` is far in the future:
-//! ferrite never unloads a model (`keep_alive` is accepted and ignored).
+//! is not known to the HTTP layer and is 0, and `expires_at` is far in the future. A
+//! request's `keep_alive` sets how long its model stays loaded once idle (`0` unloads
+//! it as soon as no request holds it, as `ollama stop` does).
 
 use axum::Json;
 use axum::extract::{Request, State};
@@ -22,6 +23,7 @@ use crate::api::AppState;
 use crate::api::body::{parse_json, read_bytes};
 use crate::api::error::ApiError;
 use crate::model::encoder::config::Task;
+use crate::registry::spec::KeepAlive;
 use crate::registry::{Lease, Loaded};
 
 /// The Ollama API version ferrite answers `/api/version` with: the release whose API
@@ -49,6 +51,25 @@ pub async fn resolve(state: &AppState, name: &str) -> Result<Lease, ApiError> {
             e
         }
     })
+}
+
+/// A request's `keep_alive` (seconds as a number, or `"5m"`, `"-1"`, ...), checked
+/// before the model is leased (a malformed one is a 400 and loads nothing).
+pub fn keep_alive(value: Option<&Value>) -> Result<Option<KeepAlive>, ApiError> {
+    let text = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.to_string(),
+        Some(Value::String(s)) => s.clone(),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "keep_alive must be a duration",
+                Some("keep_alive"),
+            ));
+        }
+    };
+    KeepAlive::parse(&text)
+        .map(Some)
+        .map_err(|e| ApiError::invalid(e, Some("keep_alive")))
 }
 
 /// A lease on the LLM named `name`, or an error (an encoder name is a 400: it cannot

@@ -51,7 +51,8 @@ pub struct ChatRequest {
     pub format: Option<Value>,
     /// Runtime options.
     pub options: Option<Options>,
-    /// Accepted and ignored (ferrite keeps its models loaded).
+    /// How long the model stays loaded after this request (`0` unloads it once
+    /// idle, a negative value keeps it for ever, `"5m"`, `300`, ...).
     pub keep_alive: Option<Value>,
     /// Unsupported unless empty.
     pub tools: Option<Value>,
@@ -85,7 +86,8 @@ pub struct GenerateRequest {
     pub images: Option<Value>,
     /// Runtime options.
     pub options: Option<Options>,
-    /// Accepted and ignored.
+    /// How long the model stays loaded after this request (`0` unloads it once
+    /// idle, a negative value keeps it for ever, `"5m"`, `300`, ...).
     pub keep_alive: Option<Value>,
     /// Accepted when false or absent.
     pub think: Option<Value>,
@@ -105,7 +107,8 @@ pub struct EmbedRequest {
     pub dimensions: Option<i64>,
     /// Accepted and ignored.
     pub options: Option<Value>,
-    /// Accepted and ignored.
+    /// How long the model stays loaded after this request (`0` unloads it once
+    /// idle, a negative value keeps it for ever, `"5m"`, `300`, ...).
     pub keep_alive: Option<Value>,
 }
 
@@ -119,7 +122,8 @@ pub struct EmbeddingsRequest {
     pub prompt: Option<String>,
     /// Accepted and ignored.
     pub options: Option<Value>,
-    /// Accepted and ignored.
+    /// How long the model stays loaded after this request (`0` unloads it once
+    /// idle, a negative value keeps it for ever, `"5m"`, `300`, ...).
     pub keep_alive: Option<Value>,
 }
 
