@@ -244,6 +244,7 @@ async fn load_encoder(
     let info = EncoderInfo {
         id,
         task: cfg.task,
+        labels: cfg.labels.clone(),
         dims: cfg.hidden,
         max_len: cfg.max_len,
         vocab: cfg.vocab,

@@ -14,7 +14,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{blocking, count, run, tokenize_error};
+use super::{blocking, count, require, run, tokenize_error};
 use crate::api::AppState;
 use crate::api::body::{parse_json, read_bytes};
 use crate::api::error::ApiError;
@@ -54,16 +54,7 @@ async fn inner(state: &AppState, req: Request) -> Result<Response, ApiError> {
     let body: EmbeddingsRequest = parse_json(&read_bytes(req, state.limits.max_body_bytes).await?)?;
     let info = &ready.encoder.info;
     validate::model(body.model.as_deref(), &info.id)?;
-    if info.task == Task::CrossEncoder {
-        return Err(ApiError::invalid(
-            format!(
-                "The encoder `{}` is a cross-encoder: it scores (query, document) pairs on \
-                 /rerank and /v1/rerank and does not produce embeddings.",
-                info.id
-            ),
-            Some("model"),
-        ));
-    }
+    require(info, "/v1/embeddings", |t| matches!(t, Task::Embedding(_)))?;
     let base64 = match body.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::documents::{self, Document};
-use super::{blocking, count, run, tokenize_error};
+use super::{blocking, count, require, run, tokenize_error};
 use crate::api::body::{parse_json, read_bytes};
 use crate::api::error::ApiError;
 use crate::api::validate;
@@ -66,12 +66,19 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// The mode an encoder's task implies.
-    pub fn of(task: Task) -> Self {
+    /// The mode an encoder's task implies (`None`: the task cannot rerank).
+    pub fn of(task: Task) -> Option<Self> {
         match task {
-            Task::CrossEncoder => Mode::CrossEncoder,
-            Task::Embedding(_) => Mode::Cosine,
+            Task::CrossEncoder => Some(Mode::CrossEncoder),
+            Task::Embedding(_) => Some(Mode::Cosine),
+            Task::Classifier { .. } | Task::TokenClassifier => None,
         }
+    }
+
+    /// The served encoder's mode, or the wrong-kind 400 for `route`.
+    fn served(info: &crate::model::encoder::EncoderInfo, route: &str) -> Result<Self, ApiError> {
+        require(info, route, |t| Mode::of(t).is_some())?;
+        Ok(Mode::of(info.task).expect("checked above"))
     }
 
     /// Name shown by `/health` and `/v1/models`.
@@ -109,6 +116,7 @@ async fn tei(state: &AppState, req: Request) -> Result<Response, ApiError> {
     let ready = state.encoder()?;
     let body: TeiRequest = parse_json(&read_bytes(req, state.limits.max_body_bytes).await?)?;
     validate::model(body.model.as_deref(), &ready.encoder.info.id)?;
+    let mode = Mode::served(&ready.encoder.info, "/rerank")?;
     if let Some(dir) = body.truncation_direction.as_deref()
         && !dir.eq_ignore_ascii_case("right")
     {
@@ -129,8 +137,7 @@ async fn tei(state: &AppState, req: Request) -> Result<Response, ApiError> {
     };
     let docs = documents::parse(docs, param, ready.limits.max_rerank_documents)?;
     let query = query(body.query.as_ref())?;
-    let (scores, _) = score(ready, query, &docs, body.truncate, param).await?;
-    let mode = Mode::of(ready.encoder.info.task);
+    let (scores, _) = score(ready, mode, query, &docs, body.truncate, param).await?;
     let results: Vec<Value> = sorted(scores, mode, body.raw_scores)
         .into_iter()
         .map(|s| {
@@ -151,6 +158,7 @@ async fn cohere(state: &AppState, req: Request) -> Result<Response, ApiError> {
     let ready = state.encoder()?;
     let body: CohereRequest = parse_json(&read_bytes(req, state.limits.max_body_bytes).await?)?;
     validate::model(body.model.as_deref(), &ready.encoder.info.id)?;
+    let mode = Mode::served(&ready.encoder.info, "/v1/rerank")?;
     let docs = documents::parse(
         body.documents.as_ref(),
         "documents",
@@ -168,8 +176,7 @@ async fn cohere(state: &AppState, req: Request) -> Result<Response, ApiError> {
     };
     let query = query(body.query.as_ref())?;
     let truncate = body.truncate.unwrap_or(true);
-    let (scores, tokens) = score(ready, query, &docs, truncate, "documents").await?;
-    let mode = Mode::of(ready.encoder.info.task);
+    let (scores, tokens) = score(ready, mode, query, &docs, truncate, "documents").await?;
     let results: Vec<Value> = sorted(scores, mode, false)
         .into_iter()
         .take(top_n)
@@ -212,12 +219,12 @@ fn query(v: Option<&Value>) -> Result<String, ApiError> {
 /// Raw scores (logits, or cosines) per document, and the tokens the model read.
 async fn score(
     ready: &EncoderReady,
+    mode: Mode,
     query: String,
     docs: &[Document],
     truncate: bool,
     param: &'static str,
 ) -> Result<(Vec<f32>, usize), ApiError> {
-    let mode = Mode::of(ready.encoder.info.task);
     let served = ready.encoder.clone();
     let texts: Vec<String> = docs.iter().map(|d| d.text.clone()).collect();
     let inputs: Vec<Encoded> = blocking(move || {

@@ -33,9 +33,12 @@ fn encoder<'a>(state: &'a AppState, name: &str) -> Result<&'a EncoderReady, ApiE
             ));
         }
     };
-    if e.encoder.info.task == Task::CrossEncoder {
+    if !matches!(e.encoder.info.task, Task::Embedding(_)) {
         return Err(ApiError::invalid(
-            format!("\"{name}\" is a cross-encoder: it scores pairs and has no embeddings"),
+            format!(
+                "\"{name}\" is a {}: it has no embeddings",
+                e.encoder.info.task.name()
+            ),
             Some("model"),
         ));
     }
