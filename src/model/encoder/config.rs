@@ -1,5 +1,5 @@
 //! What an encoder folder says about itself: the transformer shape from `config.json`
-//! (BERT or XLM-RoBERTa), its task (an embedding model, a one-label cross-encoder, a
+//! (BERT, or XLM-RoBERTa / RoBERTa / CamemBERT), its task (an embedding model, a one-label cross-encoder, a
 //! sequence classifier with several labels, or a token classifier), the label names
 //! (`id2label`), and the sentence-transformers pooling and length settings.
 //!
@@ -166,10 +166,12 @@ impl EncoderConfig {
             .context("the encoder folder has no config.json")?;
         let family = match raw.model_type.as_deref() {
             Some("bert") => Family::Bert,
-            Some("xlm-roberta" | "roberta") => Family::XlmRoberta,
-            other => {
-                bail!("encoder model_type {other:?} is not supported (bert, xlm-roberta, roberta)")
-            }
+            // CamemBERT is the RoBERTa architecture (same weights layout and positions).
+            Some("xlm-roberta" | "roberta" | "camembert") => Family::XlmRoberta,
+            other => bail!(
+                "encoder model_type {other:?} is not supported (bert, xlm-roberta, roberta, \
+                 camembert)"
+            ),
         };
         if let Some(kind) = raw.position_embedding_type.as_deref()
             && kind != "absolute"
@@ -311,5 +313,75 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
             .with_context(|| format!("parsing {}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Parses a config.json made of a small BERT plus `extra`.
+    fn parse(extra: serde_json::Value) -> Result<EncoderConfig> {
+        let mut cfg = json!({
+            "model_type": "bert", "hidden_size": 8, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 16, "vocab_size": 10,
+            "max_position_embeddings": 16,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            cfg[k] = v.clone();
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "ferrite-config-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("config.json"), cfg.to_string())?;
+        let out = EncoderConfig::from_dir(&dir);
+        std::fs::remove_dir_all(&dir)?;
+        out
+    }
+
+    #[test]
+    fn sequence_classifiers_by_label_count_and_problem_type() {
+        let seq = json!(["BertForSequenceClassification"]);
+        let one = parse(json!({"architectures": seq, "id2label": {"0": "LABEL_0"}})).unwrap();
+        assert_eq!(one.task, Task::CrossEncoder);
+        assert_eq!(one.labels, ["LABEL_0"]);
+        let three = parse(json!({"architectures": seq,
+            "id2label": {"0": "neg", "1": "neu", "2": "pos"}}))
+        .unwrap();
+        assert_eq!(three.task, Task::Classifier { multi_label: false });
+        assert_eq!(three.labels, ["neg", "neu", "pos"]);
+        let multi = parse(json!({"architectures": seq, "num_labels": 3,
+            "problem_type": "multi_label_classification", "id2label": {"1": "b"}}))
+        .unwrap();
+        assert_eq!(multi.task, Task::Classifier { multi_label: true });
+        assert_eq!(
+            multi.labels,
+            ["LABEL_0", "b", "LABEL_2"],
+            "missing names are LABEL_i"
+        );
+        // No label information at all: transformers' default of two.
+        let default = parse(json!({"architectures": seq})).unwrap();
+        assert_eq!(default.labels.len(), 2);
+        assert!(parse(json!({"architectures": seq, "id2label": {"0": 3}})).is_err());
+        assert!(parse(json!({"architectures": seq, "num_labels": 0})).is_err());
+    }
+
+    #[test]
+    fn token_classifiers_and_camembert() {
+        let ner = parse(json!({"architectures": ["CamembertForTokenClassification"],
+            "model_type": "camembert", "pad_token_id": 1,
+            "id2label": {"0": "O", "1": "B-PER", "2": "I-PER"}}))
+        .unwrap();
+        assert_eq!(ner.task, Task::TokenClassifier);
+        assert_eq!(ner.family, Family::XlmRoberta);
+        assert_eq!(ner.labels, ["O", "B-PER", "I-PER"]);
+        assert_eq!(ner.task.name(), "token-classifier");
+        let emb = parse(json!({"architectures": ["BertModel"]})).unwrap();
+        assert_eq!(emb.task, Task::Embedding(Pooling::Mean));
+        assert!(emb.labels.is_empty());
     }
 }
