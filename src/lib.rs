@@ -11,6 +11,7 @@ pub mod device;
 pub mod engine;
 pub mod metrics;
 pub mod model;
+pub mod registry;
 pub mod scratch;
 pub mod selftest;
 pub mod shutdown;

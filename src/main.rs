@@ -10,7 +10,6 @@
 //! engine is stopped and the process exits 0.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -18,14 +17,12 @@ use clap::Parser;
 use ferrite::api::connections::LimitedListener;
 use ferrite::api::guard::Guard;
 use ferrite::api::serve::{self, ServeOptions};
-use ferrite::api::{ApiLimits, AppState, EncoderLimits, EncoderReady, Ready, Serving, WebSettings};
+use ferrite::api::{ApiLimits, AppState, WebSettings};
 use ferrite::config::{BenchArgs, Cli, CliCommand, SelftestArgs, ServeArgs};
 use ferrite::device::DeviceKind;
-#[cfg(feature = "cuda")]
-use ferrite::engine::start::StartedEngine;
 use ferrite::model::source::{DefaultEncoder, DefaultModel};
 use ferrite::shutdown::{self, Shutdown};
-use ferrite::startup::{Plan, load_and_start};
+use ferrite::startup;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> Result<()> {
@@ -65,14 +62,27 @@ fn main() -> Result<()> {
     }
 }
 
-/// Starts the NVML monitor when the model runs on a GPU (`None` otherwise, or when NVML
-/// is absent); dropping it stops its thread.
+/// Starts the NVML monitor when an LLM runs on a GPU (`None` otherwise, or when NVML
+/// is absent); dropping it stops its thread. Its pauses apply to that GPU's engine
+/// thread, every LLM on it.
 #[cfg(feature = "cuda")]
-fn gpu_monitor(engine: &StartedEngine) -> Option<ferrite::device::gpu_monitor::GpuMonitor> {
+fn gpu_monitor(
+    registry: &ferrite::registry::Registry,
+) -> Option<ferrite::device::gpu_monitor::GpuMonitor> {
     use ferrite::device::gpu_monitor::{DEFAULT_INTERVAL, pause_engine, spawn_gpu_monitor};
-    let device = &engine.served.as_ref()?.info.device;
-    let index = device.strip_prefix("cuda:")?.parse().ok()?;
-    spawn_gpu_monitor(index, DEFAULT_INTERVAL, pause_engine(engine.handle.clone()))
+    use ferrite::registry::Loaded;
+    let ready = registry.loaded().into_iter().find_map(|(_, l)| match l {
+        Loaded::Llm(r) if r.model.info.device.starts_with("cuda:") => Some(r),
+        _ => None,
+    })?;
+    let index = ready
+        .model
+        .info
+        .device
+        .strip_prefix("cuda:")?
+        .parse()
+        .ok()?;
+    spawn_gpu_monitor(index, DEFAULT_INTERVAL, pause_engine(ready.engine.clone()))
 }
 
 /// `ferrite compile-kernels`: every kernel module through NVRTC for each architecture.
@@ -155,6 +165,7 @@ const LINGER_AFTER_ABORT: Duration = Duration::from_secs(3);
 async fn serve(args: ServeArgs) -> Result<()> {
     let device = DeviceKind::resolve(&args.device)?;
     tracing::info!(device = %device.kind.name(), reason = %device.reason, "device selected");
+    let startup = startup::prepare(&args)?;
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("binding {}:{}", args.host, args.port))?;
@@ -162,16 +173,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let shutdown = Shutdown::new();
     let grace = Duration::from_secs(args.production.shutdown_grace_secs);
     tokio::spawn(shutdown::on_signals(shutdown.clone(), grace));
-    let plan = Plan::of(&args)?;
-    let ready = Arc::new(OnceLock::new());
-    let serving = Serving {
-        llm: plan.llm.is_some(),
-        encoder: plan.encoder.clone(),
-        encoder_ready: Arc::new(OnceLock::new()),
-    };
     let state = AppState {
-        ready: ready.clone(),
-        loading_model: plan.llm.clone().unwrap_or_default(),
+        registry: startup.registry.clone(),
         device: device.kind.name(),
         metrics: ferrite::metrics::install(),
         limits: ApiLimits {
@@ -180,7 +183,6 @@ async fn serve(args: ServeArgs) -> Result<()> {
             max_tokens_cap: args.max_tokens_cap,
             sse_keep_alive: Duration::from_secs(args.sse_keep_alive_secs),
         },
-        serving: serving.clone(),
         web: WebSettings::from_args(&args.web).map_err(anyhow::Error::msg)?,
     };
     let guard = Guard::from_args(&args.production, shutdown.clone());
@@ -203,42 +205,29 @@ async fn serve(args: ServeArgs) -> Result<()> {
         serve::serve(listener, app, opts, stop).await;
         Ok::<(), std::io::Error>(())
     });
-    let engine = tokio::select! {
-        engine = load_and_start(&args, &device) => engine?,
+    let registry = startup.registry.clone();
+    let loader = tokio::select! {
+        loader = startup.load(&args, &device) => loader?,
         _ = shutdown.draining() => {
             tracing::info!("shutdown requested while loading");
             return finish(server, &shutdown).await;
         }
     };
-    if let Some(encoder) = &engine.encoder {
-        let _ = serving.encoder_ready.set(EncoderReady {
-            encoder: encoder.clone(),
-            engine: engine.handle.clone(),
-            limits: EncoderLimits {
-                max_rerank_documents: args.encoder.max_rerank_documents as usize,
-                max_embedding_inputs: args.encoder.max_embedding_inputs as usize,
-            },
-        });
-        tracing::info!(encoder = %encoder.info.id, "encoder ready");
-    }
-    if let Some(model) = &engine.served {
-        let _ = ready.set(Ready {
-            model: model.clone(),
-            engine: engine.handle.clone(),
-        });
-        tracing::info!(model = %model.info.id, "model ready");
+    if args.fault_injection {
+        tokio::spawn(panic_on_sigusr2(loader.clone()));
     }
     // On a GPU, NVML metrics and the memory gate, once the engine holds its memory.
     #[cfg(feature = "cuda")]
-    let monitor = gpu_monitor(&engine);
+    let monitor = gpu_monitor(&registry);
+    #[cfg(not(feature = "cuda"))]
+    drop(registry);
     let served = finish(server, &shutdown).await;
     #[cfg(feature = "cuda")]
     drop(monitor);
-    engine.handle.shutdown();
-    let thread = engine.thread;
+    let threads = loader.shutdown();
     let joined = tokio::time::timeout(
         Duration::from_secs(5),
-        tokio::task::spawn_blocking(move || thread.join()),
+        tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))),
     )
     .await;
     if joined.is_err() {
@@ -246,6 +235,21 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     tracing::info!("shut down");
     served
+}
+
+/// Fault injection (`--fault-injection`, tests only): each SIGUSR2 makes every engine
+/// thread panic.
+async fn panic_on_sigusr2(loader: ferrite::startup::loader::ServeLoader) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {
+        return;
+    };
+    tracing::warn!("fault injection on: SIGUSR2 makes the engine thread panic");
+    while usr2.recv().await.is_some() {
+        for e in loader.engines() {
+            e.inject_panic();
+        }
+    }
 }
 
 /// Waits for the HTTP server to stop after draining began: in-flight requests run until

@@ -72,6 +72,15 @@ pub const ENCODER_LATENCY_SECONDS: &str = "ferrite_encoder_latency_seconds";
 /// Encoder inputs queued and not yet run (gauge).
 pub const ENCODER_WAITING: &str = "ferrite_encoder_inputs_waiting";
 
+/// 1 while the model labelled `model` is loaded, else 0 (gauge).
+pub const MODEL_LOADED: &str = "ferrite_model_loaded";
+/// Bytes of the memory budget the model labelled `model` holds (gauge).
+pub const MODEL_MEMORY_BYTES: &str = "ferrite_model_memory_bytes";
+/// Loads on demand, by `model` (counter).
+pub const MODEL_LOADS_TOTAL: &str = "ferrite_model_loads_total";
+/// Unloads, by `model` and `reason` (counter).
+pub const MODEL_UNLOADS_TOTAL: &str = "ferrite_model_unloads_total";
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the global recorder (first call) and returns the handle that renders it.
@@ -103,22 +112,30 @@ pub fn install() -> PrometheusHandle {
             describe();
             // Counters exist from the start (at 0), so dashboards and alerts see them
             // before the first event.
-            for name in [
-                PROMPT_TOKENS_TOTAL,
-                GENERATION_TOKENS_TOTAL,
-                PREEMPTIONS_TOTAL,
-                PREFIX_CACHE_QUERIED_TOKENS_TOTAL,
-                PREFIX_CACHE_HIT_TOKENS_TOTAL,
-                CANCELLED_TOTAL,
-                CACHE_HITS_TOTAL,
-                CACHE_MISSES_TOTAL,
-            ] {
+            // (The per-model ones start at 0 when their model is loaded:
+            // `init_model_counters`.)
+            for name in [CACHE_HITS_TOTAL, CACHE_MISSES_TOTAL] {
                 metrics::counter!(name).increment(0);
             }
             metrics::gauge!(HTTP_CONNECTIONS).set(0.0);
             handle
         })
         .clone()
+}
+
+/// Starts an LLM's counters at 0 under its `model` label, so dashboards see them
+/// before its first event.
+pub fn init_model_counters(model: &str) {
+    for name in [
+        PROMPT_TOKENS_TOTAL,
+        GENERATION_TOKENS_TOTAL,
+        PREEMPTIONS_TOTAL,
+        PREFIX_CACHE_QUERIED_TOKENS_TOTAL,
+        PREFIX_CACHE_HIT_TOKENS_TOTAL,
+        CANCELLED_TOTAL,
+    ] {
+        metrics::counter!(name, "model" => model.to_string()).increment(0);
+    }
 }
 
 fn describe() {
@@ -135,6 +152,16 @@ fn describe() {
         "Time from encoder job arrival to reply"
     );
     describe_gauge!(ENCODER_WAITING, "Encoder inputs queued and not yet run");
+    describe_gauge!(MODEL_LOADED, "1 while the model is loaded");
+    describe_gauge!(
+        MODEL_MEMORY_BYTES,
+        "Bytes of the memory budget the model holds"
+    );
+    describe_counter!(MODEL_LOADS_TOTAL, "Models loaded on demand");
+    describe_counter!(
+        MODEL_UNLOADS_TOTAL,
+        "Models unloaded (idle keep-alive or to make room)"
+    );
     describe_histogram!(BATCH_SEQUENCES, "Sequences per engine step");
     describe_histogram!(STEP_SECONDS, "Duration of one engine step");
     describe_histogram!(

@@ -143,7 +143,7 @@ fn shutdown_during_a_pause_fails_held_requests_and_the_thread_exits() {
     wait_for(&h, "held", |s| s.waiting == 1);
     h.shutdown();
     match held.blocking_recv() {
-        Some(TokenEvent::Error(msg)) => assert!(msg.contains("paused"), "{msg}"),
+        Some(TokenEvent::Error(msg)) => assert!(msg.to_string().contains("paused"), "{msg}"),
         other => panic!("expected an error event, got {other:?}"),
     }
     let t0 = Instant::now();

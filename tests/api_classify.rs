@@ -151,10 +151,16 @@ fn predict_and_classify_match_the_text_classification_pipeline() {
     assert_eq!(health["encoder"]["task"], "classifier");
     assert_eq!(health["encoder"]["rerank_mode"], Value::Null);
     for (path, body) in [
-        ("/v1/embeddings", json!({"input": "a"})),
-        ("/rerank", json!({"query": "q", "texts": ["a"]})),
-        ("/v1/rerank", json!({"query": "q", "documents": ["a"]})),
-        ("/v1/ner", json!({"input": "a"})),
+        ("/v1/embeddings", json!({"model": "enc", "input": "a"})),
+        (
+            "/rerank",
+            json!({"model": "enc", "query": "q", "texts": ["a"]}),
+        ),
+        (
+            "/v1/rerank",
+            json!({"model": "enc", "query": "q", "documents": ["a"]}),
+        ),
+        ("/v1/ner", json!({"model": "enc", "input": "a"})),
         ("/api/embed", json!({"model": "enc", "input": "a"})),
     ] {
         let (status, res) = post(&s, path, &body);
@@ -162,9 +168,12 @@ fn predict_and_classify_match_the_text_classification_pipeline() {
         let msg = res["error"]["message"]
             .as_str()
             .unwrap_or_else(|| res["error"].as_str().unwrap());
-        assert!(msg.contains("classifier"), "{path}: {msg}");
+        assert!(msg.contains("is a sequence classifier"), "{path}: {msg}");
         if !path.starts_with("/api/") {
-            assert!(msg.contains("/predict and /v1/classify"), "{path}: {msg}");
+            assert!(
+                msg.contains("serves /predict and /v1/classify"),
+                "{path}: {msg}"
+            );
         }
     }
     // Bad input.
@@ -247,7 +256,21 @@ fn a_cross_encoder_is_also_served_by_the_classify_routes_with_sigmoid_scores() {
     let (status, c) = post(&s, "/v1/classify", &json!({"input": "a text"}));
     assert_eq!(status, 200, "{c}");
     assert_eq!(c["data"][0]["num_classes"], 1);
-    assert_400(&s, "/v1/ner", json!({"input": "a"}), "is a cross-encoder");
+    assert_400(
+        &s,
+        "/v1/ner",
+        json!({"model": "enc", "input": "a"}),
+        "is a cross-encoder",
+    );
+    // Without `model`, a route no served model serves is a 404 naming what it needs.
+    let (status, res) = post(&s, "/v1/ner", &json!({"input": "a"}));
+    assert_eq!(status, 404, "{res}");
+    assert!(
+        res["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("token classifier")
+    );
 }
 
 fn check_ner_route(name: &str) {
@@ -319,18 +342,23 @@ fn ner_matches_the_token_classification_pipeline_xlm_roberta_and_refuses_misuse(
     check_ner_route("xlmr_ner");
     let s = serve(&fixtures().join("xlmr_ner"));
     for (path, body) in [
-        ("/v1/embeddings", json!({"input": "a"})),
-        ("/rerank", json!({"query": "q", "texts": ["a"]})),
-        ("/v1/rerank", json!({"query": "q", "documents": ["a"]})),
-        ("/predict", json!({"inputs": "a"})),
-        ("/v1/classify", json!({"input": "a"})),
+        ("/v1/embeddings", json!({"model": "enc", "input": "a"})),
+        (
+            "/rerank",
+            json!({"model": "enc", "query": "q", "texts": ["a"]}),
+        ),
+        (
+            "/v1/rerank",
+            json!({"model": "enc", "query": "q", "documents": ["a"]}),
+        ),
+        ("/predict", json!({"model": "enc", "inputs": "a"})),
+        ("/v1/classify", json!({"model": "enc", "input": "a"})),
     ] {
-        assert_400(
-            &s,
-            path,
-            body,
-            "is a token classifier (NER): it is served on /v1/ner",
-        );
+        let (status, res) = post(&s, path, &body);
+        assert_eq!(status, 400, "{path}: {res}");
+        let msg = res["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("is a token classifier (NER)"), "{path}: {msg}");
+        assert!(msg.contains("enc serves /v1/ner"), "{path}: {msg}");
     }
     assert_400(
         &s,

@@ -107,7 +107,8 @@ fn encoder_jobs_finish_while_long_sequences_run() {
         .collect();
     let t0 = Instant::now();
     let (reply, rx) = tokio::sync::oneshot::channel();
-    e.handle.encode(EncodeJob { inputs, reply }).unwrap();
+    let encoder = e.encoder_handle.clone().expect("an encoder is served");
+    encoder.encode(EncodeJob { inputs, reply }).unwrap();
     let scores = rx.blocking_recv().unwrap().unwrap();
     let encoded_in = t0.elapsed();
     assert_eq!(scores.len(), 20);
@@ -122,5 +123,5 @@ fn encoder_jobs_finish_while_long_sequences_run() {
         encoded_in < llm_rest,
         "the encoder job ({encoded_in:?}) waited for the LLM sequences ({llm_rest:?} more)"
     );
-    assert_eq!(e.handle.stats().encoder_waiting, 0);
+    assert_eq!(encoder.stats().encoder_waiting, 0);
 }

@@ -92,3 +92,18 @@ fn culprit<T: DeserializeOwned>(body: &[u8]) -> Option<String> {
         .or_else(|| obj.keys().find(|k| missing_only(k)))
         .cloned()
 }
+
+/// The `model` a JSON body names, read before the full parse so the request can be
+/// routed to its model (`None` when absent, not a string, or the body is not JSON:
+/// the full parse then reports what is wrong).
+pub fn peek_model(buf: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct ModelField {
+        #[serde(default)]
+        model: Option<serde_json::Value>,
+    }
+    match serde_json::from_slice::<ModelField>(buf).ok()?.model? {
+        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s),
+        _ => None,
+    }
+}

@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 
-use super::body::read_bytes;
+use super::body::{peek_model, read_bytes};
 use super::chat_turn::prepare_turn;
 use super::check::{self, CheckedChat, CheckedCompletion};
 use super::chunks::ChunkBuilder;
@@ -73,13 +73,16 @@ pub(crate) fn ctx_of(req: &Request) -> Call {
 }
 
 async fn chat_inner(state: &AppState, ctx: Call, req: Request) -> Result<Response, ApiError> {
-    let ready = state.ready()?;
     let bytes = read_bytes(req, state.limits.max_body_bytes).await?;
+    let asked = peek_model(&bytes);
+    let lease = state.llm(asked.as_deref()).await?;
+    let ready = lease.llm()?;
+    let served = asked.unwrap_or_else(|| ready.model.info.id.clone());
     let CheckedChat {
         mut checked,
         messages,
         tools,
-    } = check::chat(&bytes, &ready.model.info.id, &state.limits)?;
+    } = check::chat(&bytes, &served, &state.limits)?;
     let model = ready.model.clone();
     let (grammar, tool_set) = (checked.grammar.clone(), tools.clone());
     let turn = prompt::blocking(move || {
@@ -92,7 +95,8 @@ async fn chat_inner(state: &AppState, ctx: Call, req: Request) -> Result<Respons
         grammar: turn.grammar,
         tools: tools.filter(ToolSet::active).map(|t| (turn.format, t)),
     };
-    run(state, ready, &ctx, Endpoint::Chat, sub, checked).await
+    let resp = run(state, ready, &ctx, Endpoint::Chat, sub, checked).await?;
+    Ok(lease.hold(resp))
 }
 
 async fn completions_inner(
@@ -100,12 +104,15 @@ async fn completions_inner(
     ctx: Call,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let ready = state.ready()?;
     let bytes = read_bytes(req, state.limits.max_body_bytes).await?;
+    let asked = peek_model(&bytes);
+    let lease = state.llm(asked.as_deref()).await?;
+    let ready = lease.llm()?;
+    let served = asked.unwrap_or_else(|| ready.model.info.id.clone());
     let CheckedCompletion {
         checked,
         prompt: input,
-    } = check::completion(&bytes, &ready.model.info.id, &state.limits)?;
+    } = check::completion(&bytes, &served, &state.limits)?;
     let model = ready.model.clone();
     let grammar = checked.grammar.clone();
     let (prompts, grammar) = prompt::blocking(move || {
@@ -118,7 +125,8 @@ async fn completions_inner(
         grammar,
         tools: None,
     };
-    run(state, ready, &ctx, Endpoint::Completion, sub, checked).await
+    let resp = run(state, ready, &ctx, Endpoint::Completion, sub, checked).await?;
+    Ok(lease.hold(resp))
 }
 
 /// What a request submits: its prompts, their grammar, and the tools to parse for.

@@ -3,7 +3,8 @@
 //!
 //! Status mapping: 400 invalid request, 404 unknown model or route, 405 wrong method,
 //! 413 body too large, 429 queue full (with `Retry-After: 1`), 500 engine failure,
-//! 503 model still loading or engine stopped.
+//! 503 model still loading or engine stopped. Engine errors (`EngineError`) map here
+//! too, in one `From`.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -191,6 +192,27 @@ impl From<crate::engine::handle::SubmitError> for ApiError {
         match e {
             SubmitError::QueueFull => Self::queue_full(),
             SubmitError::Stopped => Self::stopped(),
+        }
+    }
+}
+
+impl From<crate::engine::error::EngineError> for ApiError {
+    /// The one mapping of engine errors: invalid 400, does-not-fit 400, model failure
+    /// 500, unloaded model or stopped engine 503.
+    fn from(e: crate::engine::error::EngineError) -> Self {
+        use crate::engine::error::EngineError as E;
+        match e {
+            E::Invalid(m) => Self::invalid(m, None).with_code("invalid_request"),
+            E::DoesNotFit(m) => Self::invalid(m, None).with_code("does_not_fit"),
+            E::ModelFailed(m) => Self::internal(m).with_code("model_failed"),
+            E::NotLoaded(m) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{m}; retry to load it again."),
+            )
+            .with_code("model_not_loaded"),
+            E::Stopped(m) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, m).with_code("engine_stopped")
+            }
         }
     }
 }

@@ -113,9 +113,9 @@ impl Drain {
                 finish_reason,
                 usage,
             },
-            Some((_, TokenEvent::Error(msg))) => self.over(Step::Failed(ApiError::internal(
-                format!("Generation failed: {msg}"),
-            ))),
+            Some((_, TokenEvent::Error(e))) => {
+                self.over(Step::Failed(super::generate::generation_failed(e)))
+            }
             None => self.over(Step::End),
         })
     }

@@ -13,6 +13,7 @@ use std::time::Instant;
 use tokio::sync::mpsc;
 
 use super::error::ApiError;
+use crate::engine::error::EngineError;
 use crate::engine::handle::EngineHandle;
 use crate::engine::types::{
     FinishReason, GenerateRequest, SamplingParams, TokenEvent, TokenLogprob, Usage,
@@ -119,9 +120,7 @@ impl Generation {
             };
             if let Poll::Ready(event) = rx.poll_recv(cx) {
                 self.cursor = (index + 1) % len;
-                let event = event.unwrap_or_else(|| {
-                    TokenEvent::Error("the engine dropped the sequence before it finished".into())
-                });
+                let event = event.unwrap_or(TokenEvent::Error(EngineError::stopped()));
                 return Poll::Ready((index, event));
             }
         }
@@ -192,10 +191,16 @@ pub async fn collect(mut generation: Generation) -> Result<Vec<ChoiceOutput>, Ap
                 choice.finish_reason = Some(finish_reason);
                 choice.usage = usage;
             }
-            TokenEvent::Error(msg) => {
-                return Err(ApiError::internal(format!("Generation failed: {msg}")));
-            }
+            TokenEvent::Error(e) => return Err(generation_failed(e)),
         }
     }
     Ok(out)
+}
+
+/// The API error of a sequence that failed in the engine (its status from the error's
+/// kind, its message prefixed so clients see where it failed).
+pub fn generation_failed(e: EngineError) -> ApiError {
+    let mut err = ApiError::from(e);
+    err.message = format!("Generation failed: {}", err.message);
+    err
 }

@@ -65,9 +65,15 @@ impl InFlight {
 /// `resp` with the ticket moved into its body: the request counts until the body has
 /// been sent to the end or dropped (a client that disconnects mid-stream).
 pub fn track(resp: Response, ticket: Ticket) -> Response {
+    hold(resp, ticket)
+}
+
+/// `resp` with `guard` moved into its body, dropped when the body has been sent to the
+/// end or dropped (tickets, model leases).
+pub fn hold<T: Send + Sync + 'static>(resp: Response, guard: T) -> Response {
     let (parts, body) = resp.into_parts();
     let body = body.map_frame(move |frame| {
-        let _held = &ticket;
+        let _held = &guard;
         frame
     });
     Response::from_parts(parts, Body::new(body))

@@ -53,42 +53,35 @@ pub mod validate;
 #[cfg(test)]
 mod tests;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::engine::handle::EngineHandle;
-use crate::model::ServedModel;
-use crate::model::encoder::ServedEncoder;
+pub use crate::registry::{EncoderLimits, EncoderReady, Ready};
+use crate::registry::{Lease, Registry, Route};
 use error::ApiError;
 
 /// Shared state of every handler. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    /// Set once the model is loaded; generation routes answer 503 until then.
-    pub ready: Arc<OnceLock<Ready>>,
-    /// Model path or name shown by `/health` while loading.
-    pub loading_model: String,
-    /// Device name shown by `/health`, e.g. `cpu`.
+    /// Every served model: the HTTP layer resolves `model` through it.
+    pub registry: Arc<Registry>,
+    /// Device name shown by `/health` while nothing is loaded, e.g. `cpu`.
     pub device: String,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// Request limits.
     pub limits: ApiLimits,
-    /// Which models are served; the encoder side once loaded.
-    pub serving: Serving,
-    /// Model aliases, CORS and the playground.
+    /// CORS and the playground.
     pub web: WebSettings,
 }
 
 /// What the browser- and Ollama-facing parts need from the flags.
 #[derive(Debug, Clone)]
 pub struct WebSettings {
-    /// Other names of the LLM (`--model-alias`), resolved by the Ollama routes.
-    pub aliases: Vec<String>,
     /// The CORS layer (`None`: no `--allowed-origins`, no CORS headers).
     pub cors: Option<tower_http::cors::CorsLayer>,
     /// Serve the playground at `/` (to browsers) and `/playground`.
@@ -96,10 +89,9 @@ pub struct WebSettings {
 }
 
 impl Default for WebSettings {
-    /// No aliases, no CORS, the playground on.
+    /// No CORS, the playground on.
     fn default() -> Self {
         Self {
-            aliases: Vec::new(),
             cors: None,
             playground: true,
         }
@@ -110,60 +102,10 @@ impl WebSettings {
     /// From the `serve` flags; a malformed origin is an error.
     pub fn from_args(a: &crate::config::WebArgs) -> Result<Self, String> {
         Ok(Self {
-            aliases: a.model_aliases.clone(),
             cors: cors::layer(&a.allowed_origins)?,
             playground: !a.no_playground,
         })
     }
-}
-
-/// Which models the server was started to serve, and the encoder once it is loaded.
-#[derive(Clone)]
-pub struct Serving {
-    /// Whether an LLM is served (false: `--model none`).
-    pub llm: bool,
-    /// The encoder's path or name while loading (`None`: no encoder is served).
-    pub encoder: Option<String>,
-    /// Set once the encoder is loaded.
-    pub encoder_ready: Arc<OnceLock<EncoderReady>>,
-}
-
-impl Default for Serving {
-    /// An LLM only.
-    fn default() -> Self {
-        Self {
-            llm: true,
-            encoder: None,
-            encoder_ready: Arc::new(OnceLock::new()),
-        }
-    }
-}
-
-/// What the encoder routes need once the encoder is up.
-pub struct EncoderReady {
-    /// Encoder identity and tokenizer.
-    pub encoder: Arc<ServedEncoder>,
-    /// The engine's submission handle.
-    pub engine: EngineHandle,
-    /// Request limits of the encoder routes.
-    pub limits: EncoderLimits,
-}
-
-/// Operator limits on encoder requests.
-#[derive(Debug, Clone, Copy)]
-pub struct EncoderLimits {
-    /// Most documents in one rerank request.
-    pub max_rerank_documents: usize,
-    /// Most inputs in one embeddings, predict, classify or NER request.
-    pub max_embedding_inputs: usize,
-}
-
-/// What the routes need once the model is up.
-pub struct Ready {
-    /// Model identity, tokenizer and chat template.
-    pub model: Arc<ServedModel>,
-    /// The engine's submission handle.
-    pub engine: EngineHandle,
 }
 
 /// Operator limits on requests.
@@ -193,23 +135,17 @@ impl Default for ApiLimits {
 }
 
 impl AppState {
-    /// The loaded model and engine, 503 while loading, 404 when no LLM is served.
-    pub fn ready(&self) -> Result<&Ready, ApiError> {
-        if !self.serving.llm {
-            return Err(ApiError::not_served("an LLM", "--model"));
-        }
-        self.ready.get().ok_or_else(ApiError::loading)
+    /// A lease on the LLM a request names (`None`: the first LLM), loading it on
+    /// demand; 503 while it loads at start-up, 404 when unknown, 400 when it is not an
+    /// LLM.
+    pub async fn llm(&self, asked: Option<&str>) -> Result<Lease, ApiError> {
+        self.registry.acquire(asked, Route::Generate).await
     }
 
-    /// The loaded encoder, 503 while loading, 404 when no encoder is served.
-    pub fn encoder(&self) -> Result<&EncoderReady, ApiError> {
-        if self.serving.encoder.is_none() {
-            return Err(ApiError::not_served("an encoder", "--encoder"));
-        }
-        self.serving
-            .encoder_ready
-            .get()
-            .ok_or_else(ApiError::loading)
+    /// A lease on the encoder a request names for `route` (`None`: the first that
+    /// serves it).
+    pub async fn encoder(&self, asked: Option<&str>, route: Route) -> Result<Lease, ApiError> {
+        self.registry.acquire(asked, route).await
     }
 }
 

@@ -8,25 +8,28 @@
 //!
 //! Invariants: every job gets exactly one reply (all outputs in input order, or an
 //! error) unless its requester went away, in which case its remaining inputs are
-//! dropped unrun; `stats.encoder_waiting` counts inputs queued and not yet started;
+//! dropped unrun; `stats.encoder_waiting` counts inputs queued and not yet started
+//! (each job's [`Permit`] holds its unstarted inputs' units, released as they start
+//! and given back whole when the job leaves the queue any other way);
 //! at most one batch is in flight, and jobs are only removed from the queue when none
 //! is (so the in-flight batch's job indices stay valid).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::error::EngineError;
 use super::handle::EngineStats;
+use super::permit::Permit;
 use crate::metrics as m;
 use crate::model::encoder::Encoder;
 use crate::model::encoder::bert::{PackedBatch, Pass};
 use crate::model::encoder::tokenize::Encoded;
 
 /// What a job's requester receives: one output per input, in order.
-pub type EncodeResult = Result<Vec<Vec<f32>>, String>;
+pub type EncodeResult = Result<Vec<Vec<f32>>, EngineError>;
 
 /// One request's encoder inputs.
 #[derive(Debug)]
@@ -42,6 +45,8 @@ struct Pending {
     outputs: Vec<Vec<f32>>,
     reply: oneshot::Sender<EncodeResult>,
     arrived: Instant,
+    /// Units of the encoder queue for the inputs not started yet.
+    permit: Permit,
 }
 
 impl Pending {
@@ -82,13 +87,21 @@ pub struct EncoderWorker {
     stats: Arc<EngineStats>,
     in_flight: Option<InFlight>,
     cost: Cost,
+    /// The `model` label of this encoder's metrics.
+    label: String,
 }
 
 impl EncoderWorker {
     /// A worker that runs batches of at most `batch_tokens` tokens (a single input
     /// longer than that runs alone).
-    pub fn new(encoder: Encoder, batch_tokens: usize, stats: Arc<EngineStats>) -> Self {
+    pub fn new(
+        encoder: Encoder,
+        batch_tokens: usize,
+        stats: Arc<EngineStats>,
+        label: &str,
+    ) -> Self {
         Self {
+            label: label.to_string(),
             encoder,
             queue: VecDeque::new(),
             batch_tokens: batch_tokens.max(1),
@@ -101,8 +114,8 @@ impl EncoderWorker {
         }
     }
 
-    /// Queues a job (already counted in `stats.encoder_waiting` by the handle).
-    pub fn add(&mut self, job: EncodeJob) {
+    /// Queues a job; `permit` holds its inputs' units of `stats.encoder_waiting`.
+    pub fn add(&mut self, job: EncodeJob, permit: Permit) {
         if job.inputs.is_empty() {
             let _ = job.reply.send(Ok(Vec::new()));
             return;
@@ -112,7 +125,29 @@ impl EncoderWorker {
             inputs: job.inputs,
             reply: job.reply,
             arrived: Instant::now(),
+            permit,
         });
+        self.publish();
+    }
+
+    /// This encoder's counters.
+    pub fn stats(&self) -> &Arc<EngineStats> {
+        &self.stats
+    }
+
+    /// Publishes the queue gauge.
+    pub fn publish(&self) {
+        let waiting = self.stats.encoder_waiting.get();
+        metrics::gauge!(m::ENCODER_WAITING, "model" => self.label.clone()).set(waiting as f64);
+    }
+
+    /// Fails every queued job (and the batch in flight) with `error`.
+    pub fn fail_all(&mut self, error: EngineError) {
+        self.in_flight = None;
+        for p in self.queue.drain(..) {
+            finish(p, Some(error.clone()), &self.label);
+        }
+        self.publish();
     }
 
     /// Whether any job waits.
@@ -177,11 +212,11 @@ impl EncoderWorker {
         if taken.is_empty() {
             return false;
         }
-        let inputs: usize = taken.iter().map(|&(_, n)| n).sum();
-        self.stats
-            .encoder_waiting
-            .fetch_sub(inputs, Ordering::AcqRel);
-        metrics::histogram!(m::ENCODER_BATCH_TOKENS).record(batch.ids.len() as f64);
+        for &(job, n) in &taken {
+            self.queue[job].permit.release(n);
+        }
+        metrics::histogram!(m::ENCODER_BATCH_TOKENS, "model" => self.label.clone())
+            .record(batch.ids.len() as f64);
         match self.encoder.begin(&batch) {
             Ok(pass) => {
                 self.in_flight = Some(InFlight { pass, taken });
@@ -209,7 +244,7 @@ impl EncoderWorker {
                     .is_some_and(|p| p.outputs.len() == p.inputs.len())
                 {
                     let done = self.queue.pop_front().expect("front exists");
-                    finish(done, None);
+                    finish(done, None, &self.label);
                 }
             }
             Err(e) => self.fail(&fl.taken, &format!("{e:#}")),
@@ -219,13 +254,11 @@ impl EncoderWorker {
     /// Fails every job with inputs in a batch (their other inputs are dropped).
     fn fail(&mut self, taken: &[(usize, usize)], error: &str) {
         tracing::error!("encoder forward failed: {error}");
-        let msg = format!("the encoder failed to run: {error}");
-        for &(job, n) in taken.iter().rev() {
+        let err = EngineError::ModelFailed(format!("the encoder failed to run: {error}"));
+        for &(job, _) in taken.iter().rev() {
+            // Dropping it gives back its inputs not started yet.
             let failed = self.queue.remove(job).expect("job index is valid");
-            // Its `n` inputs of this batch were un-counted when the batch started.
-            let left = failed.inputs.len() - failed.next() - n;
-            self.stats.encoder_waiting.fetch_sub(left, Ordering::AcqRel);
-            finish(failed, Some(msg.clone()));
+            finish(failed, Some(err.clone()), &self.label);
         }
     }
 
@@ -257,10 +290,7 @@ impl EncoderWorker {
         let mut kept = VecDeque::with_capacity(self.queue.len());
         for p in self.queue.drain(..) {
             if p.reply.is_closed() {
-                metrics::counter!(m::CANCELLED_TOTAL).increment(1);
-                self.stats
-                    .encoder_waiting
-                    .fetch_sub(p.inputs.len() - p.next(), Ordering::AcqRel);
+                metrics::counter!(m::CANCELLED_TOTAL, "model" => self.label.clone()).increment(1);
             } else {
                 kept.push_back(p);
             }
@@ -269,8 +299,9 @@ impl EncoderWorker {
     }
 }
 
-fn finish(p: Pending, error: Option<String>) {
-    metrics::histogram!(m::ENCODER_LATENCY_SECONDS).record(p.arrived.elapsed().as_secs_f64());
+fn finish(p: Pending, error: Option<EngineError>, label: &str) {
+    metrics::histogram!(m::ENCODER_LATENCY_SECONDS, "model" => label.to_string())
+        .record(p.arrived.elapsed().as_secs_f64());
     let result = match error {
         Some(e) => Err(e),
         None => Ok(p.outputs),
@@ -289,7 +320,7 @@ mod tests {
         let loaded = Encoder::load(&dir).expect("fixture loads");
         let stats = Arc::new(EngineStats::default());
         (
-            EncoderWorker::new(loaded.encoder, batch_tokens, stats.clone()),
+            EncoderWorker::new(loaded.encoder, batch_tokens, stats.clone(), "test"),
             loaded.tokenizer,
             stats,
         )
@@ -305,11 +336,9 @@ mod tests {
             .iter()
             .map(|d| tok.pair("a query", d, true).unwrap())
             .collect();
-        stats
-            .encoder_waiting
-            .fetch_add(inputs.len(), Ordering::AcqRel);
+        let permit = stats.encoder_waiting.acquire(inputs.len());
         let (reply, rx) = oneshot::channel();
-        w.add(EncodeJob { inputs, reply });
+        w.add(EncodeJob { inputs, reply }, permit);
         rx
     }
 
@@ -320,7 +349,7 @@ mod tests {
         let mut rxs: Vec<_> = docs.iter().map(|d| job(&mut w, &stats, &tok, d)).collect();
         w.run_batch();
         assert!(!w.has_work(), "one batch took all three requests");
-        assert_eq!(stats.encoder_waiting.load(Ordering::Acquire), 0);
+        assert_eq!(stats.encoder_waiting.get(), 0);
         let together: Vec<Vec<Vec<f32>>> = rxs
             .iter_mut()
             .map(|rx| rx.try_recv().unwrap().unwrap())
@@ -339,7 +368,7 @@ mod tests {
                 assert!((a[0] - b[0]).abs() < 1e-5, "{a:?} vs {b:?}");
             }
         }
-        assert_eq!(tiny_stats.encoder_waiting.load(Ordering::Acquire), 0);
+        assert_eq!(tiny_stats.encoder_waiting.get(), 0);
     }
 
     #[test]
@@ -361,7 +390,7 @@ mod tests {
         );
         assert_eq!(first.try_recv().unwrap().unwrap().len(), 3);
         assert_eq!(last.try_recv().unwrap().unwrap().len(), 1);
-        assert_eq!(stats.encoder_waiting.load(Ordering::Acquire), 0);
+        assert_eq!(stats.encoder_waiting.get(), 0);
     }
 
     #[test]
@@ -390,7 +419,7 @@ mod tests {
             docs.len() * layers,
             "one layer of one input per slice"
         );
-        assert_eq!(s_stats.encoder_waiting.load(Ordering::Acquire), 0);
+        assert_eq!(s_stats.encoder_waiting.get(), 0);
         let sliced = rx.try_recv().unwrap().unwrap();
         for (a, b) in sliced.iter().zip(&whole) {
             assert!((a[0] - b[0]).abs() < 1e-5, "{a:?} vs {b:?}");
@@ -411,6 +440,6 @@ mod tests {
             assert!(calls < 100, "the queue drains");
         }
         assert_eq!(kept.try_recv().unwrap().unwrap().len(), 1);
-        assert_eq!(stats.encoder_waiting.load(Ordering::Acquire), 0);
+        assert_eq!(stats.encoder_waiting.get(), 0);
     }
 }

@@ -13,8 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use super::error::EngineError;
 use super::handle::EngineStats;
 use super::kv_manager::{SeqId, block_hashes};
+use super::permit::Permit;
 use super::sampler::{Sampled, SamplerState};
 use super::scheduler::{Scheduler, StepPlan};
 use super::sequence::{Progress, Sequence};
@@ -39,6 +41,8 @@ pub struct Engine {
     /// Longest sequence (prompt + generated) the engine accepts.
     max_seq_len: usize,
     next_id: SeqId,
+    /// The `model` label of this LLM's metrics.
+    label: String,
 }
 
 impl Engine {
@@ -49,7 +53,9 @@ impl Engine {
         tokenizer: Arc<ModelTokenizer>,
         stats: Arc<EngineStats>,
         max_seq_len: usize,
+        label: &str,
     ) -> Self {
+        m::init_model_counters(label);
         Self {
             runner,
             scheduler,
@@ -58,6 +64,36 @@ impl Engine {
             stats,
             max_seq_len,
             next_id: 0,
+            label: label.to_string(),
+        }
+    }
+
+    /// This LLM's counters.
+    pub fn stats(&self) -> &Arc<EngineStats> {
+        &self.stats
+    }
+
+    /// Fails every sequence, queued or running, with `error` (the model is being
+    /// unloaded), freeing their blocks.
+    pub fn fail_all(&mut self, error: EngineError) {
+        let ids: Vec<SeqId> = self.seqs.keys().copied().collect();
+        for id in ids {
+            if let Some(seq) = self.seqs.get(&id) {
+                seq.fail(error.clone());
+            }
+            self.remove(id);
+        }
+    }
+
+    /// Zeroes this model's gauges (it is gone).
+    pub fn publish_unloaded(&self) {
+        for g in [
+            m::REQUESTS_RUNNING,
+            m::REQUESTS_WAITING,
+            m::KV_BLOCKS_USED,
+            m::KV_BLOCKS_TOTAL,
+        ] {
+            metrics::gauge!(g, "model" => self.label.clone()).set(0.0);
         }
     }
 
@@ -98,7 +134,7 @@ impl Engine {
         let held = self.scheduler.never_started();
         for &id in &held {
             if let Some(seq) = self.seqs.get(&id) {
-                seq.fail(why);
+                seq.fail(EngineError::Stopped(why.into()));
             }
             self.remove(id);
         }
@@ -117,7 +153,8 @@ impl Engine {
     }
 
     /// Takes in a new sequence (or fails it at once when it can never run).
-    pub fn add(&mut self, req: GenerateRequest) {
+    /// `permit` is its unit of the waiting queue, held until it is first scheduled.
+    pub fn add(&mut self, req: GenerateRequest, permit: Permit) {
         let need = req.prompt_ids.len() + req.params.max_tokens;
         let bad = if req.prompt_ids.is_empty() {
             Some("the prompt is empty".to_string())
@@ -135,15 +172,17 @@ impl Engine {
                 .map(|t| format!("token id {t} is outside the vocabulary"))
         };
         if let Some(msg) = bad {
-            self.stats.waiting.fetch_sub(1, Ordering::AcqRel);
-            let _ = req.events.send(super::types::TokenEvent::Error(msg));
+            let _ = req
+                .events
+                .send(super::types::TokenEvent::Error(EngineError::Invalid(msg)));
             return;
         }
         let id = self.next_id;
         self.next_id += 1;
-        metrics::counter!(m::PROMPT_TOKENS_TOTAL).increment(req.prompt_ids.len() as u64);
-        // The sequence keeps counting against the admission bound (`stats.waiting`)
-        // until it is first scheduled.
+        metrics::counter!(m::PROMPT_TOKENS_TOTAL, "model" => self.label.clone())
+            .increment(req.prompt_ids.len() as u64);
+        // The sequence keeps its unit of the admission bound (`stats.waiting`) until it
+        // is first scheduled.
         let hashes = if self.scheduler.prefix_caching() {
             block_hashes(&req.prompt_ids, self.scheduler.kv().block_size())
         } else {
@@ -162,7 +201,7 @@ impl Engine {
                 text: TextStream::new(&req.params.stop),
                 params: req.params,
                 events: req.events,
-                queued: true,
+                waiting: Some(permit),
                 arrived: Instant::now(),
                 constraint: req.constraint,
             },
@@ -172,11 +211,8 @@ impl Engine {
     /// Removes a sequence everywhere, freeing its blocks.
     fn remove(&mut self, id: SeqId) {
         self.scheduler.remove(id);
-        if let Some(seq) = self.seqs.remove(&id)
-            && seq.queued
-        {
-            self.stats.waiting.fetch_sub(1, Ordering::AcqRel);
-        }
+        // Dropping the sequence gives back its waiting unit if it never ran.
+        self.seqs.remove(&id);
     }
 
     fn drop_disconnected(&mut self) {
@@ -188,7 +224,7 @@ impl Engine {
             .collect();
         for id in gone {
             tracing::debug!(seq = id, "client disconnected; aborting");
-            metrics::counter!(m::CANCELLED_TOTAL).increment(1);
+            metrics::counter!(m::CANCELLED_TOTAL, "model" => self.label.clone()).increment(1);
             self.remove(id);
         }
     }
@@ -197,7 +233,8 @@ impl Engine {
         let started = Instant::now();
         let plan = self.scheduler.schedule();
         if !plan.preempted.is_empty() {
-            metrics::counter!(m::PREEMPTIONS_TOTAL).increment(plan.preempted.len() as u64);
+            metrics::counter!(m::PREEMPTIONS_TOTAL, "model" => self.label.clone())
+                .increment(plan.preempted.len() as u64);
             self.stats
                 .preemptions
                 .fetch_add(plan.preempted.len(), Ordering::AcqRel);
@@ -208,19 +245,18 @@ impl Engine {
             return;
         }
         for s in &plan.scheduled {
-            if let Some(seq) = self.seqs.get_mut(&s.id)
-                && seq.queued
-            {
-                seq.queued = false;
-                self.stats.waiting.fetch_sub(1, Ordering::AcqRel);
+            if let Some(seq) = self.seqs.get_mut(&s.id) {
+                seq.waiting = None;
             }
         }
         // Publish what this step runs before it sends any token: a client that has seen
         // a token of this step then never reads counters older than the step.
         self.publish();
         let input = self.build_batch(&plan);
-        metrics::histogram!(m::BATCH_TOKENS).record(input.tokens.len() as f64);
-        metrics::histogram!(m::BATCH_SEQUENCES).record(plan.scheduled.len() as f64);
+        metrics::histogram!(m::BATCH_TOKENS, "model" => self.label.clone())
+            .record(input.tokens.len() as f64);
+        metrics::histogram!(m::BATCH_SEQUENCES, "model" => self.label.clone())
+            .record(plan.scheduled.len() as f64);
         // When every row that samples is plain greedy, a device picks the tokens itself.
         let greedy = plan.scheduled.iter().filter(|s| s.samples).all(|s| {
             self.seqs
@@ -238,13 +274,16 @@ impl Engine {
                 tracing::error!("forward failed: {e:#}");
                 for s in &plan.scheduled {
                     if let Some(seq) = self.seqs.get(&s.id) {
-                        seq.fail(format!("the model failed to run: {e}"));
+                        seq.fail(EngineError::ModelFailed(format!(
+                            "the model failed to run: {e}"
+                        )));
                     }
                     self.remove(s.id);
                 }
             }
         }
-        metrics::histogram!(m::STEP_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(m::STEP_SECONDS, "model" => self.label.clone())
+            .record(started.elapsed().as_secs_f64());
     }
 
     /// Nothing could be scheduled although sequences exist: only possible when the
@@ -256,7 +295,9 @@ impl Engine {
         }
         if let Some(id) = self.scheduler.next_waiting() {
             if let Some(seq) = self.seqs.get(&id) {
-                seq.fail("the request does not fit in the KV cache");
+                seq.fail(EngineError::DoesNotFit(
+                    "the request does not fit in the KV cache".into(),
+                ));
             }
             self.remove(id);
         }
@@ -321,9 +362,11 @@ impl Engine {
             let out = runner.forward(input).map(StepOutput::Logits);
             let forward = started.elapsed();
             if let Ok(mask_time) = masks.join() {
-                metrics::histogram!(m::GRAMMAR_MASK_SECONDS).record(mask_time.as_secs_f64());
+                metrics::histogram!(m::GRAMMAR_MASK_SECONDS, "model" => self.label.clone())
+                    .record(mask_time.as_secs_f64());
                 let stall = mask_time.saturating_sub(forward);
-                metrics::histogram!(m::GRAMMAR_STALL_SECONDS).record(stall.as_secs_f64());
+                metrics::histogram!(m::GRAMMAR_STALL_SECONDS, "model" => self.label.clone())
+                    .record(stall.as_secs_f64());
             }
             out
         })
@@ -341,7 +384,7 @@ impl Engine {
                     if let Some(c) = &mut seq.constraint {
                         let eog = &self.tokenizer.eog_ids;
                         if let Err(e) = c.apply(&mut row, eog) {
-                            seq.fail(e);
+                            seq.fail(EngineError::ModelFailed(e));
                             self.remove(id);
                             continue;
                         }
@@ -370,7 +413,7 @@ impl Engine {
         let Some(seq) = self.seqs.get_mut(&id) else {
             return;
         };
-        metrics::counter!(m::GENERATION_TOKENS_TOTAL).increment(1);
+        metrics::counter!(m::GENERATION_TOKENS_TOTAL, "model" => self.label.clone()).increment(1);
         self.scheduler.append_token(id);
         match seq.accept(sampled, &self.tokenizer, self.max_seq_len) {
             Progress::Continue => {}
@@ -385,7 +428,7 @@ impl Engine {
                 self.remove(id);
             }
             Progress::Disconnected => {
-                metrics::counter!(m::CANCELLED_TOTAL).increment(1);
+                metrics::counter!(m::CANCELLED_TOTAL, "model" => self.label.clone()).increment(1);
                 self.remove(id);
             }
             Progress::Failed => self.remove(id),
@@ -402,15 +445,21 @@ impl Engine {
         st.blocks_total.store(kv.num_total(), Ordering::Release);
         let paused = self.scheduler.admission_paused();
         st.admission_paused.store(paused, Ordering::Release);
-        metrics::gauge!(m::ADMISSION_PAUSED).set(f64::from(u8::from(paused)));
-        metrics::gauge!(m::REQUESTS_RUNNING).set(self.scheduler.num_running() as f64);
-        metrics::gauge!(m::REQUESTS_WAITING).set(self.scheduler.num_waiting() as f64);
-        metrics::gauge!(m::KV_BLOCKS_USED).set(kv.num_used() as f64);
-        metrics::gauge!(m::KV_BLOCKS_TOTAL).set(kv.num_total() as f64);
+        metrics::gauge!(m::ADMISSION_PAUSED, "model" => self.label.clone())
+            .set(f64::from(u8::from(paused)));
+        metrics::gauge!(m::REQUESTS_RUNNING, "model" => self.label.clone())
+            .set(self.scheduler.num_running() as f64);
+        metrics::gauge!(m::REQUESTS_WAITING, "model" => self.label.clone())
+            .set(self.scheduler.num_waiting() as f64);
+        metrics::gauge!(m::KV_BLOCKS_USED, "model" => self.label.clone()).set(kv.num_used() as f64);
+        metrics::gauge!(m::KV_BLOCKS_TOTAL, "model" => self.label.clone())
+            .set(kv.num_total() as f64);
         let (queried, hits) = self.scheduler.prefix_cache_stats();
         st.prefix_cached_tokens
             .store(hits as usize, Ordering::Release);
-        metrics::counter!(m::PREFIX_CACHE_QUERIED_TOKENS_TOTAL).absolute(queried);
-        metrics::counter!(m::PREFIX_CACHE_HIT_TOKENS_TOTAL).absolute(hits);
+        metrics::counter!(m::PREFIX_CACHE_QUERIED_TOKENS_TOTAL, "model" => self.label.clone())
+            .absolute(queried);
+        metrics::counter!(m::PREFIX_CACHE_HIT_TOKENS_TOTAL, "model" => self.label.clone())
+            .absolute(hits);
     }
 }

@@ -1,49 +1,97 @@
-//! `EngineHandle`: the only way the HTTP side talks to the engine thread. It owns the
-//! sending end of the command channel and read-only views of engine counters.
+//! Handles: the only way the HTTP side talks to an engine thread. One engine thread
+//! runs every model on its device; each served model has a slot on it and an
+//! [`EngineHandle`] that sends that slot's work down the thread's one command channel,
+//! with the model's own counters and admission bounds.
 //!
-//! Invariants: submission never blocks (the waiting queue is bounded by a counter, and
-//! a full queue is reported as `SubmitError::QueueFull`); all mutable engine state
-//! lives on the engine thread, and commands take effect in the order they were sent
-//! (a sequence submitted after `set_admission_paused(true)` returned is held back).
+//! Invariants: submission never blocks (the waiting queues are bounded by
+//! [`Gauge`]s, and a full queue is `SubmitError::QueueFull`); the units a submission
+//! takes are held by [`Permit`]s that travel with the work, so the counters return to
+//! zero however the work ends (even if the engine thread dies); all mutable engine
+//! state lives on the engine thread, and commands take effect in the order they were
+//! sent (a sequence submitted after `set_admission_paused(true)` returned is held back).
+//! Once the thread has died (a panic) or stopped, every submission is refused at once.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 
-use super::encode::EncodeJob;
+use super::encode::{EncodeJob, EncoderWorker};
+use super::engine_loop::Engine;
+use super::permit::{Gauge, Permit};
 use super::types::GenerateRequest;
 
+/// A model's place on its engine thread.
+pub type ModelSlot = usize;
+
+/// A model built off the engine thread (weights, KV cache, scheduler), handed to it.
+pub enum Installed {
+    /// An LLM.
+    Llm(Box<Engine>),
+    /// An encoder.
+    Encoder(Box<EncoderWorker>),
+}
+
 /// Commands sent to the engine thread.
-#[derive(Debug)]
 pub enum Command {
-    /// A new sequence to schedule.
-    Add(GenerateRequest),
-    /// Encoder inputs of one request (embeddings or rerank).
-    Encode(EncodeJob),
-    /// Pauses (`true`) or resumes the admission of new LLM sequences; sequences that
-    /// have started keep running (see `scheduler`). Sent by the GPU monitor when
-    /// device memory runs low.
+    /// A new sequence for the LLM in `model`, holding its waiting-queue unit.
+    Add {
+        /// The LLM's slot.
+        model: ModelSlot,
+        /// The sequence.
+        req: GenerateRequest,
+        /// Its unit of the model's waiting queue (released when it first runs).
+        permit: Permit,
+    },
+    /// Encoder inputs of one request (embeddings, rerank, classification).
+    Encode {
+        /// The encoder's slot.
+        model: ModelSlot,
+        /// The inputs and where the outputs go.
+        job: EncodeJob,
+        /// One unit per input of the model's encoder queue.
+        permit: Permit,
+    },
+    /// Puts a model built off-thread into `slot`.
+    Install {
+        /// Its slot (fresh, from [`DeviceEngine::reserve_slot`]).
+        slot: ModelSlot,
+        /// The model.
+        model: Installed,
+    },
+    /// Removes the model in `slot` (its queued and running work is failed with
+    /// `NotLoaded`), freeing its memory; `done` is told once it is gone.
+    Unload {
+        /// The slot.
+        model: ModelSlot,
+        /// Told once the model's memory is freed.
+        done: Option<tokio::sync::oneshot::Sender<()>>,
+    },
+    /// Pauses (`true`) or resumes the admission of new LLM sequences on every LLM;
+    /// sequences that have started keep running (see `scheduler`). Sent by the GPU
+    /// monitor when device memory runs low.
     SetAdmissionPaused(bool),
     /// Finish running sequences, then exit the loop.
     Shutdown,
+    /// Fault injection for tests (`--inject-engine-panic`): the thread panics.
+    Panic,
 }
 
 /// Why a submission was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
-    /// The waiting queue holds `--max-waiting` sequences already.
+    /// The model's waiting queue is full.
     #[error("the server is overloaded: the waiting queue is full")]
     QueueFull,
-    /// The engine thread has stopped.
+    /// The engine thread has stopped (or died).
     #[error("the engine has stopped")]
     Stopped,
 }
 
-/// Counters the engine publishes after each step (read by `/metrics` and `/health`).
+/// Counters one model's engine side publishes after each step (read by `/metrics` and
+/// `/health`).
 #[derive(Debug, Default)]
 pub struct EngineStats {
-    /// Sequences submitted but not yet scheduled for the first time, plus preempted ones.
-    pub waiting: AtomicUsize,
+    /// Sequences submitted but not yet scheduled for the first time.
+    pub waiting: Gauge,
     /// Sequences holding KV blocks.
     pub running: AtomicUsize,
     /// KV blocks in use.
@@ -53,7 +101,7 @@ pub struct EngineStats {
     /// Sequences preempted since start.
     pub preemptions: AtomicUsize,
     /// Encoder inputs queued and not yet run.
-    pub encoder_waiting: AtomicUsize,
+    pub encoder_waiting: Gauge,
     /// Prompt tokens taken from the prefix cache instead of computed, since start.
     pub prefix_cached_tokens: AtomicUsize,
     /// Whether the admission of new sequences is paused.
@@ -81,99 +129,229 @@ pub struct StatsSnapshot {
     pub admission_paused: bool,
 }
 
-/// Cloneable handle to a running engine thread.
+impl EngineStats {
+    /// A plain copy of the counters.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            waiting: self.waiting.get(),
+            running: self.running.load(Ordering::Acquire),
+            blocks_used: self.blocks_used.load(Ordering::Acquire),
+            blocks_total: self.blocks_total.load(Ordering::Acquire),
+            preemptions: self.preemptions.load(Ordering::Acquire),
+            prefix_cached_tokens: self.prefix_cached_tokens.load(Ordering::Acquire),
+            encoder_waiting: self.encoder_waiting.get(),
+            admission_paused: self.admission_paused.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// Whether an engine thread still runs, and why it died if it did.
+#[derive(Debug)]
+pub struct ThreadHealth {
+    alive: AtomicBool,
+    death: Mutex<Option<String>>,
+}
+
+impl Default for ThreadHealth {
+    fn default() -> Self {
+        Self {
+            alive: AtomicBool::new(true),
+            death: Mutex::new(None),
+        }
+    }
+}
+
+impl ThreadHealth {
+    /// Whether the thread still takes work.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire)
+    }
+
+    /// Why the thread died (`None` while alive, or after a clean stop).
+    pub fn death(&self) -> Option<String> {
+        self.death.lock().ok().and_then(|d| d.clone())
+    }
+
+    /// Marks the thread gone, with the panic message if it died.
+    pub(crate) fn mark_gone(&self, panic: Option<String>) {
+        if let (Some(p), Ok(mut d)) = (panic, self.death.lock()) {
+            *d = Some(p);
+        }
+        self.alive.store(false, Ordering::Release);
+    }
+}
+
+/// The sending side of one engine thread, from which model handles are made.
+#[derive(Clone)]
+pub struct DeviceEngine {
+    tx: mpsc::Sender<Command>,
+    health: Arc<ThreadHealth>,
+    next_slot: Arc<AtomicUsize>,
+}
+
+impl DeviceEngine {
+    /// Wraps the sending side of an engine thread's command channel.
+    pub fn new(tx: mpsc::Sender<Command>, health: Arc<ThreadHealth>) -> Self {
+        Self {
+            tx,
+            health,
+            next_slot: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// A fresh slot for a model about to be installed.
+    pub fn reserve_slot(&self) -> ModelSlot {
+        self.next_slot.fetch_add(1, Ordering::AcqRel)
+    }
+
+    /// Hands a built model to the thread.
+    pub fn install(&self, slot: ModelSlot, model: Installed) -> Result<(), SubmitError> {
+        self.send(Command::Install { slot, model })
+    }
+
+    /// Asks the thread to drop the model in `slot`; resolves once its memory is freed
+    /// (at once if the thread is gone).
+    pub async fn unload(&self, slot: ModelSlot) {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        let cmd = Command::Unload {
+            model: slot,
+            done: Some(done),
+        };
+        if self.send(cmd).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Whether the thread is alive, and why it died.
+    pub fn health(&self) -> &Arc<ThreadHealth> {
+        &self.health
+    }
+
+    /// Pauses (`true`) or resumes (`false`) the admission of new sequences on every
+    /// LLM of the thread. Requests are still accepted into the waiting queues while
+    /// paused; they start when admission resumes.
+    pub fn set_admission_paused(&self, paused: bool) -> Result<(), SubmitError> {
+        self.send(Command::SetAdmissionPaused(paused))
+    }
+
+    /// Asks the thread to finish what it runs and stop.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Command::Shutdown);
+    }
+
+    /// Fault injection: makes the engine thread panic (tests of what a dead engine
+    /// does to `/health` and to requests).
+    pub fn inject_panic(&self) {
+        let _ = self.tx.send(Command::Panic);
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), SubmitError> {
+        if !self.health.is_alive() {
+            return Err(SubmitError::Stopped);
+        }
+        self.tx.send(cmd).map_err(|_| SubmitError::Stopped)
+    }
+
+    /// A handle for the model in `slot` with its counters and bounds.
+    pub fn handle(
+        &self,
+        slot: ModelSlot,
+        name: &str,
+        stats: Arc<EngineStats>,
+        max_waiting: usize,
+        max_encoder_waiting: usize,
+    ) -> EngineHandle {
+        EngineHandle {
+            device: self.clone(),
+            slot,
+            name: name.into(),
+            stats,
+            max_waiting,
+            max_encoder_waiting,
+        }
+    }
+}
+
+/// Cloneable handle to one model on a running engine thread.
 #[derive(Clone)]
 pub struct EngineHandle {
-    tx: mpsc::Sender<Command>,
+    device: DeviceEngine,
+    slot: ModelSlot,
+    name: Arc<str>,
     stats: Arc<EngineStats>,
     max_waiting: usize,
     max_encoder_waiting: usize,
 }
 
 impl EngineHandle {
-    /// Wraps the sending side of an engine's command channel. At most `max_waiting`
-    /// sequences and `max_encoder_waiting` encoder inputs may wait.
-    pub fn new(
-        tx: mpsc::Sender<Command>,
-        stats: Arc<EngineStats>,
-        max_waiting: usize,
-        max_encoder_waiting: usize,
-    ) -> Self {
-        Self {
-            tx,
-            stats,
-            max_waiting,
-            max_encoder_waiting,
-        }
-    }
-
     /// Queues sequences for generation, all or none: `n > 1` choices of one request
     /// are admitted together so a request never half-runs.
     pub fn submit(&self, requests: Vec<GenerateRequest>) -> Result<(), SubmitError> {
         let n = requests.len();
-        let admitted = self
+        let mut permit = self
             .stats
             .waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
-                (w + n <= self.max_waiting).then_some(w + n)
-            });
-        if admitted.is_err() {
-            return Err(SubmitError::QueueFull);
-        }
-        for (i, req) in requests.into_iter().enumerate() {
-            if self.tx.send(Command::Add(req)).is_err() {
-                self.stats.waiting.fetch_sub(n - i, Ordering::AcqRel);
-                return Err(SubmitError::Stopped);
-            }
+            .try_acquire(n, self.max_waiting)
+            .ok_or(SubmitError::QueueFull)?;
+        for req in requests {
+            let cmd = Command::Add {
+                model: self.slot,
+                req,
+                permit: permit.split(1),
+            };
+            self.device.send(cmd)?;
         }
         Ok(())
     }
 
     /// Queues one request's encoder inputs; refused when the encoder queue would
-    /// exceed its bound.
+    /// exceed its bound (an empty queue admits any job, so no job is refused for ever).
     pub fn encode(&self, job: EncodeJob) -> Result<(), SubmitError> {
-        let n = job.inputs.len();
-        let admitted = self.stats.encoder_waiting.fetch_update(
-            Ordering::AcqRel,
-            Ordering::Acquire,
-            // An empty queue admits any job, so no job is refused for ever.
-            |w| (w == 0 || w + n <= self.max_encoder_waiting).then_some(w + n),
-        );
-        if admitted.is_err() {
-            return Err(SubmitError::QueueFull);
-        }
-        if self.tx.send(Command::Encode(job)).is_err() {
-            self.stats.encoder_waiting.fetch_sub(n, Ordering::AcqRel);
-            return Err(SubmitError::Stopped);
-        }
-        Ok(())
+        let permit = self
+            .stats
+            .encoder_waiting
+            .try_acquire_or_first(job.inputs.len(), self.max_encoder_waiting)
+            .ok_or(SubmitError::QueueFull)?;
+        self.device.send(Command::Encode {
+            model: self.slot,
+            job,
+            permit,
+        })
     }
 
-    /// Pauses (`true`) or resumes (`false`) the admission of new sequences. Requests
-    /// are still accepted into the waiting queue (up to `--max-waiting`) while paused;
-    /// they start when admission resumes. Refused only when the engine has stopped.
+    /// Pauses or resumes admission on the whole engine thread (see
+    /// [`DeviceEngine::set_admission_paused`]).
     pub fn set_admission_paused(&self, paused: bool) -> Result<(), SubmitError> {
-        self.tx
-            .send(Command::SetAdmissionPaused(paused))
-            .map_err(|_| SubmitError::Stopped)
+        self.device.set_admission_paused(paused)
     }
 
-    /// Asks the engine to finish what it runs and stop.
+    /// Asks the engine thread to finish what it runs and stop.
     pub fn shutdown(&self) {
-        let _ = self.tx.send(Command::Shutdown);
+        self.device.shutdown();
     }
 
-    /// Current engine counters.
+    /// The engine thread this model runs on.
+    pub fn device(&self) -> &DeviceEngine {
+        &self.device
+    }
+
+    /// The model's slot on its thread.
+    pub fn slot(&self) -> ModelSlot {
+        self.slot
+    }
+
+    /// The model's name (the `model` label of its metrics).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether the engine thread still takes work.
+    pub fn is_alive(&self) -> bool {
+        self.device.health.is_alive()
+    }
+
+    /// Current counters of this model.
     pub fn stats(&self) -> StatsSnapshot {
-        StatsSnapshot {
-            waiting: self.stats.waiting.load(Ordering::Acquire),
-            running: self.stats.running.load(Ordering::Acquire),
-            blocks_used: self.stats.blocks_used.load(Ordering::Acquire),
-            blocks_total: self.stats.blocks_total.load(Ordering::Acquire),
-            preemptions: self.stats.preemptions.load(Ordering::Acquire),
-            prefix_cached_tokens: self.stats.prefix_cached_tokens.load(Ordering::Acquire),
-            encoder_waiting: self.stats.encoder_waiting.load(Ordering::Acquire),
-            admission_paused: self.stats.admission_paused.load(Ordering::Acquire),
-        }
+        self.stats.snapshot()
     }
 }

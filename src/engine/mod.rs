@@ -1,12 +1,15 @@
-//! The engine: one OS thread that owns the scheduler, the KV cache, the LLM and the
-//! encoder, fed by a command channel and answering each sequence on its own event
-//! channel and each encoder job on its own reply channel.
+//! The engine: one OS thread per device that owns every model on it (each LLM with
+//! its scheduler and KV cache, each encoder with its queue), fed by one command
+//! channel and answering each sequence on its own event channel and each encoder job
+//! on its own reply channel.
 
 pub mod block_pool;
 pub mod encode;
 pub mod engine_loop;
+pub mod error;
 pub mod handle;
 pub mod kv_manager;
+pub mod permit;
 pub mod sampler;
 pub mod scheduler;
 pub mod sequence;

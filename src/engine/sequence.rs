@@ -5,7 +5,9 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
+use super::error::EngineError;
 use super::kv_manager::SeqId;
+use super::permit::Permit;
 use super::sampler::{Sampled, SamplerState};
 use super::text_stream::TextStream;
 use super::types::{FinishReason, SamplingParams, TokenEvent, TokenLogprob, TopLogprob, Usage};
@@ -30,8 +32,9 @@ pub struct Sequence {
     pub text: TextStream,
     /// Where events go.
     pub events: mpsc::UnboundedSender<TokenEvent>,
-    /// Whether it still counts against the admission queue (never scheduled yet).
-    pub queued: bool,
+    /// Its unit of the admission queue while it has never been scheduled (dropped, so
+    /// given back, at its first step or when it leaves).
+    pub waiting: Option<Permit>,
     /// When the engine received it.
     pub arrived: Instant,
     /// The grammar the output follows, if any.
@@ -89,7 +92,7 @@ impl Sequence {
         if let Some(c) = &mut self.constraint
             && let Err(e) = c.commit(s.id)
         {
-            self.fail(e);
+            self.fail(EngineError::ModelFailed(e));
             return Progress::Failed;
         }
         let text = if self.params.visible_control.contains(&s.id) {
@@ -132,8 +135,8 @@ impl Sequence {
     }
 
     /// Ends the sequence with an error event (ignored if the client is gone).
-    pub fn fail(&self, message: impl Into<String>) {
-        let _ = self.events.send(TokenEvent::Error(message.into()));
+    pub fn fail(&self, error: EngineError) {
+        let _ = self.events.send(TokenEvent::Error(error));
     }
 }
 
@@ -220,7 +223,7 @@ mod tests {
             text: TextStream::new(&params.stop),
             params,
             events,
-            queued: false,
+            waiting: None,
             arrived: Instant::now(),
             constraint: None,
         };

@@ -9,7 +9,7 @@ use anyhow::{Result, bail};
 
 use super::encode::EncoderWorker;
 use super::engine_loop::Engine;
-use super::handle::{EngineHandle, EngineStats};
+use super::handle::{DeviceEngine, EngineHandle, EngineStats, Installed, ThreadHealth};
 use super::kv_manager::KvCacheManager;
 use super::scheduler::{Scheduler, SchedulerConfig};
 use super::worker::EngineThread;
@@ -78,10 +78,16 @@ pub struct MemoryPlan {
     pub kv_cache_bytes: usize,
 }
 
-/// A started engine.
+/// A started engine with at most one LLM and one encoder (the single-model shape
+/// tests and tools use; `ferrite serve` installs its models one by one through
+/// [`install_llm`] / [`install_encoder`]).
 pub struct StartedEngine {
-    /// Handle for submitting work.
+    /// Handle of the LLM (or of the encoder when no LLM is served).
     pub handle: EngineHandle,
+    /// Handle of the encoder (None: LLM only).
+    pub encoder_handle: Option<EngineHandle>,
+    /// The engine thread's sending side.
+    pub device: DeviceEngine,
     /// The text side of the LLM, for the HTTP layer (None: encoder only).
     pub served: Option<Arc<ServedModel>>,
     /// The text side of the encoder (None: LLM only).
@@ -109,6 +115,94 @@ pub fn start(model: LoadedModel, info: ModelInfo, cfg: &EngineConfig) -> Result<
     start_engine(Some(LlmParts { model, info }), None, cfg)
 }
 
+/// Spawns an engine thread with no model yet; models are installed through the
+/// returned [`DeviceEngine`]. `encoder_share` is the encoders' part of the device while
+/// LLM sequences run.
+pub fn spawn_engine_thread(
+    encoder_share: f64,
+) -> Result<(DeviceEngine, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel();
+    let health = Arc::new(ThreadHealth::default());
+    let engine = EngineThread::new(health.clone(), encoder_share);
+    let thread = std::thread::Builder::new()
+        .name("ferrite-engine".into())
+        .spawn(move || engine.run(rx))?;
+    Ok((DeviceEngine::new(tx, health), thread))
+}
+
+/// An LLM installed on an engine thread.
+pub struct LlmServing {
+    /// Its handle.
+    pub handle: EngineHandle,
+    /// Its text side.
+    pub served: Arc<ServedModel>,
+    /// Bytes of KV blocks allocated for it.
+    pub kv_bytes: usize,
+}
+
+/// Sizes the LLM's KV cache from `kv_budget` bytes, builds its scheduler and installs
+/// it on `device`.
+pub fn install_llm(
+    device: &DeviceEngine,
+    parts: LlmParts,
+    kv_budget: usize,
+    cfg: &EngineConfig,
+) -> Result<LlmServing> {
+    let stats = Arc::new(EngineStats::default());
+    let name = parts.info.id.clone();
+    let (engine, served, kv_bytes) = build_llm(parts, kv_budget, cfg, stats.clone())?;
+    let slot = device.reserve_slot();
+    device
+        .install(slot, Installed::Llm(Box::new(engine)))
+        .map_err(anyhow::Error::from)?;
+    Ok(LlmServing {
+        handle: device.handle(slot, &name, stats, cfg.max_waiting, 0),
+        served,
+        kv_bytes,
+    })
+}
+
+/// An encoder installed on an engine thread.
+pub struct EncoderServing {
+    /// Its handle.
+    pub handle: EngineHandle,
+    /// Its text side.
+    pub served: Arc<ServedEncoder>,
+}
+
+/// Installs an encoder on `device`.
+pub fn install_encoder(device: &DeviceEngine, parts: EncoderParts) -> Result<EncoderServing> {
+    let stats = Arc::new(EngineStats::default());
+    let name = parts.info.id.clone();
+    let worker = EncoderWorker::new(
+        parts.model.encoder,
+        parts.config.batch_tokens,
+        stats.clone(),
+        &name,
+    );
+    let served = Arc::new(ServedEncoder {
+        info: parts.info,
+        tokenizer: parts.model.tokenizer,
+    });
+    let slot = device.reserve_slot();
+    device
+        .install(slot, Installed::Encoder(Box::new(worker)))
+        .map_err(anyhow::Error::from)?;
+    Ok(EncoderServing {
+        handle: device.handle(slot, &name, stats, 0, parts.config.max_waiting),
+        served,
+    })
+}
+
+/// Activation bytes an encoder reserves for its largest batch.
+pub fn encoder_activation_bytes(parts: &EncoderParts) -> usize {
+    parts
+        .model
+        .encoder
+        .config()
+        .activation_bytes(parts.config.batch_tokens.max(parts.info.max_len))
+}
+
 /// Splits the budget, sizes the cache, builds the scheduler and spawns the engine
 /// thread for an LLM, an encoder, or both.
 pub fn start_engine(
@@ -119,12 +213,7 @@ pub fn start_engine(
     if llm.is_none() && encoder.is_none() {
         bail!("nothing to serve: neither an LLM nor an encoder was given");
     }
-    let encoder_activation_bytes = encoder.as_ref().map_or(0, |e| {
-        e.model
-            .encoder
-            .config()
-            .activation_bytes(e.config.batch_tokens.max(e.info.max_len))
-    });
+    let encoder_activation_bytes = encoder.as_ref().map_or(0, encoder_activation_bytes);
     let Some(llm_budget) = cfg.kv_cache_bytes.checked_sub(encoder_activation_bytes) else {
         bail!(
             "--kv-cache-memory of {} bytes does not cover the encoder's activations ({} bytes for batches of {} tokens)",
@@ -133,46 +222,34 @@ pub fn start_engine(
             encoder.as_ref().map_or(0, |e| e.config.batch_tokens)
         );
     };
-    let stats = Arc::new(EngineStats::default());
-    let (llm_engine, served, kv_cache_bytes) = match llm {
-        Some(parts) => {
-            let (engine, served, bytes) = build_llm(parts, llm_budget, cfg, stats.clone())?;
-            (Some(engine), Some(served), bytes)
-        }
-        None => (None, None, 0),
-    };
+    let encoder_share = encoder.as_ref().map_or(0.3, |e| e.config.share);
+    let (device, thread) = spawn_engine_thread(encoder_share)?;
+    let llm = llm
+        .map(|parts| install_llm(&device, parts, llm_budget, cfg))
+        .transpose()?;
+    let enc = encoder
+        .map(|parts| install_encoder(&device, parts))
+        .transpose()?;
     let memory = MemoryPlan {
         budget_bytes: cfg.kv_cache_bytes,
         encoder_activation_bytes,
-        kv_cache_bytes,
+        kv_cache_bytes: llm.as_ref().map_or(0, |l| l.kv_bytes),
     };
     tracing::info!(?memory, "memory budget split");
-    let max_encoder_waiting = encoder.as_ref().map_or(0, |e| e.config.max_waiting);
-    let encoder_share = encoder.as_ref().map_or(0.3, |e| e.config.share);
-    let (worker, served_encoder) = match encoder {
-        Some(parts) => {
-            let worker = EncoderWorker::new(
-                parts.model.encoder,
-                parts.config.batch_tokens,
-                stats.clone(),
-            );
-            let served = Arc::new(ServedEncoder {
-                info: parts.info,
-                tokenizer: parts.model.tokenizer,
-            });
-            (Some(worker), Some(served))
-        }
-        None => (None, None),
+    let encoder_handle = enc.as_ref().map(|e| e.handle.clone());
+    let Some(handle) = llm
+        .as_ref()
+        .map(|l| l.handle.clone())
+        .or_else(|| encoder_handle.clone())
+    else {
+        bail!("nothing to serve: neither an LLM nor an encoder was given");
     };
-    let (tx, rx) = mpsc::channel();
-    let engine = EngineThread::new(llm_engine, worker, stats.clone(), encoder_share);
-    let thread = std::thread::Builder::new()
-        .name("ferrite-engine".into())
-        .spawn(move || engine.run(rx))?;
     Ok(StartedEngine {
-        handle: EngineHandle::new(tx, stats, cfg.max_waiting, max_encoder_waiting),
-        served,
-        encoder: served_encoder,
+        handle,
+        encoder_handle,
+        device,
+        served: llm.map(|l| l.served),
+        encoder: enc.map(|e| e.served),
         memory,
         thread,
     })
@@ -233,7 +310,14 @@ fn build_llm(
     );
     let runner = Runner::new(model.llama, num_blocks, cfg.block_size)?;
     let tokenizer = Arc::new(model.tokenizer);
-    let engine = Engine::new(runner, scheduler, tokenizer.clone(), stats, max_seq_len);
+    let engine = Engine::new(
+        runner,
+        scheduler,
+        tokenizer.clone(),
+        stats,
+        max_seq_len,
+        &info.id,
+    );
     let info = ModelInfo {
         context_length: max_seq_len,
         ..info

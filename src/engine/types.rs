@@ -176,5 +176,5 @@ pub enum TokenEvent {
         usage: Usage,
     },
     /// The sequence failed; no further events follow.
-    Error(String),
+    Error(crate::engine::error::EngineError),
 }

@@ -107,12 +107,20 @@ pub async fn read_body(resp: reqwest::Response, limit: Duration) -> String {
     String::from_utf8(buf).expect("SSE body is UTF-8")
 }
 
-/// The value of an unlabelled sample `name value` in Prometheus text.
+/// The value of `name` in Prometheus text, summed over its label sets (engine metrics
+/// carry a `model` label per served model); `None` when no sample of it is present.
 pub fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let (n, v) = l.split_once(' ')?;
-        (n == name).then(|| v.trim().parse().ok()).flatten()
-    })
+    let values: Vec<f64> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (n, v) = l.rsplit_once(' ')?;
+            (n.split('{').next()? == name)
+                .then(|| v.trim().parse::<f64>().ok())
+                .flatten()
+        })
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// Sum of all samples of `name` whatever their labels (`name` or `name{...}`).

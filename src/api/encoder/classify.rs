@@ -19,16 +19,18 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{blocking, count, require, run, texts, tokenize_error};
-use crate::api::body::{parse_json, read_bytes};
+use super::{blocking, count, leased_encoder, run, texts, tokenize_error};
+use crate::api::body::{parse_json, peek_model, read_bytes};
 use crate::api::error::ApiError;
-use crate::api::validate;
 use crate::api::{AppState, EncoderReady};
 use crate::model::encoder::config::Task;
 use crate::model::encoder::tokenize::Encoded;
+use crate::registry::Route;
 
 #[derive(Debug, Deserialize)]
 struct PredictRequest {
+    // Routing reads it (`peek_model`); parsed here so a non-string `model` is a 400.
+    #[allow(dead_code)]
     model: Option<String>,
     inputs: Option<Value>,
     #[serde(default)]
@@ -39,6 +41,8 @@ struct PredictRequest {
 
 #[derive(Debug, Deserialize)]
 struct ClassifyRequest {
+    // Routing reads it (`peek_model`); parsed here so a non-string `model` is a 400.
+    #[allow(dead_code)]
     model: Option<String>,
     input: Option<Value>,
     #[serde(default)]
@@ -70,16 +74,14 @@ pub async fn classify(State(state): State<AppState>, req: Request) -> Response {
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-fn serves(t: Task) -> bool {
-    matches!(t, Task::CrossEncoder | Task::Classifier { .. })
-}
-
 async fn tei(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let ready = state.encoder()?;
-    let body: PredictRequest = parse_json(&read_bytes(req, state.limits.max_body_bytes).await?)?;
+    let bytes = read_bytes(req, state.limits.max_body_bytes).await?;
+    let lease = state
+        .encoder(peek_model(&bytes).as_deref(), Route::Classify)
+        .await?;
+    let ready = leased_encoder(&lease)?;
+    let body: PredictRequest = parse_json(&bytes)?;
     let info = &ready.encoder.info;
-    validate::model(body.model.as_deref(), &info.id)?;
-    require(info, "/predict", serves)?;
     let (inputs, batched) = parse_inputs(body.inputs.as_ref(), ready.limits.max_embedding_inputs)?;
     let (logits, _) = scores(ready, inputs, body.truncate).await?;
     let lists: Vec<Value> = logits
@@ -107,11 +109,13 @@ async fn tei(state: &AppState, req: Request) -> Result<Response, ApiError> {
 }
 
 async fn vllm(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let ready = state.encoder()?;
-    let body: ClassifyRequest = parse_json(&read_bytes(req, state.limits.max_body_bytes).await?)?;
+    let bytes = read_bytes(req, state.limits.max_body_bytes).await?;
+    let lease = state
+        .encoder(peek_model(&bytes).as_deref(), Route::Classify)
+        .await?;
+    let ready = leased_encoder(&lease)?;
+    let body: ClassifyRequest = parse_json(&bytes)?;
     let info = &ready.encoder.info;
-    validate::model(body.model.as_deref(), &info.id)?;
-    require(info, "/v1/classify", serves)?;
     let inputs = texts(
         body.input.as_ref(),
         "input",

@@ -14,16 +14,17 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{blocking, count, require, run, tokenize_error};
+use super::{blocking, count, run, tokenize_error};
 use crate::api::AppState;
-use crate::api::body::{parse_json, read_bytes};
+use crate::api::body::{parse_json, peek_model, read_bytes};
 use crate::api::error::ApiError;
-use crate::api::validate;
-use crate::model::encoder::config::Task;
 use crate::model::encoder::tokenize::Encoded;
+use crate::registry::Route;
 
 #[derive(Debug, Deserialize)]
 struct EmbeddingsRequest {
+    // Routing reads it (`peek_model`); parsed here so a non-string `model` is a 400.
+    #[allow(dead_code)]
     model: Option<String>,
     input: Option<Value>,
     encoding_format: Option<String>,
@@ -50,11 +51,13 @@ pub async fn embeddings(State(state): State<AppState>, req: Request) -> Response
 }
 
 async fn inner(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let ready = state.encoder()?;
-    let body: EmbeddingsRequest = parse_json(&read_bytes(req, state.limits.max_body_bytes).await?)?;
+    let bytes = read_bytes(req, state.limits.max_body_bytes).await?;
+    let lease = state
+        .encoder(peek_model(&bytes).as_deref(), Route::Embed)
+        .await?;
+    let ready = super::leased_encoder(&lease)?;
+    let body: EmbeddingsRequest = parse_json(&bytes)?;
     let info = &ready.encoder.info;
-    validate::model(body.model.as_deref(), &info.id)?;
-    require(info, "/v1/embeddings", |t| matches!(t, Task::Embedding(_)))?;
     let base64 = match body.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,

@@ -8,7 +8,7 @@
 //! Invariants: the engine only sees inputs within the encoder's length limit and
 //! vocabulary; a non-finite output never reaches a client (it is a 500); a route
 //! used with a model of another kind is a 400 naming the kind and the routes that
-//! serve it (`require`).
+//! serve it (the registry's lease checks it: `registry::kinds`).
 
 pub mod classify;
 pub mod documents;
@@ -21,45 +21,16 @@ use tokio::sync::oneshot;
 use super::EncoderReady;
 use super::error::ApiError;
 use crate::engine::encode::EncodeJob;
-use crate::engine::handle::SubmitError;
+use crate::engine::error::EngineError;
 use crate::metrics as m;
-use crate::model::encoder::EncoderInfo;
-use crate::model::encoder::config::Task;
 use crate::model::encoder::tokenize::{Encoded, TokenizeError};
+use crate::registry::Lease;
 
-/// What a task is called in errors, and the routes that serve it.
-fn kind(task: Task) -> (&'static str, &'static str) {
-    match task {
-        Task::Embedding(_) => (
-            "an embedding model",
-            "/v1/embeddings, /api/embed, /rerank and /v1/rerank (cosine similarity)",
-        ),
-        Task::CrossEncoder => (
-            "a cross-encoder",
-            "/rerank and /v1/rerank (query, document pairs), /predict and /v1/classify",
-        ),
-        Task::Classifier { .. } => ("a sequence classifier", "/predict and /v1/classify"),
-        Task::TokenClassifier => ("a token classifier (NER)", "/v1/ner"),
-    }
-}
-
-/// A 400 unless the served encoder's task is one `route` serves.
-pub(crate) fn require(
-    info: &EncoderInfo,
-    route: &str,
-    serves: impl Fn(Task) -> bool,
-) -> Result<(), ApiError> {
-    if serves(info.task) {
-        return Ok(());
-    }
-    let (what, routes) = kind(info.task);
-    Err(ApiError::invalid(
-        format!(
-            "The encoder `{}` is {what}: it is served on {routes}, not on {route}.",
-            info.id
-        ),
-        Some("model"),
-    ))
+/// The encoder a lease holds (the registry checked the route's kind already).
+pub(crate) fn leased_encoder(lease: &Lease) -> Result<&EncoderReady, ApiError> {
+    lease
+        .encoder()
+        .ok_or_else(|| ApiError::internal("the registry leased an LLM to an encoder route"))
 }
 
 /// Reads a text list field: a non-empty string or a non-empty array of them (at
@@ -138,17 +109,10 @@ pub(crate) async fn run(
 ) -> Result<Vec<Vec<f32>>, ApiError> {
     let n = inputs.len();
     let (reply, rx) = oneshot::channel();
-    ready
-        .engine
-        .encode(EncodeJob { inputs, reply })
-        .map_err(|e| match e {
-            SubmitError::QueueFull => ApiError::queue_full(),
-            SubmitError::Stopped => ApiError::stopped(),
-        })?;
+    ready.engine.encode(EncodeJob { inputs, reply })?;
     let outputs = rx
         .await
-        .map_err(|_| ApiError::stopped())?
-        .map_err(ApiError::internal)?;
+        .map_err(|_| ApiError::from(EngineError::stopped()))??;
     if outputs.len() != n || outputs.iter().flatten().any(|x| !x.is_finite()) {
         return Err(ApiError::internal(
             "The encoder produced a non-finite or missing output.",

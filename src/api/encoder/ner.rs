@@ -16,16 +16,17 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{blocking, count, require, run, texts, tokenize_error};
+use super::{blocking, count, leased_encoder, run, texts, tokenize_error};
 use crate::api::AppState;
-use crate::api::body::{parse_json, read_bytes};
+use crate::api::body::{parse_json, peek_model, read_bytes};
 use crate::api::error::ApiError;
-use crate::api::validate;
-use crate::model::encoder::config::Task;
 use crate::model::encoder::ner::{self, Aggregation, Entity, TokenSpan};
+use crate::registry::Route;
 
 #[derive(Debug, Deserialize)]
 struct NerRequest {
+    // Routing reads it (`peek_model`); parsed here so a non-string `model` is a 400.
+    #[allow(dead_code)]
     model: Option<String>,
     input: Option<Value>,
     aggregation_strategy: Option<String>,
@@ -42,11 +43,13 @@ pub async fn ner(State(state): State<AppState>, req: Request) -> Response {
 }
 
 async fn inner(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let ready = state.encoder()?;
-    let body: NerRequest = parse_json(&read_bytes(req, state.limits.max_body_bytes).await?)?;
+    let bytes = read_bytes(req, state.limits.max_body_bytes).await?;
+    let lease = state
+        .encoder(peek_model(&bytes).as_deref(), Route::Ner)
+        .await?;
+    let ready = leased_encoder(&lease)?;
+    let body: NerRequest = parse_json(&bytes)?;
     let info = &ready.encoder.info;
-    validate::model(body.model.as_deref(), &info.id)?;
-    require(info, "/v1/ner", |t| t == Task::TokenClassifier)?;
     let strategy = match body.aggregation_strategy.as_deref() {
         None => Aggregation::Simple,
         Some(name) => Aggregation::parse(name).ok_or_else(|| {

@@ -22,16 +22,18 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::documents::{self, Document};
-use super::{blocking, count, require, run, tokenize_error};
-use crate::api::body::{parse_json, read_bytes};
+use super::{blocking, count, run, tokenize_error};
+use crate::api::body::{parse_json, peek_model, read_bytes};
 use crate::api::error::ApiError;
-use crate::api::validate;
 use crate::api::{AppState, EncoderReady};
 use crate::model::encoder::config::Task;
 use crate::model::encoder::tokenize::Encoded;
+use crate::registry::Route;
 
 #[derive(Debug, Deserialize)]
 struct TeiRequest {
+    // Routing reads it (`peek_model`); parsed here so a non-string `model` is a 400.
+    #[allow(dead_code)]
     model: Option<String>,
     query: Option<Value>,
     texts: Option<Value>,
@@ -47,6 +49,8 @@ struct TeiRequest {
 
 #[derive(Debug, Deserialize)]
 struct CohereRequest {
+    // Routing reads it (`peek_model`); parsed here so a non-string `model` is a 400.
+    #[allow(dead_code)]
     model: Option<String>,
     query: Option<Value>,
     documents: Option<Value>,
@@ -75,10 +79,10 @@ impl Mode {
         }
     }
 
-    /// The served encoder's mode, or the wrong-kind 400 for `route`.
-    fn served(info: &crate::model::encoder::EncoderInfo, route: &str) -> Result<Self, ApiError> {
-        require(info, route, |t| Mode::of(t).is_some())?;
-        Ok(Mode::of(info.task).expect("checked above"))
+    /// The leased encoder's mode (the registry only leases rerankers to these routes).
+    fn served(info: &crate::model::encoder::EncoderInfo) -> Result<Self, ApiError> {
+        Mode::of(info.task)
+            .ok_or_else(|| ApiError::internal("the registry leased a non-reranker to rerank"))
     }
 
     /// Name shown by `/health` and `/v1/models`.
@@ -113,10 +117,13 @@ pub async fn rerank_cohere(State(state): State<AppState>, req: Request) -> Respo
 }
 
 async fn tei(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let ready = state.encoder()?;
-    let body: TeiRequest = parse_json(&read_bytes(req, state.limits.max_body_bytes).await?)?;
-    validate::model(body.model.as_deref(), &ready.encoder.info.id)?;
-    let mode = Mode::served(&ready.encoder.info, "/rerank")?;
+    let bytes = read_bytes(req, state.limits.max_body_bytes).await?;
+    let lease = state
+        .encoder(peek_model(&bytes).as_deref(), Route::Rerank)
+        .await?;
+    let ready = super::leased_encoder(&lease)?;
+    let body: TeiRequest = parse_json(&bytes)?;
+    let mode = Mode::served(&ready.encoder.info)?;
     if let Some(dir) = body.truncation_direction.as_deref()
         && !dir.eq_ignore_ascii_case("right")
     {
@@ -155,10 +162,13 @@ async fn tei(state: &AppState, req: Request) -> Result<Response, ApiError> {
 }
 
 async fn cohere(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let ready = state.encoder()?;
-    let body: CohereRequest = parse_json(&read_bytes(req, state.limits.max_body_bytes).await?)?;
-    validate::model(body.model.as_deref(), &ready.encoder.info.id)?;
-    let mode = Mode::served(&ready.encoder.info, "/v1/rerank")?;
+    let bytes = read_bytes(req, state.limits.max_body_bytes).await?;
+    let lease = state
+        .encoder(peek_model(&bytes).as_deref(), Route::Rerank)
+        .await?;
+    let ready = super::leased_encoder(&lease)?;
+    let body: CohereRequest = parse_json(&bytes)?;
+    let mode = Mode::served(&ready.encoder.info)?;
     let docs = documents::parse(
         body.documents.as_ref(),
         "documents",

@@ -9,40 +9,31 @@ use axum::Json;
 use axum::extract::{Request, State};
 use serde_json::{Value, json};
 
-use super::models::{self, Target};
+use super::models;
 use super::response::Timings;
 use crate::api::body::{parse_json, read_bytes};
+use crate::api::encoder::leased_encoder;
 use crate::api::encoder::{blocking, count, run, tokenize_error};
 use crate::api::error::ApiError;
 use crate::api::{AppState, EncoderReady};
-use crate::model::encoder::config::Task;
+use crate::registry::{Lease, Route};
 
 use super::request::{EmbedRequest, EmbeddingsRequest};
 
-/// The embedding model `name` resolves to.
-fn encoder<'a>(state: &'a AppState, name: &str) -> Result<&'a EncoderReady, ApiError> {
-    let e = match models::resolve(state, name)? {
-        Target::Encoder(e) => e,
-        Target::Llm(_) => {
-            return Err(ApiError::invalid(
-                format!(
-                    "\"{name}\" does not support embeddings: this server embeds with its \
-                     encoder model only"
-                ),
-                Some("model"),
-            ));
-        }
-    };
-    if !matches!(e.encoder.info.task, Task::Embedding(_)) {
+/// A lease on the embedding model `name` resolves to.
+async fn encoder(state: &AppState, name: &str) -> Result<Lease, ApiError> {
+    let lease = models::resolve(state, name).await?;
+    let kind = lease.loaded().kind();
+    if !kind.serves(Route::Embed) {
         return Err(ApiError::invalid(
             format!(
-                "\"{name}\" is a {}: it has no embeddings",
-                e.encoder.info.task.name()
+                "\"{name}\" does not support embeddings: it is {}",
+                kind.describe()
             ),
             Some("model"),
         ));
     }
-    Ok(e)
+    Ok(lease)
 }
 
 /// Embeds `texts` (each non-empty); returns the vectors and the input token count.
@@ -116,7 +107,8 @@ pub async fn embed_route(
     count("ollama_embed");
     let timings = Timings::new(std::time::Instant::now());
     let body: EmbedRequest = parse_json(&read_bytes(req, state.limits.max_body_bytes).await?)?;
-    let ready = encoder(&state, &body.model)?;
+    let lease = encoder(&state, &body.model).await?;
+    let ready = leased_encoder(&lease)?;
     let dims = ready.encoder.info.dims;
     if let Some(d) = body.dimensions
         && d != dims as i64
@@ -149,7 +141,8 @@ pub async fn embeddings_route(
 ) -> Result<Json<Value>, ApiError> {
     count("ollama_embeddings");
     let body: EmbeddingsRequest = parse_json(&read_bytes(req, state.limits.max_body_bytes).await?)?;
-    let ready = encoder(&state, &body.model)?;
+    let lease = encoder(&state, &body.model).await?;
+    let ready = leased_encoder(&lease)?;
     let prompt = body.prompt.unwrap_or_default();
     let (mut vectors, _) = embed(ready, vec![prompt], true, "prompt").await?;
     Ok(Json(

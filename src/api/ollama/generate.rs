@@ -46,7 +46,8 @@ pub async fn generate(State(state): State<AppState>, req: Request) -> Response {
 
 async fn chat_inner(state: &AppState, call: Call, req: Request) -> Result<Response, ApiError> {
     let body: ChatRequest = parse_json(&read_bytes(req, state.limits.max_body_bytes).await?)?;
-    let ready = models::llm(state, &body.model)?;
+    let lease = models::llm(state, &body.model).await?;
+    let ready = lease.llm()?;
     let format = structured_output(body.format.as_ref())?;
     refuse_if(body.tools.as_ref(), "tools", "")?;
     refuse_if(body.think.as_ref(), "think", " (this model does not think)")?;
@@ -62,7 +63,8 @@ async fn chat_inner(state: &AppState, call: Call, req: Request) -> Result<Respon
     })
     .await?;
     let job = Submit { ids, grammar };
-    run(state, ready, &call, Kind::Chat, &body.model, job, &opts).await
+    let resp = run(state, ready, &call, Kind::Chat, &body.model, job, &opts).await?;
+    Ok(lease.hold(resp))
 }
 
 /// Ollama's messages: text only (a message with `images` is refused), roles as OpenAI's.
@@ -80,7 +82,8 @@ fn chat_messages(messages: &[Value]) -> Result<Vec<ChatMessage>, ApiError> {
 
 async fn generate_inner(state: &AppState, call: Call, req: Request) -> Result<Response, ApiError> {
     let body: GenerateRequest = parse_json(&read_bytes(req, state.limits.max_body_bytes).await?)?;
-    let ready = models::llm(state, &body.model)?;
+    let lease = models::llm(state, &body.model).await?;
+    let ready = lease.llm()?;
     let format = structured_output(body.format.as_ref())?;
     let string = |s: &Option<String>| s.clone().map(Value::String);
     refuse_if(
@@ -128,7 +131,8 @@ async fn generate_inner(state: &AppState, call: Call, req: Request) -> Result<Re
     })
     .await?;
     let job = Submit { ids, grammar };
-    run(state, ready, &call, Kind::Generate, &body.model, job, &opts).await
+    let resp = run(state, ready, &call, Kind::Generate, &body.model, job, &opts).await?;
+    Ok(lease.hold(resp))
 }
 
 /// One prompt's token ids and its compiled `format`, if any.

@@ -18,31 +18,17 @@ use sha2::{Digest, Sha256};
 
 use super::request::ShowRequest;
 use super::response::rfc3339;
+use crate::api::AppState;
 use crate::api::body::{parse_json, read_bytes};
 use crate::api::error::ApiError;
-use crate::api::{AppState, EncoderReady, Ready};
 use crate::model::encoder::config::Task;
+use crate::registry::{Lease, Loaded};
 
 /// The Ollama API version ferrite answers `/api/version` with: the release whose API
 /// (routes, fields) ferrite follows.
 pub const OLLAMA_API_VERSION: &str = "0.12.0";
 
-/// What a name resolved to.
-pub enum Target<'a> {
-    /// The LLM.
-    Llm(&'a Ready),
-    /// The encoder.
-    Encoder(&'a EncoderReady),
-}
-
-fn base(name: &str) -> &str {
-    name.strip_suffix(":latest").unwrap_or(name)
-}
-
-/// Whether Ollama name `asked` names `served`.
-pub fn same_name(asked: &str, served: &str) -> bool {
-    base(asked.trim()).eq_ignore_ascii_case(base(served))
-}
+pub use crate::registry::same_name;
 
 /// Ollama's 404 for an unknown model.
 pub fn not_found(name: &str) -> ApiError {
@@ -50,49 +36,35 @@ pub fn not_found(name: &str) -> ApiError {
         .with_code("model_not_found")
 }
 
-/// Resolves `name`: 400 when empty, 503 while the named model loads, 404 when unknown.
-pub fn resolve<'a>(state: &'a AppState, name: &str) -> Result<Target<'a>, ApiError> {
+/// Resolves `name` to a lease on its model (loading it on demand): 400 when empty, 503
+/// while it loads at start-up, Ollama's 404 when unknown.
+pub async fn resolve(state: &AppState, name: &str) -> Result<Lease, ApiError> {
     if name.trim().is_empty() {
         return Err(ApiError::invalid("model is required", Some("model")));
     }
-    if state.serving.llm {
-        let aliases = &state.web.aliases;
-        match state.ready.get() {
-            Some(r) if llm_names(r, aliases).any(|n| same_name(name, n)) => {
-                return Ok(Target::Llm(r));
-            }
-            None if aliases.iter().any(|a| same_name(name, a)) => {
-                return Err(ApiError::loading());
-            }
-            _ => {}
+    state.registry.acquire_any(name).await.map_err(|e| {
+        if e.code == Some("model_not_found") {
+            not_found(name)
+        } else {
+            e
         }
-    }
-    if state.serving.encoder.is_some() {
-        match state.serving.encoder_ready.get() {
-            Some(e) if same_name(name, &e.encoder.info.id) => return Ok(Target::Encoder(e)),
-            Some(_) => {}
-            None => return Err(ApiError::loading()),
-        }
-    }
-    if state.serving.llm && state.ready.get().is_none() {
-        return Err(ApiError::loading());
-    }
-    Err(not_found(name))
+    })
 }
 
-/// The LLM named `name`, or an error (an encoder name is a 400: it cannot generate).
-pub fn llm<'a>(state: &'a AppState, name: &str) -> Result<&'a Ready, ApiError> {
-    match resolve(state, name)? {
-        Target::Llm(r) => Ok(r),
-        Target::Encoder(_) => Err(ApiError::invalid(
-            format!("\"{name}\" does not support generate: it is an embedding or rerank model"),
+/// A lease on the LLM named `name`, or an error (an encoder name is a 400: it cannot
+/// generate).
+pub async fn llm(state: &AppState, name: &str) -> Result<Lease, ApiError> {
+    let lease = resolve(state, name).await?;
+    if let Loaded::Encoder(_) = lease.loaded() {
+        return Err(ApiError::invalid(
+            format!(
+                "\"{name}\" does not support generate: it is {}",
+                lease.loaded().kind().describe()
+            ),
             Some("model"),
-        )),
+        ));
     }
-}
-
-fn llm_names<'a>(r: &'a Ready, aliases: &'a [String]) -> impl Iterator<Item = &'a String> {
-    std::iter::once(&r.model.info.id).chain(aliases)
+    Ok(lease)
 }
 
 /// `name` as Ollama lists it: with a tag (`:latest` when it has none).
@@ -125,8 +97,11 @@ fn quantization(id: &str) -> &str {
         .unwrap_or("")
 }
 
-/// One `/api/tags` entry per name (the LLM, its aliases, the encoder).
+/// One `/api/tags` entry per name of every loaded model (aliases included).
 fn entries(state: &AppState) -> Result<Vec<Value>, ApiError> {
+    if state.registry.starting() {
+        return Err(ApiError::loading());
+    }
     let mut out = Vec::new();
     let mut push = |name: &str, created: u64, details: Value| {
         out.push(json!({
@@ -134,33 +109,40 @@ fn entries(state: &AppState) -> Result<Vec<Value>, ApiError> {
             "size": 0, "digest": digest(name), "details": details,
         }));
     };
-    if state.serving.llm {
-        let r = state.ready()?;
-        let info = &r.model.info;
-        for name in llm_names(r, &state.web.aliases) {
-            push(name, info.created, details("llama", quantization(&info.id)));
+    for (entry, loaded) in state.registry.loaded() {
+        match &loaded {
+            Loaded::Llm(r) => {
+                let info = &r.model.info;
+                for name in
+                    std::iter::once(entry.name()).chain(entry.aliases().iter().map(String::as_str))
+                {
+                    push(name, info.created, details("llama", quantization(&info.id)));
+                }
+            }
+            Loaded::Encoder(e) => {
+                push(entry.name(), e.encoder.info.created, details("bert", "F32"));
+            }
         }
-    }
-    if state.serving.encoder.is_some() {
-        let e = state.encoder()?;
-        push(
-            &e.encoder.info.id,
-            e.encoder.info.created,
-            details("bert", "F32"),
-        );
     }
     Ok(out)
 }
 
-/// `GET /api/tags`: the served models (503 while loading).
+/// `GET /api/tags`: the loaded models (503 while loading at start-up).
 pub async fn tags(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({"models": entries(&state)?})))
 }
 
-/// `GET /api/ps`: the loaded models (all of them: ferrite loads at start-up).
+/// `GET /api/ps`: the loaded models.
 pub async fn ps(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let mut models = entries(&state)?;
-    let context = state.ready.get().map(|r| r.model.info.context_length);
+    let context = state
+        .registry
+        .loaded()
+        .into_iter()
+        .find_map(|(_, l)| match l {
+            Loaded::Llm(r) => Some(r.model.info.context_length),
+            Loaded::Encoder(_) => None,
+        });
     for m in &mut models {
         let Some(obj) = m.as_object_mut() else {
             continue;
@@ -184,8 +166,9 @@ pub async fn version() -> Json<Value> {
 pub async fn show(State(state): State<AppState>, req: Request) -> Result<Json<Value>, ApiError> {
     let body: ShowRequest = parse_json(&read_bytes(req, state.limits.max_body_bytes).await?)?;
     let name = body.model.or(body.name).unwrap_or_default();
-    let body = match resolve(&state, &name)? {
-        Target::Llm(r) => {
+    let lease = resolve(&state, &name).await?;
+    let body = match lease.loaded() {
+        Loaded::Llm(r) => {
             let info = &r.model.info;
             json!({
                 "license": "",
@@ -199,7 +182,7 @@ pub async fn show(State(state): State<AppState>, req: Request) -> Result<Json<Va
                 "modified_at": rfc3339(info.created, 0),
             })
         }
-        Target::Encoder(e) => {
+        Loaded::Encoder(e) => {
             let info = &e.encoder.info;
             let capabilities = match info.task {
                 Task::Embedding(_) => json!(["embedding"]),

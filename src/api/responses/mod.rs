@@ -14,7 +14,7 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::body::{parse_json, read_bytes};
+use super::body::{parse_json, peek_model, read_bytes};
 use super::chat_turn::prepare_turn;
 use super::completions::{Call, ctx_of};
 use super::error::ApiError;
@@ -45,14 +45,17 @@ pub(crate) fn status(finish: FinishReason) -> &'static str {
 }
 
 async fn create_inner(state: &AppState, call: Call, req: Request) -> Result<Response, ApiError> {
-    let ready: &Ready = state.ready()?;
     let bytes = read_bytes(req, state.limits.max_body_bytes).await?;
+    let asked = peek_model(&bytes);
+    let lease = state.llm(asked.as_deref()).await?;
+    let ready: &Ready = lease.llm()?;
+    let served = asked.unwrap_or_else(|| ready.model.info.id.clone());
     let body: ResponsesRequest = parse_json(&bytes)?;
     let CheckedResponses {
         checked,
         messages,
         tools,
-    } = request::check(&body, &ready.model.info.id, &state.limits)?;
+    } = request::check(&body, &served, &state.limits)?;
     let model = ready.model.clone();
     let (grammar, tool_set) = (checked.grammar.clone(), tools.clone());
     let turn = prompt::blocking(move || {
@@ -92,9 +95,8 @@ async fn create_inner(state: &AppState, call: Call, req: Request) -> Result<Resp
     if checked.stream {
         let cutoff = call.hooks.as_ref().map(|h| &h.cutoff);
         let keep_alive = state.limits.sse_keep_alive;
-        return Ok(stream::response(
-            generation, meta, shaper, keep_alive, cutoff,
-        ));
+        let resp = stream::response(generation, meta, shaper, keep_alive, cutoff);
+        return Ok(lease.hold(resp));
     }
     let out = generate::collect(generation)
         .await?
@@ -121,5 +123,5 @@ async fn create_inner(state: &AppState, call: Call, req: Request) -> Result<Resp
         None,
     );
     let body = serde_json::to_vec(&resp).map_err(|e| ApiError::internal(e.to_string()))?;
-    Ok(json_response(Bytes::from(body), None))
+    Ok(lease.hold(json_response(Bytes::from(body), None)))
 }

@@ -14,7 +14,9 @@ async fn loading_answers_503() {
     assert_eq!(h.status().as_u16(), 503);
     let v: Value = h.json().await.unwrap();
     assert_eq!(v["status"], "loading");
-    assert_eq!(v["model"], "tiny.gguf");
+    assert_eq!(v["model"], "tiny");
+    assert_eq!(v["models"][0]["name"], "tiny");
+    assert_eq!(v["models"][0]["status"], "loading");
     let e = error_of(
         s.post("/v1/chat/completions", chat_body(json!({}))).await,
         503,

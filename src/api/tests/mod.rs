@@ -11,20 +11,24 @@ mod templates;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use candle_core::quantized::gguf_file::Value as G;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::engine::handle::{Command, EngineStats};
+use crate::engine::error::EngineError;
+use crate::engine::handle::{Command, DeviceEngine, EngineHandle, EngineStats, ThreadHealth};
 use crate::engine::types::{
     FinishReason, GenerateRequest, TokenEvent, TokenLogprob, TopLogprob, Usage,
 };
 use crate::model::ModelInfo;
+use crate::model::ServedModel;
 use crate::model::chat_template::ChatTemplate;
 use crate::model::tokenizer::ModelTokenizer;
+use crate::registry::spec::{KeepAlive, ModelSpec, SpecKind};
+use crate::registry::{Loaded, Registry, RegistryConfig};
 
 /// `max_tokens` that makes the fake engine stream slowly until the receiver is dropped.
 const SLOW: usize = 999;
@@ -98,7 +102,9 @@ fn serve_sequence(req: GenerateRequest, seen: &Seen) {
     }
     let _ = req.events.send(token(0));
     if p.stop.iter().any(|s| s == FAIL) {
-        let _ = req.events.send(TokenEvent::Error("boom".into()));
+        let _ = req
+            .events
+            .send(TokenEvent::Error(EngineError::ModelFailed("boom".into())));
         return;
     }
     for k in 1..p.max_tokens {
@@ -118,15 +124,16 @@ fn fake_engine(max_waiting: usize) -> (EngineHandle, Arc<Seen>) {
     let (tx, rx) = mpsc::channel::<Command>();
     let stats = Arc::new(EngineStats::default());
     let seen = Arc::new(Seen::default());
-    let (stats2, seen2) = (stats.clone(), seen.clone());
+    let seen2 = seen.clone();
     std::thread::spawn(move || {
-        while let Ok(Command::Add(req)) = rx.recv() {
-            stats2.waiting.fetch_sub(1, Ordering::AcqRel);
+        while let Ok(Command::Add { req, permit, .. }) = rx.recv() {
+            drop(permit);
             let seen = seen2.clone();
             std::thread::spawn(move || serve_sequence(req, &seen));
         }
     });
-    (EngineHandle::new(tx, stats, max_waiting, 0), seen)
+    let device = DeviceEngine::new(tx, Arc::new(ThreadHealth::default()));
+    (device.handle(0, "tiny", stats, max_waiting, 0), seen)
 }
 
 struct Server {
@@ -143,13 +150,13 @@ async fn start_with(loaded: bool, max_waiting: usize, metrics: Option<Prometheus
     start_web(loaded, max_waiting, metrics, test_web()).await
 }
 
-/// The web settings of the test server: one alias for the Ollama routes.
+/// The web settings of the test server.
 fn test_web() -> super::WebSettings {
-    super::WebSettings {
-        aliases: vec!["tiny-alias:7b".into()],
-        ..super::WebSettings::default()
-    }
+    super::WebSettings::default()
 }
+
+/// The test LLM's alias (what `--model-alias` gives).
+const ALIAS: &str = "tiny-alias:7b";
 
 async fn start_web(
     loaded: bool,
@@ -184,7 +191,17 @@ async fn start_inner(
     web: super::WebSettings,
 ) -> Server {
     let (engine, seen) = fake_engine(max_waiting);
-    let ready = Arc::new(OnceLock::new());
+    let registry = Arc::new(Registry::new(RegistryConfig {
+        loader: None,
+        budget: None,
+        models_dir: None,
+        keep_alive: KeepAlive::Forever,
+    }));
+    let spec = ModelSpec {
+        aliases: vec![ALIAS.into()],
+        ..ModelSpec::default_of(SpecKind::Llm)
+    };
+    let entry = registry.add("tiny", spec, false).unwrap();
     if loaded {
         let info = ModelInfo {
             id: "tiny".into(),
@@ -193,14 +210,16 @@ async fn start_inner(
             created: 1,
         };
         let model = ServedModel::new(info, Arc::new(tokenizer()), template);
-        let _ = ready.set(Ready {
+        let ready = Ready {
             model: Arc::new(model),
             engine,
-        });
+        };
+        registry.mark_ready(&entry, Loaded::Llm(Arc::new(ready)), Default::default());
+    } else {
+        registry.mark_starting(&entry, Default::default());
     }
     let state = AppState {
-        ready,
-        loading_model: "tiny.gguf".into(),
+        registry,
         device: "cpu".into(),
         metrics: metrics.unwrap_or_else(|| {
             metrics_exporter_prometheus::PrometheusBuilder::new()
@@ -213,7 +232,6 @@ async fn start_inner(
             max_tokens_cap: None,
             sse_keep_alive: Duration::from_millis(50),
         },
-        serving: super::Serving::default(),
         web,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,0 +1,352 @@
+//! The server's [`Loader`]: turns a model spec into a model installed on the engine
+//! thread of its device (one thread per device, spawned on first use), sizes each LLM's
+//! KV cache from its share of `--kv-cache-memory`, and unloads models by slot.
+//!
+//! Invariants: every model of one device runs on that device's one engine thread; a
+//! spec reaching `load` has a local source (start-up resolves downloads first; models
+//! found on demand are local files).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::ServeArgs;
+use crate::device::{DeviceChoice, DeviceKind};
+use crate::engine::handle::DeviceEngine;
+use crate::engine::start::{
+    EncoderEngineConfig, EncoderParts, EngineConfig, LlmParts, install_encoder, install_llm,
+    spawn_engine_thread,
+};
+use crate::model::ModelInfo;
+use crate::model::decoder::Decoder;
+use crate::model::encoder::{Encoder, EncoderInfo};
+use crate::model::loader::{LoadedModel, load_gguf};
+use crate::registry::memory::MemoryUse;
+use crate::registry::spec::{ModelSpec, SpecKind};
+use crate::registry::{EncoderLimits, EncoderReady, LoadFuture, Loaded, Loader, Ready};
+
+/// How the LLMs split the KV memory.
+#[derive(Debug, Clone, Copy)]
+pub struct KvSplit {
+    /// Bytes for all LLMs' KV caches (`--kv-cache-memory` less the encoders'
+    /// activations).
+    pub pool: usize,
+    /// Sum of the start-up LLMs' shares (1 each unless `kv_share` says otherwise; at
+    /// least 1, which is also an on-demand LLM's share).
+    pub shares: f64,
+}
+
+impl KvSplit {
+    /// KV bytes of an LLM with `share`.
+    pub fn bytes(&self, share: Option<f64>) -> usize {
+        let share = share.unwrap_or(1.0);
+        (self.pool as f64 * share / self.shares.max(share)) as usize
+    }
+}
+
+/// Loads models for `ferrite serve`. Cheap to clone (clones share the engine threads).
+#[derive(Clone)]
+pub struct ServeLoader(Arc<Inner>);
+
+struct Inner {
+    args: ServeArgs,
+    device: DeviceChoice,
+    split: KvSplit,
+    engines: Mutex<Vec<(String, DeviceEngine, Option<std::thread::JoinHandle<()>>)>>,
+}
+
+impl ServeLoader {
+    /// A loader for `args` on `device`, splitting KV memory as `split`.
+    pub fn new(args: ServeArgs, device: DeviceChoice, split: KvSplit) -> Self {
+        Self(Arc::new(Inner {
+            args,
+            device,
+            split,
+            engines: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// The engine threads started so far.
+    pub fn engines(&self) -> Vec<DeviceEngine> {
+        self.0.engines()
+    }
+
+    /// Asks every engine thread to stop and hands back their join handles.
+    pub fn shutdown(&self) -> Vec<std::thread::JoinHandle<()>> {
+        self.0.shutdown()
+    }
+}
+
+impl Inner {
+    /// Where a spec runs: its own `device`, or the server's.
+    fn device_of(&self, spec: &ModelSpec) -> Result<DeviceChoice> {
+        match &spec.device {
+            Some(d) => DeviceKind::resolve(d),
+            None => Ok(self.device.clone()),
+        }
+    }
+
+    /// The engine thread of `kind`, spawned on first use.
+    fn engine_for(&self, kind: DeviceKind) -> Result<DeviceEngine> {
+        let name = kind.name();
+        let mut engines = self
+            .engines
+            .lock()
+            .map_err(|_| anyhow::anyhow!("engine list poisoned"))?;
+        if let Some((_, e, _)) = engines.iter().find(|(n, _, _)| *n == name) {
+            return Ok(e.clone());
+        }
+        let (engine, thread) = spawn_engine_thread(self.args.encoder.encoder_share)?;
+        tracing::info!(device = %name, "engine thread started");
+        engines.push((name, engine.clone(), Some(thread)));
+        Ok(engine)
+    }
+
+    /// The engine threads started so far.
+    pub fn engines(&self) -> Vec<DeviceEngine> {
+        self.engines
+            .lock()
+            .map(|e| e.iter().map(|(_, d, _)| d.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Asks every engine thread to stop and hands back their join handles.
+    pub fn shutdown(&self) -> Vec<std::thread::JoinHandle<()>> {
+        let Ok(mut engines) = self.engines.lock() else {
+            return Vec::new();
+        };
+        engines
+            .iter_mut()
+            .filter_map(|(_, e, t)| {
+                e.shutdown();
+                t.take()
+            })
+            .collect()
+    }
+
+    fn engine_config(&self) -> EngineConfig {
+        let a = &self.args;
+        EngineConfig {
+            kv_cache_bytes: a.kv_cache_memory,
+            block_size: a.block_size as usize,
+            max_batched_tokens: a.max_batched_tokens as usize,
+            max_num_seqs: a.max_num_seqs as usize,
+            max_waiting: a.max_waiting,
+            max_model_len: a.max_model_len,
+            prefix_caching: a.prefix_caching,
+        }
+    }
+
+    async fn load_llm(&self, name: String, spec: ModelSpec) -> Result<Loaded> {
+        let path = local_source(&spec)?;
+        let choice = self.device_of(&spec)?;
+        let kv = self.split.bytes(spec.kv_share);
+        let gpu = GpuSizing {
+            utilization: self.args.gpu_memory_utilization,
+            max_rows: self.args.max_batched_tokens as usize,
+            max_logit_rows: self.args.max_num_seqs as usize,
+            kv_fraction: kv as f64 / self.split.pool.max(1) as f64,
+        };
+        tracing::info!(model = %name, path = %path.display(), device = %choice.kind.name(), "loading model");
+        let t0 = std::time::Instant::now();
+        let (mut model, kind) = load_with_fallback(&path, &choice, gpu).await?;
+        tracing::info!(model = %name, secs = t0.elapsed().as_secs_f64(), device = %kind.name(), "model loaded");
+        if let Some(file) = &self.args.chat_template {
+            model.template = crate::model::loader::chat_template_file(&model.tokenizer, file)?;
+            tracing::info!(path = %file.display(), "chat template from --chat-template");
+        }
+        let info = ModelInfo {
+            id: name,
+            context_length: model.llama.config().context_length,
+            device: kind.name(),
+            created: super::now_secs(),
+        };
+        let engine = self.engine_for(kind)?;
+        let served = install_llm(&engine, LlmParts { model, info }, kv, &self.engine_config())?;
+        Ok(Loaded::Llm(Arc::new(Ready {
+            model: served.served,
+            engine: served.handle,
+        })))
+    }
+
+    async fn load_encoder(&self, name: String, spec: ModelSpec) -> Result<Loaded> {
+        let dir = local_source(&spec)?;
+        tracing::info!(model = %name, path = %dir.display(), "loading encoder");
+        let t0 = std::time::Instant::now();
+        let precision = self.args.encoder.encoder_precision;
+        let load_dir = dir.clone();
+        let model =
+            tokio::task::spawn_blocking(move || Encoder::load_precision(&load_dir, precision))
+                .await??;
+        let cfg = model.encoder.config();
+        tracing::info!(
+            model = %name,
+            secs = t0.elapsed().as_secs_f64(),
+            task = ?cfg.task,
+            max_len = cfg.max_len,
+            %precision,
+            linear = model.encoder.plan().describe(),
+            "encoder loaded"
+        );
+        let info = EncoderInfo {
+            id: name,
+            task: cfg.task,
+            labels: cfg.labels.clone(),
+            dims: cfg.hidden,
+            max_len: cfg.max_len,
+            vocab: cfg.vocab,
+            created: super::now_secs(),
+        };
+        let e = &self.args.encoder;
+        let parts = EncoderParts {
+            model,
+            info,
+            config: EncoderEngineConfig {
+                batch_tokens: e.encoder_batch_tokens as usize,
+                max_waiting: e.max_encoder_waiting,
+                share: e.encoder_share,
+            },
+        };
+        let engine = self.engine_for(DeviceKind::Cpu)?;
+        let served = install_encoder(&engine, parts)?;
+        Ok(Loaded::Encoder(Arc::new(EncoderReady {
+            encoder: served.served,
+            engine: served.handle,
+            limits: EncoderLimits {
+                max_rerank_documents: e.max_rerank_documents as usize,
+                max_embedding_inputs: e.max_embedding_inputs as usize,
+            },
+        })))
+    }
+}
+
+/// The local path a spec's source names (downloads were resolved before).
+fn local_source(spec: &ModelSpec) -> Result<PathBuf> {
+    match spec.source.as_deref() {
+        Some(s) if !s.starts_with("hf:") => Ok(PathBuf::from(s)),
+        other => bail!("internal: the source {other:?} was not resolved to a local path"),
+    }
+}
+
+impl Loader for ServeLoader {
+    fn estimate(&self, spec: &ModelSpec) -> Result<MemoryUse> {
+        let this = &self.0;
+        let path = local_source(spec)?;
+        match spec.kind {
+            SpecKind::Llm => super::estimate::llm(
+                &path,
+                this.args.max_batched_tokens as usize,
+                this.args.max_num_seqs as usize,
+                this.split.bytes(spec.kv_share),
+            ),
+            SpecKind::Encoder => {
+                super::estimate::encoder(&path, this.args.encoder.encoder_batch_tokens as usize)
+            }
+        }
+    }
+
+    fn load(&self, name: String, spec: ModelSpec) -> LoadFuture<Result<Loaded>> {
+        let this = self.0.clone();
+        Box::pin(async move {
+            match spec.kind {
+                SpecKind::Llm => this.load_llm(name, spec).await,
+                SpecKind::Encoder => this.load_encoder(name, spec).await,
+            }
+        })
+    }
+
+    fn unload(&self, model: Loaded) -> LoadFuture<()> {
+        let handle = model.handle().clone();
+        drop(model);
+        Box::pin(async move { handle.device().unload(handle.slot()).await })
+    }
+}
+
+/// What sizes the KV cache on a GPU.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+struct GpuSizing {
+    /// `--gpu-memory-utilization`.
+    utilization: f64,
+    /// Most tokens in one step (the scratch buffers are sized for them).
+    max_rows: usize,
+    /// Most logit rows in one step.
+    max_logit_rows: usize,
+    /// This LLM's part of the KV memory left after weights and scratch.
+    kv_fraction: f64,
+}
+
+/// Loads `path` on the chosen device, falling back to the CPU (with the reason logged)
+/// when the GPU path cannot serve it and the operator did not insist on the GPU.
+async fn load_with_fallback(
+    path: &Path,
+    choice: &DeviceChoice,
+    gpu: GpuSizing,
+) -> Result<(LoadedModel<Decoder>, DeviceKind)> {
+    let kind = choice.kind;
+    let load_path = path.to_path_buf();
+    match tokio::task::spawn_blocking(move || load_on(kind, &load_path, gpu)).await? {
+        Ok(m) => Ok((m, kind)),
+        Err(e) if kind != DeviceKind::Cpu && !choice.explicit => {
+            tracing::warn!("the GPU path cannot serve this model ({e:#}); using the CPU");
+            let load_path = path.to_path_buf();
+            let m = tokio::task::spawn_blocking(move || load_gguf(&load_path)).await??;
+            Ok((m.into(), DeviceKind::Cpu))
+        }
+        Err(e) => Err(e).with_context(|| format!("loading {}", path.display())),
+    }
+}
+
+/// Loads the model for `kind`.
+fn load_on(kind: DeviceKind, path: &Path, gpu: GpuSizing) -> Result<LoadedModel<Decoder>> {
+    match kind {
+        DeviceKind::Cpu => Ok(load_gguf(path)?.into()),
+        DeviceKind::Cuda(n) => load_on_gpu(n, path, gpu),
+    }
+}
+
+/// Opens GPU `n` (compiling the kernels), puts the weights and the scratch of the
+/// largest step on it, then sizes the KV cache from this LLM's part of the memory left.
+#[cfg(feature = "cuda")]
+fn load_on_gpu(n: usize, path: &Path, gpu: GpuSizing) -> Result<LoadedModel<Decoder>> {
+    use crate::device::cuda::CudaDevice;
+    use crate::device::kernels::Device;
+    use crate::device::memory_budget::kv_cache_budget;
+    use crate::model::device_decoder::DeviceDecoder;
+    use crate::model::loader::load_gguf_with;
+
+    let cuda = Arc::new(CudaDevice::open(n).map_err(anyhow::Error::msg)?);
+    let dev: Arc<dyn Device> = cuda.clone();
+    let mut loaded = load_gguf_with(path, |src| DeviceDecoder::load(dev, src))?;
+    loaded.llama.reserve(gpu.max_rows)?;
+    let (free, total) = cuda.memory()?;
+    let vocab = loaded.llama.config().vocab_size;
+    // Per step beyond the scratch: the logits and the wanted rows' hidden states.
+    let step_extra = gpu.max_logit_rows * (vocab + loaded.llama.config().n_embd) * 4;
+    let kv_budget = kv_cache_budget(
+        total as u64,
+        free as u64,
+        gpu.utilization,
+        0,
+        step_extra as u64,
+    )
+    .map_err(anyhow::Error::msg)?;
+    let kv_budget = (kv_budget as f64 * gpu.kv_fraction.clamp(0.0, 1.0)) as u64;
+    tracing::info!(
+        gpu = %cuda.name(),
+        free_mib = free >> 20,
+        total_mib = total >> 20,
+        kv_budget_mib = kv_budget >> 20,
+        "GPU memory after weights and scratch"
+    );
+    Ok(loaded.map(|model| Decoder::Device {
+        model: Box::new(model),
+        kv_budget: kv_budget as usize,
+    }))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn load_on_gpu(n: usize, _path: &Path, _gpu: GpuSizing) -> Result<LoadedModel<Decoder>> {
+    bail!("cuda:{n}: this binary was built without the CUDA backend")
+}
