@@ -123,10 +123,12 @@ pub struct ServeArgs {
     #[arg(long, env = "FERRITE_CONFIG")]
     pub config: Option<PathBuf>,
 
-    /// Folder that holds fetched models. Every GGUF file and encoder folder in it is
-    /// also loadable on demand: a request naming one that is not loaded loads it.
-    #[arg(long, env = "FERRITE_MODELS_DIR", default_value = "models")]
-    pub models_dir: PathBuf,
+    /// Folder that holds fetched models (default: `models`). When given (here, by
+    /// FERRITE_MODELS_DIR or as `models_dir` in --config), every GGUF file and encoder
+    /// folder in it is also loadable on demand: a request naming one that is not loaded
+    /// loads it.
+    #[arg(long = "models-dir", env = "FERRITE_MODELS_DIR")]
+    pub models_dir_flag: Option<PathBuf>,
 
     /// The memory budget for every model's weights, activations and KV cache, e.g.
     /// 12GiB. A start-up plan over it is refused; loads on demand unload the least
@@ -307,6 +309,15 @@ pub struct EncoderArgs {
     /// Most inputs in one embeddings request (also /predict, /v1/classify, /v1/ner).
     #[arg(long, env = "FERRITE_MAX_EMBEDDING_INPUTS", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_embedding_inputs: u32,
+}
+
+impl ServeArgs {
+    /// Where models are fetched to: `--models-dir`, or `models`.
+    pub fn models_dir(&self) -> PathBuf {
+        self.models_dir_flag
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("models"))
+    }
 }
 
 /// Flags of `ferrite serve` that guard a public deployment: auth, limits, deadlines,

@@ -535,7 +535,18 @@ impl Registry {
         route: Route,
     ) -> Result<Lease, ApiError> {
         let entry = match asked.map(str::trim).filter(|a| !a.is_empty()) {
-            Some(name) => self.find(name)?,
+            Some(name) => match self.find(name) {
+                Ok(e) => e,
+                // Nothing here serves the route at all: say how to serve one.
+                Err(_) if !self.serves_any(route) => {
+                    return Err(ApiError::model_not_found(name).with_message(format!(
+                        "The model `{name}` does not exist, and this server serves no {}; start it with {} to enable this route.",
+                        route.needs().trim_start_matches("an ").trim_start_matches("a "),
+                        route.flag()
+                    )));
+                }
+                Err(e) => return Err(e),
+            },
             None => self.default_for(route)?,
         };
         if let Some(kind) = entry.known_kind()
@@ -577,6 +588,13 @@ impl Registry {
         Err(ApiError::model_not_found(name))
     }
 
+    fn serves_any(&self, route: Route) -> bool {
+        self.entries().iter().any(|e| {
+            e.known_kind().is_some_and(|k| k.serves(route))
+                || (e.known_kind().is_none() && route != Route::Generate)
+        })
+    }
+
     fn default_for(&self, route: Route) -> Result<Arc<Entry>, ApiError> {
         let entries = self.entries();
         let best = entries
@@ -594,7 +612,17 @@ impl Registry {
         {
             return Err(ApiError::loading());
         }
-        Err(ApiError::not_served(route.needs(), route.flag()))
+        // A model of the route's family that cannot serve it (a cross-encoder asked for
+        // embeddings) is named, with what it does serve.
+        let family = |k: ModelKind| (k == ModelKind::Llm) == (route == Route::Generate);
+        let near = entries
+            .iter()
+            .filter(|e| !e.on_demand)
+            .find_map(|e| e.known_kind().filter(|k| family(*k)).map(|k| (e, k)));
+        match near {
+            Some((e, kind)) => Err(wrong_kind(&e.name, kind, route)),
+            None => Err(ApiError::not_served(route.needs(), route.flag())),
+        }
     }
 
     /// Leases `entry`, loading it first if it is not loaded.

@@ -47,10 +47,12 @@ pub struct Startup {
 pub fn prepare(args: &ServeArgs) -> Result<Startup> {
     let file = args.config.as_deref().map(ConfigFile::read).transpose()?;
     let file = file.unwrap_or_default();
-    let models_dir = file
+    let on_demand_dir = file
         .models_dir
         .as_ref()
-        .map_or_else(|| args.models_dir.clone(), std::path::PathBuf::from);
+        .map(std::path::PathBuf::from)
+        .or_else(|| args.models_dir_flag.clone());
+    let models_dir = on_demand_dir.clone().unwrap_or_else(|| args.models_dir());
     let budget = match (&file.memory, args.memory) {
         (_, Some(b)) => Some(b as u64),
         (Some(text), None) => Some(
@@ -63,7 +65,7 @@ pub fn prepare(args: &ServeArgs) -> Result<Startup> {
     let registry = Arc::new(Registry::new(RegistryConfig {
         loader: None,
         budget,
-        models_dir: Some(models_dir.clone()),
+        models_dir: on_demand_dir.clone(),
         keep_alive: file.keep_alive.unwrap_or(args.keep_alive),
     }));
     let mut entries = Vec::new();
@@ -75,10 +77,12 @@ pub fn prepare(args: &ServeArgs) -> Result<Startup> {
         registry.mark_starting(&entry, MemoryUse::default());
         entries.push(entry);
     }
-    if entries.is_empty() && crate::registry::discover::scan(&models_dir).is_empty() {
+    let on_demand = on_demand_dir
+        .as_deref()
+        .is_some_and(|d| !crate::registry::discover::scan(d).is_empty());
+    if entries.is_empty() && !on_demand {
         bail!(
-            "--model none and --encoder none: there is nothing to serve (and {} holds no model to load on demand)",
-            models_dir.display()
+            "--model none and --encoder none: there is nothing to serve (give models, or a --models-dir holding some to load on demand)"
         );
     }
     Ok(Startup {
