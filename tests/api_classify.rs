@@ -262,15 +262,8 @@ fn a_cross_encoder_is_also_served_by_the_classify_routes_with_sigmoid_scores() {
         json!({"model": "enc", "input": "a"}),
         "is a cross-encoder",
     );
-    // Without `model`, a route no served model serves is a 404 naming what it needs.
-    let (status, res) = post(&s, "/v1/ner", &json!({"input": "a"}));
-    assert_eq!(status, 404, "{res}");
-    assert!(
-        res["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("token classifier")
-    );
+    // Without `model` too: the one served model is the wrong kind.
+    assert_400(&s, "/v1/ner", json!({"input": "a"}), "is a cross-encoder");
 }
 
 fn check_ner_route(name: &str) {

@@ -56,14 +56,20 @@ impl ModelKind {
     /// Whether a model of this kind serves `route`. Rerank prefers a cross-encoder
     /// (see [`ModelKind::preference`]) but an embedder serves it by cosine.
     pub fn serves(self, route: Route) -> bool {
-        match (self, route) {
-            (ModelKind::Llm, Route::Generate) => true,
-            (ModelKind::Encoder(Task::Embedding(_)), Route::Embed | Route::Rerank) => true,
-            (ModelKind::Encoder(Task::CrossEncoder), Route::Rerank | Route::Classify) => true,
-            (ModelKind::Encoder(Task::Classifier { .. }), Route::Classify) => true,
-            (ModelKind::Encoder(Task::TokenClassifier), Route::Ner) => true,
-            _ => false,
-        }
+        matches!(
+            (self, route),
+            (ModelKind::Llm, Route::Generate)
+                | (
+                    ModelKind::Encoder(Task::Embedding(_)),
+                    Route::Embed | Route::Rerank
+                )
+                | (
+                    ModelKind::Encoder(Task::CrossEncoder),
+                    Route::Rerank | Route::Classify
+                )
+                | (ModelKind::Encoder(Task::Classifier { .. }), Route::Classify)
+                | (ModelKind::Encoder(Task::TokenClassifier), Route::Ner)
+        )
     }
 
     /// Among models that serve `route`, lower is picked first for requests without a
