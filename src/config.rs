@@ -306,7 +306,7 @@ pub struct EncoderArgs {
     #[arg(long, env = "FERRITE_MAX_RERANK_DOCUMENTS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_rerank_documents: u32,
 
-    /// Most inputs in one embeddings request.
+    /// Most inputs in one embeddings request (also /predict, /v1/classify, /v1/ner).
     #[arg(long, env = "FERRITE_MAX_EMBEDDING_INPUTS", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_embedding_inputs: u32,
 }

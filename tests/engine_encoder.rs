@@ -38,6 +38,7 @@ fn encoder() -> EncoderParts {
         info: EncoderInfo {
             id: "ce".into(),
             task: cfg.task,
+            labels: cfg.labels.clone(),
             dims: cfg.hidden,
             max_len: cfg.max_len,
             vocab: cfg.vocab,

@@ -32,9 +32,9 @@ fn card(ready: &Ready) -> ModelCard {
 
 fn encoder_card(ready: &EncoderReady) -> ModelCard {
     let info = &ready.encoder.info;
-    let (task, dimensions) = match info.task {
-        Task::CrossEncoder => ("cross-encoder", None),
-        Task::Embedding(_) => ("embedding", Some(info.dims)),
+    let dimensions = match info.task {
+        Task::Embedding(_) => Some(info.dims),
+        _ => None,
     };
     ModelCard {
         id: info.id.clone(),
@@ -42,8 +42,8 @@ fn encoder_card(ready: &EncoderReady) -> ModelCard {
         created: info.created,
         owned_by: "ferrite",
         max_model_len: info.max_len,
-        task: Some(task),
-        rerank_mode: Some(Mode::of(info.task).name()),
+        task: Some(info.task.name()),
+        rerank_mode: Mode::of(info.task).map(Mode::name),
         dimensions,
     }
 }

@@ -4,8 +4,9 @@
 //!
 //! Routes: `POST /v1/chat/completions`, `POST /v1/completions` (the LLM),
 //! `POST /v1/embeddings`, `POST /rerank` (TEI shape), `POST /v1/rerank` (Cohere/Jina
-//! shape) (the encoder), `GET /v1/models`, `GET /v1/models/{id}`, `GET /health`,
-//! `GET /metrics`; anything else is a 404 or 405 in OpenAI's error shape. Every response carries `x-request-id`.
+//! shape), `POST /predict` (TEI) and `POST /v1/classify` (vLLM) for classifiers,
+//! `POST /v1/ner` for token classifiers (the encoder), `GET /v1/models`,
+//! `GET /v1/models/{id}`, `GET /health`, `GET /metrics`; anything else is a 404 or 405 in OpenAI's error shape. Every response carries `x-request-id`.
 //! Ollama's API (`ollama`: `/api/chat`, `/api/generate`, `/api/embed`, `/api/tags`, ...)
 //! is a second adapter over the same validation and engine; `GET /` is Ollama's liveness
 //! answer or, for browsers, the playground (`playground`).
@@ -165,6 +166,9 @@ pub fn router_with(state: AppState, guard: guard::Guard) -> Router {
         .route("/v1/embeddings", post(encoder::embeddings::embeddings))
         .route("/rerank", post(encoder::rerank::rerank_tei))
         .route("/v1/rerank", post(encoder::rerank::rerank_cohere))
+        .route("/predict", post(encoder::classify::predict))
+        .route("/v1/classify", post(encoder::classify::classify))
+        .route("/v1/ner", post(encoder::ner::ner))
         .route("/v1/models", get(info::list_models))
         .route("/v1/models/{*id}", get(info::get_model))
         .route("/health", get(info::health))

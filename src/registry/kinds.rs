@@ -1,5 +1,6 @@
-//! What a served model is (an LLM, or an encoder with its task) and which routes each
-//! kind serves, so that a model sent to the wrong route gets a 400 naming its kind and
+//! What a served model is (an LLM, or an encoder with its task: embedding,
+//! cross-encoder, sequence classifier, token classifier) and which routes each kind
+//! serves, so that a model sent to the wrong route gets a 400 naming its kind and
 //! the routes that do serve it.
 
 use crate::model::encoder::config::Task;
@@ -23,6 +24,11 @@ pub enum Route {
     Embed,
     /// Rerank (`/rerank`, `/v1/rerank`): a cross-encoder, or an embedder by cosine.
     Rerank,
+    /// Sequence classification (`/predict`, `/v1/classify`): a classifier, or a
+    /// one-label cross-encoder.
+    Classify,
+    /// Token classification (`/v1/ner`).
+    Ner,
 }
 
 impl Route {
@@ -32,6 +38,8 @@ impl Route {
             Route::Generate => "an LLM",
             Route::Embed => "an embedding model",
             Route::Rerank => "a reranker (a cross-encoder or an embedding model)",
+            Route::Classify => "a sequence classifier (or a cross-encoder)",
+            Route::Ner => "a token classifier (NER)",
         }
     }
 
@@ -55,15 +63,22 @@ impl ModelKind {
                     ModelKind::Encoder(Task::Embedding(_)),
                     Route::Embed | Route::Rerank
                 )
-                | (ModelKind::Encoder(Task::CrossEncoder), Route::Rerank)
+                | (
+                    ModelKind::Encoder(Task::CrossEncoder),
+                    Route::Rerank | Route::Classify
+                )
+                | (ModelKind::Encoder(Task::Classifier { .. }), Route::Classify)
+                | (ModelKind::Encoder(Task::TokenClassifier), Route::Ner)
         )
     }
 
     /// Among models that serve `route`, lower is picked first for requests without a
-    /// `model` (a cross-encoder before an embedder for rerank).
+    /// `model` (a cross-encoder before an embedder for rerank, a classifier before a
+    /// cross-encoder for classify).
     pub fn preference(self, route: Route) -> u8 {
         match (self, route) {
             (ModelKind::Encoder(Task::Embedding(_)), Route::Rerank) => 1,
+            (ModelKind::Encoder(Task::CrossEncoder), Route::Classify) => 1,
             _ => 0,
         }
     }
@@ -74,6 +89,8 @@ impl ModelKind {
             ModelKind::Llm => "an LLM",
             ModelKind::Encoder(Task::Embedding(_)) => "an embedding model",
             ModelKind::Encoder(Task::CrossEncoder) => "a cross-encoder (reranker)",
+            ModelKind::Encoder(Task::Classifier { .. }) => "a sequence classifier",
+            ModelKind::Encoder(Task::TokenClassifier) => "a token classifier (NER)",
         }
     }
 
@@ -86,7 +103,11 @@ impl ModelKind {
             ModelKind::Encoder(Task::Embedding(_)) => {
                 "/v1/embeddings, /api/embed, /rerank and /v1/rerank"
             }
-            ModelKind::Encoder(Task::CrossEncoder) => "/rerank and /v1/rerank",
+            ModelKind::Encoder(Task::CrossEncoder) => {
+                "/rerank, /v1/rerank, /predict and /v1/classify"
+            }
+            ModelKind::Encoder(Task::Classifier { .. }) => "/predict and /v1/classify",
+            ModelKind::Encoder(Task::TokenClassifier) => "/v1/ner",
         }
     }
 
@@ -94,8 +115,7 @@ impl ModelKind {
     pub fn name(self) -> &'static str {
         match self {
             ModelKind::Llm => "llm",
-            ModelKind::Encoder(Task::Embedding(_)) => "embedding",
-            ModelKind::Encoder(Task::CrossEncoder) => "cross-encoder",
+            ModelKind::Encoder(task) => task.name(),
         }
     }
 }

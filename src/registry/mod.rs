@@ -60,7 +60,7 @@ pub struct EncoderReady {
 pub struct EncoderLimits {
     /// Most documents in one rerank request.
     pub max_rerank_documents: usize,
-    /// Most inputs in one embeddings request.
+    /// Most inputs in one embeddings, predict, classify or NER request.
     pub max_embedding_inputs: usize,
 }
 

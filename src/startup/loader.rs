@@ -195,6 +195,7 @@ impl Inner {
         let info = EncoderInfo {
             id: name,
             task: cfg.task,
+            labels: cfg.labels.clone(),
             dims: cfg.hidden,
             max_len: cfg.max_len,
             vocab: cfg.vocab,

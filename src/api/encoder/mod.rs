@@ -1,14 +1,19 @@
 //! The encoder routes: `POST /v1/embeddings` (OpenAI shape), `POST /rerank` (TEI
-//! shape) and `POST /v1/rerank` (Cohere/Jina shape). They share one path: parse and
-//! validate the body, tokenize off the async runtime, submit one job to the engine
-//! thread (which batches it with other requests' inputs between LLM steps), await
-//! the outputs, and shape the answer.
+//! shape) and `POST /v1/rerank` (Cohere/Jina shape), `POST /predict` (TEI) and
+//! `POST /v1/classify` (vLLM shape) for sequence classifiers, `POST /v1/ner` for
+//! token classifiers. They share one path: parse and validate the body, tokenize off
+//! the async runtime, submit one job to the engine thread (which batches it with
+//! other requests' inputs between LLM steps), await the outputs, and shape the answer.
 //!
 //! Invariants: the engine only sees inputs within the encoder's length limit and
-//! vocabulary; a non-finite output never reaches a client (it is a 500).
+//! vocabulary; a non-finite output never reaches a client (it is a 500); a route
+//! used with a model of another kind is a 400 naming the kind and the routes that
+//! serve it (the registry's lease checks it: `registry::kinds`).
 
+pub mod classify;
 pub mod documents;
 pub mod embeddings;
+pub mod ner;
 pub mod rerank;
 
 use tokio::sync::oneshot;
@@ -26,6 +31,48 @@ pub(crate) fn leased_encoder(lease: &Lease) -> Result<&EncoderReady, ApiError> {
     lease
         .encoder()
         .ok_or_else(|| ApiError::internal("the registry leased an LLM to an encoder route"))
+}
+
+/// Reads a text list field: a non-empty string or a non-empty array of them (at
+/// most `max` items, none empty).
+pub(crate) fn texts(
+    value: Option<&serde_json::Value>,
+    param: &str,
+    max: usize,
+) -> Result<Vec<String>, ApiError> {
+    use serde_json::Value;
+    let invalid = |msg: String| ApiError::invalid(msg, Some(param));
+    let items: Vec<String> = match value {
+        None => return Err(invalid(format!("`{param}` is required."))),
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) if items.is_empty() => {
+            return Err(invalid(format!("`{param}` must not be empty.")));
+        }
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| invalid(format!("`{param}[{i}]` must be a string.")))
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(invalid(format!(
+                "`{param}` must be a string or an array of strings."
+            )));
+        }
+    };
+    if let Some(i) = items.iter().position(|t| t.is_empty()) {
+        return Err(invalid(format!("`{param}[{i}]` is an empty string.")));
+    }
+    if items.len() > max {
+        return Err(invalid(format!(
+            "`{param}` has {} items; this server accepts at most {max} per request.",
+            items.len()
+        )));
+    }
+    Ok(items)
 }
 
 /// Runs CPU-bound work (tokenizing) on the blocking pool.

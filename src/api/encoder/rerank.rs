@@ -70,12 +70,19 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// The mode an encoder's task implies.
-    pub fn of(task: Task) -> Self {
+    /// The mode an encoder's task implies (`None`: the task cannot rerank).
+    pub fn of(task: Task) -> Option<Self> {
         match task {
-            Task::CrossEncoder => Mode::CrossEncoder,
-            Task::Embedding(_) => Mode::Cosine,
+            Task::CrossEncoder => Some(Mode::CrossEncoder),
+            Task::Embedding(_) => Some(Mode::Cosine),
+            Task::Classifier { .. } | Task::TokenClassifier => None,
         }
+    }
+
+    /// The leased encoder's mode (the registry only leases rerankers to these routes).
+    fn served(info: &crate::model::encoder::EncoderInfo) -> Result<Self, ApiError> {
+        Mode::of(info.task)
+            .ok_or_else(|| ApiError::internal("the registry leased a non-reranker to rerank"))
     }
 
     /// Name shown by `/health` and `/v1/models`.
@@ -116,6 +123,7 @@ async fn tei(state: &AppState, req: Request) -> Result<Response, ApiError> {
         .await?;
     let ready = super::leased_encoder(&lease)?;
     let body: TeiRequest = parse_json(&bytes)?;
+    let mode = Mode::served(&ready.encoder.info)?;
     if let Some(dir) = body.truncation_direction.as_deref()
         && !dir.eq_ignore_ascii_case("right")
     {
@@ -136,8 +144,7 @@ async fn tei(state: &AppState, req: Request) -> Result<Response, ApiError> {
     };
     let docs = documents::parse(docs, param, ready.limits.max_rerank_documents)?;
     let query = query(body.query.as_ref())?;
-    let (scores, _) = score(ready, query, &docs, body.truncate, param).await?;
-    let mode = Mode::of(ready.encoder.info.task);
+    let (scores, _) = score(ready, mode, query, &docs, body.truncate, param).await?;
     let results: Vec<Value> = sorted(scores, mode, body.raw_scores)
         .into_iter()
         .map(|s| {
@@ -161,6 +168,7 @@ async fn cohere(state: &AppState, req: Request) -> Result<Response, ApiError> {
         .await?;
     let ready = super::leased_encoder(&lease)?;
     let body: CohereRequest = parse_json(&bytes)?;
+    let mode = Mode::served(&ready.encoder.info)?;
     let docs = documents::parse(
         body.documents.as_ref(),
         "documents",
@@ -178,8 +186,7 @@ async fn cohere(state: &AppState, req: Request) -> Result<Response, ApiError> {
     };
     let query = query(body.query.as_ref())?;
     let truncate = body.truncate.unwrap_or(true);
-    let (scores, tokens) = score(ready, query, &docs, truncate, "documents").await?;
-    let mode = Mode::of(ready.encoder.info.task);
+    let (scores, tokens) = score(ready, mode, query, &docs, truncate, "documents").await?;
     let results: Vec<Value> = sorted(scores, mode, false)
         .into_iter()
         .take(top_n)
@@ -222,12 +229,12 @@ fn query(v: Option<&Value>) -> Result<String, ApiError> {
 /// Raw scores (logits, or cosines) per document, and the tokens the model read.
 async fn score(
     ready: &EncoderReady,
+    mode: Mode,
     query: String,
     docs: &[Document],
     truncate: bool,
     param: &'static str,
 ) -> Result<(Vec<f32>, usize), ApiError> {
-    let mode = Mode::of(ready.encoder.info.task);
     let served = ready.encoder.clone();
     let texts: Vec<String> = docs.iter().map(|d| d.text.clone()).collect();
     let inputs: Vec<Encoded> = blocking(move || {

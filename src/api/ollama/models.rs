@@ -207,7 +207,7 @@ pub async fn show(State(state): State<AppState>, req: Request) -> Result<Json<Va
             let info = &e.encoder.info;
             let capabilities = match info.task {
                 Task::Embedding(_) => json!(["embedding"]),
-                Task::CrossEncoder => json!([]),
+                _ => json!([]),
             };
             json!({
                 "license": "",

@@ -1,9 +1,12 @@
 //! What an encoder folder says about itself: the transformer shape from `config.json`
-//! (BERT or XLM-RoBERTa), whether it is an embedding model or a one-label
-//! cross-encoder, and the sentence-transformers pooling and length settings.
+//! (BERT, or XLM-RoBERTa / RoBERTa / CamemBERT), its task (an embedding model, a one-label cross-encoder, a
+//! sequence classifier with several labels, or a token classifier), the label names
+//! (`id2label`), and the sentence-transformers pooling and length settings.
 //!
-//! Invariant: a config that parses here can be run by `bert.rs` (unsupported
-//! architectures, activations, label counts or shapes are errors at load time).
+//! Invariants: a config that parses here can be run by `bert.rs` (unsupported
+//! architectures, activations, label counts or shapes are errors at load time);
+//! `labels` has exactly one name per output of the classifier head (`LABEL_i` where
+//! `id2label` has no entry) and is empty for embedding models.
 
 use std::path::Path;
 
@@ -45,8 +48,30 @@ pub enum Pooling {
 pub enum Task {
     /// Sentence embeddings (pooled, L2-normalized).
     Embedding(Pooling),
-    /// One relevance logit per (query, document) pair.
+    /// One relevance logit per (query, document) pair (a one-label
+    /// `*ForSequenceClassification`).
     CrossEncoder,
+    /// A `*ForSequenceClassification` with two or more labels: one logit per label
+    /// per input.
+    Classifier {
+        /// `problem_type` is `multi_label_classification`: each label's score is its
+        /// sigmoid; otherwise the scores are the softmax over labels.
+        multi_label: bool,
+    },
+    /// A `*ForTokenClassification` (e.g. NER): one logit per label per token.
+    TokenClassifier,
+}
+
+impl Task {
+    /// A short name for errors, `/health` and `/v1/models`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::Embedding(_) => "embedding",
+            Task::CrossEncoder => "cross-encoder",
+            Task::Classifier { .. } => "classifier",
+            Task::TokenClassifier => "token-classifier",
+        }
+    }
 }
 
 /// Everything needed to run an encoder folder.
@@ -78,6 +103,8 @@ pub struct EncoderConfig {
     pub pad_id: usize,
     /// Longest input in tokens, special tokens included.
     pub max_len: usize,
+    /// Name of each classifier output, in order (`id2label`); empty for embedders.
+    pub labels: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -101,6 +128,7 @@ struct RawConfig {
     num_labels: Option<usize>,
     id2label: Option<serde_json::Map<String, serde_json::Value>>,
     position_embedding_type: Option<String>,
+    problem_type: Option<String>,
 }
 
 fn one() -> usize {
@@ -138,10 +166,12 @@ impl EncoderConfig {
             .context("the encoder folder has no config.json")?;
         let family = match raw.model_type.as_deref() {
             Some("bert") => Family::Bert,
-            Some("xlm-roberta" | "roberta") => Family::XlmRoberta,
-            other => {
-                bail!("encoder model_type {other:?} is not supported (bert, xlm-roberta, roberta)")
-            }
+            // CamemBERT is the RoBERTa architecture (same weights layout and positions).
+            Some("xlm-roberta" | "roberta" | "camembert") => Family::XlmRoberta,
+            other => bail!(
+                "encoder model_type {other:?} is not supported (bert, xlm-roberta, roberta, \
+                 camembert)"
+            ),
         };
         if let Some(kind) = raw.position_embedding_type.as_deref()
             && kind != "absolute"
@@ -162,7 +192,7 @@ impl EncoderConfig {
                 raw.num_attention_heads
             );
         }
-        let task = task(dir, &raw)?;
+        let (task, labels) = task(dir, &raw)?;
         let pad_id = raw.pad_token_id.unwrap_or(match family {
             Family::Bert => 0,
             Family::XlmRoberta => 1,
@@ -201,6 +231,7 @@ impl EncoderConfig {
             activation,
             pad_id,
             max_len,
+            labels,
         })
     }
 
@@ -227,19 +258,20 @@ impl EncoderConfig {
     }
 }
 
-fn task(dir: &Path, raw: &RawConfig) -> Result<Task> {
+fn task(dir: &Path, raw: &RawConfig) -> Result<(Task, Vec<String>)> {
     let arch = raw.architectures.first().map(String::as_str).unwrap_or("");
     if arch.ends_with("ForSequenceClassification") {
-        let labels = raw
-            .num_labels
-            .or_else(|| raw.id2label.as_ref().map(|m| m.len()))
-            .unwrap_or(2);
-        if labels != 1 {
-            bail!(
-                "{arch} with {labels} labels is not a reranker: only one-label cross-encoders are supported"
-            );
-        }
-        return Ok(Task::CrossEncoder);
+        let labels = labels(raw, arch)?;
+        let task = match labels.len() {
+            1 => Task::CrossEncoder,
+            _ => Task::Classifier {
+                multi_label: raw.problem_type.as_deref() == Some("multi_label_classification"),
+            },
+        };
+        return Ok((task, labels));
+    }
+    if arch.ends_with("ForTokenClassification") {
+        return Ok((Task::TokenClassifier, labels(raw, arch)?));
     }
     let pooling: Option<PoolingConfig> = read_json(&dir.join("1_Pooling/config.json"))?;
     let pooling = match pooling {
@@ -251,7 +283,27 @@ fn task(dir: &Path, raw: &RawConfig) -> Result<Task> {
         None if raw.model_type.as_deref() == Some("bert") => Pooling::Mean,
         None => Pooling::Cls,
     };
-    Ok(Task::Embedding(pooling))
+    Ok((Task::Embedding(pooling), Vec::new()))
+}
+
+/// The classifier's label names: `num_labels` of them (else as many as `id2label`
+/// has, else two, transformers' default), each from `id2label` or `LABEL_i`.
+fn labels(raw: &RawConfig, arch: &str) -> Result<Vec<String>> {
+    let names = raw.id2label.as_ref();
+    let n = raw
+        .num_labels
+        .or_else(|| names.map(|m| m.len()))
+        .unwrap_or(2);
+    if n == 0 {
+        bail!("{arch} has no labels");
+    }
+    (0..n)
+        .map(|i| match names.and_then(|m| m.get(&i.to_string())) {
+            None => Ok(format!("LABEL_{i}")),
+            Some(serde_json::Value::String(s)) => Ok(s.clone()),
+            Some(other) => bail!("id2label[{i}] is {other}, not a string"),
+        })
+        .collect()
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
@@ -261,5 +313,75 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>> {
             .with_context(|| format!("parsing {}", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Parses a config.json made of a small BERT plus `extra`.
+    fn parse(extra: serde_json::Value) -> Result<EncoderConfig> {
+        let mut cfg = json!({
+            "model_type": "bert", "hidden_size": 8, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 16, "vocab_size": 10,
+            "max_position_embeddings": 16,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            cfg[k] = v.clone();
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "ferrite-config-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("config.json"), cfg.to_string())?;
+        let out = EncoderConfig::from_dir(&dir);
+        std::fs::remove_dir_all(&dir)?;
+        out
+    }
+
+    #[test]
+    fn sequence_classifiers_by_label_count_and_problem_type() {
+        let seq = json!(["BertForSequenceClassification"]);
+        let one = parse(json!({"architectures": seq, "id2label": {"0": "LABEL_0"}})).unwrap();
+        assert_eq!(one.task, Task::CrossEncoder);
+        assert_eq!(one.labels, ["LABEL_0"]);
+        let three = parse(json!({"architectures": seq,
+            "id2label": {"0": "neg", "1": "neu", "2": "pos"}}))
+        .unwrap();
+        assert_eq!(three.task, Task::Classifier { multi_label: false });
+        assert_eq!(three.labels, ["neg", "neu", "pos"]);
+        let multi = parse(json!({"architectures": seq, "num_labels": 3,
+            "problem_type": "multi_label_classification", "id2label": {"1": "b"}}))
+        .unwrap();
+        assert_eq!(multi.task, Task::Classifier { multi_label: true });
+        assert_eq!(
+            multi.labels,
+            ["LABEL_0", "b", "LABEL_2"],
+            "missing names are LABEL_i"
+        );
+        // No label information at all: transformers' default of two.
+        let default = parse(json!({"architectures": seq})).unwrap();
+        assert_eq!(default.labels.len(), 2);
+        assert!(parse(json!({"architectures": seq, "id2label": {"0": 3}})).is_err());
+        assert!(parse(json!({"architectures": seq, "num_labels": 0})).is_err());
+    }
+
+    #[test]
+    fn token_classifiers_and_camembert() {
+        let ner = parse(json!({"architectures": ["CamembertForTokenClassification"],
+            "model_type": "camembert", "pad_token_id": 1,
+            "id2label": {"0": "O", "1": "B-PER", "2": "I-PER"}}))
+        .unwrap();
+        assert_eq!(ner.task, Task::TokenClassifier);
+        assert_eq!(ner.family, Family::XlmRoberta);
+        assert_eq!(ner.labels, ["O", "B-PER", "I-PER"]);
+        assert_eq!(ner.task.name(), "token-classifier");
+        let emb = parse(json!({"architectures": ["BertModel"]})).unwrap();
+        assert_eq!(emb.task, Task::Embedding(Pooling::Mean));
+        assert!(emb.labels.is_empty());
     }
 }

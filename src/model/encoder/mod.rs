@@ -1,14 +1,18 @@
-//! Encoder models (BERT and XLM-RoBERTa families, from safetensors + `config.json` +
-//! `tokenizer.json`): sentence embeddings (mean or CLS pooling, L2-normalized) and
-//! one-label cross-encoders for rerank.
+//! Encoder models (BERT and XLM-RoBERTa families, CamemBERT included, from
+//! safetensors + `config.json` + `tokenizer.json`): sentence embeddings (mean or CLS
+//! pooling, L2-normalized), one-label cross-encoders for rerank, sequence classifiers
+//! with any number of labels, and token classifiers (NER; aggregation in `ner`).
 //!
 //! Invariants: `Encoder::run` returns one output per input of the packed batch, in
-//! order: an embedding of `hidden` floats for embedding models, a single raw logit for
-//! cross-encoders; an input's output never depends on the rest of its batch.
+//! order: an embedding of `hidden` floats for embedding models, one raw logit per
+//! label for sequence classifiers (a single one for cross-encoders), and
+//! `len * labels` raw logits (token-major) for token classifiers; an input's output
+//! never depends on the rest of its batch.
 
 pub mod attention;
 pub mod bert;
 pub mod config;
+pub mod ner;
 pub mod ops;
 pub mod precision;
 #[cfg(target_arch = "x86_64")]
@@ -31,10 +35,12 @@ use tokenize::EncoderTokenizer;
 enum Head {
     /// Pool, then L2-normalize.
     Pool(Pooling),
-    /// BERT: `tanh(pooler(h_cls))` then the one-label classifier.
+    /// BERT: `tanh(pooler(h_cls))` then the classifier (one output per label).
     BertClassifier { pooler: Dense, classifier: Dense },
     /// XLM-R: `tanh(dense(h_cls))` then `out_proj`.
     RobertaClassifier { dense: Dense, out_proj: Dense },
+    /// Token classification (BERT and XLM-R alike): the classifier on every token.
+    Tokens { classifier: Dense },
 }
 
 /// A loaded encoder model.
@@ -108,11 +114,13 @@ impl Encoder {
         &self.config
     }
 
-    /// Width of an output: the embedding size, or 1 for a cross-encoder.
+    /// Width of an output (per token for a token classifier): the embedding size,
+    /// 1 for a cross-encoder, the number of labels for the classifiers.
     pub fn output_width(&self) -> usize {
         match self.config.task {
             Task::Embedding(_) => self.config.hidden,
             Task::CrossEncoder => 1,
+            Task::Classifier { .. } | Task::TokenClassifier => self.config.labels.len(),
         }
     }
 
@@ -166,6 +174,16 @@ impl Encoder {
                 ops::tanh(&mut x);
                 Ok(rows(out_proj.forward(&x), out_proj.out()))
             }
+            Head::Tokens { classifier } => {
+                let logits = classifier.forward(states);
+                let n = classifier.out();
+                Ok(pass
+                    .offsets()
+                    .iter()
+                    .zip(pass.lens())
+                    .map(|(&o, &l)| logits[o * n..(o + l) * n].to_vec())
+                    .collect())
+            }
         }
     }
 
@@ -182,17 +200,27 @@ impl Encoder {
 
 fn load_head(cfg: &EncoderConfig, ck: &Checkpoint) -> Result<Head> {
     let h = cfg.hidden;
+    let n = cfg.labels.len().max(1);
     match cfg.task {
         Task::Embedding(p) => Ok(Head::Pool(p)),
-        Task::CrossEncoder if ck.has("classifier.out_proj.weight") => Ok(Head::RobertaClassifier {
-            dense: ck.dense("classifier.dense", h, h)?,
-            out_proj: ck.dense("classifier.out_proj", h, 1)?,
+        Task::TokenClassifier => Ok(Head::Tokens {
+            classifier: ck.dense("classifier", h, n)?,
         }),
-        Task::CrossEncoder if cfg.family == Family::Bert => Ok(Head::BertClassifier {
-            pooler: ck.dense(&ck.body_name("pooler.dense"), h, h)?,
-            classifier: ck.dense("classifier", h, 1)?,
-        }),
-        Task::CrossEncoder => bail!("the checkpoint has no classifier.out_proj for its XLM-R head"),
+        Task::CrossEncoder | Task::Classifier { .. } if ck.has("classifier.out_proj.weight") => {
+            Ok(Head::RobertaClassifier {
+                dense: ck.dense("classifier.dense", h, h)?,
+                out_proj: ck.dense("classifier.out_proj", h, n)?,
+            })
+        }
+        Task::CrossEncoder | Task::Classifier { .. } if cfg.family == Family::Bert => {
+            Ok(Head::BertClassifier {
+                pooler: ck.dense(&ck.body_name("pooler.dense"), h, h)?,
+                classifier: ck.dense("classifier", h, n)?,
+            })
+        }
+        Task::CrossEncoder | Task::Classifier { .. } => {
+            bail!("the checkpoint has no classifier.out_proj for its XLM-R head")
+        }
     }
 }
 
@@ -227,8 +255,10 @@ fn normalized(mut v: Vec<f32>) -> Vec<f32> {
 pub struct EncoderInfo {
     /// The id clients put in `model`.
     pub id: String,
-    /// Embedding model or cross-encoder.
+    /// What the model computes.
     pub task: Task,
+    /// Classifier label names, one per output (empty for embedding models).
+    pub labels: Vec<String>,
     /// Embedding width (the hidden size).
     pub dims: usize,
     /// Longest input in tokens, special tokens included.

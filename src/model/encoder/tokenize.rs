@@ -7,11 +7,19 @@
 //! `truncation=True` (when both texts must shrink, the shorter keeps half the budget
 //! rounded down, the longer the rest). The crate's own longest-first splits an odd
 //! budget the other way in some cases, which changes cross-encoder scores.
+//!
+//! For token classification, `text_spans` also gives each token's string and its
+//! character span in the text (special tokens marked), and `join_tokens` turns token
+//! strings back into text with the file's decoder, as transformers'
+//! `convert_tokens_to_string` does.
 
 use std::path::Path;
 
 use anyhow::{Result, anyhow};
-use tokenizers::{Encoding, PostProcessor, Tokenizer, TruncationDirection};
+use tokenizers::models::ModelWrapper;
+use tokenizers::{Decoder, Encoding, PostProcessor, Tokenizer, TruncationDirection};
+
+use super::ner::TokenSpan;
 
 /// Token ids and segment ids of one model input, special tokens included.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -42,6 +50,8 @@ pub enum TokenizeError {
 pub struct EncoderTokenizer {
     plain: Tokenizer,
     max_len: usize,
+    unk_id: Option<u32>,
+    word_aware: bool,
 }
 
 impl EncoderTokenizer {
@@ -53,7 +63,63 @@ impl EncoderTokenizer {
         plain
             .with_truncation(None)
             .map_err(|e| anyhow!("configuring the tokenizer: {e}"))?;
-        Ok(Self { plain, max_len })
+        let (unk_id, word_aware) = model_traits(&plain);
+        Ok(Self {
+            plain,
+            max_len,
+            unk_id,
+            word_aware,
+        })
+    }
+
+    /// Whether the vocabulary marks word continuations (WordPiece's `##`, a BPE
+    /// `continuing_subword_prefix`), so sub-words can be told apart exactly.
+    pub fn word_aware(&self) -> bool {
+        self.word_aware
+    }
+
+    /// One text like [`Self::text`], with every token's string and character span.
+    pub fn text_spans(
+        &self,
+        text: &str,
+        truncate: bool,
+    ) -> Result<(Encoded, Vec<TokenSpan>), TokenizeError> {
+        let a = self
+            .plain
+            .encode_char_offsets(text, false)
+            .map_err(|e| TokenizeError::Failed(e.to_string()))?;
+        let budget = self.budget(false);
+        let a = match a.get_ids().len() > budget {
+            false => a,
+            true if truncate => cut(a, budget),
+            true => return Err(self.too_long(a.get_ids().len(), 0, false)),
+        };
+        let enc = self.post(a, None)?;
+        let spans = enc
+            .get_ids()
+            .iter()
+            .zip(enc.get_offsets())
+            .zip(enc.get_special_tokens_mask())
+            .map(|((&id, &(start, end)), &special)| TokenSpan {
+                token: self.plain.id_to_token(id).unwrap_or_default(),
+                start,
+                end,
+                special: special != 0,
+                unknown: Some(id) == self.unk_id,
+            })
+            .collect();
+        Ok((encoded(&enc), spans))
+    }
+
+    /// Token strings joined back into text by the tokenizer's decoder (joined with
+    /// spaces when the file has none).
+    pub fn join_tokens(&self, tokens: &[String]) -> String {
+        match self.plain.get_decoder() {
+            Some(d) => d
+                .decode(tokens.to_vec())
+                .unwrap_or_else(|_| tokens.join(" ")),
+            None => tokens.join(" "),
+        }
     }
 
     /// Size of the vocabulary, added tokens included.
@@ -118,14 +184,44 @@ impl EncoderTokenizer {
     }
 
     fn finish(&self, a: Encoding, b: Option<Encoding>) -> Result<Encoded, TokenizeError> {
-        let enc = self
-            .plain
+        Ok(encoded(&self.post(a, b)?))
+    }
+
+    fn post(&self, a: Encoding, b: Option<Encoding>) -> Result<Encoding, TokenizeError> {
+        self.plain
             .post_process(a, b, true)
-            .map_err(|e| TokenizeError::Failed(e.to_string()))?;
-        Ok(Encoded {
-            ids: enc.get_ids().to_vec(),
-            type_ids: enc.get_type_ids().to_vec(),
-        })
+            .map_err(|e| TokenizeError::Failed(e.to_string()))
+    }
+}
+
+fn encoded(enc: &Encoding) -> Encoded {
+    Encoded {
+        ids: enc.get_ids().to_vec(),
+        type_ids: enc.get_type_ids().to_vec(),
+    }
+}
+
+/// The unknown token's id and whether the model marks word continuations.
+fn model_traits(tok: &Tokenizer) -> (Option<u32>, bool) {
+    match tok.get_model() {
+        ModelWrapper::WordPiece(wp) => (
+            tok.token_to_id(&wp.unk_token),
+            !wp.continuing_subword_prefix.is_empty(),
+        ),
+        ModelWrapper::BPE(bpe) => (
+            bpe.unk_token.as_deref().and_then(|t| tok.token_to_id(t)),
+            bpe.continuing_subword_prefix
+                .as_deref()
+                .is_some_and(|p| !p.is_empty()),
+        ),
+        // Unigram keeps its `unk_id` private: read it from the model's serialization.
+        model => (
+            serde_json::to_value(model)
+                .ok()
+                .and_then(|v| v.get("unk_id")?.as_u64())
+                .and_then(|id| u32::try_from(id).ok()),
+            false,
+        ),
     }
 }
 
