@@ -1,5 +1,5 @@
-//! Many models in one process (issue 12): two LLMs, an embedder and a cross-encoder
-//! served at once and routed by `model`; the memory plan and its refusal; loading on
+//! Many models in one process (issue 12): two LLMs, an embedder, a cross-encoder, a
+//! classifier and a token classifier served at once and routed by `model`; the memory plan and its refusal; loading on
 //! demand from `--models-dir` with LRU eviction under a tiny budget; keep-alive expiry;
 //! and an engine thread that panics (fault injection) turning `/health` 503 and failing
 //! requests at once instead of hanging them.
@@ -91,6 +91,20 @@ fn rerank(s: &Server, model: &str) -> Vec<f64> {
     items.iter().map(|r| r["score"].as_f64().unwrap()).collect()
 }
 
+fn classify(s: &Server) -> Vec<Value> {
+    let body = json!({"model": "classify", "input": ["a happy cat", "stocks fell sharply"]});
+    let (status, res) = post(s, "/v1/classify", &body);
+    assert_eq!(status, 200, "{res}");
+    res["data"].as_array().unwrap().clone()
+}
+
+fn ner(s: &Server) -> Value {
+    let body = json!({"model": "ner", "input": "Marie Curie worked in Paris"});
+    let (status, res) = post(s, "/v1/ner", &body);
+    assert_eq!(status, 200, "{res}");
+    res["data"].clone()
+}
+
 fn cross_dir() -> String {
     fixtures().join("bert_cross_encoder").display().to_string()
 }
@@ -106,6 +120,10 @@ fn whole_stack() -> Server {
         format!("embed={}", default_encoder().display()),
         "--encoder".into(),
         format!("rerank={}", cross_dir()),
+        "--encoder".into(),
+        format!("classify={}", fixtures().join("bert_classifier").display()),
+        "--encoder".into(),
+        format!("ner={}", fixtures().join("xlmr_ner").display()),
         "--kv-cache-memory".into(),
         "256MiB".into(),
     ])
@@ -127,6 +145,8 @@ fn a_whole_stack_serves_concurrently_with_the_outputs_of_each_model_alone() {
         ("chat-b", "llm"),
         ("embed", "embedding"),
         ("rerank", "cross-encoder"),
+        ("classify", "classifier"),
+        ("ner", "token-classifier"),
     ] {
         let r = row(&h, name);
         assert_eq!(r["kind"], kind, "{r}");
@@ -136,12 +156,14 @@ fn a_whole_stack_serves_concurrently_with_the_outputs_of_each_model_alone() {
     let kv = |n| row(&h, n)["memory"]["kv_cache_bytes"].as_u64().unwrap();
     assert_eq!(kv("chat-a"), kv("chat-b"), "an even KV split by default");
     let (_, models) = get(&s, "/v1/models");
-    assert_eq!(models["data"].as_array().unwrap().len(), 4, "{models}");
+    assert_eq!(models["data"].as_array().unwrap().len(), 6, "{models}");
 
     // Each model alone, one request at a time.
     let alone: Vec<String> = PROMPTS.iter().map(|p| chat(&s, "chat-a", p, 24)).collect();
     let emb_alone = embed(&s, Some("embed"), &["a cat", "a dog"]);
     let rr_alone = rerank(&s, "rerank");
+    let cls_alone = classify(&s);
+    let ner_alone = ner(&s);
 
     // Everything at once.
     std::thread::scope(|scope| {
@@ -158,6 +180,8 @@ fn a_whole_stack_serves_concurrently_with_the_outputs_of_each_model_alone() {
         let reranks: Vec<_> = (0..4)
             .map(|_| scope.spawn(|| rerank(&s, "rerank")))
             .collect();
+        let classes: Vec<_> = (0..3).map(|_| scope.spawn(|| classify(&s))).collect();
+        let entities: Vec<_> = (0..3).map(|_| scope.spawn(|| ner(&s))).collect();
         for (i, c) in chats.into_iter().enumerate() {
             assert_eq!(c.join().unwrap(), alone[i % PROMPTS.len()], "chat {i}");
         }
@@ -177,6 +201,41 @@ fn a_whole_stack_serves_concurrently_with_the_outputs_of_each_model_alone() {
                 assert!((a - b).abs() < 1e-4, "{a} vs {b}");
             }
         }
+        for c in classes {
+            let got = c.join().unwrap();
+            for (g, w) in got.iter().zip(&cls_alone) {
+                assert_eq!(g["label"], w["label"]);
+                let probs = |v: &Value| -> Vec<f64> {
+                    v["probs"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|p| p.as_f64().unwrap())
+                        .collect()
+                };
+                for (a, b) in probs(g).iter().zip(probs(w)) {
+                    assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+                }
+            }
+        }
+        for e in entities {
+            let got = e.join().unwrap();
+            let words = |v: &Value| -> Vec<(Value, Value, Value)> {
+                v[0]["entities"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| {
+                        (
+                            x["entity_group"].clone(),
+                            x["start"].clone(),
+                            x["end"].clone(),
+                        )
+                    })
+                    .collect()
+            };
+            assert_eq!(words(&got), words(&ner_alone));
+        }
     });
     // Every KV block and encoder queue is back to zero.
     let (_, h) = get(&s, "/health");
@@ -185,7 +244,7 @@ fn a_whole_stack_serves_concurrently_with_the_outputs_of_each_model_alone() {
         assert_eq!(r["kv_blocks_used"], 0, "{r}");
         assert_eq!(r["requests_waiting"], 0, "{r}");
     }
-    for name in ["embed", "rerank"] {
+    for name in ["embed", "rerank", "classify", "ner"] {
         assert_eq!(row(&h, name)["inputs_waiting"], 0);
     }
     // Per-model labels on the engine metrics.

@@ -19,8 +19,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{blocking, count, leased_encoder, run, texts, tokenize_error};
-use crate::api::body::{parse_json, peek_model, read_bytes};
+use super::{blocking, count, run, texts, tokenize_error};
 use crate::api::error::ApiError;
 use crate::api::{AppState, EncoderReady};
 use crate::model::encoder::config::Task;
@@ -75,12 +74,9 @@ pub async fn classify(State(state): State<AppState>, req: Request) -> Response {
 }
 
 async fn tei(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let bytes = read_bytes(req, state.limits.max_body_bytes).await?;
-    let lease = state
-        .encoder(peek_model(&bytes).as_deref(), Route::Classify)
-        .await?;
-    let ready = leased_encoder(&lease)?;
-    let body: PredictRequest = parse_json(&bytes)?;
+    let (lease, body): (_, PredictRequest) =
+        super::leased_request(state, req, Route::Classify).await?;
+    let ready = super::leased_encoder(&lease)?;
     let info = &ready.encoder.info;
     let (inputs, batched) = parse_inputs(body.inputs.as_ref(), ready.limits.max_embedding_inputs)?;
     let (logits, _) = scores(ready, inputs, body.truncate).await?;
@@ -102,19 +98,20 @@ async fn tei(state: &AppState, req: Request) -> Result<Response, ApiError> {
             )
         })
         .collect();
-    Ok(match batched {
-        true => Json(lists).into_response(),
-        false => Json(lists.into_iter().next().expect("one input")).into_response(),
-    })
+    if batched {
+        return Ok(Json(lists).into_response());
+    }
+    let one = lists
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::internal("the classifier produced no output"))?;
+    Ok(Json(one).into_response())
 }
 
 async fn vllm(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let bytes = read_bytes(req, state.limits.max_body_bytes).await?;
-    let lease = state
-        .encoder(peek_model(&bytes).as_deref(), Route::Classify)
-        .await?;
-    let ready = leased_encoder(&lease)?;
-    let body: ClassifyRequest = parse_json(&bytes)?;
+    let (lease, body): (_, ClassifyRequest) =
+        super::leased_request(state, req, Route::Classify).await?;
+    let ready = super::leased_encoder(&lease)?;
     let info = &ready.encoder.info;
     let inputs = texts(
         body.input.as_ref(),

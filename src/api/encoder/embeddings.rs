@@ -16,7 +16,6 @@ use serde_json::{Value, json};
 
 use super::{blocking, count, run, tokenize_error};
 use crate::api::AppState;
-use crate::api::body::{parse_json, peek_model, read_bytes};
 use crate::api::error::ApiError;
 use crate::model::encoder::tokenize::Encoded;
 use crate::registry::Route;
@@ -51,12 +50,9 @@ pub async fn embeddings(State(state): State<AppState>, req: Request) -> Response
 }
 
 async fn inner(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let bytes = read_bytes(req, state.limits.max_body_bytes).await?;
-    let lease = state
-        .encoder(peek_model(&bytes).as_deref(), Route::Embed)
-        .await?;
+    let (lease, body): (_, EmbeddingsRequest) =
+        super::leased_request(state, req, Route::Embed).await?;
     let ready = super::leased_encoder(&lease)?;
-    let body: EmbeddingsRequest = parse_json(&bytes)?;
     let info = &ready.encoder.info;
     let base64 = match body.encoding_format.as_deref() {
         None | Some("float") => false,

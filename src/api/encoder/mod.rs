@@ -26,6 +26,20 @@ use crate::metrics as m;
 use crate::model::encoder::tokenize::{Encoded, TokenizeError};
 use crate::registry::Lease;
 
+/// Reads an encoder route's body, leases the model it names for `route` (the first
+/// that serves it when it names none) and parses the body as `T`.
+pub(crate) async fn leased_request<T: serde::de::DeserializeOwned>(
+    state: &crate::api::AppState,
+    req: axum::extract::Request,
+    route: crate::registry::Route,
+) -> Result<(Lease, T), ApiError> {
+    use crate::api::body::{parse_json, peek_model, read_bytes};
+    let bytes = read_bytes(req, state.limits.max_body_bytes).await?;
+    let lease = state.encoder(peek_model(&bytes).as_deref(), route).await?;
+    let body = parse_json(&bytes)?;
+    Ok((lease, body))
+}
+
 /// The encoder a lease holds (the registry checked the route's kind already).
 pub(crate) fn leased_encoder(lease: &Lease) -> Result<&EncoderReady, ApiError> {
     lease

@@ -16,9 +16,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{blocking, count, leased_encoder, run, texts, tokenize_error};
+use super::{blocking, count, run, texts, tokenize_error};
 use crate::api::AppState;
-use crate::api::body::{parse_json, peek_model, read_bytes};
 use crate::api::error::ApiError;
 use crate::model::encoder::ner::{self, Aggregation, Entity, TokenSpan};
 use crate::registry::Route;
@@ -43,12 +42,8 @@ pub async fn ner(State(state): State<AppState>, req: Request) -> Response {
 }
 
 async fn inner(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let bytes = read_bytes(req, state.limits.max_body_bytes).await?;
-    let lease = state
-        .encoder(peek_model(&bytes).as_deref(), Route::Ner)
-        .await?;
-    let ready = leased_encoder(&lease)?;
-    let body: NerRequest = parse_json(&bytes)?;
+    let (lease, body): (_, NerRequest) = super::leased_request(state, req, Route::Ner).await?;
+    let ready = super::leased_encoder(&lease)?;
     let info = &ready.encoder.info;
     let strategy = match body.aggregation_strategy.as_deref() {
         None => Aggregation::Simple,

@@ -23,7 +23,6 @@ use serde_json::{Value, json};
 
 use super::documents::{self, Document};
 use super::{blocking, count, run, tokenize_error};
-use crate::api::body::{parse_json, peek_model, read_bytes};
 use crate::api::error::ApiError;
 use crate::api::{AppState, EncoderReady};
 use crate::model::encoder::config::Task;
@@ -117,12 +116,8 @@ pub async fn rerank_cohere(State(state): State<AppState>, req: Request) -> Respo
 }
 
 async fn tei(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let bytes = read_bytes(req, state.limits.max_body_bytes).await?;
-    let lease = state
-        .encoder(peek_model(&bytes).as_deref(), Route::Rerank)
-        .await?;
+    let (lease, body): (_, TeiRequest) = super::leased_request(state, req, Route::Rerank).await?;
     let ready = super::leased_encoder(&lease)?;
-    let body: TeiRequest = parse_json(&bytes)?;
     let mode = Mode::served(&ready.encoder.info)?;
     if let Some(dir) = body.truncation_direction.as_deref()
         && !dir.eq_ignore_ascii_case("right")
@@ -162,12 +157,9 @@ async fn tei(state: &AppState, req: Request) -> Result<Response, ApiError> {
 }
 
 async fn cohere(state: &AppState, req: Request) -> Result<Response, ApiError> {
-    let bytes = read_bytes(req, state.limits.max_body_bytes).await?;
-    let lease = state
-        .encoder(peek_model(&bytes).as_deref(), Route::Rerank)
-        .await?;
+    let (lease, body): (_, CohereRequest) =
+        super::leased_request(state, req, Route::Rerank).await?;
     let ready = super::leased_encoder(&lease)?;
-    let body: CohereRequest = parse_json(&bytes)?;
     let mode = Mode::served(&ready.encoder.info)?;
     let docs = documents::parse(
         body.documents.as_ref(),
