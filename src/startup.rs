@@ -91,6 +91,7 @@ pub async fn load_and_start(args: &ServeArgs, device: &DeviceChoice) -> Result<S
         max_waiting: args.max_waiting,
         max_model_len: args.max_model_len,
         prefix_caching: args.prefix_caching,
+        max_step_ms: args.max_step_ms,
     };
     start_engine(llm, encoder, &cfg)
 }
