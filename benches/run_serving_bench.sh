@@ -5,6 +5,10 @@
 # Ollama does by default), and prints a markdown table.
 #
 # Usage: benches/run_serving_bench.sh
+# RAG-shaped load (8 streams, distinct ~900-token prompts, 64 tokens out), with and
+# without the step time budget:
+#   CONCURRENCIES=8 REQUESTS=24 MAX_TOKENS=64 MODES="batched nostepbudget" \
+#     LOADGEN_ARGS="--unique-prompts --prompt-words 880" benches/run_serving_bench.sh
 # Environment (all optional):
 #   CONCURRENCIES="1 8 32"   concurrency levels
 #   REQUESTS=                 requests per run (default: max(2*concurrency, MIN_REQUESTS))
@@ -12,7 +16,8 @@
 #   MAX_TOKENS=128            max_tokens per request (ignore_eos: every request makes all)
 #   LOADGEN_ARGS=            extra benches/loadgen.rs flags (e.g. --unique-prompts)
 #   WARMUP=2                  warm-up requests before each measured run
-#   MODES="batched serial"    batched = default scheduler, serial = --max-num-seqs 1
+#   MODES="batched serial"    batched = default scheduler, serial = --max-num-seqs 1,
+#                             nostepbudget = --max-step-ms 0 (prefill cut by tokens only)
 #   APIS="openai"             loadgen --api per run: openai (/v1/chat/completions) and/or
 #                             ollama (/api/generate), against the same server
 #   SERVER_ARGS=              extra `ferrite serve` arguments (e.g. --model PATH)
@@ -104,7 +109,8 @@ for mode in $MODES; do
     case "$mode" in
         batched) extra=() ;;
         serial) extra=(--max-num-seqs 1) ;;
-        *) echo "unknown mode $mode (batched|serial)" >&2; exit 1 ;;
+        nostepbudget) extra=(--max-step-ms 0) ;;
+        *) echo "unknown mode $mode (batched|serial|nostepbudget)" >&2; exit 1 ;;
     esac
     echo "== mode $mode: starting server ${extra[*]}" >&2
     start_server "$OUT_DIR/server-$mode.log" "${extra[@]}"

@@ -191,6 +191,14 @@ pub struct ServeArgs {
     #[arg(long, env = "FERRITE_MAX_BATCHED_TOKENS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_batched_tokens: u32,
 
+    /// Target time of one engine step in ms while streams are decoding: prefill chunks
+    /// of new prompts are cut so a step is expected to stay under it (a cost model fitted
+    /// to the measured steps), and run at full `--max-batched-tokens` size when no
+    /// stream decodes. Keeps inter-token latency smooth under long prompts; 0 turns it
+    /// off.
+    #[arg(long, env = "FERRITE_MAX_STEP_MS", default_value_t = 100.0, value_parser = non_negative_ms)]
+    pub max_step_ms: f64,
+
     /// Most sequences waiting to start; beyond it requests get 429 with Retry-After.
     #[arg(long, env = "FERRITE_MAX_WAITING", default_value_t = 256)]
     pub max_waiting: usize,
@@ -403,6 +411,16 @@ fn parse_share(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A step time target in milliseconds: finite and not negative (0: off).
+pub fn non_negative_ms(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a time in milliseconds (e.g. 100, or 0 to turn it off)"
+        )),
+    }
+}
+
 /// A fraction in (0, 1]: above 0, at most 1.
 pub fn parse_utilization(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
@@ -494,6 +512,9 @@ mod tests {
         }
         assert_eq!(parse_rate("0.5"), Ok(0.5));
         assert_eq!(parse_share("0.3"), Ok(0.3));
+        assert_eq!(non_negative_ms("100"), Ok(100.0));
+        assert_eq!(non_negative_ms(" 0 "), Ok(0.0));
+        assert!(non_negative_ms("-1").is_err() && non_negative_ms("inf").is_err());
         assert!(parse_share("1").is_err() && parse_share("0").is_err());
         assert!(Cli::try_parse_from(["ferrite", "serve", "--api-key", " "]).is_err());
     }

@@ -33,6 +33,7 @@ fn config() -> EngineConfig {
         max_waiting: 64,
         max_model_len: None,
         prefix_caching: true,
+        max_step_ms: 0.0,
     }
 }
 

@@ -269,7 +269,10 @@ impl Engine {
             self.forward_with_masks(&plan, &input)
         };
         match out {
-            Ok(out) => self.sample_all(&plan, out),
+            Ok(out) => {
+                self.sample_all(&plan, out);
+                self.scheduler.observe_step(&plan, started.elapsed());
+            }
             Err(e) => {
                 tracing::error!("forward failed: {e:#}");
                 for s in &plan.scheduled {

@@ -14,6 +14,7 @@ pub mod sampler;
 pub mod scheduler;
 pub mod sequence;
 pub mod start;
+pub mod step_cost;
 pub mod text_stream;
 pub mod types;
 pub mod worker;

@@ -20,6 +20,13 @@
 //! stream that has started is never held back. Preempted sequences sit at the front of
 //! the queue, so the queue's order is kept: admission stops at the first new one.
 //!
+//! Step time budget (`--max-step-ms`): while some running sequence decodes, the
+//! prefill tokens of a step are cut so that the step's expected time (a cost model fed
+//! with the measured steps, `step_cost`) stays under the target: a long prompt then
+//! arrives in smaller chunks between the decodes instead of stalling every stream for
+//! a full chunk. Prefill still advances by at least one KV block per step, and with no
+//! decode running it takes the whole token budget.
+//!
 //! It works on plain counts, never on tensors. Invariants: every scheduled sequence
 //! holds blocks for all tokens it will have computed after the step; a sequence is in
 //! exactly one of `waiting` / `running` until it is removed; removal frees its blocks.
@@ -27,6 +34,10 @@
 use std::collections::{HashMap, VecDeque};
 
 use super::kv_manager::{BlockHash, KvCacheManager, SeqId};
+use super::step_cost::StepCost;
+
+mod step_budget;
+use step_budget::PrefillRoom;
 
 /// Limits of one step.
 #[derive(Debug, Clone, Copy)]
@@ -103,6 +114,10 @@ pub struct Scheduler {
     /// Prompt tokens looked up in, and found in, the prefix cache.
     prefix_queried: u64,
     prefix_hits: u64,
+    /// Target step time in ms while decodes run; `None`: prefill is cut by tokens only.
+    max_step_ms: Option<f64>,
+    /// Expected step times, fitted from the steps that ran.
+    cost: StepCost,
 }
 
 impl Scheduler {
@@ -119,6 +134,8 @@ impl Scheduler {
             admission_paused: false,
             prefix_queried: 0,
             prefix_hits: 0,
+            max_step_ms: None,
+            cost: StepCost::new(),
         }
     }
 
@@ -214,11 +231,15 @@ impl Scheduler {
         self.register_computed_prefixes();
         let mut plan = StepPlan::default();
         let mut budget = self.cfg.max_batched_tokens;
+        let mut prefill = PrefillRoom::new(self.decode_work());
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
             let id = self.running[i];
             let c = self.seqs[&id];
-            let len = (c.num_tokens - c.num_computed).min(budget);
+            let left = c.num_tokens - c.num_computed;
+            let len = left
+                .min(budget)
+                .min(self.room(&mut prefill, left, c.num_computed));
             if len == 0 {
                 i += 1;
                 continue;
@@ -229,10 +250,11 @@ impl Scheduler {
             }
             plan.scheduled.push(self.commit(id, len));
             budget -= len;
+            prefill.take(left, len);
             i += 1;
         }
         if plan.preempted.is_empty() {
-            self.admit_waiting(&mut budget, &mut plan);
+            self.admit_waiting(&mut budget, &mut prefill, &mut plan);
         }
         plan
     }
@@ -296,7 +318,12 @@ impl Scheduler {
         plan.preempted.push(id);
     }
 
-    fn admit_waiting(&mut self, budget: &mut usize, plan: &mut StepPlan) {
+    fn admit_waiting(
+        &mut self,
+        budget: &mut usize,
+        prefill: &mut PrefillRoom,
+        plan: &mut StepPlan,
+    ) {
         while *budget > 0 && self.running.len() < self.cfg.max_num_seqs {
             let Some(id) = self.head_admissible() else {
                 break;
@@ -305,21 +332,21 @@ impl Scheduler {
             let c = self.seqs.get_mut(&id).expect("waiting sequence is known");
             c.num_computed += cached;
             let c = *c;
-            let len = (c.num_tokens - c.num_computed).min(*budget);
+            let left = c.num_tokens - c.num_computed;
+            let len = left
+                .min(*budget)
+                .min(self.room(prefill, left, c.num_computed));
+            if len == 0 {
+                self.release_unadmitted(id, cached);
+                break;
+            }
             // Keep a watermark of free blocks (1% of the pool, as vLLM does) so that
             // admitting a prompt does not force a preemption at the very next decode.
             let watermark = self.kv.num_total() / 100;
             let need = self.kv.missing_blocks(id, c.num_computed + len);
             if !self.kv.can_allocate(need + watermark) || !self.kv.ensure(id, c.num_computed + len)
             {
-                if cached > 0 {
-                    // Not admitted after all: hold nothing while waiting.
-                    self.kv.free(id);
-                    self.seqs.get_mut(&id).expect("known").num_computed = 0;
-                    if let Some(p) = self.prefixes.get_mut(&id) {
-                        p.registered = 0;
-                    }
-                }
+                self.release_unadmitted(id, cached);
                 break;
             }
             if self.prefixes.contains_key(&id) {
@@ -331,6 +358,19 @@ impl Scheduler {
             self.seqs.get_mut(&id).expect("known").started = true;
             plan.scheduled.push(self.commit(id, len));
             *budget -= len;
+            prefill.take(left, len);
+        }
+    }
+
+    /// A sequence that took `cached` prefix tokens but is not admitted after all holds
+    /// nothing while it waits.
+    fn release_unadmitted(&mut self, id: SeqId, cached: usize) {
+        if cached > 0 {
+            self.kv.free(id);
+            self.seqs.get_mut(&id).expect("known").num_computed = 0;
+            if let Some(p) = self.prefixes.get_mut(&id) {
+                p.registered = 0;
+            }
         }
     }
 

@@ -36,6 +36,9 @@ pub struct EngineConfig {
     pub max_model_len: Option<usize>,
     /// Reuse the KV blocks of prompt prefixes computed before.
     pub prefix_caching: bool,
+    /// Target step time (ms) while decodes run: longer prefill chunks are cut (see
+    /// `scheduler`); 0 turns it off.
+    pub max_step_ms: f64,
 }
 
 /// Encoder scheduling limits.
@@ -285,7 +288,7 @@ fn build_llm(
         );
     }
     let kv = KvCacheManager::new(num_blocks, cfg.block_size);
-    let scheduler = Scheduler::new(
+    let mut scheduler = Scheduler::new(
         SchedulerConfig {
             max_batched_tokens: cfg.max_batched_tokens,
             max_num_seqs: cfg.max_num_seqs,
@@ -293,6 +296,7 @@ fn build_llm(
         },
         kv,
     );
+    scheduler.set_max_step_ms(cfg.max_step_ms);
     let max_seq_len = [
         Some(mc.context_length),
         cfg.max_model_len,

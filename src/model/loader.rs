@@ -77,10 +77,7 @@ pub fn load_gguf_with<M>(
             ChatTemplate::missing()
         }
     };
-    let llama = load(TensorSource {
-        content: &content,
-        data: &map,
-    })?;
+    let llama = load(TensorSource::from_map(&content, &map))?;
     Ok(LoadedModel {
         llama,
         tokenizer,

@@ -23,7 +23,7 @@ use super::ops::rms_norm;
 use super::paged_attention::{PagedKvCache, SeqSpan};
 use super::rope::RopeTable;
 use super::spec::ModelSpec;
-use super::weights::{self, LayerWeights, Proj, TensorSource, WeightSink, Weights};
+use super::weights::{self, LayerWeights, Proj, RawTensor, TensorSource, WeightSink, Weights};
 
 /// A flat batch: the tokens one step computes, from any number of sequences.
 #[derive(Debug, Clone, Default)]
@@ -62,6 +62,10 @@ impl WeightSink for CpuSink {
 
     fn matrix(&self, parts: Vec<(String, QTensor)>) -> Result<Projections> {
         Projections::new(parts.into_iter().map(|(_, t)| t).collect())
+    }
+
+    fn matrix_raw(&self, parts: &[RawTensor<'_>]) -> Result<Projections> {
+        Projections::from_raw(parts)
     }
 
     fn vector(&self, _: &str, values: Vec<f32>) -> Result<Vec<f32>> {

@@ -9,14 +9,15 @@
 //! the file stores them fused or apart; a bias, when any part has one, covers the
 //! whole output (zeros for parts without).
 
-use std::io::Cursor;
-
 use anyhow::{Context, Result, bail, ensure};
 use candle_core::Device;
 use candle_core::quantized::{QTensor, gguf_file};
 use rayon::prelude::*;
 
 use super::spec::ModelSpec;
+
+mod raw;
+pub use raw::RawTensor;
 
 /// Turns tensors into a backend's weights.
 pub trait WeightSink: Sync {
@@ -28,6 +29,16 @@ pub trait WeightSink: Sync {
     type Embedding;
     /// `parts` (each `(name, [n_i, k])`) as one matrix of output width `sum n_i`.
     fn matrix(&self, parts: Vec<(String, QTensor)>) -> Result<Self::Matrix>;
+    /// [`Self::matrix`] from the bytes as stored (shapes checked): sinks that repack
+    /// straight from the file override it; by default each part is copied into a
+    /// `QTensor`.
+    fn matrix_raw(&self, parts: &[RawTensor<'_>]) -> Result<Self::Matrix> {
+        let parts = parts
+            .iter()
+            .map(|p| Ok((p.name.clone(), p.to_qtensor()?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.matrix(parts)
+    }
     /// A vector of f32 values.
     fn vector(&self, name: &str, values: Vec<f32>) -> Result<Self::Vector>;
     /// The embedding table (`[vocab, n_embd]`).
@@ -88,6 +99,28 @@ pub struct TensorSource<'a> {
     pub content: &'a gguf_file::Content,
     /// The whole file.
     pub data: &'a [u8],
+    /// Whether `data` is a read-only file mapping (pages may be dropped once read).
+    mapped: bool,
+}
+
+impl<'a> TensorSource<'a> {
+    /// A file held in `data` (any memory).
+    pub fn new(content: &'a gguf_file::Content, data: &'a [u8]) -> Self {
+        Self {
+            content,
+            data,
+            mapped: false,
+        }
+    }
+
+    /// A file memory-mapped read-only: tensors' pages leave the resident set once read.
+    pub fn from_map(content: &'a gguf_file::Content, map: &'a memmap2::Mmap) -> Self {
+        Self {
+            content,
+            data: map,
+            mapped: true,
+        }
+    }
 }
 
 impl TensorSource<'_> {
@@ -96,11 +129,12 @@ impl TensorSource<'_> {
         self.content.tensor_infos.contains_key(name)
     }
 
-    /// Tensor `name`, as stored.
+    /// Tensor `name`, as stored (a copy; its file pages are released).
     pub fn tensor(&self, name: &str) -> Result<QTensor> {
-        self.content
-            .tensor(&mut Cursor::new(self.data), name, &Device::Cpu)
-            .with_context(|| format!("loading {name}"))
+        let raw = self.raw(name)?;
+        let t = raw.to_qtensor()?;
+        raw.release();
+        Ok(t)
     }
 
     /// Tensor `name` as f32 values, or `None` when the file lacks it.
@@ -240,10 +274,14 @@ impl<S: WeightSink> Reader<'_, '_, S> {
         let mut parts = Vec::with_capacity(bases.len());
         let mut biases = Vec::with_capacity(bases.len());
         for (base, &n) in bases.iter().zip(widths) {
-            let name = format!("{base}.weight");
-            let t = self.src.tensor(&name)?;
-            self.check(&name, &t, n, k)?;
-            parts.push((name, t));
+            let t = self.src.raw(&format!("{base}.weight"))?;
+            let dims = t.dims2()?;
+            ensure!(
+                dims == (n, k),
+                "{} is {dims:?}, the metadata says ({n}, {k})",
+                t.name
+            );
+            parts.push(t);
             let b = self.src.f32s(&format!("{base}.bias"))?;
             if let Some(b) = &b {
                 ensure!(b.len() == n, "{base}.bias has {} values, not {n}", b.len());
@@ -260,10 +298,9 @@ impl<S: WeightSink> Reader<'_, '_, S> {
         } else {
             None
         };
-        Ok(Proj {
-            w: self.sink.matrix(parts)?,
-            bias,
-        })
+        let w = self.sink.matrix_raw(&parts)?;
+        parts.iter().for_each(RawTensor::release);
+        Ok(Proj { w, bias })
     }
 
     fn layer(&self, i: usize) -> Result<LayerWeights<S::Matrix, S::Vector>> {

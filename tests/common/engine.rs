@@ -30,6 +30,7 @@ pub fn config() -> EngineConfig {
         max_waiting: 1024,
         max_model_len: None,
         prefix_caching: true,
+        max_step_ms: 0.0,
     }
 }
 

@@ -18,6 +18,7 @@ mod acts;
 pub mod attention;
 pub mod isa;
 mod math;
+mod pack;
 mod panels;
 mod qmatmul;
 mod repack;

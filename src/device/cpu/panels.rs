@@ -1,6 +1,6 @@
 //! Storage of a repacked weight matrix: panels of 8 rows in one of the `repack`
 //! layouts, with their scales (and, for formats with offsets, offsets) in the most
-//! compact exact encoding ([`Scales`]).
+//! compact exact encoding ([`Scales`]). `pack` fills them, panel by panel.
 
 use half::f16;
 
@@ -103,24 +103,6 @@ impl Scales {
         }
     }
 
-    fn set(&mut self, i: usize, x: f32) {
-        match self {
-            Scales::F32(v) => v[i] = x,
-            Scales::F16(v) => v[i] = f16::from_f32(x),
-            Scales::Sub { .. } => unreachable!("Sub scales are set from their factors"),
-        }
-    }
-
-    fn set_sub(&mut self, i: usize, factor: i8, s: f32) {
-        if let Scales::Sub {
-            q, sup, per, nb, ..
-        } = self
-        {
-            q[i] = factor;
-            sup[Self::sup_index(i, *per, *nb)] = f16::from_f32(s);
-        }
-    }
-
     /// Bytes held.
     pub(crate) fn bytes(&self) -> usize {
         match self {
@@ -131,7 +113,7 @@ impl Scales {
     }
 }
 
-/// Panels of one weight matrix, built row by row from decoded blocks.
+/// Panels of one weight matrix, filled panel by panel (`pack`) from decoded blocks.
 pub(crate) struct Panels {
     pub layout: Layout,
     pub nb: usize,
@@ -166,7 +148,7 @@ impl Panels {
         Self {
             layout,
             nb,
-            qs: vec![0; blocks * layout.qs_bytes()],
+            qs: huge_zeroed(blocks * layout.qs_bytes()),
             d: make(blocks * layout.n_scales(), layout.n_scales(), false),
             n_off,
             m: make(m_len, n_off.max(1) * PANEL, true),
@@ -199,17 +181,6 @@ impl Panels {
         (g * (self.nb * QK / QK_K) + b * QK / QK_K) * PANEL
     }
 
-    /// Stores row `j` of a float matrix (`row`: its `nb * 32` little-endian 16-bit
-    /// values) into a float layout.
-    pub(crate) fn put_floats(&mut self, j: usize, row: &[u8]) {
-        let (g, i) = (j / PANEL, j % PANEL);
-        let k = self.nb * QK;
-        let panel = &mut self.qs[g * k * 2 * PANEL..][..k * 2 * PANEL];
-        for (t, v) in row.chunks_exact(2).enumerate().take(k) {
-            panel[(t * PANEL + i) * 2..][..2].copy_from_slice(v);
-        }
-    }
-
     /// Value `t` (0..k) of row `j` of a float layout, as f32.
     pub(crate) fn get_float(&self, j: usize, t: usize) -> f32 {
         let (g, i) = (j / PANEL, j % PANEL);
@@ -218,53 +189,6 @@ impl Panels {
         match self.layout {
             Layout::BF16 => half::bf16::from_bits(bits).to_f32(),
             _ => f16::from_bits(bits).to_f32(),
-        }
-    }
-
-    /// Stores decoded block `b` of weight row `j`.
-    pub(crate) fn put(&mut self, j: usize, b: usize, sub: &Sub32) {
-        let (g, i) = (j / PANEL, j % PANEL);
-        let pb = g * self.nb + b;
-        let sub_scales = matches!(self.d, Scales::Sub { .. });
-        for h in 0..self.n_off {
-            let at = self.m_index(pb, h) + i;
-            if sub_scales {
-                self.m.set_sub(at, sub.mn[h], sub.msup);
-            } else {
-                self.m.set(at, sub.m[h]);
-            }
-        }
-        let qs = &mut self.qs[pb * self.layout.qs_bytes()..][..self.layout.qs_bytes()];
-        let ds = pb * self.layout.n_scales();
-        let scale = |d: &mut Scales, at: usize, h: usize| {
-            if sub_scales {
-                d.set_sub(at, sub.sc[h], sub.dsup);
-            } else {
-                d.set(at, sub.d[h]);
-            }
-        };
-        match self.layout {
-            Layout::F16 | Layout::BF16 => unreachable!("float rows are stored by put_floats"),
-            Layout::U4 => {
-                for p in 0..4 {
-                    for t in 0..4 {
-                        let (lo, hi) = (sub.q[4 * p + t] as u8, sub.q[16 + 4 * p + t] as u8);
-                        qs[32 * p + 4 * i + t] = lo | (hi << 4);
-                    }
-                }
-                scale(&mut self.d, ds + i, 0);
-            }
-            Layout::I8 | Layout::I8Halves => {
-                for u in 0..8 {
-                    for t in 0..4 {
-                        qs[32 * u + 4 * i + t] = sub.q[4 * u + t] as u8;
-                    }
-                }
-                scale(&mut self.d, ds + i, 0);
-                if self.layout == Layout::I8Halves {
-                    scale(&mut self.d, ds + PANEL + i, 1);
-                }
-            }
         }
     }
 
@@ -309,4 +233,22 @@ impl Panels {
         }
         sub
     }
+}
+
+/// `len` zero bytes, asking the kernel to back them with transparent huge pages where it
+/// allows (`madvise(MADV_HUGEPAGE)` before the first write): a 7B model's panels then
+/// fault in 2 MiB at a time at load, and the matmuls walk them with fewer TLB misses.
+fn huge_zeroed(len: usize) -> Vec<u8> {
+    const HUGE: usize = 2 << 20;
+    let v = vec![0u8; len];
+    let start = v.as_ptr() as usize;
+    let (first, end) = (start.next_multiple_of(HUGE), (start + len) / HUGE * HUGE);
+    if end > first {
+        // SAFETY: `first..end` lies inside `v`'s allocation; MADV_HUGEPAGE only changes
+        // how the kernel backs those pages, never their contents.
+        unsafe {
+            libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE);
+        }
+    }
+    v
 }

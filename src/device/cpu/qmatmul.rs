@@ -93,7 +93,7 @@ impl QKind {
         k / len * bytes
     }
 
-    fn layout(self) -> Layout {
+    pub(crate) fn layout(self) -> Layout {
         match self {
             QKind::Q4_0 | QKind::Q4_1 | QKind::Q4K => Layout::U4,
             QKind::Q8_0 | QKind::Q5_0 | QKind::Q5_1 | QKind::Q5K => Layout::I8,
@@ -105,7 +105,7 @@ impl QKind {
 
     /// Whether the scales are the K-quants' factors (super-block scale times a small
     /// integer per sub-block).
-    fn kquant(self) -> bool {
+    pub(crate) fn kquant(self) -> bool {
         matches!(
             self,
             QKind::Q2K | QKind::Q3K | QKind::Q4K | QKind::Q5K | QKind::Q6K
@@ -124,7 +124,7 @@ impl QKind {
         }
     }
 
-    fn decode(self, raw: &[u8], out: &mut [Sub32]) {
+    pub(crate) fn decode(self, raw: &[u8], out: &mut [Sub32]) {
         match self {
             QKind::Q4_0 => repack::q4_0(raw, out),
             QKind::Q4_1 => repack::q4_1(raw, out),
@@ -197,7 +197,7 @@ impl CpuQMatrix {
 
     /// Builds the matrix from raw GGML blocks (`n` rows of `k` values each).
     pub fn from_raw(kind: QKind, n: usize, k: usize, raw: &[u8]) -> Result<Self> {
-        let (bk, bytes) = kind.block();
+        let bk = kind.block().0;
         if !kind.fits(k) {
             bail!("CpuQMatrix: k = {k} is not a positive multiple of {bk} for {kind:?}");
         }
@@ -208,25 +208,41 @@ impl CpuQMatrix {
                 raw.len()
             );
         }
-        let nb = k / QK;
-        let n_off = kind.sums().per_block();
-        let mut p = Panels::new(kind.layout(), n, nb, kind.kquant(), n_off);
-        let mut subs = [Sub32::default(); QK_K / QK];
-        let per = bk / QK;
-        for (j, row) in raw.chunks_exact(row_bytes.max(1)).enumerate().take(n) {
-            if kind.is_float() {
-                p.put_floats(j, row);
-                continue;
-            }
-            for (bi, blk) in row.chunks_exact(bytes).enumerate() {
-                kind.decode(blk, &mut subs[..per]);
-                for (s, sub) in subs[..per].iter().enumerate() {
-                    p.put(j, bi * per + s, sub);
-                }
-            }
+        Ok(Self::build(kind, n, k, &[raw]))
+    }
+
+    /// Builds the matrix from `parts` of raw GGML blocks (each a whole number of rows of
+    /// `k` values), stacked: the rows of `parts[0]`, then those of `parts[1]`, ... This
+    /// fuses projections of one input without first copying them side by side.
+    pub fn from_parts(kind: QKind, k: usize, parts: &[&[u8]]) -> Result<Self> {
+        if !kind.fits(k) {
+            bail!(
+                "CpuQMatrix: k = {k} is not a positive multiple of {} for {kind:?}",
+                kind.block().0
+            );
         }
-        p.compact();
-        Ok(Self { kind, n, k, p })
+        let row_bytes = kind.row_bytes(k);
+        if let Some(p) = parts.iter().find(|p| !p.len().is_multiple_of(row_bytes)) {
+            bail!(
+                "CpuQMatrix: {} bytes are not whole rows of {row_bytes} bytes ({kind:?})",
+                p.len()
+            );
+        }
+        let n = parts.iter().map(|p| p.len() / row_bytes).sum();
+        Ok(Self::build(kind, n, k, parts))
+    }
+
+    /// Repacks the `n` rows of `parts` (checked: whole rows of `k` values), the panels
+    /// in parallel.
+    fn build(kind: QKind, n: usize, k: usize, parts: &[&[u8]]) -> Self {
+        let row_bytes = kind.row_bytes(k);
+        let rows: Vec<&[u8]> = parts
+            .iter()
+            .flat_map(|p| p.chunks_exact(row_bytes))
+            .collect();
+        debug_assert_eq!(rows.len(), n);
+        let p = Panels::build(kind, n, k, &rows, true);
+        Self { kind, n, k, p }
     }
 
     /// Output features (rows of the weight).

@@ -14,6 +14,7 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 
 use crate::device::cpu::{CpuQMatrix, QKind};
+use crate::model::weights::RawTensor;
 
 /// One weight matmul.
 pub(super) enum Linear {
@@ -96,6 +97,36 @@ impl Projections {
                     .map(|t| Linear::from_arc(Arc::new(t)))
                     .collect::<Result<_>>()?,
             )),
+        }
+    }
+
+    /// [`Self::new`] from the bytes in the file: repacked straight from them (fused when
+    /// they share a format our kernels cover), else copied into candle tensors.
+    pub(super) fn from_raw(parts: &[RawTensor<'_>]) -> Result<Self> {
+        let Some(first) = parts.first() else {
+            bail!("no projections to fuse");
+        };
+        let k = first.dims2()?.1;
+        let kind = QKind::from_ggml(first.dtype).filter(|kind| kind.fits(k));
+        let same = parts
+            .iter()
+            .all(|p| p.dtype == first.dtype && p.dims2().is_ok_and(|(_, pk)| pk == k));
+        match kind {
+            Some(kind) if same => {
+                let data: Vec<&[u8]> = parts.iter().map(|p| p.data).collect();
+                let w = Linear::Ours(CpuQMatrix::from_parts(kind, k, &data)?);
+                Ok(if parts.len() > 1 {
+                    Projections::Fused(Box::new(w))
+                } else {
+                    Projections::Split(vec![w])
+                })
+            }
+            _ => Self::new(
+                parts
+                    .iter()
+                    .map(RawTensor::to_qtensor)
+                    .collect::<Result<_>>()?,
+            ),
         }
     }
 
