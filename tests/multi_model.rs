@@ -489,6 +489,15 @@ fn idle_models_are_unloaded_when_their_keep_alive_runs_out() {
     let s = on_demand(&dir, &["--keep-alive", "1s"]);
     chat(&s, "a", PROMPTS[0], 4);
     assert_eq!(status_of(&s, "a"), "ready");
+    let (_, ps) = get(&s, "/api/ps");
+    let expires = ps["models"][0]["expires_at"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        !expires.is_empty() && !expires.starts_with("2318"),
+        "/api/ps shows when the keep-alive ends: {ps}"
+    );
     let t0 = Instant::now();
     while status_of(&s, "a") != "unloaded" {
         assert!(

@@ -161,6 +161,16 @@ impl Entry {
             .unwrap_or_else(|p| p.into_inner().clone())
     }
 
+    /// How long until its keep-alive unloads it if it stays idle (`None`: never; the
+    /// whole keep-alive while requests hold it).
+    pub fn expires_in(&self) -> Option<Duration> {
+        match self.keep_alive() {
+            KeepAlive::Forever => None,
+            KeepAlive::For(d) if self.leases.load(Ordering::Acquire) > 0 => Some(d),
+            KeepAlive::For(d) => Some(d.saturating_sub(self.idle_for())),
+        }
+    }
+
     /// Points the spec at a local copy of its source (after a download).
     pub fn set_source(&self, source: String) {
         if let Ok(mut s) = self.spec.lock() {

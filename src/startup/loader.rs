@@ -138,6 +138,7 @@ impl Inner {
             max_waiting: a.max_waiting,
             max_model_len: a.max_model_len,
             prefix_caching: a.prefix_caching,
+            max_step_ms: a.max_step_ms,
         }
     }
 

@@ -7,9 +7,12 @@
 //! model). Anything else is Ollama's 404 `model 'x' not found`.
 //!
 //! `digest` is the SHA-256 of the served name (ferrite has no Ollama manifests), `size`
-//! is not known to the HTTP layer and is 0, and `expires_at` is far in the future. A
-//! request's `keep_alive` sets how long its model stays loaded once idle (`0` unloads
+//! is not known to the HTTP layer and is 0, and `expires_at` is when the model's
+//! keep-alive unloads it (far in the future for models kept for ever). A request's
+//! `keep_alive` sets how long its model stays loaded once idle (`0` unloads
 //! it as soon as no request holds it, as `ollama stop` does).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::{Request, State};
@@ -118,19 +121,22 @@ fn quantization(id: &str) -> &str {
         .unwrap_or("")
 }
 
-/// One `/api/tags` entry per name of every loaded model (aliases included).
-fn entries(state: &AppState) -> Result<Vec<Value>, ApiError> {
+/// One `/api/tags` entry per name of every loaded model (aliases included), each with
+/// how long until its keep-alive unloads it (`None`: never).
+fn entries(state: &AppState) -> Result<Vec<(Value, Option<Duration>)>, ApiError> {
     if state.registry.starting() {
         return Err(ApiError::loading());
     }
     let mut out = Vec::new();
-    let mut push = |name: &str, created: u64, details: Value| {
-        out.push(json!({
-            "name": tagged(name), "model": tagged(name), "modified_at": rfc3339(created, 0),
-            "size": 0, "digest": digest(name), "details": details,
-        }));
-    };
     for (entry, loaded) in state.registry.loaded() {
+        let expires = entry.expires_in();
+        let mut push = |name: &str, created: u64, details: Value| {
+            let v = json!({
+                "name": tagged(name), "model": tagged(name), "modified_at": rfc3339(created, 0),
+                "size": 0, "digest": digest(name), "details": details,
+            });
+            out.push((v, expires));
+        };
         match &loaded {
             Loaded::Llm(r) => {
                 let info = &r.model.info;
@@ -150,12 +156,16 @@ fn entries(state: &AppState) -> Result<Vec<Value>, ApiError> {
 
 /// `GET /api/tags`: the loaded models (503 while loading at start-up).
 pub async fn tags(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({"models": entries(&state)?})))
+    let models: Vec<Value> = entries(&state)?.into_iter().map(|(v, _)| v).collect();
+    Ok(Json(json!({"models": models})))
 }
 
 /// `GET /api/ps`: the loaded models.
 pub async fn ps(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let mut models = entries(&state)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let context = state
         .registry
         .loaded()
@@ -164,17 +174,26 @@ pub async fn ps(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
             Loaded::Llm(r) => Some(r.model.info.context_length),
             Loaded::Encoder(_) => None,
         });
-    for m in &mut models {
+    for (m, expires) in &mut models {
         let Some(obj) = m.as_object_mut() else {
             continue;
         };
         obj.remove("modified_at");
-        obj.insert("expires_at".into(), json!("2318-01-01T00:00:00Z"));
+        let at = match expires {
+            Some(d) => {
+                let t = now + *d;
+                rfc3339(t.as_secs(), t.subsec_nanos())
+            }
+            // Kept for ever: Ollama shows a date far away.
+            None => "2318-01-01T00:00:00Z".to_string(),
+        };
+        obj.insert("expires_at".into(), json!(at));
         obj.insert("size_vram".into(), json!(0));
         if let Some(c) = context.filter(|_| obj["details"]["family"] == "llama") {
             obj.insert("context_length".into(), json!(c));
         }
     }
+    let models: Vec<Value> = models.into_iter().map(|(v, _)| v).collect();
     Ok(Json(json!({"models": models})))
 }
 
