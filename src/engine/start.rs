@@ -89,8 +89,6 @@ pub struct StartedEngine {
     pub handle: EngineHandle,
     /// Handle of the encoder (None: LLM only).
     pub encoder_handle: Option<EngineHandle>,
-    /// The engine thread's sending side.
-    pub device: DeviceEngine,
     /// The text side of the LLM, for the HTTP layer (None: encoder only).
     pub served: Option<Arc<ServedModel>>,
     /// The text side of the encoder (None: LLM only).
@@ -250,7 +248,6 @@ pub fn start_engine(
     Ok(StartedEngine {
         handle,
         encoder_handle,
-        device,
         served: llm.map(|l| l.served),
         encoder: enc.map(|e| e.served),
         memory,

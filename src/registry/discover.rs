@@ -58,12 +58,15 @@ fn is_encoder_dir(dir: &Path) -> bool {
     dir.join("config.json").is_file() && dir.join("model.safetensors").is_file()
 }
 
-fn encoder_name(root: &Path, dir: &Path) -> String {
+/// The name an encoder folder is served under: the default encoder's (when `dir` is
+/// the default encoder's folder under `models_dir`), else the folder's name, or its
+/// parent's when the folder is a package's `model/`.
+pub fn encoder_name(models_dir: &Path, dir: &Path) -> String {
     let canon = |p: &Path| std::fs::canonicalize(p).ok();
-    if canon(dir).is_some() && canon(dir) == canon(&DefaultEncoder::ASSET.path(root)) {
+    if canon(dir).is_some() && canon(dir) == canon(&DefaultEncoder::ASSET.path(models_dir)) {
         return DefaultEncoder::NAME.to_string();
     }
-    let name = |p: &Path| p.file_name().and_then(|n| n.to_str()).map(str::to_string);
+    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
     match name(dir) {
         Some(n) if n == "model" => dir.parent().and_then(name).unwrap_or(n),
         Some(n) => n,
@@ -78,13 +81,15 @@ fn spec(path: &Path, kind: SpecKind) -> ModelSpec {
     }
 }
 
-/// The default LLM's id under `models_dir` (its file stem), as discovery names it.
+/// The name a GGUF file is served under: its file stem.
+pub fn llm_name(path: &Path) -> String {
+    path.file_stem()
+        .map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned())
+}
+
+/// The default LLM's name.
 pub fn default_llm_name() -> String {
-    Path::new(DefaultModel::FILE)
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("model")
-        .to_string()
+    llm_name(Path::new(DefaultModel::FILE))
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@
 
 pub mod discover;
 pub mod kinds;
+mod lifecycle;
 pub mod memory;
 pub mod spec;
 
@@ -34,7 +35,7 @@ use crate::engine::handle::EngineHandle;
 use crate::model::ServedModel;
 use crate::model::encoder::ServedEncoder;
 pub use kinds::{ModelKind, Route};
-use memory::{MemoryUse, mib};
+use memory::MemoryUse;
 use spec::{KeepAlive, ModelSpec};
 
 /// What the generation routes need of a loaded LLM.
@@ -399,30 +400,6 @@ impl Registry {
         }
     }
 
-    /// A registry of models already loaded, nothing on demand (tests, tools).
-    pub fn with_loaded(models: Vec<(String, Vec<String>, Loaded)>) -> Self {
-        let reg = Self::new(RegistryConfig {
-            loader: None,
-            budget: None,
-            models_dir: None,
-            keep_alive: KeepAlive::Forever,
-        });
-        for (name, aliases, loaded) in models {
-            let kind = match &loaded {
-                Loaded::Llm(_) => spec::SpecKind::Llm,
-                Loaded::Encoder(_) => spec::SpecKind::Encoder,
-            };
-            let spec = ModelSpec {
-                aliases,
-                ..ModelSpec::default_of(kind)
-            };
-            if let Ok(e) = reg.add(&name, spec, false) {
-                reg.mark_ready(&e, loaded, MemoryUse::default());
-            }
-        }
-        reg
-    }
-
     /// Sets the loader once (the server's is built after the start-up downloads);
     /// later calls are ignored.
     pub fn set_loader(&self, loader: Arc<dyn Loader>) {
@@ -472,13 +449,9 @@ impl Registry {
         Ok(entry)
     }
 
-    fn entries(&self) -> Vec<Arc<Entry>> {
-        self.entries.read().map(|e| e.clone()).unwrap_or_default()
-    }
-
     /// The entries, in order.
     pub fn list(&self) -> Vec<Arc<Entry>> {
-        self.entries()
+        self.entries.read().map(|e| e.clone()).unwrap_or_default()
     }
 
     /// Marks `entry` loading at start-up (requests get 503 until it is ready), with its
@@ -502,14 +475,14 @@ impl Registry {
 
     /// Whether any model named at start-up is still loading.
     pub fn starting(&self) -> bool {
-        self.entries()
+        self.list()
             .iter()
             .any(|e| matches!(e.state(), State::Loading { waitable: false }))
     }
 
     /// Every loaded model, in order.
     pub fn loaded(&self) -> Vec<(Arc<Entry>, Loaded)> {
-        self.entries()
+        self.list()
             .into_iter()
             .filter_map(|e| match e.state() {
                 State::Ready(l) => Some((e, l)),
@@ -520,7 +493,7 @@ impl Registry {
 
     /// What `/health` shows of every model.
     pub fn statuses(&self) -> Vec<EntryStatus> {
-        self.entries()
+        self.list()
             .iter()
             .map(|e| {
                 let (status, error) = match e.state() {
@@ -564,11 +537,9 @@ impl Registry {
                 Ok(e) => e,
                 // Nothing here serves the route at all: say how to serve one.
                 Err(_) if !self.serves_any(route) => {
-                    return Err(ApiError::model_not_found(name).with_message(format!(
-                        "The model `{name}` does not exist, and this server serves no {}; start it with {} to enable this route.",
-                        route.needs().trim_start_matches("an ").trim_start_matches("a "),
-                        route.flag()
-                    )));
+                    let how = ApiError::not_served(route.needs(), route.flag()).message;
+                    let message = format!("The model `{name}` does not exist. {how}");
+                    return Err(ApiError::model_not_found(name).with_message(message));
                 }
                 Err(e) => return Err(e),
             },
@@ -595,7 +566,7 @@ impl Registry {
 
     /// The entry answering to `name`, looking in `--models-dir` for new files on a miss.
     fn find(&self, name: &str) -> Result<Arc<Entry>, ApiError> {
-        let known = |reg: &Self| reg.entries().into_iter().find(|e| e.answers_to(name));
+        let known = |reg: &Self| reg.list().into_iter().find(|e| e.answers_to(name));
         if let Some(e) = known(self) {
             return Ok(e);
         }
@@ -614,14 +585,14 @@ impl Registry {
     }
 
     fn serves_any(&self, route: Route) -> bool {
-        self.entries().iter().any(|e| {
+        self.list().iter().any(|e| {
             e.known_kind().is_some_and(|k| k.serves(route))
                 || (e.known_kind().is_none() && route != Route::Generate)
         })
     }
 
     fn default_for(&self, route: Route) -> Result<Arc<Entry>, ApiError> {
-        let entries = self.entries();
+        let entries = self.list();
         let best = entries
             .iter()
             .filter(|e| !e.on_demand)
@@ -662,7 +633,9 @@ impl Registry {
                 State::Ready(_) => continue,
                 State::Loading { waitable: false } => return Err(ApiError::loading()),
                 State::Loading { waitable: true } => {}
-                State::Failed(why) if started => return Err(load_failed(&entry.name, &why)),
+                State::Failed(why) if started => {
+                    return Err(lifecycle::load_failed(&entry.name, &why));
+                }
                 State::Unloaded | State::Failed(_) => {
                     if self.loader.get().is_none() {
                         return Err(ApiError::model_not_found(&entry.name));
@@ -675,195 +648,5 @@ impl Registry {
                 return Err(ApiError::stopped());
             }
         }
-    }
-
-    /// Moves `entry` to loading (if nobody else did) and loads it on a task of its own,
-    /// so a client that gives up does not cancel a load others wait for.
-    fn begin_load(self: &Arc<Self>, entry: &Arc<Entry>) {
-        {
-            let Ok(mut st) = entry.state.lock() else {
-                return;
-            };
-            if matches!(*st, State::Loading { .. } | State::Ready(_)) {
-                return;
-            }
-            *st = State::Loading { waitable: true };
-        }
-        entry.changed.send_modify(|g| *g += 1);
-        let (Some(loader), Ok(handle)) = (
-            self.loader.get().cloned(),
-            tokio::runtime::Handle::try_current(),
-        ) else {
-            entry.set_state(State::Failed("no loader".into()));
-            return;
-        };
-        let this = self.clone();
-        let entry = entry.clone();
-        handle.spawn(async move {
-            let t0 = Instant::now();
-            match this.load_now(&loader, &entry).await {
-                Ok((loaded, memory)) => {
-                    tracing::info!(
-                        model = %entry.name,
-                        secs = t0.elapsed().as_secs_f64(),
-                        memory = %mib(memory.total()),
-                        "model loaded on demand"
-                    );
-                    metrics::counter!(crate::metrics::MODEL_LOADS_TOTAL, "model" => entry.name.clone())
-                        .increment(1);
-                    this.mark_ready(&entry, loaded, memory);
-                }
-                Err(why) => {
-                    tracing::warn!(model = %entry.name, "loading on demand failed: {why}");
-                    entry.set_memory(MemoryUse::default());
-                    entry.set_state(State::Failed(why));
-                }
-            }
-        });
-    }
-
-    /// Estimates, makes room, and loads (one load at a time).
-    async fn load_now(
-        self: &Arc<Self>,
-        loader: &Arc<dyn Loader>,
-        entry: &Arc<Entry>,
-    ) -> Result<(Loaded, MemoryUse), String> {
-        let _one = self.load_lock.lock().await;
-        let spec = entry.spec();
-        let need = loader.estimate(&spec).map_err(|e| format!("{e:#}"))?;
-        self.make_room(entry, need).await?;
-        entry.set_memory(need);
-        tracing::info!(model = %entry.name, memory = %mib(need.total()), "loading on demand");
-        let loaded = loader
-            .load(entry.name.clone(), spec)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
-        Ok((loaded, need))
-    }
-
-    /// Bytes counted against the budget by every model but `except`.
-    fn used_except(&self, except: &Entry) -> u64 {
-        self.entries()
-            .iter()
-            .filter(|e| !std::ptr::eq(e.as_ref(), except))
-            .filter(|e| matches!(e.state(), State::Ready(_) | State::Loading { .. }))
-            .map(|e| e.memory().total())
-            .sum()
-    }
-
-    /// Unloads least recently used idle models until `need` fits beside the others.
-    async fn make_room(&self, entry: &Entry, need: MemoryUse) -> Result<(), String> {
-        let Some(budget) = self.budget else {
-            return Ok(());
-        };
-        if need.total() > budget {
-            return Err(format!(
-                "`{}` needs {} (weights {}, activations {}, KV cache {}) but the whole memory budget is {}; raise --memory",
-                entry.name,
-                mib(need.total()),
-                mib(need.weights),
-                mib(need.activations),
-                mib(need.kv),
-                mib(budget)
-            ));
-        }
-        loop {
-            let used = self.used_except(entry);
-            if used + need.total() <= budget {
-                return Ok(());
-            }
-            let victim = self
-                .entries()
-                .into_iter()
-                .filter(|e| !std::ptr::eq(e.as_ref(), entry))
-                .filter(|e| e.keep_alive() != KeepAlive::Forever)
-                .filter(|e| matches!(e.state(), State::Ready(_)))
-                .filter(|e| e.leases.load(Ordering::Acquire) == 0)
-                .max_by_key(|e| e.idle_for());
-            let Some(victim) = victim else {
-                return Err(format!(
-                    "`{}` needs {} but only {} of the {} memory budget are free, and every loaded model is in use or kept for ever; retry when one is idle, or raise --memory",
-                    entry.name,
-                    mib(need.total()),
-                    mib(budget.saturating_sub(used)),
-                    mib(budget)
-                ));
-            };
-            self.evict(&victim, "to make room").await;
-        }
-    }
-
-    /// Unloads `entry` if it is loaded and idle (checked under its state lock).
-    async fn evict(&self, entry: &Arc<Entry>, why: &'static str) -> bool {
-        let loaded = {
-            let Ok(mut st) = entry.state.lock() else {
-                return false;
-            };
-            match &*st {
-                State::Ready(l) if entry.leases.load(Ordering::Acquire) == 0 => {
-                    let l = l.clone();
-                    *st = State::Loading { waitable: true };
-                    l
-                }
-                _ => return false,
-            }
-        };
-        entry.changed.send_modify(|g| *g += 1);
-        let freed = entry.memory();
-        if let Some(loader) = self.loader.get() {
-            loader.unload(loaded).await;
-        }
-        entry.set_memory(MemoryUse::default());
-        entry.set_state(State::Unloaded);
-        tracing::info!(model = %entry.name, freed = %mib(freed.total()), reason = why, "model unloaded");
-        metrics::counter!(crate::metrics::MODEL_UNLOADS_TOTAL, "model" => entry.name.clone(), "reason" => why)
-            .increment(1);
-        metrics::gauge!(crate::metrics::MODEL_LOADED, "model" => entry.name.clone()).set(0.0);
-        metrics::gauge!(crate::metrics::MODEL_MEMORY_BYTES, "model" => entry.name.clone()).set(0.0);
-        true
-    }
-
-    /// Unloads every idle model whose keep-alive has run out; returns how many.
-    pub async fn reap_idle(&self) -> usize {
-        let mut n = 0;
-        for e in self.entries() {
-            if let KeepAlive::For(d) = e.keep_alive()
-                && matches!(e.state(), State::Ready(_))
-                && e.leases.load(Ordering::Acquire) == 0
-                && e.idle_for() >= d
-                && self.evict(&e, "keep_alive expired").await
-            {
-                n += 1;
-            }
-        }
-        n
-    }
-
-    /// Runs `reap_idle` every `every` for as long as the registry lives.
-    pub fn spawn_reaper(self: &Arc<Self>, every: Duration) {
-        let weak = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                let Some(reg) = weak.upgrade() else {
-                    return;
-                };
-                reg.reap_idle().await;
-            }
-        });
-    }
-}
-
-fn load_failed(name: &str, why: &str) -> ApiError {
-    if why.contains("memory budget") {
-        ApiError::new(
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            format!("The model `{name}` cannot be loaded now: {why}."),
-        )
-        .with_code("insufficient_memory")
-    } else {
-        ApiError::internal(format!("The model `{name}` failed to load: {why}."))
-            .with_code("model_load_failed")
     }
 }

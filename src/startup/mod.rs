@@ -140,35 +140,14 @@ fn name_of(spec: &ModelSpec, models_dir: &Path) -> String {
     if let Some(n) = &spec.name {
         return n.clone();
     }
-    let stem = |p: &str| {
-        Path::new(p)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-    };
+    use crate::registry::discover::{default_llm_name, encoder_name, llm_name};
     match (spec.kind, spec.source.as_deref()) {
-        (SpecKind::Llm, None) => crate::registry::discover::default_llm_name(),
-        (SpecKind::Llm, Some(s)) => stem(s).unwrap_or_else(|| "model".into()),
+        (SpecKind::Llm, None) => default_llm_name(),
+        (SpecKind::Llm, Some(s)) => llm_name(Path::new(s)),
         (SpecKind::Encoder, None) => DefaultEncoder::NAME.to_string(),
         (SpecKind::Encoder, Some(s)) => match s.strip_prefix("hf:") {
             Some(repo) => repo.to_string(),
-            None => {
-                let default = DefaultEncoder::ASSET.path(models_dir);
-                let canon = |p: &Path| std::fs::canonicalize(p).ok();
-                if canon(Path::new(s)).is_some() && canon(Path::new(s)) == canon(&default) {
-                    return DefaultEncoder::NAME.to_string();
-                }
-                let p = Path::new(s);
-                let leaf = p.file_name().map(|n| n.to_string_lossy().into_owned());
-                match leaf.as_deref() {
-                    Some("model") => p
-                        .parent()
-                        .and_then(|q| q.file_name())
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_else(|| "model".into()),
-                    Some(n) => n.to_string(),
-                    None => "encoder".into(),
-                }
-            }
+            None => encoder_name(models_dir, Path::new(s)),
         },
     }
 }
