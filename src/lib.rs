@@ -1,6 +1,8 @@
-//! ferrite: an LLM serving engine. One process serves a quantized llama-family model
-//! and an encoder (embeddings, rerank) over an OpenAI-compatible HTTP API, batching
-//! every concurrent request onto the models through a scheduler and a paged KV cache.
+//! ferrite: an LLM serving engine. One process serves quantized LLMs (GGUF) and encoder
+//! models (embeddings, rerank, classifiers, NER) under one memory budget over OpenAI-
+//! and Ollama-compatible HTTP APIs, routing requests by `model` through a registry and
+//! batching every concurrent request onto each model through a scheduler and a paged KV
+//! cache.
 //! `selftest` and `bench` prove a device: every kernel against the CPU reference, and
 //! the speed of a 7B-shaped model on it.
 
