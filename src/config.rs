@@ -199,6 +199,15 @@ pub struct ServeArgs {
     #[arg(long, env = "FERRITE_MAX_STEP_MS", default_value_t = 100.0, value_parser = non_negative_ms)]
     pub max_step_ms: f64,
 
+    /// Prompt-lookup speculative decoding: most draft tokens per sequence and step.
+    /// Drafts are what followed the latest earlier occurrence of the sequence's last
+    /// tokens in its prompt or output; one batched forward verifies them and outputs
+    /// are unchanged (greedy and seeded alike). Used while steps are small (up to 32
+    /// decoding rows), where it pays; 0 turns it off (a request can opt out with
+    /// `"speculative": false`).
+    #[arg(long, env = "FERRITE_SPECULATIVE_TOKENS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=32))]
+    pub speculative_tokens: u32,
+
     /// Most sequences waiting to start; beyond it requests get 429 with Retry-After.
     #[arg(long, env = "FERRITE_MAX_WAITING", default_value_t = 256)]
     pub max_waiting: usize,

@@ -43,6 +43,11 @@ pub const PREFIX_CACHE_QUERIED_TOKENS_TOTAL: &str = "ferrite_prefix_cache_querie
 pub const PREFIX_CACHE_HIT_TOKENS_TOTAL: &str = "ferrite_prefix_cache_hit_tokens_total";
 /// Sequences aborted because their client went away (counter).
 pub const CANCELLED_TOTAL: &str = "ferrite_sequences_cancelled_total";
+/// Speculative draft tokens verified (counter; see `engine::speculate`).
+pub const SPEC_DRAFT_TOKENS_TOTAL: &str = "ferrite_speculative_draft_tokens_total";
+/// Speculative draft tokens accepted: each saved one decode step (counter). Divided by
+/// `ferrite_speculative_draft_tokens_total` it is the acceptance rate.
+pub const SPEC_ACCEPTED_TOKENS_TOTAL: &str = "ferrite_speculative_accepted_tokens_total";
 /// Response-cache lookups answered from the cache (counter).
 pub const CACHE_HITS_TOTAL: &str = "ferrite_cache_hits_total";
 /// Response-cache lookups that found nothing fresh (counter).
@@ -133,6 +138,8 @@ pub fn init_model_counters(model: &str) {
         PREFIX_CACHE_QUERIED_TOKENS_TOTAL,
         PREFIX_CACHE_HIT_TOKENS_TOTAL,
         CANCELLED_TOTAL,
+        SPEC_DRAFT_TOKENS_TOTAL,
+        SPEC_ACCEPTED_TOKENS_TOTAL,
     ] {
         metrics::counter!(name, "model" => model.to_string()).increment(0);
     }
@@ -193,6 +200,14 @@ fn describe() {
     describe_counter!(
         CANCELLED_TOTAL,
         "Sequences aborted because the client went away"
+    );
+    describe_counter!(
+        SPEC_DRAFT_TOKENS_TOTAL,
+        "Speculative (prompt-lookup) draft tokens verified"
+    );
+    describe_counter!(
+        SPEC_ACCEPTED_TOKENS_TOTAL,
+        "Speculative draft tokens accepted (each saved a decode step)"
     );
     describe_counter!(CACHE_HITS_TOTAL, "Response-cache lookups that hit");
     describe_counter!(CACHE_MISSES_TOTAL, "Response-cache lookups that missed");

@@ -41,6 +41,7 @@ fn engine(tag: &str) -> (StartedEngine, TempFile) {
         max_model_len: None,
         prefix_caching: true,
         max_step_ms: 0.0,
+        speculative_tokens: 0,
     };
     (start(loaded, info, &cfg).expect("engine starts"), file)
 }

@@ -34,6 +34,7 @@ fn config() -> EngineConfig {
         max_model_len: None,
         prefix_caching: true,
         max_step_ms: 0.0,
+        speculative_tokens: 0,
     }
 }
 

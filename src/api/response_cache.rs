@@ -71,6 +71,8 @@ fn greedy(p: &SamplingParams) -> Option<GreedyParams<'_>> {
         ignore_eos,
         logit_bias,
         visible_control: _,
+        // Speculation never changes the output.
+        speculative: _,
     } = p;
     let argmax = *temperature <= 0.0;
     (argmax || *top_k == 1).then_some(GreedyParams {

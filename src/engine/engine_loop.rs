@@ -30,6 +30,10 @@ use crate::model::transformer::BatchInput;
 use crate::structured::Constraint;
 use rayon::prelude::*;
 
+mod drafts;
+use super::speculate::{SpecConfig, SpecState};
+use drafts::{Row, Rows};
+
 /// Everything the engine thread owns.
 pub struct Engine {
     /// The model and its KV cache.
@@ -43,6 +47,8 @@ pub struct Engine {
     next_id: SeqId,
     /// The `model` label of this LLM's metrics.
     label: String,
+    /// Prompt-lookup speculative decoding (see `speculate`).
+    spec: SpecConfig,
 }
 
 impl Engine {
@@ -65,7 +71,13 @@ impl Engine {
             max_seq_len,
             next_id: 0,
             label: label.to_string(),
+            spec: SpecConfig::OFF,
         }
+    }
+
+    /// Sets speculative decoding for the sequences added from now on.
+    pub fn set_speculation(&mut self, spec: SpecConfig) {
+        self.spec = spec;
     }
 
     /// This LLM's counters.
@@ -190,6 +202,9 @@ impl Engine {
         };
         self.scheduler
             .add_with_prefix(id, req.prompt_ids.len(), hashes);
+        // A grammar's masks follow the output token by token: no drafts there.
+        let spec = (self.spec.enabled() && req.params.speculative && req.constraint.is_none())
+            .then(|| SpecState::new(self.spec.max_draft));
         self.seqs.insert(
             id,
             Sequence {
@@ -204,6 +219,8 @@ impl Engine {
                 waiting: Some(permit),
                 arrived: Instant::now(),
                 constraint: req.constraint,
+                spec,
+                draft: Vec::new(),
             },
         );
     }
@@ -231,7 +248,9 @@ impl Engine {
 
     fn step(&mut self) {
         let started = Instant::now();
+        self.propose_drafts();
         let plan = self.scheduler.schedule();
+        self.trim_drafts();
         if !plan.preempted.is_empty() {
             metrics::counter!(m::PREEMPTIONS_TOTAL, "model" => self.label.clone())
                 .increment(plan.preempted.len() as u64);
@@ -318,14 +337,16 @@ impl Engine {
                 block_table: kv.block_table(s.id).to_vec(),
             });
             for pos in s.start..s.start + s.len {
-                input.tokens.push(seq.tokens[pos]);
+                input.tokens.push(seq.token_at(pos));
                 input.positions.push(pos);
                 input
                     .slots
                     .push(kv.slot(s.id, pos).expect("scheduler granted blocks"));
             }
             if s.samples {
-                input.logits_rows.push(input.tokens.len() - 1);
+                // The last known token's row, and one per draft token before it.
+                let end = input.tokens.len();
+                input.logits_rows.extend(end - 1 - s.draft..end);
             }
         }
         input
@@ -375,51 +396,54 @@ impl Engine {
         })
     }
 
+    /// Samples every sampling sequence's rows (one, plus one per draft token) in
+    /// batch order and appends what it accepts (see `drafts`).
     fn sample_all(&mut self, plan: &StepPlan, out: StepOutput) {
-        let sampling = plan.scheduled.iter().filter(|s| s.samples).map(|s| s.id);
-        match out {
-            StepOutput::Logits(rows) => {
-                for (id, mut row) in sampling.zip(rows) {
-                    let Some(seq) = self.seqs.get_mut(&id) else {
-                        continue;
-                    };
-                    let closing = seq.closing_time(self.max_seq_len);
-                    if let Some(c) = &mut seq.constraint {
-                        let eog = &self.tokenizer.eog_ids;
-                        if let Err(e) = c.apply(&mut row, eog) {
-                            seq.fail(EngineError::ModelFailed(e));
-                            self.remove(id);
-                            continue;
-                        }
-                        if closing {
-                            c.steer_to_close(&mut row, eog);
-                        }
-                    }
-                    let sampled = seq.sampler.sample(&mut row, &seq.params);
-                    self.take(id, sampled);
-                }
-            }
-            StepOutput::Tokens(tokens) => {
-                for (id, token) in sampling.zip(tokens) {
-                    let sampled = Sampled {
-                        id: token,
-                        logprobs: None,
-                    };
-                    self.take(id, sampled);
-                }
-            }
+        let mut rows = Rows::from(out);
+        for s in plan.scheduled.iter().filter(|s| s.samples) {
+            let mine = rows.take(1 + s.draft);
+            self.verify(s, mine);
         }
     }
 
+    /// Picks the token of one logits row of `id` (grammar mask, then the sampler).
+    /// `None` when the sequence failed (it is removed).
+    fn pick(&mut self, id: SeqId, row: Row) -> Option<Sampled> {
+        let mut row = match row {
+            Row::Token(token) => {
+                return Some(Sampled {
+                    id: token,
+                    logprobs: None,
+                });
+            }
+            Row::Logits(row) => row,
+        };
+        let seq = self.seqs.get_mut(&id)?;
+        let closing = seq.closing_time(self.max_seq_len);
+        if let Some(c) = &mut seq.constraint {
+            let eog = &self.tokenizer.eog_ids;
+            if let Err(e) = c.apply(&mut row, eog) {
+                seq.fail(EngineError::ModelFailed(e));
+                self.remove(id);
+                return None;
+            }
+            if closing {
+                c.steer_to_close(&mut row, eog);
+            }
+        }
+        Some(seq.sampler.sample(&mut row, &seq.params))
+    }
+
     /// Appends the sampled token to sequence `id`, finishing or dropping it as needed.
-    fn take(&mut self, id: SeqId, sampled: Sampled) {
+    /// True when the sequence goes on.
+    fn take(&mut self, id: SeqId, sampled: Sampled) -> bool {
         let Some(seq) = self.seqs.get_mut(&id) else {
-            return;
+            return false;
         };
         metrics::counter!(m::GENERATION_TOKENS_TOTAL, "model" => self.label.clone()).increment(1);
         self.scheduler.append_token(id);
         match seq.accept(sampled, &self.tokenizer, self.max_seq_len) {
-            Progress::Continue => {}
+            Progress::Continue => return true,
             Progress::Finished(reason) => {
                 tracing::debug!(
                     request = %seq.request_id,
@@ -436,6 +460,7 @@ impl Engine {
             }
             Progress::Failed => self.remove(id),
         }
+        false
     }
 
     /// Publishes the counters read by `/health` and `/metrics`.

@@ -106,6 +106,10 @@ pub struct EngineStats {
     pub prefix_cached_tokens: AtomicUsize,
     /// Whether the admission of new sequences is paused.
     pub admission_paused: AtomicBool,
+    /// Speculative draft tokens verified since start.
+    pub draft_tokens: AtomicUsize,
+    /// Speculative draft tokens accepted since start.
+    pub accepted_tokens: AtomicUsize,
 }
 
 /// A plain copy of `EngineStats`.
@@ -127,6 +131,10 @@ pub struct StatsSnapshot {
     pub prefix_cached_tokens: usize,
     /// See `EngineStats::admission_paused`.
     pub admission_paused: bool,
+    /// See `EngineStats::draft_tokens`.
+    pub draft_tokens: usize,
+    /// See `EngineStats::accepted_tokens`.
+    pub accepted_tokens: usize,
 }
 
 impl EngineStats {
@@ -141,6 +149,8 @@ impl EngineStats {
             prefix_cached_tokens: self.prefix_cached_tokens.load(Ordering::Acquire),
             encoder_waiting: self.encoder_waiting.get(),
             admission_paused: self.admission_paused.load(Ordering::Acquire),
+            draft_tokens: self.draft_tokens.load(Ordering::Acquire),
+            accepted_tokens: self.accepted_tokens.load(Ordering::Acquire),
         }
     }
 }

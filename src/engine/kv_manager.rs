@@ -167,6 +167,22 @@ impl KvCacheManager {
         }
     }
 
+    /// Shrinks `seq`'s table to the blocks that hold its first `num_tokens` tokens,
+    /// releasing the rest (the positions of rejected speculative drafts).
+    pub fn truncate(&mut self, seq: SeqId, num_tokens: usize) {
+        let keep = self.blocks_for(num_tokens);
+        let Some(table) = self.tables.get_mut(&seq) else {
+            return;
+        };
+        if table.len() <= keep {
+            return;
+        }
+        let surplus = table.split_off(keep);
+        if let Err(e) = self.pool.release(&surplus) {
+            tracing::error!(seq, "KV bookkeeping error: {e}");
+        }
+    }
+
     /// `seq`'s block table (empty for a sequence holding none).
     pub fn block_table(&self, seq: SeqId) -> &[BlockId] {
         self.tables.get(&seq).map_or(&[], Vec::as_slice)

@@ -13,6 +13,7 @@ pub mod permit;
 pub mod sampler;
 pub mod scheduler;
 pub mod sequence;
+pub mod speculate;
 pub mod start;
 pub mod step_cost;
 pub mod text_stream;

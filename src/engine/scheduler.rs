@@ -36,6 +36,7 @@ use std::collections::{HashMap, VecDeque};
 use super::kv_manager::{BlockHash, KvCacheManager, SeqId};
 use super::step_cost::StepCost;
 
+mod drafts;
 mod step_budget;
 use step_budget::PrefillRoom;
 
@@ -62,6 +63,10 @@ pub struct ScheduledSeq {
     /// True when this step reaches the sequence's last known token, so its logits
     /// yield the next token.
     pub samples: bool,
+    /// Speculative draft tokens among the last of `len` (0 without speculation): their
+    /// rows' logits verify them, and the step then settles the sequence with
+    /// [`Scheduler::settle_draft`].
+    pub draft: usize,
 }
 
 /// What one step computes.
@@ -90,6 +95,8 @@ struct Counts {
     num_prompt: usize,
     /// Whether it has been admitted at least once (it is running, or was preempted).
     started: bool,
+    /// Of `num_tokens`, how many at the end are unverified speculative drafts.
+    num_draft: usize,
 }
 
 /// A sequence's prompt blocks for the prefix cache.
@@ -160,6 +167,7 @@ impl Scheduler {
                 num_computed: 0,
                 num_prompt: num_prompt_tokens,
                 started: false,
+                num_draft: 0,
             },
         );
         if self.cfg.prefix_caching && !prompt_block_hashes.is_empty() {
@@ -235,11 +243,14 @@ impl Scheduler {
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
             let id = self.running[i];
+            self.fit_draft(id, budget);
             let c = self.seqs[&id];
             let left = c.num_tokens - c.num_computed;
+            // Drafts ride with their sequence's decode: they are never cut as prefill.
+            let own = left - c.num_draft;
             let len = left
                 .min(budget)
-                .min(self.room(&mut prefill, left, c.num_computed));
+                .min(self.room(&mut prefill, own, c.num_computed));
             if len == 0 {
                 i += 1;
                 continue;
@@ -250,12 +261,13 @@ impl Scheduler {
             }
             plan.scheduled.push(self.commit(id, len));
             budget -= len;
-            prefill.take(left, len);
+            prefill.take(own, len);
             i += 1;
         }
         if plan.preempted.is_empty() {
             self.admit_waiting(&mut budget, &mut prefill, &mut plan);
         }
+        self.drop_unscheduled_drafts(&plan);
         plan
     }
 
@@ -307,6 +319,7 @@ impl Scheduler {
     }
 
     fn preempt(&mut self, id: SeqId, plan: &mut StepPlan) {
+        self.cut_draft(id, 0);
         self.kv.free(id);
         if let Some(p) = self.prefixes.get_mut(&id) {
             p.registered = 0;
@@ -378,11 +391,13 @@ impl Scheduler {
         let c = self.seqs.get_mut(&id).expect("scheduled sequence is known");
         let start = c.num_computed;
         c.num_computed += len;
+        let samples = c.num_computed == c.num_tokens;
         ScheduledSeq {
             id,
             start,
             len,
-            samples: c.num_computed == c.num_tokens,
+            samples,
+            draft: if samples { c.num_draft } else { 0 },
         }
     }
 
@@ -465,7 +480,8 @@ mod tests {
                 id: 1,
                 start: 0,
                 len: 3,
-                samples: true
+                samples: true,
+                draft: 0
             }]
         );
         s.add(2, 20);
@@ -476,7 +492,8 @@ mod tests {
                 id: 1,
                 start: 3,
                 len: 1,
-                samples: true
+                samples: true,
+                draft: 0
             }
         );
         assert_eq!(
@@ -485,7 +502,8 @@ mod tests {
                 id: 2,
                 start: 0,
                 len: 7,
-                samples: false
+                samples: false,
+                draft: 0
             }
         );
         let p = step(&mut s);
@@ -495,7 +513,8 @@ mod tests {
                 id: 2,
                 start: 7,
                 len: 7,
-                samples: false
+                samples: false,
+                draft: 0
             }
         );
         let p = step(&mut s);
@@ -505,7 +524,8 @@ mod tests {
                 id: 2,
                 start: 14,
                 len: 6,
-                samples: true
+                samples: true,
+                draft: 0
             }
         );
         assert!(p.num_tokens() <= 8);
@@ -557,7 +577,8 @@ mod tests {
                 id: 1,
                 start: 4,
                 len: 1,
-                samples: true
+                samples: true,
+                draft: 0
             }]
         );
         assert_eq!(s.num_waiting(), 1);
@@ -571,7 +592,8 @@ mod tests {
                 id: 2,
                 start: 0,
                 len: 5,
-                samples: true
+                samples: true,
+                draft: 0
             }]
         );
     }
@@ -733,7 +755,8 @@ mod tests {
                 id: 2,
                 start: 0,
                 len: 3,
-                samples: true
+                samples: true,
+                draft: 0
             }]
         );
         assert!(s.never_started().is_empty());

@@ -9,6 +9,7 @@ use super::error::EngineError;
 use super::kv_manager::SeqId;
 use super::permit::Permit;
 use super::sampler::{Sampled, SamplerState};
+use super::speculate::SpecState;
 use super::text_stream::TextStream;
 use super::types::{FinishReason, SamplingParams, TokenEvent, TokenLogprob, TopLogprob, Usage};
 use crate::model::tokenizer::ModelTokenizer;
@@ -39,6 +40,10 @@ pub struct Sequence {
     pub arrived: Instant,
     /// The grammar the output follows, if any.
     pub constraint: Option<Box<Constraint>>,
+    /// Its speculative drafting state; `None` when it does not speculate.
+    pub spec: Option<SpecState>,
+    /// Draft tokens after `tokens` that the current step verifies (see `speculate`).
+    pub draft: Vec<u32>,
 }
 
 /// What happened to a sequence after a token was appended.
@@ -55,6 +60,14 @@ pub enum Progress {
 }
 
 impl Sequence {
+    /// The token at `pos`: a known one, or past them one of the current draft.
+    pub fn token_at(&self, pos: usize) -> u32 {
+        match self.tokens.get(pos) {
+            Some(&t) => t,
+            None => self.draft[pos - self.tokens.len()],
+        }
+    }
+
     /// Tokens generated so far.
     pub fn generated(&self) -> usize {
         self.tokens.len() - self.prompt_len
@@ -226,6 +239,8 @@ mod tests {
             waiting: None,
             arrived: Instant::now(),
             constraint: None,
+            spec: None,
+            draft: Vec::new(),
         };
         (seq, rx)
     }

@@ -12,6 +12,7 @@ use super::engine_loop::Engine;
 use super::handle::{DeviceEngine, EngineHandle, EngineStats, Installed, ThreadHealth};
 use super::kv_manager::KvCacheManager;
 use super::scheduler::{Scheduler, SchedulerConfig};
+use super::speculate::SpecConfig;
 use super::worker::EngineThread;
 use crate::model::decoder::{Decoder, Runner};
 use crate::model::encoder::{EncoderInfo, LoadedEncoder, ServedEncoder};
@@ -39,6 +40,9 @@ pub struct EngineConfig {
     /// Target step time (ms) while decodes run: longer prefill chunks are cut (see
     /// `scheduler`); 0 turns it off.
     pub max_step_ms: f64,
+    /// Most prompt-lookup draft tokens per sequence and step (see `speculate`); 0 is
+    /// off.
+    pub speculative_tokens: usize,
 }
 
 /// Encoder scheduling limits.
@@ -311,7 +315,7 @@ fn build_llm(
     );
     let runner = Runner::new(model.llama, num_blocks, cfg.block_size)?;
     let tokenizer = Arc::new(model.tokenizer);
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         runner,
         scheduler,
         tokenizer.clone(),
@@ -319,6 +323,7 @@ fn build_llm(
         max_seq_len,
         &info.id,
     );
+    engine.set_speculation(SpecConfig::new(cfg.speculative_tokens));
     let info = ModelInfo {
         context_length: max_seq_len,
         ..info

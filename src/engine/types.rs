@@ -44,6 +44,9 @@ pub struct SamplingParams {
     /// Mistral's `[TOOL_CALLS]`, which the API's parser must see); other control
     /// tokens produce no text.
     pub visible_control: Vec<u32>,
+    /// Whether this sequence may use speculative decoding when the engine has it on
+    /// (ferrite's `speculative` extension; it never changes the output).
+    pub speculative: bool,
 }
 
 impl SamplingParams {
@@ -76,6 +79,7 @@ impl Default for SamplingParams {
             ignore_eos: false,
             logit_bias: Vec::new(),
             visible_control: Vec::new(),
+            speculative: true,
         }
     }
 }

@@ -139,6 +139,7 @@ impl Inner {
             max_model_len: a.max_model_len,
             prefix_caching: a.prefix_caching,
             max_step_ms: a.max_step_ms,
+            speculative_tokens: a.speculative_tokens as usize,
         }
     }
 

@@ -31,6 +31,7 @@ pub fn config() -> EngineConfig {
         max_model_len: None,
         prefix_caching: true,
         max_step_ms: 0.0,
+        speculative_tokens: 0,
     }
 }
 

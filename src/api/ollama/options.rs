@@ -69,6 +69,7 @@ pub fn resolve(
         repetition_penalty: Some(o.repeat_penalty.unwrap_or(DEFAULT_REPEAT_PENALTY)),
         stream: Some(stream.unwrap_or(true)),
         ignore_eos: o.ignore_eos,
+        speculative: o.speculative,
         ..CommonFields::default()
     };
     let checked = validate::common(

@@ -34,6 +34,8 @@ pub struct Options {
     /// ferrite's extension (as on the OpenAI routes): keep generating past
     /// end-of-generation tokens, so `num_predict` tokens come out (benchmarks).
     pub ignore_eos: Option<bool>,
+    /// ferrite's extension: `false` keeps this request off speculative decoding.
+    pub speculative: Option<bool>,
 }
 
 /// Body of `POST /api/chat`.

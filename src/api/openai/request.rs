@@ -39,6 +39,9 @@ pub struct CommonFields {
     pub stream_options: Option<StreamOptions>,
     /// Keep generating past end-of-generation tokens (extension).
     pub ignore_eos: Option<bool>,
+    /// `false` keeps this request off speculative decoding (extension; the output is
+    /// the same either way, only its speed differs).
+    pub speculative: Option<bool>,
     /// End-user id; accepted and ignored.
     pub user: Option<Value>,
     /// Token id (as a string) -> bias in [-100, 100].

@@ -122,6 +122,7 @@ pub fn common(
         ignore_eos: c.ignore_eos.unwrap_or(false),
         logit_bias: output_format::logit_bias(c.logit_bias.as_ref())?,
         visible_control: Vec::new(),
+        speculative: c.speculative.unwrap_or(true),
     };
     let grammar = output_format::requested(c.response_format.as_ref(), c.guided())?;
     Ok(Checked {

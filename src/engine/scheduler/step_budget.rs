@@ -52,7 +52,8 @@ impl Scheduler {
         &self.cost
     }
 
-    /// The work of the running sequences that decode this step (one token left), when
+    /// The work of the running sequences that decode this step (one token left, with
+    /// its speculative drafts), when
     /// the step time budget applies: a target is set, the cost model is fitted, and
     /// at least one sequence decodes.
     pub(super) fn decode_work(&self) -> Option<StepWork> {
@@ -61,8 +62,9 @@ impl Scheduler {
         let mut work = None;
         for id in &self.running {
             let c = self.seqs[id];
-            if c.num_tokens - c.num_computed == 1 {
-                let w = StepWork::chunk(c.num_computed, 1);
+            let left = c.num_tokens - c.num_computed;
+            if left - c.num_draft == 1 {
+                let w = StepWork::chunk(c.num_computed, left);
                 work = Some(work.map_or(w, |a: StepWork| a.plus(w)));
             }
         }

@@ -39,6 +39,7 @@ fn train(s: &mut Scheduler, a: f64) {
             start,
             len,
             samples: false,
+            draft: 0,
         };
         let mut plan = StepPlan::default();
         plan.scheduled.push(seq(100, 300 + i, 1));
