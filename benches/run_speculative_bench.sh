@@ -6,7 +6,9 @@
 # Usage: benches/run_speculative_bench.sh
 # Environment (all optional): REPS=3, MAX_TOKENS=200, DOC_WORDS=700, THREADS=2,
 #   SERVER_ARGS= (e.g. "--speculative-tokens 6"), MODEL= (a GGUF; default: the default
-#   model), OUT_DIR= (default: a temp dir)
+#   model), OUT_DIR= (default: a temp dir), FEATURES= (cargo features of the server
+#   build, e.g. cuda: build what the test suite builds, so the two never overwrite
+#   each other's binary)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -29,7 +31,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "building (release) ..." >&2
-cargo build --release --bin ferrite >&2
+cargo build --release --bin ferrite --features "${FEATURES:-}" >&2
 MODEL_ARGS=()
 [[ -n "${MODEL:-}" ]] && MODEL_ARGS=(--model "$MODEL")
 log="$OUT_DIR/server.log"

@@ -10,6 +10,12 @@
 //! activations and workspaces. `free` must be read *before* the weights are put on the
 //! device, otherwise they are counted twice.
 //!
+//! Several LLMs on one device share it ([`kv_share_of`]): each one, when it loads,
+//! takes its share of what is left after its own weights, the KV shares of the LLMs
+//! already loaded (measured, as `free`) and the weights and activations of the LLMs
+//! still to load there (planned), so with even shares every LLM gets the same KV bytes
+//! whatever the load order.
+//!
 //! Invariants: never panics, never wraps: every bad input (a utilization outside
 //! (0, 1], free above total) and every budget that is not positive is an `Err` whose
 //! message names the numbers.
@@ -51,6 +57,31 @@ pub fn kv_cache_budget(
         ));
     }
     Ok(usable as u64)
+}
+
+/// The KV bytes of one LLM among several on a device: `share / (share + pending_shares)`
+/// of `available` (what [`kv_cache_budget`] gives after this LLM's weights, measured)
+/// less `pending_bytes` (the planned weights and activations of the LLMs still to load
+/// on the device, whose KV shares are `pending_shares`).
+pub fn kv_share_of(
+    available: u64,
+    pending_bytes: u64,
+    share: f64,
+    pending_shares: f64,
+) -> Result<u64, String> {
+    if !(share > 0.0 && share.is_finite() && pending_shares >= 0.0 && pending_shares.is_finite()) {
+        return Err(format!(
+            "KV shares must be positive numbers (this model {share}, the others {pending_shares})"
+        ));
+    }
+    let Some(left) = available.checked_sub(pending_bytes).filter(|&l| l > 0) else {
+        return Err(format!(
+            "the device has {} for KV caches after this model's weights, but the models still to              load on it need {} for their weights and activations; raise              --gpu-memory-utilization, put a model on another device, or serve fewer models",
+            gib(available),
+            gib(pending_bytes)
+        ));
+    };
+    Ok((left as f64 * share / (share + pending_shares)).floor() as u64)
 }
 
 /// `bytes` in GiB with two decimals, for messages.
@@ -101,6 +132,37 @@ mod tests {
         }
         // Exactly zero is not a cache either.
         assert!(kv_cache_budget(10 * GIB, 10 * GIB, 0.5, 5 * GIB, 0).is_err());
+    }
+
+    /// Two LLMs of 4 and 8 GiB on a device with 72 GiB allowed: whichever loads first,
+    /// each gets (72 - 12) / 2 = 30 GiB of KV, and a 2:1 share gives 40 and 20.
+    #[test]
+    fn shares_are_even_whatever_the_load_order() {
+        let allowed = 72 * GIB;
+        for (first, second) in [(4 * GIB, 8 * GIB), (8 * GIB, 4 * GIB)] {
+            let kv1 = kv_share_of(allowed - first, second, 1.0, 1.0).unwrap();
+            let kv2 = kv_share_of(allowed - first - kv1 - second, 0, 1.0, 0.0).unwrap();
+            assert_eq!((kv1, kv2), (30 * GIB, 30 * GIB));
+        }
+        let kv1 = kv_share_of(allowed - 4 * GIB, 8 * GIB, 2.0, 1.0).unwrap();
+        let kv2 = kv_share_of(allowed - 4 * GIB - kv1 - 8 * GIB, 0, 1.0, 0.0).unwrap();
+        assert_eq!((kv1, kv2), (40 * GIB, 20 * GIB));
+    }
+
+    #[test]
+    fn no_room_for_the_models_still_to_load_is_an_error() {
+        let e = kv_share_of(4 * GIB, 5 * GIB, 1.0, 1.0).unwrap_err();
+        assert!(e.contains("4.00 GiB") && e.contains("5.00 GiB"), "{e}");
+        assert!(kv_share_of(4 * GIB, 4 * GIB, 1.0, 0.0).is_err());
+        for (s, p) in [
+            (0.0, 1.0),
+            (-1.0, 0.0),
+            (f64::NAN, 0.0),
+            (1.0, -1.0),
+            (1.0, f64::INFINITY),
+        ] {
+            assert!(kv_share_of(GIB, 0, s, p).is_err(), "{s} {p}");
+        }
     }
 
     #[test]

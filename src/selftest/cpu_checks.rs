@@ -17,7 +17,7 @@ use super::measure::{CheckResult, Worst};
 use super::quant_checks::{DTYPES, format_name};
 use super::{Rows, Seeds, guarded};
 use crate::device::cpu::attention::{self, AttnScratch, KvHead, ScoreRule};
-use crate::device::cpu::isa::{CpuFeatures, Isa};
+use crate::device::cpu::isa::{CpuFeatures, Isa, MatmulPath};
 use crate::device::cpu::{CpuQMatrix, rowops};
 use crate::model::encoder::qlinear::{Kernel, QLinear};
 use crate::model::gguf_writer::signed_units;
@@ -31,6 +31,11 @@ pub fn path_name() -> &'static str {
     }
 }
 
+/// The quantized matmul's integer dot-product path on this machine, for the table.
+pub fn matmul_path_name() -> &'static str {
+    MatmulPath::detect().name()
+}
+
 fn bitwise(acc: &mut Worst, fast: &[f32], slow: &[f32], at: impl Fn(usize) -> String) {
     for (i, (a, b)) in fast.iter().zip(slow).enumerate() {
         let same = a.to_bits() == b.to_bits();
@@ -39,21 +44,29 @@ fn bitwise(acc: &mut Worst, fast: &[f32], slow: &[f32], at: impl Fn(usize) -> St
     }
 }
 
-fn qmatmul(ctx: &Seeds, dtype: GgmlDType, di: u64) -> Result<(Worst, Worst), String> {
+/// Every SIMD path of the quantized matmul (bitwise against scalar), and the detected
+/// one against the f64 product.
+fn qmatmul(ctx: &Seeds, dtype: GgmlDType, di: u64) -> Result<(Vec<Worst>, Worst), String> {
     let shapes: &[(usize, usize)] = if dtype.block_size() == 256 {
         &[(37, 256), (130, 512)]
     } else {
         &[(37, 64), (130, 576)]
     };
-    let (mut simd, mut reference) = (Worst::default(), Worst::default());
+    let paths = simd_paths();
+    let mut simd: Vec<Worst> = paths.iter().map(|_| Worst::default()).collect();
+    let mut reference = Worst::default();
     for (si, &(n, k)) in shapes.iter().enumerate() {
         let (kind, raw, wf) =
             super::quant_checks::weight(n, k, dtype, ctx.seed(di * 8 + si as u64))?;
         let w = CpuQMatrix::from_raw(kind, n, k, &raw).map_err(|e| format!("{e:#}"))?;
         for m in [1, 4, 5, 33] {
             let x = signed_units(m * k, ctx.seed(300 + m as u64));
-            let (fast, slow) = (w.matmul(&x, m), w.matmul_scalar(&x, m));
-            bitwise(&mut simd, &fast, &slow, |i| format!("{n}x{k} m={m} [{i}]"));
+            let slow = w.matmul_scalar(&x, m);
+            for (acc, &path) in simd.iter_mut().zip(&paths) {
+                let fast = w.matmul_on(&x, m, path);
+                bitwise(acc, &fast, &slow, |i| format!("{n}x{k} m={m} [{i}]"));
+            }
+            let fast = w.matmul(&x, m);
             let mut want = vec![0f64; m * n];
             for i in 0..m {
                 for j in 0..n {
@@ -157,16 +170,24 @@ fn encoder(ctx: &Seeds, kernel: Kernel) -> Result<Worst, String> {
     Ok(acc)
 }
 
+/// The quantized matmul's paths this machine has besides the scalar reference.
+fn simd_paths() -> Vec<MatmulPath> {
+    let mut paths = MatmulPath::available();
+    paths.retain(|&p| p != MatmulPath::Scalar);
+    paths
+}
+
 /// Every row of this module's checks.
 pub fn run(ctx: &Seeds, out: &mut Rows) {
     let path = path_name();
     for (di, dtype) in DTYPES.into_iter().enumerate() {
         let f = format_name(dtype);
         let shapes = "37 and 130 rows, 1-2 blocks of k; m = 1, 4, 5, 33";
-        let names = [
-            format!("cpu qmatmul {f} {path} = scalar"),
-            format!("cpu qmatmul {f} vs f64"),
-        ];
+        let mut names: Vec<String> = simd_paths()
+            .iter()
+            .map(|p| format!("cpu qmatmul {f} {} = scalar", p.name()))
+            .collect();
+        names.push(format!("cpu qmatmul {f} vs f64"));
         if !names.iter().any(|n| out.wants(n)) {
             continue;
         }
@@ -174,7 +195,8 @@ pub fn run(ctx: &Seeds, out: &mut Rows) {
         match guarded(|| qmatmul(ctx, dtype, di as u64)) {
             Ok((simd, reference)) => {
                 let ms = t.elapsed().as_secs_f64() * 1e3;
-                for (w, name) in [simd, reference].into_iter().zip(&names) {
+                let all = simd.into_iter().chain([reference]);
+                for (w, name) in all.zip(&names) {
                     let name: &str = name;
                     let mut row = w.finish(name, shapes);
                     row.elapsed_ms = ms;

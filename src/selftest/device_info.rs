@@ -119,10 +119,11 @@ impl SelftestDevice {
     pub fn info(&self) -> DeviceInfo {
         let f = CpuFeatures::get();
         let cpu = format!(
-            "{} ({} threads, LLM kernels: {})",
+            "{} ({} threads, LLM kernels: {}, quantized matmul: {})",
             f.summary(),
             rayon::current_num_threads(),
-            super::cpu_checks::path_name()
+            super::cpu_checks::path_name(),
+            super::cpu_checks::matmul_path_name()
         );
         let base = |kind, name: String, note: String| DeviceInfo {
             kind,

@@ -54,6 +54,19 @@ struct Inner {
     device: DeviceChoice,
     split: KvSplit,
     engines: Mutex<Vec<EngineThread>>,
+    /// Start-up LLMs planned on a GPU that have not loaded yet.
+    pending_gpu: Mutex<Vec<PendingGpuLlm>>,
+}
+
+/// A start-up LLM planned on a GPU, not loaded yet: the LLMs loaded on that GPU before
+/// it leave room for its weights and activations and its KV share.
+#[derive(Debug, Clone)]
+struct PendingGpuLlm {
+    name: String,
+    ordinal: usize,
+    /// Planned weights and activations.
+    bytes: u64,
+    share: f64,
 }
 
 /// A device's engine thread: its name, its handle, and its join handle until shutdown.
@@ -67,6 +80,7 @@ impl ServeLoader {
             device,
             split,
             engines: Mutex::new(Vec::new()),
+            pending_gpu: Mutex::new(Vec::new()),
         }))
     }
 
@@ -79,10 +93,61 @@ impl ServeLoader {
     pub fn shutdown(&self) -> Vec<std::thread::JoinHandle<()>> {
         self.0.shutdown()
     }
+
+    /// Notes the start-up LLMs whose device is a GPU (with their planned use), so that
+    /// each one loaded there first leaves room for the others (`kv_share_of`).
+    pub fn plan_gpu<'a>(&self, llms: impl IntoIterator<Item = (&'a str, ModelSpec, MemoryUse)>) {
+        self.0.plan_gpu(llms)
+    }
 }
 
 impl Inner {
     /// Where a spec runs: its own `device`, or the server's.
+    /// [`ServeLoader::plan_gpu`].
+    fn plan_gpu<'a>(&self, llms: impl IntoIterator<Item = (&'a str, ModelSpec, MemoryUse)>) {
+        let mut pending = Vec::new();
+        for (name, spec, planned) in llms {
+            if spec.kind != SpecKind::Llm {
+                continue;
+            }
+            if let Ok(DeviceChoice {
+                kind: DeviceKind::Cuda(ordinal),
+                ..
+            }) = self.device_of(&spec)
+            {
+                pending.push(PendingGpuLlm {
+                    name: name.to_string(),
+                    ordinal,
+                    bytes: planned.weights + planned.activations,
+                    share: spec.kv_share.unwrap_or(1.0),
+                });
+            }
+        }
+        if let Ok(mut p) = self.pending_gpu.lock() {
+            *p = pending;
+        }
+    }
+
+    /// `(bytes, shares)` the LLM `name`, loading on `kind`, must leave for the start-up
+    /// LLMs still to load on the same GPU (and takes `name` off that list). An LLM
+    /// loaded on demand leaves room as if the start-up LLMs' other shares were to come.
+    fn pending_on(&self, name: &str, kind: DeviceKind, share: f64) -> (u64, f64) {
+        let DeviceKind::Cuda(ordinal) = kind else {
+            return (0, 0.0);
+        };
+        let Ok(mut pending) = self.pending_gpu.lock() else {
+            return (0, 0.0);
+        };
+        let Some(i) = pending.iter().position(|p| p.name == name) else {
+            return (0, (self.split.shares - share).max(0.0));
+        };
+        pending.remove(i);
+        pending
+            .iter()
+            .filter(|p| p.ordinal == ordinal)
+            .fold((0, 0.0), |(b, s), p| (b + p.bytes, s + p.share))
+    }
+
     fn device_of(&self, spec: &ModelSpec) -> Result<DeviceChoice> {
         match &spec.device {
             Some(d) => DeviceKind::resolve(d),
@@ -147,11 +212,15 @@ impl Inner {
         let path = local_source(&spec)?;
         let choice = self.device_of(&spec)?;
         let kv = self.split.bytes(spec.kv_share);
+        let share = spec.kv_share.unwrap_or(1.0);
+        let (pending_bytes, pending_shares) = self.pending_on(&name, choice.kind, share);
         let gpu = GpuSizing {
             utilization: self.args.gpu_memory_utilization,
             max_rows: self.args.max_batched_tokens as usize,
             max_logit_rows: self.args.max_num_seqs as usize,
-            kv_fraction: kv as f64 / self.split.pool.max(1) as f64,
+            share,
+            pending_bytes,
+            pending_shares,
         };
         tracing::info!(model = %name, path = %path.display(), device = %choice.kind.name(), "loading model");
         let t0 = std::time::Instant::now();
@@ -278,8 +347,12 @@ struct GpuSizing {
     max_rows: usize,
     /// Most logit rows in one step.
     max_logit_rows: usize,
-    /// This LLM's part of the KV memory left after weights and scratch.
-    kv_fraction: f64,
+    /// This LLM's KV share.
+    share: f64,
+    /// Planned weights and activations of the start-up LLMs still to load on the GPU.
+    pending_bytes: u64,
+    /// Their KV shares.
+    pending_shares: f64,
 }
 
 /// Loads `path` on the chosen device, falling back to the CPU (with the reason logged)
@@ -312,12 +385,13 @@ fn load_on(kind: DeviceKind, path: &Path, gpu: GpuSizing) -> Result<LoadedModel<
 }
 
 /// Opens GPU `n` (compiling the kernels), puts the weights and the scratch of the
-/// largest step on it, then sizes the KV cache from this LLM's part of the memory left.
+/// largest step on it, then sizes the KV cache: this LLM's share of the memory left,
+/// less what the start-up LLMs still to load on the GPU need (`kv_share_of`).
 #[cfg(feature = "cuda")]
 fn load_on_gpu(n: usize, path: &Path, gpu: GpuSizing) -> Result<LoadedModel<Decoder>> {
     use crate::device::cuda::CudaDevice;
     use crate::device::kernels::Device;
-    use crate::device::memory_budget::kv_cache_budget;
+    use crate::device::memory_budget::{kv_cache_budget, kv_share_of};
     use crate::model::device_decoder::DeviceDecoder;
     use crate::model::loader::load_gguf_with;
 
@@ -337,11 +411,13 @@ fn load_on_gpu(n: usize, path: &Path, gpu: GpuSizing) -> Result<LoadedModel<Deco
         step_extra as u64,
     )
     .map_err(anyhow::Error::msg)?;
-    let kv_budget = (kv_budget as f64 * gpu.kv_fraction.clamp(0.0, 1.0)) as u64;
+    let kv_budget = kv_share_of(kv_budget, gpu.pending_bytes, gpu.share, gpu.pending_shares)
+        .map_err(anyhow::Error::msg)?;
     tracing::info!(
         gpu = %cuda.name(),
         free_mib = free >> 20,
         total_mib = total >> 20,
+        left_for_models_to_come_mib = gpu.pending_bytes >> 20,
         kv_budget_mib = kv_budget >> 20,
         "GPU memory after weights and scratch"
     );

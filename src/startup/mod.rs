@@ -176,6 +176,12 @@ impl Startup {
         let plan = self.plan(&loader)?;
         tracing::info!("memory plan:\n{plan}");
         plan.check().map_err(anyhow::Error::msg)?;
+        loader.plan_gpu(
+            self.entries
+                .iter()
+                .zip(&plan.models)
+                .map(|(e, (_, planned))| (e.name(), e.spec(), *planned)),
+        );
         log_cpu_kernels();
         for (e, (_, estimate)) in self.entries.iter().zip(&plan.models) {
             self.registry.mark_starting(e, *estimate);
@@ -241,6 +247,7 @@ fn log_cpu_kernels() {
         isa_cap = ?features.cap,
         amx_advertised = features.amx_advertised,
         llm_cpu_kernels = ?crate::device::cpu::isa::Isa::detect(),
+        llm_matmul = crate::device::cpu::MatmulPath::detect().name(),
         "cpu kernels chosen"
     );
 }

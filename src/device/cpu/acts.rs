@@ -44,10 +44,14 @@ pub(crate) struct QActs {
     /// Per-block `d * sum(q)` as [`Sums`] says: `m * nb * sums.per_block()` (two per
     /// block, halves in order, for [`Sums::F32Halves`]).
     pub s: Vec<f32>,
+    /// Exact `sum(q)` of each half block (16 values), `m * nb * 2`: what the 512-bit
+    /// kernels take back after multiplying 8-bit weights biased by 128.
+    pub isum: Vec<i32>,
 }
 
 impl QActs {
-    /// Quantizes `m` rows of `k` values (`k` a multiple of 32).
+    /// Quantizes `m` rows of `k` values (`k` a multiple of 32), on the detected ISA.
+    #[cfg(test)]
     pub fn quantize(x: &[f32], m: usize, k: usize, sums: Sums) -> Self {
         Self::quantize_with(Isa::detect(), x, m, k, sums)
     }
@@ -60,6 +64,7 @@ impl QActs {
         let mut qs = vec![0i8; m * k];
         let mut d = vec![0f32; m * nb];
         let mut s = vec![0f32; m * nb * sums.per_block()];
+        let mut isum = vec![0i32; m * nb * 2];
         for (bi, (xb, qb)) in x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK)).enumerate() {
             let xb: &[f32; QK] = xb.try_into().expect("block of 32");
             let qb: &mut [i8; QK] = qb.try_into().expect("block of 32");
@@ -71,19 +76,21 @@ impl QActs {
             };
             let d16 = f16::from_f32(scale).to_f32();
             d[bi] = d16;
+            for (h, half) in qb.chunks_exact(QK / 2).enumerate() {
+                isum[2 * bi + h] = half.iter().map(|&q| i32::from(q)).sum();
+            }
             match sums {
                 Sums::None => {}
                 Sums::F16 => s[bi] = f16::from_f32(sum as f32 * scale).to_f32(),
                 Sums::F32 => s[bi] = sum as f32 * d16,
                 Sums::F32Halves => {
-                    for (h, half) in qb.chunks_exact(QK / 2).enumerate() {
-                        let sum: i32 = half.iter().map(|&q| i32::from(q)).sum();
-                        s[2 * bi + h] = sum as f32 * d16;
+                    for h in 0..2 {
+                        s[2 * bi + h] = isum[2 * bi + h] as f32 * d16;
                     }
                 }
             }
         }
-        Self { nb, qs, d, s }
+        Self { nb, qs, d, s, isum }
     }
 }
 

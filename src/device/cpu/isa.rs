@@ -16,7 +16,9 @@
 //! `scalar`, `avx2` (AVX2 + FMA + F16C), `avxvnni` (plus AVX-VNNI), `avx512` (plus every
 //! AVX-512 extension found) or `native` (everything found, the default). A cap never
 //! adds a feature the CPU lacks. [`Isa`] is the family of the LLM kernels (AVX2 or
-//! scalar); the scalar kernels are bit-identical references for the SIMD ones.
+//! scalar) and [`MatmulPath`] the integer dot product of their quantized matmul
+//! (AVX-512 VNNI, AVX-VNNI, AVX2 or scalar); the scalar kernels are bit-identical
+//! references for the SIMD ones.
 
 use std::sync::OnceLock;
 
@@ -39,6 +41,94 @@ impl Isa {
             return Isa::Avx2;
         }
         Isa::Scalar
+    }
+}
+
+/// The integer dot-product path of the quantized matmul, chosen at run time: the
+/// 8-bit products of each block are summed exactly in 32-bit lanes on every path, so
+/// all paths give bit-identical results (the scalar one is the reference).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatmulPath {
+    /// Portable Rust.
+    Scalar,
+    /// AVX2 `vpmaddubsw` + `vpmaddwd` (16 ymm registers, tiles of 4 rows).
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// AVX-VNNI: VEX `vpdpbusd` (16 ymm registers, tiles of 4 rows).
+    #[cfg(target_arch = "x86_64")]
+    AvxVnni,
+    /// AVX-512 VNNI: 512-bit `vpdpbusd` over two panels at once (a lone last panel on
+    /// 256-bit vectors), 32 registers, tiles of 8 rows.
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
+}
+
+impl MatmulPath {
+    /// The fastest path this CPU supports under `FERRITE_ISA` (probed once).
+    pub fn detect() -> Self {
+        Self::available()[0]
+    }
+
+    /// Every path this CPU supports under `FERRITE_ISA`, fastest first (scalar last).
+    pub fn available() -> Vec<Self> {
+        #[allow(unused_mut)]
+        let mut paths = vec![];
+        #[cfg(target_arch = "x86_64")]
+        {
+            let f = CpuFeatures::get();
+            if f.avx2_fma_f16c() {
+                if f.avx512_base() && f.avx512vnni {
+                    paths.push(Self::Avx512Vnni);
+                }
+                if f.avxvnni {
+                    paths.push(Self::AvxVnni);
+                }
+                paths.push(Self::Avx2);
+            }
+        }
+        paths.push(Self::Scalar);
+        paths
+    }
+
+    /// The family of the path's other kernels (activation quantization, float weights).
+    pub(crate) fn isa(self) -> Isa {
+        match self {
+            Self::Scalar => Isa::Scalar,
+            #[cfg(target_arch = "x86_64")]
+            _ => Isa::Avx2,
+        }
+    }
+
+    /// Activation rows per register tile of the integer kernels.
+    pub(crate) fn tile_rows(self) -> usize {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512Vnni => 8,
+            _ => 4,
+        }
+    }
+
+    /// Whether the path multiplies two adjacent panels at once (16 outputs per
+    /// 512-bit register).
+    pub(crate) fn pairs_panels(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if self == Self::Avx512Vnni {
+            return true;
+        }
+        false
+    }
+
+    /// The path's name, as logs and the self-test print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Scalar => "scalar",
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Self::AvxVnni => "avx-vnni",
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512Vnni => "avx512-vnni",
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use rayon::prelude::*;
 
 use super::acts::{QActs, QK, Sums};
-use super::isa::Isa;
+use super::isa::{Isa, MatmulPath};
 use super::panels::Panels;
 use super::repack::{self, Layout, PANEL, QK_K, Sub32};
 
@@ -182,8 +182,10 @@ const PAR_MIN_WORK: usize = 1 << 18;
 const TASK_MIN_WORK: usize = 1 << 17;
 /// Activation rows per cache group (their quantized values stay in L2).
 const GROUP_ROWS: usize = 64;
-/// Activation rows per kernel tile.
+/// Activation rows per tile of the float kernels and the portable integer one.
 pub(crate) const TILE: usize = 4;
+/// The most rows any path's tile has ([`MatmulPath::tile_rows`]).
+const MAX_TILE: usize = 8;
 
 impl CpuQMatrix {
     /// Builds the matrix from a 2-D tensor of shape `(n, k)` in a supported format.
@@ -285,18 +287,28 @@ impl CpuQMatrix {
         out
     }
 
-    /// `x · Wᵀ` for `m` rows `x` (`[m, k]`, row-major), returned as `[m, n]`; uses AVX2
-    /// where the CPU has it.
+    /// `x · Wᵀ` for `m` rows `x` (`[m, k]`, row-major), returned as `[m, n]`, on the
+    /// fastest path the CPU has ([`MatmulPath::detect`]).
     pub fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
-        self.matmul_with(x, m, Isa::detect())
+        self.matmul_on(x, m, MatmulPath::detect())
     }
 
     /// [`Self::matmul`] with the portable scalar kernel (the reference for the SIMD one).
     pub fn matmul_scalar(&self, x: &[f32], m: usize) -> Vec<f32> {
-        self.matmul_with(x, m, Isa::Scalar)
+        self.matmul_on(x, m, MatmulPath::Scalar)
     }
 
-    fn matmul_with(&self, x: &[f32], m: usize, isa: Isa) -> Vec<f32> {
+    /// [`Self::matmul`] on a chosen path, one of [`MatmulPath::available`] (the paths
+    /// give bit-identical results).
+    ///
+    /// # Panics
+    /// If the CPU lacks the path's instructions.
+    pub fn matmul_on(&self, x: &[f32], m: usize, path: MatmulPath) -> Vec<f32> {
+        assert!(
+            MatmulPath::available().contains(&path),
+            "{} kernels are not available on this CPU",
+            path.name()
+        );
         assert_eq!(x.len(), m * self.k, "x must be [m, k]");
         if m == 0 || self.n == 0 {
             return Vec::new();
@@ -304,7 +316,13 @@ impl CpuQMatrix {
         let acts = if self.kind.is_float() {
             Acts::Float(x)
         } else {
-            Acts::Quant(QActs::quantize(x, m, self.k, self.kind.sums()))
+            Acts::Quant(QActs::quantize_with(
+                path.isa(),
+                x,
+                m,
+                self.k,
+                self.kind.sums(),
+            ))
         };
         let mut out: Vec<f32> = Vec::with_capacity(m * self.n);
         let dst = Out {
@@ -315,7 +333,7 @@ impl CpuQMatrix {
         let work = m * self.n * self.k;
         if work < PAR_MIN_WORK || rayon::current_num_threads() == 1 {
             // SAFETY: `dst` holds m * n values and this call writes all of them.
-            unsafe { self.panels(isa, &acts, 0, panels, m, &dst) };
+            unsafe { self.panels(path, &acts, 0, panels, m, &dst) };
         } else {
             let min_panels = TASK_MIN_WORK.div_ceil(m * self.k * PANEL);
             let even = panels.div_ceil(4 * rayon::current_num_threads());
@@ -324,7 +342,7 @@ impl CpuQMatrix {
                 let g0 = t * pw;
                 // SAFETY: tasks cover disjoint panel ranges, so they write disjoint
                 // columns of `dst`; together they write every value.
-                unsafe { self.panels(isa, &acts, g0, (g0 + pw).min(panels), m, &dst) };
+                unsafe { self.panels(path, &acts, g0, (g0 + pw).min(panels), m, &dst) };
             });
         }
         // SAFETY: every one of the m * n values was written above.
@@ -338,24 +356,54 @@ impl CpuQMatrix {
     /// # Safety
     /// `dst` must hold `m` rows of `self.n` values, and no other thread may access its
     /// columns `g0 * PANEL..g1 * PANEL` meanwhile.
-    unsafe fn panels(&self, isa: Isa, acts: &Acts, g0: usize, g1: usize, m: usize, dst: &Out) {
+    unsafe fn panels(
+        &self,
+        path: MatmulPath,
+        acts: &Acts,
+        g0: usize,
+        g1: usize,
+        m: usize,
+        dst: &Out,
+    ) {
         assert!(g1 * PANEL < self.n + PANEL && dst.n == self.n);
-        let mut tile = [[0f32; PANEL]; TILE];
+        let rows_per_tile = match acts {
+            Acts::Quant(_) => path.tile_rows(),
+            Acts::Float(_) => TILE,
+        };
+        // Two panels at a time where the path has a 512-bit pair kernel.
+        let step = if path.pairs_panels() && matches!(acts, Acts::Quant(_)) {
+            2
+        } else {
+            1
+        };
+        let mut tiles = [[[0f32; PANEL]; MAX_TILE]; 2];
         for r0 in (0..m).step_by(GROUP_ROWS) {
             let r1 = (r0 + GROUP_ROWS).min(m);
-            for g in g0..g1 {
-                let j0 = g * PANEL;
-                let cols = PANEL.min(self.n - j0);
+            for g in (g0..g1).step_by(step) {
+                let pair = step == 2 && g + 1 < g1;
                 let mut r = r0;
                 while r < r1 {
-                    let rows = if r + TILE <= r1 { TILE } else { 1 };
-                    self.tile(isa, g, acts, r, &mut tile[..rows]);
-                    for (i, t) in tile[..rows].iter().enumerate() {
-                        // SAFETY: row r + i < m, columns j0..j0 + cols < n are this
-                        // task's (caller contract).
-                        unsafe {
-                            let at = dst.ptr.add((r + i) * dst.n + j0);
-                            std::ptr::copy_nonoverlapping(t.as_ptr(), at, cols);
+                    let rows = if r + rows_per_tile <= r1 {
+                        rows_per_tile
+                    } else {
+                        1
+                    };
+                    let [t0, t1] = &mut tiles;
+                    if pair {
+                        self.pair_tile(path, g, acts, r, &mut t0[..rows], &mut t1[..rows]);
+                    } else {
+                        self.tile(path, g, acts, r, &mut t0[..rows]);
+                    }
+                    for (h, t) in tiles.iter().take(1 + usize::from(pair)).enumerate() {
+                        let j0 = (g + h) * PANEL;
+                        let cols = PANEL.min(self.n - j0);
+                        for (i, row) in t[..rows].iter().enumerate() {
+                            // SAFETY: row r + i < m, columns j0..j0 + cols < n are this
+                            // task's (caller contract).
+                            unsafe {
+                                let at = dst.ptr.add((r + i) * dst.n + j0);
+                                std::ptr::copy_nonoverlapping(row.as_ptr(), at, cols);
+                            }
                         }
                     }
                     r += rows;
@@ -364,33 +412,80 @@ impl CpuQMatrix {
         }
     }
 
-    /// Panel `g` against activation rows `r0..r0 + out.len()` (1 or [`TILE`] rows).
-    fn tile(&self, isa: Isa, g: usize, a: &Acts, r0: usize, out: &mut [[f32; PANEL]]) {
-        let a = match a {
-            Acts::Quant(a) => a,
-            Acts::Float(x) => return self.float_tile(isa, g, x, r0, out),
+    /// Panels `g` and `g + 1` against activation rows `r0..r0 + out0.len()` (1 or the
+    /// path's tile rows), on a path that [`MatmulPath::pairs_panels`].
+    fn pair_tile(
+        &self,
+        path: MatmulPath,
+        g: usize,
+        a: &Acts,
+        r0: usize,
+        out0: &mut [[f32; PANEL]],
+        out1: &mut [[f32; PANEL]],
+    ) {
+        let Acts::Quant(a) = a else {
+            unreachable!("float weights never pair panels")
         };
-        assert!(g * PANEL < self.n && a.nb == self.p.nb && !self.kind.is_float());
-        assert!(a.qs.len() >= (r0 + out.len()) * self.k && matches!(out.len(), 1 | TILE));
+        assert!((g + 1) * PANEL < self.n && a.nb == self.p.nb && !self.kind.is_float());
+        assert!(a.qs.len() >= (r0 + out0.len()) * self.k && out0.len() == out1.len());
+        assert!(out0.len() == 1 || out0.len() == path.tile_rows());
         let per = self.kind.sums().per_block();
         assert!(per == self.p.n_off && a.s.len() == a.d.len() * per);
-        match isa {
-            Isa::Scalar => super::scalar::tile(&self.p, g, a, r0, out),
-            // SAFETY: `Isa::detect` chose Avx2 only on a CPU with AVX2, FMA and F16C; the
-            // panel and the activation rows exist (checked above).
+        match path {
+            // SAFETY: `matmul_on` checked that the CPU has the path's features; both
+            // panels and the activation rows exist (checked above).
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => unsafe { super::x86::tile(&self.p, g, a, r0, out) },
+            MatmulPath::Avx512Vnni => unsafe {
+                super::x86_zmm::pair(&self.p, g, a, r0, out0, out1)
+            },
+            _ => unreachable!("{} does not pair panels", path.name()),
+        }
+    }
+
+    /// Panel `g` against activation rows `r0..r0 + out.len()` (1 or the path's tile
+    /// rows).
+    fn tile(&self, path: MatmulPath, g: usize, a: &Acts, r0: usize, out: &mut [[f32; PANEL]]) {
+        let a = match a {
+            Acts::Quant(a) => a,
+            Acts::Float(x) => return self.float_tile(path, g, x, r0, out),
+        };
+        assert!(g * PANEL < self.n && a.nb == self.p.nb && !self.kind.is_float());
+        assert!(a.qs.len() >= (r0 + out.len()) * self.k);
+        assert!(out.len() == 1 || out.len() == path.tile_rows());
+        let per = self.kind.sums().per_block();
+        assert!(per == self.p.n_off && a.s.len() == a.d.len() * per);
+        // SAFETY (every x86 arm): `matmul_on` checked that the CPU has the path's
+        // features; the panel and the activation rows exist (checked above), and the
+        // row count is 1 or the path's tile.
+        match path {
+            MatmulPath::Scalar => super::scalar::tile(&self.p, g, a, r0, out),
+            #[cfg(target_arch = "x86_64")]
+            MatmulPath::Avx2 => unsafe { super::x86_int::avx2::tile(&self.p, g, a, r0, out) },
+            #[cfg(target_arch = "x86_64")]
+            MatmulPath::AvxVnni => unsafe { super::x86_int::avxvnni::tile(&self.p, g, a, r0, out) },
+            #[cfg(target_arch = "x86_64")]
+            MatmulPath::Avx512Vnni => unsafe {
+                super::x86_int::avx512vnni::tile(&self.p, g, a, r0, out)
+            },
         }
     }
 
     /// [`Self::tile`] for float weights and f32 activations `x`.
-    fn float_tile(&self, isa: Isa, g: usize, x: &[f32], r0: usize, out: &mut [[f32; PANEL]]) {
+    fn float_tile(
+        &self,
+        path: MatmulPath,
+        g: usize,
+        x: &[f32],
+        r0: usize,
+        out: &mut [[f32; PANEL]],
+    ) {
         assert!(g * PANEL < self.n && self.kind.is_float());
         assert!(x.len() >= (r0 + out.len()) * self.k && matches!(out.len(), 1 | TILE));
-        match isa {
+        match path.isa() {
             Isa::Scalar => super::scalar::float_tile(&self.p, g, x, r0, out),
-            // SAFETY: `Isa::detect` chose Avx2 only on a CPU with AVX2, FMA and F16C; the
-            // panel and the activation rows exist (checked above and in the kernel).
+            // SAFETY: every x86 path needs AVX2, FMA and F16C, and `matmul_on` checked
+            // the CPU has the path; the panel and the activation rows exist (checked
+            // above and in the kernel).
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => unsafe { super::x86::float_tile(&self.p, g, x, r0, out) },
         }

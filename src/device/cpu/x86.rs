@@ -1,10 +1,12 @@
-//! AVX2 + FMA matmul kernels over 8-row panels (see `repack`). Each 32-byte weight
-//! register holds 4 consecutive values of each of 8 weight rows; `maddubs` against a
-//! broadcast group of 4 activations gives the 8 rows' partial sums side by side, so
-//! every f32 lane is one output and no horizontal sums are needed. The integer block
-//! sums are exact; each row of a tile keeps its own accumulators, so its arithmetic
-//! does not depend on the tile or the batch (`scalar::tile` reproduces it bitwise).
-//! F16 / BF16 panels take f32 activations and plain FMAs (`float_tile`).
+//! AVX2 + FMA pieces of the matmul over 8-row panels (see `repack`): what every integer
+//! dot-product path of `x86_int` shares (the activation rows' broadcast groups, the
+//! panels' scales, the offset terms and the store) and the float kernels. Each 32-byte
+//! weight register holds 4 consecutive values of each of 8 weight rows; the products
+//! against a broadcast group of 4 activations give the 8 rows' partial sums side by
+//! side, so every f32 lane is one output and no horizontal sums are needed. Each row of
+//! a tile keeps its own accumulators, so its arithmetic does not depend on the tile or
+//! the batch (`scalar::tile` reproduces it bitwise). F16 / BF16 panels take f32
+//! activations and plain FMAs (`float_tile`).
 
 use std::arch::x86_64::*;
 
@@ -13,39 +15,6 @@ use super::panels::{Panels, enc};
 use super::qmatmul::TILE;
 use super::repack::{Layout, PANEL};
 
-/// Panel `g` of `p` against activation rows `r0..r0 + out.len()` (1 or `TILE` rows).
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C; panel `g` must exist in `p`, `a` must hold
-/// rows `r0..r0 + out.len()` of `p.nb` blocks (with sums for U4).
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn tile(p: &Panels, g: usize, a: &QActs, r0: usize, out: &mut [[f32; PANEL]]) {
-    macro_rules! go {
-        ($f:ident, $s:expr) => {
-            if out.len() == TILE {
-                $f::<TILE, { $s }>(p, g, a, r0, out)
-            } else {
-                $f::<1, { $s }>(p, g, a, r0, out)
-            }
-        };
-    }
-    // SAFETY: forwarded contract.
-    unsafe {
-        match (p.layout, p.d.code()) {
-            (Layout::U4, enc::F32) => go!(u4, enc::F32),
-            (Layout::U4, enc::F16) => go!(u4, enc::F16),
-            (Layout::U4, _) => go!(u4, enc::SUB),
-            (Layout::I8, enc::F32) => go!(i8_full, enc::F32),
-            (Layout::I8, enc::F16) => go!(i8_full, enc::F16),
-            (Layout::I8, _) => go!(i8_full, enc::SUB),
-            (Layout::I8Halves, enc::F32) => go!(i8_halves, enc::F32),
-            (Layout::I8Halves, enc::F16) => go!(i8_halves, enc::F16),
-            (Layout::I8Halves, _) => go!(i8_halves, enc::SUB),
-            (Layout::F16 | Layout::BF16, _) => unreachable!("float panels use float_tile"),
-        }
-    }
-}
-
 /// Eight scales (lanes) starting at value `i` of a `Scales` whose base addresses are
 /// `p`, encoded as `S` (`panels::enc`); `si` indexes the super-block scales.
 ///
@@ -53,7 +22,11 @@ pub(super) unsafe fn tile(p: &Panels, g: usize, a: &QActs, r0: usize, out: &mut 
 /// Values `i..i + 8` (and super-block scales `si..si + 8` for `Sub`) must exist.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn scales8<const S: u8>(p: (*const u8, *const u8), i: usize, si: usize) -> __m256 {
+pub(super) unsafe fn scales8<const S: u8>(
+    p: (*const u8, *const u8),
+    i: usize,
+    si: usize,
+) -> __m256 {
     // SAFETY: the caller guarantees the 8 elements.
     unsafe {
         match S {
@@ -74,7 +47,7 @@ unsafe fn scales8<const S: u8>(p: (*const u8, *const u8), i: usize, si: usize) -
 }
 
 /// Checks that panel `g`'s scales (and offsets) exist for all `nb` blocks.
-fn check_scales(p: &Panels, g: usize) {
+pub(super) fn check_scales(p: &Panels, g: usize) {
     let (nb, ns) = (p.nb, p.layout.n_scales());
     assert!(p.d.len() >= (g + 1) * nb * ns);
     assert!(p.d.sup_len() == 0 || p.d.sup_len() >= p.sup_index(g + 1, 0));
@@ -85,19 +58,38 @@ fn check_scales(p: &Panels, g: usize) {
 }
 
 /// Pointers to the quantized values and scales of `R` activation rows.
-struct Rows<const R: usize> {
+pub(super) struct Rows<const R: usize> {
     qs: [*const i8; R],
-    d: [*const f32; R],
+    pub(super) d: [*const f32; R],
+    /// Exact half-block sums (`QActs::isum`), two per block.
+    pub(super) isum: [*const i32; R],
 }
 
 impl<const R: usize> Rows<R> {
     /// Rows `r0..r0 + R` of `a`; panics if they do not exist.
-    fn new(a: &QActs, r0: usize) -> Self {
+    pub(super) fn new(a: &QActs, r0: usize) -> Self {
         let (nb, k) = (a.nb, a.nb * QK);
         assert!(a.qs.len() >= (r0 + R) * k && a.d.len() >= (r0 + R) * nb);
+        assert!(a.isum.len() >= (r0 + R) * nb * 2);
         Self {
             qs: std::array::from_fn(|r| a.qs[(r0 + r) * k..].as_ptr()),
             d: std::array::from_fn(|r| a.d[(r0 + r) * nb..].as_ptr()),
+            isum: std::array::from_fn(|r| a.isum[(r0 + r) * nb * 2..].as_ptr()),
+        }
+    }
+
+    /// Activations `4u..4u + 4` of block `b` of row `r`, as one little-endian word.
+    ///
+    /// # Safety
+    /// Block `b` must exist.
+    #[inline]
+    pub(super) unsafe fn word(&self, r: usize, b: usize, u: usize) -> i32 {
+        // SAFETY: the caller guarantees block b; 4u + 4 <= 32.
+        unsafe {
+            self.qs[r]
+                .add(b * QK + 4 * u)
+                .cast::<i32>()
+                .read_unaligned()
         }
     }
 
@@ -107,7 +99,7 @@ impl<const R: usize> Rows<R> {
     /// Block `b` must exist.
     #[inline]
     #[target_feature(enable = "avx2")]
-    unsafe fn quad(&self, r: usize, b: usize, u: usize) -> __m256i {
+    pub(super) unsafe fn quad(&self, r: usize, b: usize, u: usize) -> __m256i {
         // SAFETY: the caller guarantees block b; 4u + 4 <= 32.
         unsafe {
             let p = self.qs[r].add(b * QK + 4 * u).cast::<i32>();
@@ -155,7 +147,7 @@ unsafe fn offsets<const R: usize, const S: u8>(
 /// As [`offsets`] when `p.n_off > 0`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn finish<const R: usize, const S: u8>(
+pub(super) unsafe fn finish<const R: usize, const S: u8>(
     p: &Panels,
     g: usize,
     a: &QActs,
@@ -182,137 +174,6 @@ unsafe fn finish<const R: usize, const S: u8>(
         // SAFETY: `o` holds PANEL = 8 floats.
         unsafe { _mm256_storeu_ps(o.as_mut_ptr(), total) };
     }
-}
-
-/// 4-bit panels: 8 groups of 4 values per block, two per byte.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn u4<const R: usize, const S: u8>(
-    p: &Panels,
-    g: usize,
-    a: &QActs,
-    r0: usize,
-    out: &mut [[f32; PANEL]],
-) {
-    let nb = p.nb;
-    let x = Rows::<R>::new(a, r0);
-    assert!(p.qs.len() >= (g + 1) * nb * 128);
-    check_scales(p, g);
-    let (qs, ds) = (p.qs[g * nb * 128..].as_ptr(), p.d.ptrs());
-    let mask = _mm256_set1_epi8(0x0F);
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); R];
-    for b in 0..nb {
-        // SAFETY: block b of panel g exists (asserted), rows checked by `Rows::new`.
-        unsafe {
-            let wb = qs.add(b * 128);
-            // Sums of 8 products of a 4-bit and a 7-bit value fit in i16 (|.| <= 30480).
-            let mut s16 = [_mm256_setzero_si256(); R];
-            for q in 0..4 {
-                let raw = _mm256_loadu_si256(wb.add(32 * q).cast());
-                let lo = _mm256_and_si256(raw, mask);
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(raw), mask);
-                for (r, s) in s16.iter_mut().enumerate() {
-                    *s = _mm256_add_epi16(*s, _mm256_maddubs_epi16(lo, x.quad(r, b, q)));
-                    *s = _mm256_add_epi16(*s, _mm256_maddubs_epi16(hi, x.quad(r, b, q + 4)));
-                }
-            }
-            let dv = scales8::<S>(ds, (g * nb + b) * PANEL, p.sup_index(g, b));
-            for (r, s) in s16.iter().enumerate() {
-                let sumi = _mm256_cvtepi32_ps(_mm256_madd_epi16(*s, ones));
-                let sc = _mm256_mul_ps(dv, _mm256_set1_ps(*x.d[r].add(b)));
-                acc[r] = _mm256_fmadd_ps(sumi, sc, acc[r]);
-            }
-        }
-    }
-    // SAFETY: forwarded contract (U4 panels always have offsets and `a` sums).
-    unsafe { finish::<R, S>(p, g, a, r0, acc, out) }
-}
-
-/// 8-bit panels with one scale (and maybe offset) per block (Q8_0, Q5_0, Q5_1, Q5_K).
-/// Products of two 8-bit values need `madd` to i32 after every `maddubs`.
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn i8_full<const R: usize, const S: u8>(
-    p: &Panels,
-    g: usize,
-    a: &QActs,
-    r0: usize,
-    out: &mut [[f32; PANEL]],
-) {
-    let nb = p.nb;
-    let x = Rows::<R>::new(a, r0);
-    assert!(p.qs.len() >= (g + 1) * nb * 256);
-    check_scales(p, g);
-    let (qs, ds) = (p.qs[g * nb * 256..].as_ptr(), p.d.ptrs());
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); R];
-    for b in 0..nb {
-        // SAFETY: as in `u4`.
-        unsafe {
-            let wb = qs.add(b * 256);
-            let mut s32 = [_mm256_setzero_si256(); R];
-            for u in 0..8 {
-                let w = _mm256_loadu_si256(wb.add(32 * u).cast());
-                // |w| as u8; the signs move onto the activations.
-                let aw = _mm256_sign_epi8(w, w);
-                for (r, s) in s32.iter_mut().enumerate() {
-                    let sx = _mm256_sign_epi8(x.quad(r, b, u), w);
-                    let prod = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
-                    *s = _mm256_add_epi32(*s, prod);
-                }
-            }
-            let dv = scales8::<S>(ds, (g * nb + b) * PANEL, p.sup_index(g, b));
-            for (r, s) in s32.iter().enumerate() {
-                let sc = _mm256_mul_ps(dv, _mm256_set1_ps(*x.d[r].add(b)));
-                acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(*s), sc, acc[r]);
-            }
-        }
-    }
-    // SAFETY: forwarded contract (sums exist when the panels have offsets).
-    unsafe { finish::<R, S>(p, g, a, r0, acc, out) }
-}
-
-/// Values in `-32..32` with a scale (and maybe offset) per 16 (Q6_K, Q3_K, Q2_K): four
-/// `maddubs` per half fit in i16 (|.| <= 4 * 2 * 32 * 127 = 32512).
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn i8_halves<const R: usize, const S: u8>(
-    p: &Panels,
-    g: usize,
-    a: &QActs,
-    r0: usize,
-    out: &mut [[f32; PANEL]],
-) {
-    let nb = p.nb;
-    let x = Rows::<R>::new(a, r0);
-    assert!(p.qs.len() >= (g + 1) * nb * 256);
-    check_scales(p, g);
-    let (qs, ds) = (p.qs[g * nb * 256..].as_ptr(), p.d.ptrs());
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); R];
-    for b in 0..nb {
-        for half in 0..2 {
-            // SAFETY: as in `u4`.
-            unsafe {
-                let wb = qs.add(b * 256 + 128 * half);
-                let mut s16 = [_mm256_setzero_si256(); R];
-                for u in 0..4 {
-                    let w = _mm256_loadu_si256(wb.add(32 * u).cast());
-                    let aw = _mm256_sign_epi8(w, w);
-                    for (r, s) in s16.iter_mut().enumerate() {
-                        let sx = _mm256_sign_epi8(x.quad(r, b, 4 * half + u), w);
-                        *s = _mm256_add_epi16(*s, _mm256_maddubs_epi16(aw, sx));
-                    }
-                }
-                let dv = scales8::<S>(ds, ((g * nb + b) * 2 + half) * PANEL, p.sup_index(g, b));
-                for (r, s) in s16.iter().enumerate() {
-                    let sumi = _mm256_cvtepi32_ps(_mm256_madd_epi16(*s, ones));
-                    let sc = _mm256_mul_ps(dv, _mm256_set1_ps(*x.d[r].add(b)));
-                    acc[r] = _mm256_fmadd_ps(sumi, sc, acc[r]);
-                }
-            }
-        }
-    }
-    // SAFETY: forwarded contract (sums exist when the panels have offsets).
-    unsafe { finish::<R, S>(p, g, a, r0, acc, out) }
 }
 
 /// Float panel `g` (F16 or BF16 values, `repack::Layout`) against f32 activation rows

@@ -1,0 +1,177 @@
+//! A tiny int8 peak probe for `cpu_qmatmul`: how many 8-bit multiply-adds per second
+//! this CPU retires with each dot-product instruction the matmul paths can use, on one
+//! thread and on every rayon thread at once. Each probe runs 12 independent
+//! accumulators (more than latency x throughput of any of these instructions, and
+//! with the two inputs within the 16 registers VEX code has) over a register-resident
+//! loop, so nothing but the instruction's throughput limits it.
+//! Counted as 2 ops (multiply, add) per 8-bit product, as GEMM GOPS are.
+
+#![allow(dead_code)]
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+/// One instruction's measured peak.
+pub struct Peak {
+    /// The instruction, as the table prints it.
+    pub name: &'static str,
+    /// GOPS on one thread.
+    pub one: f64,
+    /// GOPS on all rayon threads together.
+    pub all: f64,
+}
+
+/// Iterations of the 12-instruction loop per timing (a multiple of 32).
+const ITERS: u64 = 4_000_000;
+
+/// Independent accumulators of each probe.
+const ACCS: usize = 12;
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::ACCS;
+
+    /// 8-bit products per loop iteration of a probe over `lanes` i32 lanes.
+    pub fn products(lanes: u64) -> u64 {
+        ACCS as u64 * lanes * 4
+    }
+
+    macro_rules! probe {
+        ($name:ident, $feat:literal, $ty:ty, $zero:expr, $set:expr, |$a:ident, $u:ident, $s:ident| $step:expr) => {
+            /// Runs the probe loop `iters` times; returns a value that depends on it.
+            ///
+            /// # Safety
+            /// The CPU must have the named features.
+            #[target_feature(enable = $feat)]
+            pub unsafe fn $name(iters: u64) -> i64 {
+                let $u: $ty = $set(0x0101_0101);
+                let $s: $ty = $set(0x0203_0405);
+                let mut acc: [$ty; ACCS] = [$zero; ACCS];
+                for _ in 0..iters / 32 {
+                    for _ in 0..32 {
+                        for $a in acc.iter_mut() {
+                            *$a = $step;
+                        }
+                    }
+                    // Keeps the loop from being folded away (once per 32 rounds, so the
+                    // stores do not limit it).
+                    acc = std::hint::black_box(acc);
+                }
+                let mut out = [0i32; ACCS];
+                // SAFETY: reading the first i32 lane of each accumulator.
+                for (o, a) in out.iter_mut().zip(&acc) {
+                    *o = unsafe { std::ptr::from_ref(a).cast::<i32>().read_unaligned() };
+                }
+                out.iter().map(|&v| i64::from(v)).sum()
+            }
+        };
+    }
+
+    probe!(
+        avx2_maddubs,
+        "avx2",
+        __m256i,
+        _mm256_setzero_si256(),
+        _mm256_set1_epi32,
+        // The accumulator is the signed input too, so the products are not invariant.
+        |a, u, _s| _mm256_add_epi32(
+            *a,
+            _mm256_madd_epi16(_mm256_maddubs_epi16(u, *a), _mm256_set1_epi16(1))
+        )
+    );
+    probe!(
+        avxvnni_ymm,
+        "avx2,avxvnni",
+        __m256i,
+        _mm256_setzero_si256(),
+        _mm256_set1_epi32,
+        |a, u, s| _mm256_dpbusd_avx_epi32(*a, u, s)
+    );
+    probe!(
+        avx512vnni_ymm,
+        "avx2,avx512f,avx512vl,avx512vnni",
+        __m256i,
+        _mm256_setzero_si256(),
+        _mm256_set1_epi32,
+        |a, u, s| _mm256_dpbusd_epi32(*a, u, s)
+    );
+    probe!(
+        avx512vnni_zmm,
+        "avx512f,avx512vnni",
+        __m512i,
+        _mm512_setzero_si512(),
+        _mm512_set1_epi32,
+        |a, u, s| _mm512_dpbusd_epi32(*a, u, s)
+    );
+}
+
+/// GOPS of `f` (which runs `iters` iterations of `products` 8-bit products each) on
+/// one thread and on all rayon threads (each running the whole loop).
+fn measure(f: fn(u64) -> i64, products: u64) -> (f64, f64) {
+    let ops =
+        |threads: usize, secs: f64| 2.0 * (products * ITERS) as f64 * threads as f64 / secs / 1e9;
+    std::hint::black_box(f(ITERS / 10));
+    let best_of = |run: &dyn Fn() -> f64| (0..3).map(|_| run()).fold(f64::INFINITY, f64::min);
+    let one = best_of(&|| {
+        let t = Instant::now();
+        std::hint::black_box(f(ITERS));
+        t.elapsed().as_secs_f64()
+    });
+    let threads = rayon::current_num_threads();
+    let all = best_of(&|| {
+        let t = Instant::now();
+        (0..threads).into_par_iter().for_each(|_| {
+            std::hint::black_box(f(ITERS));
+        });
+        t.elapsed().as_secs_f64()
+    });
+    (ops(1, one), ops(threads, all))
+}
+
+/// Every probe this CPU can run.
+pub fn probe() -> Vec<Peak> {
+    #[allow(unused_mut)]
+    let mut peaks = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        let f = ferrite::device::cpu::isa::CpuFeatures::get();
+        type Probe = (&'static str, bool, fn(u64) -> i64, u64);
+        // SAFETY (each closure): only run where the CPU has the features (the flag).
+        let list: [Probe; 4] = [
+            (
+                "avx2 vpmaddubsw+vpmaddwd ymm",
+                f.avx2,
+                |n| unsafe { x86::avx2_maddubs(n) },
+                8,
+            ),
+            (
+                "avx-vnni vpdpbusd ymm",
+                f.avxvnni,
+                |n| unsafe { x86::avxvnni_ymm(n) },
+                8,
+            ),
+            (
+                "avx512-vnni vpdpbusd ymm",
+                f.avx512_base() && f.avx512vnni,
+                |n| unsafe { x86::avx512vnni_ymm(n) },
+                8,
+            ),
+            (
+                "avx512-vnni vpdpbusd zmm",
+                f.avx512_base() && f.avx512vnni,
+                |n| unsafe { x86::avx512vnni_zmm(n) },
+                16,
+            ),
+        ];
+        for (name, on, run, lanes) in list {
+            if on {
+                let (one, all) = measure(run, x86::products(lanes));
+                peaks.push(Peak { name, one, all });
+            }
+        }
+    }
+    peaks
+}
