@@ -362,6 +362,9 @@ fn summarize(args: &Args, model: &str, records: &[Record], wall: Duration) -> Va
         "short_requests": ok.iter().filter(|r| tokens(r) != u64::from(args.max_tokens)).count(),
         "wall_s": wall_s,
         "output_tokens": total_tokens,
+        // ITL is measured between content chunks: tokens without text (special tokens
+        // generated under ignore_eos) merge into the next chunk's gap.
+        "content_chunks": ok.iter().map(|r| r.chunks).sum::<u64>(),
         "agg_tok_s": total_tokens as f64 / wall_s,
         "req_s": ok.len() as f64 / wall_s,
         "per_stream_decode_tok_s_mean": mean(&decode),

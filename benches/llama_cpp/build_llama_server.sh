@@ -20,10 +20,22 @@ if [[ ! -x "$SERVER" ]]; then
   SRC_TREE="$(LLAMA_CPP_DIR="$DIR" LLAMA_CPP_FULL=1 \
     bash "$(dirname "$0")/../../tests/fixtures/llama_cpp_sdist.sh")"
   ln -sfn "$SRC_TREE" "$DIR/llama.cpp"
-  # 3. build, CPU only and offline: no curl/openssl, no web-UI download from HF
+  # 3. build, CPU only and offline: no curl/openssl, no web-UI download from HF.
+  # -march=native turns on AMX wherever CPUID advertises it, and a VM that does not
+  # grant the tile state then kills llama.cpp with SIGILL at its first tileloadd: on
+  # such CPUs the ISA is named instead (everything /proc/cpuinfo lists but AMX).
+  ISA_FLAGS=(-DGGML_NATIVE=ON)
+  if grep -qw amx_tile /proc/cpuinfo; then
+    has() { grep -qw "$1" /proc/cpuinfo && echo ON || echo OFF; }
+    ISA_FLAGS=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+      -DGGML_AVX512="$(has avx512f)" -DGGML_AVX512_VBMI="$(has avx512vbmi)"
+      -DGGML_AVX512_VNNI="$(has avx512_vnni)" -DGGML_AVX512_BF16="$(has avx512_bf16)"
+      -DGGML_AVX_VNNI="$(has avx_vnni)" -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF
+      -DGGML_AMX_BF16=OFF)
+  fi
   cmake -S "$DIR/llama.cpp" -B "$DIR/build" -DCMAKE_BUILD_TYPE=Release \
     -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_UI=OFF \
-    -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF >&2
+    "${ISA_FLAGS[@]}" -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF >&2
   cmake --build "$DIR/build" -j"$JOBS" \
     --target llama-server llama-cli llama-tokenize llama-bench >&2
 fi

@@ -198,8 +198,8 @@ unsafe fn i8s<const R: usize, const S: u8, const HALVES: bool>(
                         _mm256_loadu_si256(q1.add(at).cast()),
                     );
                     let wu = _mm512_xor_si512(w, bias);
-                    for r in 0..R {
-                        s[v % 2][r] = _mm512_dpbusd_epi32(s[v % 2][r], wu, quad16(&x, r, b, u));
+                    for (r, acc) in s[v % 2].iter_mut().enumerate() {
+                        *acc = _mm512_dpbusd_epi32(*acc, wu, quad16(&x, r, b, u));
                     }
                 }
                 let (i0, i1) = if HALVES {

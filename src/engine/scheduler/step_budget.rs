@@ -44,7 +44,16 @@ impl Scheduler {
         let work = plan.scheduled.iter().fold(StepWork::default(), |w, s| {
             w.plus(StepWork::chunk(s.start, s.len))
         });
-        self.cost.observe(work, took.as_secs_f64() * 1e3);
+        let ms = took.as_secs_f64() * 1e3;
+        tracing::debug!(
+            target: "ferrite::step_cost",
+            tokens = work.tokens,
+            pairs = work.pairs,
+            ms,
+            predicted_ms = self.cost.predict(work).unwrap_or(f64::NAN),
+            "step"
+        );
+        self.cost.observe(work, ms);
     }
 
     /// The fitted step cost model.
