@@ -11,6 +11,8 @@
 # Environment (all optional): STREAMS=4 (per LLM), CHAT_REQUESTS=16 (per LLM),
 #   MAX_TOKENS=96, ENC_REQUESTS=24 (per encoder workload), DOCS=16, CLIENTS=2 (per
 #   encoder workload), OUT_DIR= (default: a temp dir)
+# FEATURES= (optional): cargo features of the ferrite build, e.g. cuda: build what the
+# test suite builds, so neither overwrites the other's target/release/ferrite.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -39,7 +41,7 @@ exe() { # path of a bench binary built by cargo
         | grep -o "\"executable\":\"[^\"]*$1[^\"]*\"" | tail -1 | sed 's/^"executable":"//; s/"$//'
 }
 echo "building (release) ..." >&2
-cargo build --release --bin ferrite >&2
+cargo build --release --bin ferrite --features "${FEATURES:-}" >&2
 LOADGEN=$(exe loadgen)
 ENCLOAD=$(exe rerank_load)
 [[ -x "$LOADGEN" && -x "$ENCLOAD" ]] || { echo "could not build the bench binaries" >&2; exit 1; }

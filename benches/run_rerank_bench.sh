@@ -13,6 +13,8 @@
 # Usage: benches/run_rerank_bench.sh
 # Environment (all optional): ENCODER= (default: the default encoder), REQUESTS=32,
 #   CHAT_REQUESTS=16, MAX_TOKENS=128, SERVER_ARGS=, OUT_DIR= (default: a temp dir)
+# FEATURES= (optional): cargo features of the ferrite build, e.g. cuda: build what the
+# test suite builds, so neither overwrites the other's target/release/ferrite.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -40,7 +42,7 @@ exe() { # path of a bench binary built by cargo
         | grep -o "\"executable\":\"[^\"]*$1[^\"]*\"" | tail -1 | sed 's/^"executable":"//; s/"$//'
 }
 echo "building (release) ..." >&2
-cargo build --release --bin ferrite >&2
+cargo build --release --bin ferrite --features "${FEATURES:-}" >&2
 LOADGEN=$(exe loadgen)
 RERANK=$(exe rerank_load)
 [[ -x "$LOADGEN" && -x "$RERANK" ]] || { echo "could not build the bench binaries" >&2; exit 1; }

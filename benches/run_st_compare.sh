@@ -12,6 +12,8 @@
 # Usage: benches/run_st_compare.sh
 # Environment (all optional): THREADS=2, REPS=5, PRECISION=auto (ferrite's
 #   --encoder-precision), VENV=target/st-venv, SERVER_ARGS=, OUT_DIR= (default: a temp dir)
+# FEATURES= (optional): cargo features of the ferrite build, e.g. cuda: build what the
+# test suite builds, so neither overwrites the other's target/release/ferrite.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -39,7 +41,7 @@ trap 'exit 130' INT TERM
     || "$VENV/bin/python3" -m pip install --quiet "${PINS[@]}"
 
 echo "building (release) ..." >&2
-cargo build --release --bin ferrite >&2
+cargo build --release --bin ferrite --features "${FEATURES:-}" >&2
 MODELS_DIR=${MODELS_DIR:-models}
 log="$OUT_DIR/server.log"
 # shellcheck disable=SC2086 # SERVER_ARGS is a list of words

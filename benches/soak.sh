@@ -20,6 +20,8 @@
 #   DURATION=1800  CHAT_CONCURRENCY=8  MAX_TOKENS=64  RERANK_CLIENTS=2  SAMPLE_SECS=10
 #   IDLE_TIMEOUT=60  READY_TIMEOUT=600  SERVER_ARGS= (extra `ferrite serve` flags)
 #   OUT_DIR= (samples.csv, loadgen JSON per round, server log; default: a temp dir)
+# FEATURES= (optional): cargo features of the ferrite build, e.g. cuda: build what the
+# test suite builds, so neither overwrites the other's target/release/ferrite.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -48,7 +50,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "building (release) ..." >&2
-cargo build --release --bin ferrite >&2
+cargo build --release --bin ferrite --features "${FEATURES:-}" >&2
 LOADGEN=$(cargo bench --bench loadgen --no-run --message-format=json 2>/dev/null \
     | grep -o '"executable":"[^"]*loadgen[^"]*"' | tail -1 | sed 's/^"executable":"//; s/"$//')
 [[ -n "$LOADGEN" && -x "$LOADGEN" ]] || { echo "could not build benches/loadgen.rs" >&2; exit 1; }

@@ -35,6 +35,7 @@ fn plans() -> Vec<(Kernel, LinearPlan)> {
         Kernel::Int8AvxVnni,
         Kernel::Bf16Scalar,
         Kernel::Bf16Avx512,
+        Kernel::Bf16Amx,
     ];
     let have = Kernel::available(CpuFeatures::hardware());
     for k in all.iter().filter(|k| !have.contains(k)) {

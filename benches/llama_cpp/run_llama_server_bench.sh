@@ -22,6 +22,8 @@
 #   RUN_TIMEOUT=900          seconds per loadgen run
 #   READY_TIMEOUT=300        seconds to wait for /health 200
 #   OUT_DIR=                 where JSON results and the server log go (default: temp dir)
+# FEATURES= (optional): cargo features of the ferrite build, e.g. cuda: build what the
+# test suite builds, so neither overwrites the other's target/release/ferrite.
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -45,7 +47,7 @@ fi
 VERSION=$("$LLAMA_SERVER" --version 2>&1 | grep -m1 '^version' || echo "version unknown")
 if [[ -z "${MODEL:-}" ]]; then
     echo "building ferrite to fetch the default model ..." >&2
-    cargo build --release --bin ferrite >&2
+    cargo build --release --bin ferrite --features "${FEATURES:-}" >&2
     MODEL=$(./target/release/ferrite fetch-model --models-dir models | tail -1)
 fi
 [[ -f "$MODEL" ]] || { echo "model $MODEL not found" >&2; exit 1; }

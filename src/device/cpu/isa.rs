@@ -10,7 +10,9 @@
 //! needs Linux to grant the tile data state to the process
 //! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`): without a successful request
 //! the first tile instruction raises SIGILL even where CPUID advertises AMX, so
-//! `amx` is true only after the kernel said yes. No kernel uses AMX yet.
+//! `amx` is true only after the kernel said yes *and* tile instructions ran in a forked
+//! child (a VM may grant the permission without enabling the tiles). The encoder's
+//! bf16 layers use AMX-BF16 where `amx_bf16` holds.
 //!
 //! `FERRITE_ISA` caps the level for testing and for machines whose detection lies:
 //! `scalar`, `avx2` (AVX2 + FMA + F16C), `avxvnni` (plus AVX-VNNI), `avx512` (plus every
@@ -185,9 +187,11 @@ pub struct CpuFeatures {
     pub avxvnni: bool,
     /// CPUID advertises AMX-TILE (with AMX-INT8 or AMX-BF16).
     pub amx_advertised: bool,
-    /// AMX usable: advertised, OS tile state enabled, and the process was granted
-    /// the tile data permission.
+    /// AMX usable: advertised, OS tile state enabled, the process was granted the
+    /// tile data permission, and tile instructions ran in a child process.
     pub amx: bool,
+    /// AMX-BF16 (`tdpbf16ps`) usable: `amx` and CPUID advertises it.
+    pub amx_bf16: bool,
     /// The cap these features were filtered by.
     pub cap: IsaCap,
 }
@@ -234,6 +238,7 @@ impl CpuFeatures {
         f.cap = cap;
         if cap < IsaCap::Native {
             f.amx = false;
+            f.amx_bf16 = false;
         }
         if cap < IsaCap::Avx512 {
             f.avx512f = false;
@@ -276,6 +281,7 @@ impl CpuFeatures {
             (self.avx512bf16, "avx512bf16"),
             (self.avxvnni, "avxvnni"),
             (self.amx, "amx"),
+            (self.amx_bf16, "amx-bf16"),
         ];
         let found: Vec<&str> = names
             .iter()
@@ -323,6 +329,7 @@ fn x86_probe() -> CpuFeatures {
     let leaf7 = __cpuid_count(7, 0);
     let amx_advertised =
         leaf7.edx & (1 << 24) != 0 && (leaf7.edx & (1 << 25) != 0 || leaf7.edx & (1 << 22) != 0);
+    let amx = amx_advertised && os_amx && request_amx_permission() && tiles_run();
     CpuFeatures {
         avx2: avx(std::is_x86_feature_detected!("avx2")),
         fma: avx(std::is_x86_feature_detected!("fma")),
@@ -334,7 +341,8 @@ fn x86_probe() -> CpuFeatures {
         avx512bf16: avx512(std::is_x86_feature_detected!("avx512bf16")),
         avxvnni: avx(std::is_x86_feature_detected!("avxvnni")),
         amx_advertised,
-        amx: amx_advertised && os_amx && request_amx_permission(),
+        amx,
+        amx_bf16: amx && leaf7.edx & (1 << 22) != 0,
         cap: IsaCap::Native,
     }
 }
@@ -354,6 +362,42 @@ fn request_amx_permission() -> bool {
         )
     };
     rc == 0
+}
+
+/// Whether tile instructions run in this process: a configure, a zero and a release
+/// in a forked child (a CPU or VM that advertises AMX and grants the permission but
+/// does not enable the tiles kills the child with SIGILL, not us).
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn tiles_run() -> bool {
+    // Palette 1, tmm0 of 16 rows x 64 bytes.
+    let mut cfg = [0u8; 64];
+    cfg[0] = 1;
+    cfg[16] = 64;
+    cfg[48] = 16;
+    // SAFETY: the child only executes the tile instructions and `_exit`
+    // (async-signal-safe), so forking a multi-threaded process is sound; the parent
+    // only waits for it.
+    unsafe {
+        match libc::fork() {
+            -1 => false,
+            0 => {
+                std::arch::asm!("ldtilecfg [{}]", in(reg) cfg.as_ptr(), options(nostack, readonly));
+                std::arch::asm!("tilezero tmm0", "tilerelease", options(nostack, nomem));
+                libc::_exit(0)
+            }
+            child => {
+                let mut status = 0;
+                libc::waitpid(child, &mut status, 0) == child
+                    && libc::WIFEXITED(status)
+                    && libc::WEXITSTATUS(status) == 0
+            }
+        }
+    }
+}
+
+#[cfg(all(target_arch = "x86_64", not(target_os = "linux")))]
+fn tiles_run() -> bool {
+    false
 }
 
 /// Only Linux has the permission protocol we know; elsewhere AMX stays off.

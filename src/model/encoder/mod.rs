@@ -9,6 +9,8 @@
 //! `len * labels` raw logits (token-major) for token classifiers; an input's output
 //! never depends on the rest of its batch.
 
+#[cfg(target_arch = "x86_64")]
+mod amx;
 pub mod attention;
 pub mod bert;
 pub mod config;

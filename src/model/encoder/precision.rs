@@ -104,6 +104,7 @@ impl LinearPlan {
             Self::Quantized(Kernel::Int8AvxVnni) => "int8 (avx-vnni vpdpbusd)",
             Self::Quantized(Kernel::Int8Scalar) => "int8 (scalar)",
             Self::Quantized(Kernel::Bf16Avx512) => "bf16 (avx512-bf16 vdpbf16ps)",
+            Self::Quantized(Kernel::Bf16Amx) => "bf16 (amx tdpbf16ps)",
             Self::Quantized(Kernel::Bf16Scalar) => "bf16 (scalar)",
         }
     }

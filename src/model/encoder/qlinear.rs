@@ -46,6 +46,9 @@ pub enum Kernel {
     Bf16Scalar,
     /// `vdpbf16ps` (AVX-512 F/BW/VL + BF16).
     Bf16Avx512,
+    /// AMX `tdpbf16ps` on 16-row tiles (AMX-BF16 granted, plus AVX-512 BF16 for
+    /// layers whose input width is not a multiple of 32).
+    Bf16Amx,
 }
 
 impl Kernel {
@@ -62,7 +65,13 @@ impl Kernel {
 
     /// The fastest bf16 kernel `f` allows, if any is faster than f32.
     pub fn best_bf16(f: &CpuFeatures) -> Option<Kernel> {
-        (f.avx512_base() && f.avx512bf16).then_some(Kernel::Bf16Avx512)
+        if !(f.avx512_base() && f.avx512bf16) {
+            None
+        } else if f.amx_bf16 {
+            Some(Kernel::Bf16Amx)
+        } else {
+            Some(Kernel::Bf16Avx512)
+        }
     }
 
     /// Every kernel `f` can run (the scalar ones always).
@@ -76,6 +85,9 @@ impl Kernel {
         }
         if f.avx512_base() && f.avx512bf16 {
             v.push(Kernel::Bf16Avx512);
+            if f.amx_bf16 {
+                v.push(Kernel::Bf16Amx);
+            }
         }
         v
     }
@@ -230,6 +242,14 @@ impl QLinear {
         if rows == 0 {
             return y;
         }
+        #[cfg(target_arch = "x86_64")]
+        if kernel == Kernel::Bf16Amx {
+            if self.kp.is_multiple_of(super::amx::K_STEP) {
+                self.forward_amx(x, rows, &mut y);
+                return y;
+            }
+            return self.forward_with(x, Kernel::Bf16Avx512);
+        }
         let padded_rows = rows.div_ceil(MR) * MR;
         let (a8, a16, a_scale) = if kernel.is_int8() {
             let (q, s) = quantize_rows(x, self.k, self.kp, padded_rows);
@@ -257,6 +277,44 @@ impl QLinear {
                 }
             });
         y
+    }
+
+    /// [`Self::forward_with`] on AMX: tasks of 32 rows, each 16-row tile against every
+    /// panel (`amx::panel_rows`).
+    #[cfg(target_arch = "x86_64")]
+    fn forward_amx(&self, x: &[f32], rows: usize, y: &mut [f32]) {
+        use super::amx::ROWS;
+        let Packed::Bf16(w) = &self.packed else {
+            unreachable!("AMX runs bf16 weights")
+        };
+        let a16 = bf16_rows(x, self.k, self.kp, rows.div_ceil(ROWS) * ROWS);
+        let n = self.n;
+        y.par_chunks_mut(2 * ROWS * n)
+            .enumerate()
+            .for_each(|(task, chunk)| {
+                let task_rows = chunk.len() / n;
+                for t in (0..task_rows).step_by(ROWS) {
+                    let r0 = task * 2 * ROWS + t;
+                    let tile_rows = (task_rows - t).min(ROWS);
+                    // SAFETY: `forward_with` checked that the CPU has the kernel (AMX
+                    // granted and proven); `a16` holds whole 16-row tiles, `kp` is a
+                    // multiple of 32 (checked by the caller), `w` and `bias` hold every
+                    // padded panel, and `chunk` from row t holds `tile_rows` rows of n.
+                    unsafe {
+                        super::amx::panel_rows(
+                            &a16,
+                            r0,
+                            self.kp,
+                            w,
+                            &self.bias,
+                            n,
+                            tile_rows,
+                            &mut chunk[t * n..],
+                            n,
+                        )
+                    };
+                }
+            });
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -311,6 +369,7 @@ fn run_tile(kernel: Kernel, tile: &Tile<'_>, out: &mut [f32]) {
         Kernel::Int8AvxVnni => unsafe { super::qkernels::int8_tile_avxvnni(tile, out) },
         #[cfg(target_arch = "x86_64")]
         Kernel::Bf16Avx512 => unsafe { super::qkernels::bf16_tile_avx512(tile, out) },
+        Kernel::Bf16Amx => unreachable!("AMX layers run whole tiles (forward_amx)"),
         #[cfg(not(target_arch = "x86_64"))]
         _ => unreachable!("no x86 kernels off x86-64"),
     }
