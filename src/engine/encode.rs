@@ -231,8 +231,8 @@ impl EncoderWorker {
 
     /// Hands a finished batch's outputs to its jobs; replies to completed ones.
     fn complete(&mut self) {
-        let fl = self.in_flight.take().expect("a batch is in flight");
-        match self.encoder.finish(&fl.pass) {
+        let mut fl = self.in_flight.take().expect("a batch is in flight");
+        match self.encoder.finish(&mut fl.pass) {
             Ok(outputs) => {
                 let mut outputs = outputs.into_iter();
                 for &(job, n) in &fl.taken {
