@@ -29,6 +29,7 @@ use ferrite::model::encoder::Encoder;
 use ferrite::model::encoder::attention::packed_attention;
 use ferrite::model::encoder::bert::PackedBatch;
 use ferrite::model::encoder::config::{Activation, Pooling, Task};
+use ferrite::model::encoder::device::weight_bytes;
 use ferrite::model::encoder::ops::{LayerNorm, activate};
 use half::f16;
 
@@ -264,7 +265,13 @@ fn both(dir: &str, task: Option<Task>, dev: &Arc<dyn Device>) -> (Vec<Vec<f32>>,
     let path = fixtures().join(dir);
     let cpu = Encoder::load_as(&path, task).expect("loads on the CPU");
     let gpu = Encoder::load_on_device(&path, task, dev.clone()).expect("loads on the device");
-    assert!(gpu.encoder.on_device().is_some() && cpu.encoder.on_device().is_none());
+    assert!(cpu.encoder.on_device().is_none());
+    let on = gpu.encoder.on_device().expect("a device encoder");
+    assert_eq!(
+        on.weight_bytes(),
+        weight_bytes(gpu.encoder.config()),
+        "{dir}: weight estimate"
+    );
     let cfg = cpu.encoder.config();
     let b = batch(&[7, 1, 30, 12, 64], cfg.vocab, cfg.type_vocab, 40);
     let want = cpu.encoder.run(&b).expect("CPU runs");

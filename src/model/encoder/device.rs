@@ -189,6 +189,21 @@ pub fn activation_bytes(cfg: &EncoderConfig, tokens: usize) -> usize {
     4 * tokens * (7 * cfg.hidden + cfg.intermediate + out + 5)
 }
 
+/// Device bytes of `cfg`'s weights as [`DeviceEncoder::load`] stores them (f16
+/// matrices and tables, f32 biases and LayerNorms), from the shape alone.
+pub fn weight_bytes(cfg: &EncoderConfig) -> usize {
+    let (h, ff) = (cfg.hidden, cfg.intermediate);
+    let labels = cfg.labels.len().max(1);
+    let tables = (cfg.vocab + cfg.max_positions + cfg.type_vocab) * h;
+    let per_layer = 2 * (4 * h * h + 2 * h * ff) + 4 * (4 * h + ff + h + 4 * h);
+    let head = match cfg.task {
+        Task::Embedding(_) => 0,
+        Task::TokenClassifier => 2 * h * labels + 4 * labels,
+        Task::CrossEncoder | Task::Classifier { .. } => 2 * (h * h + h * labels) + 4 * (h + labels),
+    };
+    2 * tables + 8 * h + cfg.layers * per_layer + head
+}
+
 impl DeviceEncoder {
     /// Uploads the body and head of checkpoint `ck` (shaped as `cfg`) to `dev`.
     pub fn load(dev: Arc<dyn Device>, cfg: &EncoderConfig, ck: &Checkpoint) -> Result<Self> {
