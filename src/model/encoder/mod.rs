@@ -49,9 +49,9 @@ enum Head {
 /// Where the forward runs.
 enum Backend {
     /// The CPU: `bert.rs` and the heads here.
-    Host { body: BertBody, head: Head },
+    Host { body: Box<BertBody>, head: Box<Head> },
     /// A device (`device.rs`).
-    Device(DeviceEncoder),
+    Device(Box<DeviceEncoder>),
 }
 
 /// A loaded encoder model.
@@ -107,7 +107,10 @@ impl Encoder {
             encoder: Self {
                 config,
                 plan,
-                backend: Backend::Host { body, head },
+                backend: Backend::Host {
+                    body: Box::new(body),
+                    head: Box::new(head),
+                },
             },
             tokenizer,
         })
@@ -135,7 +138,7 @@ impl Encoder {
             encoder: Self {
                 config,
                 plan: LinearPlan::F32,
-                backend: Backend::Device(on_device),
+                backend: Backend::Device(Box::new(on_device)),
             },
             tokenizer,
         })
@@ -219,7 +222,7 @@ impl Encoder {
             );
         }
         let head = match &self.backend {
-            Backend::Host { head, .. } => head,
+            Backend::Host { head, .. } => &**head,
             Backend::Device(d) => {
                 let state = pass
                     .take_device()
