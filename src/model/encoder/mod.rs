@@ -49,7 +49,10 @@ enum Head {
 /// Where the forward runs.
 enum Backend {
     /// The CPU: `bert.rs` and the heads here.
-    Host { body: Box<BertBody>, head: Box<Head> },
+    Host {
+        body: Box<BertBody>,
+        head: Box<Head>,
+    },
     /// A device (`device.rs`).
     Device(Box<DeviceEncoder>),
 }
