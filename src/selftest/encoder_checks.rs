@@ -149,7 +149,8 @@ fn attention(ctx: &Ctx) -> Result<Worst, String> {
     let dev = ctx.dev;
     let mut acc = Worst::default();
     for (heads, hd, lens) in [
-        (3usize, 24usize, vec![5usize, 1, 17, 530]),
+        (1usize, 24usize, vec![5usize, 1, 17, 530]),
+        (3, 24, vec![5, 1, 17]),
         (2, 64, vec![40, 3]),
     ] {
         let hidden = heads * hd;
@@ -234,7 +235,7 @@ pub fn run(ctx: &Ctx, out: &mut Rows) {
         ),
         (
             "encoder_attention",
-            "3 heads x 24, lens 5,1,17,530; 2 heads x 64, lens 40,3",
+            "1 head x 24, lens 5,1,17,530; 3 x 24, lens 5,1,17; 2 x 64, lens 40,3",
             attention,
         ),
         ("pool_rows", "lens 3,1,6 of 40; cls, mean + L2", pooling),
