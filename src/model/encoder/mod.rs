@@ -2,6 +2,9 @@
 //! safetensors + `config.json` + `tokenizer.json`): sentence embeddings (mean or CLS
 //! pooling, L2-normalized), one-label cross-encoders for rerank, sequence classifiers
 //! with any number of labels, and token classifiers (NER; aggregation in `ner`).
+//! The forward runs on the CPU (`bert.rs`, the heads here) or, loaded with
+//! [`Encoder::load_on_device`], whole on a GPU or the kernel emulator (`device.rs`);
+//! the engine drives both through the same `begin` / `advance` / `finish`.
 //!
 //! Invariants: `Encoder::run` returns one output per input of the packed batch, in
 //! order: an embedding of `hidden` floats for embedding models, one raw logit per
