@@ -86,7 +86,7 @@ fn selftest_on_the_cpu_checks_every_simd_path_and_passes() {
 
 /// One of each kind of device check (the slow attention and model checks are the
 /// same kernels `gpu_kernels` and `device_model` run on the emulator).
-const EMULATOR_FILTER: &str = "qmatvec q4_k,qmatmul q4_k,dequant_rows q4_k,qmatmul bf16,dequant_rows q2_k,qmatmul_into,rms_norm,rotary,silu,argmax,gather,kv_write";
+const EMULATOR_FILTER: &str = "qmatvec q4_k,qmatmul q4_k,dequant_rows q4_k,qmatmul bf16,dequant_rows q2_k,qmatmul_into,rms_norm,rotary,silu,argmax,gather,kv_write,gemm_f16w,layer_norm_residual,embed_layer_norm,pool_rows";
 
 #[test]
 fn selftest_on_the_emulator_runs_the_device_checks() {
@@ -107,7 +107,7 @@ fn selftest_on_the_emulator_runs_the_device_checks() {
     let report = json(&file);
     assert_eq!(report["device"]["kind"], "emulator");
     assert_eq!(report["seed"], 7);
-    let names = assert_all_pass(&report, 12);
+    let names = assert_all_pass(&report, 16);
     for want in [
         "qmatvec q4_k",
         "qmatmul q4_k",
@@ -121,6 +121,10 @@ fn selftest_on_the_emulator_runs_the_device_checks() {
         "argmax_rows",
         "gather_rows",
         "kv_write",
+        "gemm_f16w",
+        "layer_norm_residual",
+        "embed_layer_norm",
+        "pool_rows",
     ] {
         assert!(names.iter().any(|n| n == want), "{want} in {names:?}");
     }

@@ -11,9 +11,14 @@
 //
 // What it does not model: timing, memory ordering beyond those barriers, partial-warp
 // masks (every shuffle must be reached by all 32 lanes, as our kernels guarantee), or
-// inline PTX (kernels keep PTX behind `#ifndef FERRITE_EMULATION`).
+// inline PTX (kernels keep PTX behind `#ifndef FERRITE_EMULATION`). The one PTX
+// instruction emulated is the tensor-core `mma.sync.aligned.m16n8k16.row.col` with f16
+// inputs and f32 accumulation (`ferrite_emu_mma_m16n8k16`): the warp's fragments are
+// exchanged and each lane computes its own outputs, in f32, from the lanes that hold
+// each element as PTX lays them out.
 
 #pragma once
+#include <array>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
@@ -43,12 +48,13 @@ inline thread_local dim3 threadIdx, blockIdx;
 namespace ferrite_emu {
 
 struct Block {
-    explicit Block(unsigned n) : all(n), slots(n) {
+    explicit Block(unsigned n) : all(n), slots(n), frags(n) {
         for (unsigned w = 0; w < n / 32; w++) warps.emplace_back(new std::barrier<>(32));
     }
     std::barrier<> all;
     std::vector<std::unique_ptr<std::barrier<>>> warps;
     std::vector<uint64_t> slots;
+    std::vector<std::array<uint32_t, 6>> frags;
 };
 
 inline thread_local Block* current = nullptr;
@@ -155,3 +161,36 @@ inline unsigned short ferrite_emu_f32_to_f16(float f) {
 
 // Registers kernel `name` of this translation unit for `ferrite_emu_launch`.
 #define FERRITE_EMU_KERNEL(name) static ferrite_emu::Reg ferrite_emu_reg_##name(#name, &name);
+
+// mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 for the calling warp (all 32 lanes
+// must call it): d += A (16 x 16) * B (16 x 8). With g = lane / 4 and t = lane % 4, lane
+// holds a = {A[g][2t, 2t+1], A[g+8][2t, 2t+1], A[g][2t+8, 2t+9], A[g+8][2t+8, 2t+9]},
+// b = {B[2t, 2t+1][g], B[2t+8, 2t+9][g]} (f16 pairs, the lower index in the low 16 bits)
+// and d = {D[g][2t], D[g][2t+1], D[g+8][2t], D[g+8][2t+1]}.
+inline void ferrite_emu_mma_m16n8k16(float* d, const unsigned* a, const unsigned* b) {
+    using namespace ferrite_emu;
+    const unsigned base = tid - tid % 32, lane = tid % 32;
+    auto& mine = current->frags[tid];
+    for (int i = 0; i < 4; i++) mine[i] = a[i];
+    mine[4] = b[0];
+    mine[5] = b[1];
+    current->warps[tid / 32]->arrive_and_wait();
+    // Element `half` of register `reg` of lane (g, t).
+    auto elem = [&](unsigned g, unsigned t, int reg, unsigned k) {
+        const uint32_t v = current->frags[base + g * 4 + t][reg];
+        return ferrite_emu_f16_to_f32((unsigned short)((k & 1) ? v >> 16 : v & 0xffff));
+    };
+    const unsigned g = lane / 4, t = lane % 4;
+    for (int e = 0; e < 4; e++) {
+        const unsigned row = g + (e >= 2 ? 8 : 0), col = 2 * t + (e & 1);
+        float s = 0.0f;
+        for (unsigned k = 0; k < 16; k++) {
+            const unsigned kt = (k % 8) / 2;
+            const float av = elem(row % 8, kt, (row >= 8 ? 1 : 0) + (k >= 8 ? 2 : 0), k);
+            const float bv = elem(col, kt, 4 + (k >= 8 ? 1 : 0), k);
+            s += av * bv;
+        }
+        d[e] += s;
+    }
+    current->warps[tid / 32]->arrive_and_wait();
+}

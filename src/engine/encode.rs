@@ -231,8 +231,8 @@ impl EncoderWorker {
 
     /// Hands a finished batch's outputs to its jobs; replies to completed ones.
     fn complete(&mut self) {
-        let fl = self.in_flight.take().expect("a batch is in flight");
-        match self.encoder.finish(&fl.pass) {
+        let mut fl = self.in_flight.take().expect("a batch is in flight");
+        match self.encoder.finish(&mut fl.pass) {
             Ok(outputs) => {
                 let mut outputs = outputs.into_iter();
                 for &(job, n) in &fl.taken {
@@ -340,6 +340,44 @@ mod tests {
         let (reply, rx) = oneshot::channel();
         w.add(EncodeJob { inputs, reply }, permit);
         rx
+    }
+
+    #[test]
+    fn a_device_encoder_serves_jobs_through_the_worker_slice_by_slice() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let emu = crate::device::emulator::EmuDevice::shared_in(&root.join("target/emu-kernels"))
+            .expect("the kernel emulator builds");
+        let dev: Arc<dyn crate::device::kernels::Device> = emu;
+        let dir = root.join("tests/fixtures/encoders/bert_cross_encoder");
+        let loaded = Encoder::load_on_device(&dir, None, dev).expect("loads on the emulator");
+        let layers = loaded.encoder.layers();
+        let stats = Arc::new(EngineStats::default());
+        let mut w = EncoderWorker::new(loaded.encoder, 10_000, stats.clone(), "dev");
+        let (mut cpu, tok, cpu_stats) = worker(10_000);
+        let docs = ["one", "two three", "four five six"];
+        let mut rx = job(&mut w, &stats, &tok, &docs);
+        let mut want = job(&mut cpu, &cpu_stats, &tok, &docs);
+        // A zero budget: every slice runs one layer of a one-input batch.
+        let mut slices = 0;
+        while w.has_work() {
+            w.run_slice(Some(Duration::ZERO));
+            slices += 1;
+            assert!(slices <= 100, "the worker made no progress");
+        }
+        assert_eq!(slices, docs.len() * layers, "one layer per slice");
+        cpu.run_batch();
+        let (got, want) = (
+            rx.try_recv().unwrap().unwrap(),
+            want.try_recv().unwrap().unwrap(),
+        );
+        assert_eq!(got.len(), docs.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                (g[0] - w[0]).abs() <= 2e-2 + 2e-2 * w[0].abs(),
+                "{g:?} vs {w:?}"
+            );
+        }
+        assert_eq!(stats.encoder_waiting.get(), 0);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! On a device (`cuda[:N]`, or `emulator`: the same kernels built for the host), every
 //! kernel through its checked wrapper against the CPU reference on fresh random inputs
-//! with edge-case shapes (`quant_checks`, `row_checks`, `attention_checks`), then a
+//! with edge-case shapes (`quant_checks`, `row_checks`, `attention_checks`, `encoder_checks`), then a
 //! tiny whole decoder against the CPU decoder (`model_check`). On the CPU (`cpu`, or
 //! `auto` without a usable GPU) the CPU kernels of every instruction-set path this
 //! machine has against their scalar twins (`cpu_checks`). Prints the device found and a
@@ -16,6 +16,7 @@
 mod attention_checks;
 mod cpu_checks;
 mod device_info;
+mod encoder_checks;
 pub mod measure;
 mod model_check;
 mod quant_checks;
@@ -173,6 +174,7 @@ pub fn run(opts: &SelftestOptions) -> Result<Report> {
             quant_checks::run(&ctx, &mut rows);
             row_checks::run(&ctx, &mut rows);
             attention_checks::run(&ctx, &mut rows);
+            encoder_checks::run(&ctx, &mut rows);
             model_check::run(&ctx, &mut rows);
         }
     }

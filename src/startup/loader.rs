@@ -20,7 +20,7 @@ use crate::engine::start::{
 };
 use crate::model::ModelInfo;
 use crate::model::decoder::Decoder;
-use crate::model::encoder::{Encoder, EncoderInfo};
+use crate::model::encoder::{Encoder, EncoderInfo, LoadedEncoder};
 use crate::model::loader::{LoadedModel, load_gguf};
 use crate::registry::memory::MemoryUse;
 use crate::registry::spec::{ModelSpec, SpecKind};
@@ -58,8 +58,8 @@ struct Inner {
     pending_gpu: Mutex<Vec<PendingGpuLlm>>,
 }
 
-/// A start-up LLM planned on a GPU, not loaded yet: the LLMs loaded on that GPU before
-/// it leave room for its weights and activations and its KV share.
+/// A start-up model planned on a GPU, not loaded yet: the LLMs loaded on that GPU before
+/// it leave room for its weights and activations and (an LLM's) KV share.
 #[derive(Debug, Clone)]
 struct PendingGpuLlm {
     name: String,
@@ -94,8 +94,9 @@ impl ServeLoader {
         self.0.shutdown()
     }
 
-    /// Notes the start-up LLMs whose device is a GPU (with their planned use), so that
-    /// each one loaded there first leaves room for the others (`kv_share_of`).
+    /// Notes the start-up models whose device is a GPU (with their planned use), so that
+    /// each LLM loaded there first leaves room for the others (`kv_share_of`): the other
+    /// LLMs' weights, activations and KV shares, the encoders' weights and activations.
     pub fn plan_gpu<'a>(&self, llms: impl IntoIterator<Item = (&'a str, ModelSpec, MemoryUse)>) {
         self.0.plan_gpu(llms)
     }
@@ -107,9 +108,6 @@ impl Inner {
     fn plan_gpu<'a>(&self, llms: impl IntoIterator<Item = (&'a str, ModelSpec, MemoryUse)>) {
         let mut pending = Vec::new();
         for (name, spec, planned) in llms {
-            if spec.kind != SpecKind::Llm {
-                continue;
-            }
             if let Ok(DeviceChoice {
                 kind: DeviceKind::Cuda(ordinal),
                 ..
@@ -119,7 +117,10 @@ impl Inner {
                     name: name.to_string(),
                     ordinal,
                     bytes: planned.weights + planned.activations,
-                    share: spec.kv_share.unwrap_or(1.0),
+                    share: match spec.kind {
+                        SpecKind::Llm => spec.kv_share.unwrap_or(1.0),
+                        SpecKind::Encoder => 0.0,
+                    },
                 });
             }
         }
@@ -246,13 +247,14 @@ impl Inner {
 
     async fn load_encoder(&self, name: String, spec: ModelSpec) -> Result<Loaded> {
         let dir = local_source(&spec)?;
-        tracing::info!(model = %name, path = %dir.display(), "loading encoder");
+        let choice = self.device_of(&spec)?;
+        // Off the list of models still to come on its GPU (it holds its memory now).
+        self.pending_on(&name, choice.kind, 0.0);
+        tracing::info!(model = %name, path = %dir.display(), device = %choice.kind.name(), "loading encoder");
         let t0 = std::time::Instant::now();
         let precision = self.args.encoder.encoder_precision;
-        let load_dir = dir.clone();
-        let model =
-            tokio::task::spawn_blocking(move || Encoder::load_precision(&load_dir, precision))
-                .await??;
+        let tokens = self.args.encoder.encoder_batch_tokens as usize;
+        let (model, kind) = load_encoder_with_fallback(&dir, &choice, precision, tokens).await?;
         let cfg = model.encoder.config();
         tracing::info!(
             model = %name,
@@ -260,7 +262,8 @@ impl Inner {
             task = ?cfg.task,
             max_len = cfg.max_len,
             %precision,
-            linear = model.encoder.plan().describe(),
+            device = %kind.name(),
+            linear = model.encoder.describe(),
             "encoder loaded"
         );
         let info = EncoderInfo {
@@ -282,7 +285,7 @@ impl Inner {
                 share: e.encoder_share,
             },
         };
-        let engine = self.engine_for(DeviceKind::Cpu)?;
+        let engine = self.engine_for(kind)?;
         let served = install_encoder(&engine, parts)?;
         Ok(Loaded::Encoder(Arc::new(EncoderReady {
             encoder: served.served,
@@ -335,6 +338,79 @@ impl Loader for ServeLoader {
         drop(model);
         Box::pin(async move { handle.device().unload(handle.slot()).await })
     }
+}
+
+/// Loads the encoder at `dir` on the chosen device: on a GPU, with its weights and the
+/// work buffers of a `tokens`-token batch on it; falls back to the CPU (the reason
+/// logged) when the GPU cannot have it and the operator did not insist on the GPU.
+async fn load_encoder_with_fallback(
+    dir: &Path,
+    choice: &DeviceChoice,
+    precision: crate::model::encoder::precision::EncoderPrecision,
+    tokens: usize,
+) -> Result<(LoadedEncoder, DeviceKind)> {
+    let on_cpu = |dir: PathBuf| {
+        tokio::task::spawn_blocking(move || Encoder::load_precision(&dir, precision))
+    };
+    let DeviceKind::Cuda(n) = choice.kind else {
+        return Ok((on_cpu(dir.to_path_buf()).await??, DeviceKind::Cpu));
+    };
+    let gpu_dir = dir.to_path_buf();
+    match tokio::task::spawn_blocking(move || load_encoder_on_gpu(n, &gpu_dir, tokens)).await? {
+        Ok(m) => Ok((m, choice.kind)),
+        Err(e) if !choice.explicit => {
+            tracing::warn!("the encoder cannot run on cuda:{n} ({e:#}); using the CPU");
+            Ok((on_cpu(dir.to_path_buf()).await??, DeviceKind::Cpu))
+        }
+        Err(e) => Err(e).with_context(|| format!("loading {} on cuda:{n}", dir.display())),
+    }
+}
+
+/// Opens GPU `n`, checks that the encoder's f16 weights and a `tokens`-token batch's
+/// work buffers fit its free memory (refusing with the numbers), and loads it there.
+#[cfg(feature = "cuda")]
+fn load_encoder_on_gpu(n: usize, dir: &Path, tokens: usize) -> Result<LoadedEncoder> {
+    use crate::device::cuda::CudaDevice;
+    use crate::device::kernels::Device;
+    use crate::model::encoder::config::EncoderConfig;
+    use crate::model::encoder::device::{activation_bytes, weight_bytes};
+
+    let cfg = EncoderConfig::from_dir(dir)?;
+    let tokens = tokens.max(cfg.max_len);
+    let cuda = Arc::new(CudaDevice::open(n).map_err(anyhow::Error::msg)?);
+    let (free, total) = cuda.memory()?;
+    let (weights, acts) = (weight_bytes(&cfg), activation_bytes(&cfg, tokens));
+    // Work buffers grow to powers of two: count them at twice their size.
+    let need = weights + 2 * acts;
+    if need > free {
+        bail!(
+            "the encoder needs {} MiB on {} ({} MiB of f16 weights, {} MiB of work buffers              for {tokens}-token batches, doubled for rounding), {} of {} MiB are free",
+            need >> 20,
+            cuda.name(),
+            weights >> 20,
+            acts >> 20,
+            free >> 20,
+            total >> 20
+        );
+    }
+    let dev: Arc<dyn Device> = cuda.clone();
+    let loaded = Encoder::load_on_device(dir, None, dev)?;
+    if let Some(d) = loaded.encoder.on_device() {
+        d.reserve(tokens)?;
+        tracing::info!(
+            gpu = %cuda.name(),
+            weights_mib = d.weight_bytes() >> 20,
+            work_mib = acts >> 20,
+            free_mib_before = free >> 20,
+            "encoder on the GPU"
+        );
+    }
+    Ok(loaded)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn load_encoder_on_gpu(n: usize, _dir: &Path, _tokens: usize) -> Result<LoadedEncoder> {
+    bail!("cuda:{n}: this binary was built without the CUDA backend")
 }
 
 /// What sizes the KV cache on a GPU.

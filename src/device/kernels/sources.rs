@@ -111,6 +111,17 @@ pub const MODULES: &[KernelModule] = &[
         kernels: &["gather_rows"],
     },
     KernelModule {
+        name: "encoder",
+        source: include_str!("../../../kernels/encoder.cu"),
+        kernels: &[
+            "gemm_f16w",
+            "embed_layer_norm",
+            "layer_norm_residual",
+            "encoder_attention",
+            "pool_rows",
+        ],
+    },
+    KernelModule {
         name: "sampling",
         source: include_str!("../../../kernels/sampling.cu"),
         kernels: &["argmax_rows"],

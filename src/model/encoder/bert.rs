@@ -17,6 +17,7 @@ use candle_core::{DType, Tensor};
 use super::attention::packed_attention;
 use super::config::Activation;
 use super::config::EncoderConfig;
+use super::device::DevicePass;
 use super::ops::{Dense, LayerNorm, activate, gelu_fast};
 use super::precision::LinearPlan;
 
@@ -66,11 +67,38 @@ impl PackedBatch {
 pub struct Pass {
     lens: Vec<usize>,
     offsets: Vec<usize>,
+    /// Empty for a pass on a device.
     x: Vec<f32>,
     layers_done: usize,
+    /// The pass's state on a device (`device.rs`), when the encoder runs there.
+    device: Option<DevicePass>,
 }
 
 impl Pass {
+    /// A pass of `batch` whose state lives on a device.
+    pub(super) fn on_device(batch: &PackedBatch, state: DevicePass) -> Self {
+        Self {
+            lens: batch.lens.clone(),
+            offsets: batch.offsets(),
+            x: Vec::new(),
+            layers_done: 0,
+            device: Some(state),
+        }
+    }
+
+    /// The device state and the layer to run next, counted as run (device passes only).
+    pub(super) fn device_step(&mut self) -> Option<(&mut DevicePass, usize)> {
+        let i = self.layers_done;
+        let state = self.device.as_mut()?;
+        self.layers_done += 1;
+        Some((state, i))
+    }
+
+    /// Takes the device state out of a finished pass.
+    pub(super) fn take_device(&mut self) -> Option<DevicePass> {
+        self.device.take()
+    }
+
     /// Tokens in the batch.
     pub fn tokens(&self) -> usize {
         self.lens.iter().sum()
@@ -91,10 +119,39 @@ impl Pass {
         &self.offsets
     }
 
-    /// The hidden states, `[tokens, hidden]` row-major.
+    /// The hidden states, `[tokens, hidden]` row-major (empty for a pass on a device).
     pub fn states(&self) -> &[f32] {
         &self.x
     }
+}
+
+/// Checks a batch against the model: inputs non-empty, at most `max_len` long and within
+/// the position table, ids inside the vocabulary, one token type per id.
+pub fn check_batch(cfg: &EncoderConfig, batch: &PackedBatch) -> Result<()> {
+    if batch.type_ids.len() != batch.ids.len()
+        || batch.lens.iter().sum::<usize>() != batch.ids.len()
+    {
+        bail!(
+            "a batch of {} token ids with {} token types and lengths summing to {}",
+            batch.ids.len(),
+            batch.type_ids.len(),
+            batch.lens.iter().sum::<usize>()
+        );
+    }
+    if let Some(&bad) = batch.ids.iter().find(|&&t| t as usize >= cfg.vocab) {
+        bail!("token id {bad} is outside the vocabulary of {}", cfg.vocab);
+    }
+    if let Some(&long) = batch.lens.iter().find(|&&l| l == 0 || l > cfg.max_len) {
+        bail!("an input of {long} tokens is outside 1..={}", cfg.max_len);
+    }
+    let longest = batch.lens.iter().copied().max().unwrap_or(0);
+    if longest + cfg.position_offset() > cfg.max_positions {
+        bail!(
+            "an input of {longest} tokens needs more than the model's {} positions",
+            cfg.max_positions
+        );
+    }
+    Ok(())
 }
 
 /// Weights of the transformer body (embeddings + layers).
@@ -233,19 +290,7 @@ impl BertBody {
     pub fn begin(&self, batch: &PackedBatch) -> Result<Pass> {
         let cfg = &self.cfg;
         let h = cfg.hidden;
-        if let Some(&bad) = batch.ids.iter().find(|&&t| t as usize >= cfg.vocab) {
-            bail!("token id {bad} is outside the vocabulary of {}", cfg.vocab);
-        }
-        if let Some(&long) = batch.lens.iter().find(|&&l| l == 0 || l > cfg.max_len) {
-            bail!("an input of {long} tokens is outside 1..={}", cfg.max_len);
-        }
-        let longest = batch.lens.iter().copied().max().unwrap_or(0);
-        if longest + cfg.position_offset() > cfg.max_positions {
-            bail!(
-                "an input of {longest} tokens needs more than the model's {} positions",
-                cfg.max_positions
-            );
-        }
+        check_batch(cfg, batch)?;
         let mut x = Vec::with_capacity(batch.ids.len() * h);
         let positions = batch
             .lens
@@ -268,6 +313,7 @@ impl BertBody {
             offsets: batch.offsets(),
             x,
             layers_done: 0,
+            device: None,
         })
     }
 

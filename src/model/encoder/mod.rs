@@ -2,6 +2,9 @@
 //! safetensors + `config.json` + `tokenizer.json`): sentence embeddings (mean or CLS
 //! pooling, L2-normalized), one-label cross-encoders for rerank, sequence classifiers
 //! with any number of labels, and token classifiers (NER; aggregation in `ner`).
+//! The forward runs on the CPU (`bert.rs`, the heads here) or, loaded with
+//! [`Encoder::load_on_device`], whole on a GPU or the kernel emulator (`device.rs`);
+//! the engine drives both through the same `begin` / `advance` / `finish`.
 //!
 //! Invariants: `Encoder::run` returns one output per input of the packed batch, in
 //! order: an embedding of `hidden` floats for embedding models, one raw logit per
@@ -14,6 +17,7 @@ mod amx;
 pub mod attention;
 pub mod bert;
 pub mod config;
+pub mod device;
 pub mod ner;
 pub mod ops;
 pub mod precision;
@@ -23,12 +27,14 @@ pub mod qlinear;
 pub mod tokenize;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use candle_core::Device;
 
 use bert::{BertBody, Checkpoint, PackedBatch, Pass};
 use config::{EncoderConfig, Family, Pooling, Task};
+use device::DeviceEncoder;
 use ops::Dense;
 use precision::{EncoderPrecision, LinearPlan};
 use tokenize::EncoderTokenizer;
@@ -45,12 +51,22 @@ enum Head {
     Tokens { classifier: Dense },
 }
 
+/// Where the forward runs.
+enum Backend {
+    /// The CPU: `bert.rs` and the heads here.
+    Host {
+        body: Box<BertBody>,
+        head: Box<Head>,
+    },
+    /// A device (`device.rs`).
+    Device(Box<DeviceEncoder>),
+}
+
 /// A loaded encoder model.
 pub struct Encoder {
     config: EncoderConfig,
     plan: LinearPlan,
-    body: BertBody,
-    head: Head,
+    backend: Backend,
 }
 
 /// An encoder folder, loaded.
@@ -99,16 +115,62 @@ impl Encoder {
             encoder: Self {
                 config,
                 plan,
-                body,
-                head,
+                backend: Backend::Host {
+                    body: Box::new(body),
+                    head: Box::new(head),
+                },
             },
             tokenizer,
         })
     }
 
-    /// How the linear layers run.
+    /// Like `load_as`, the weights (f16) and every step of the forward on `dev` (see
+    /// `device.rs`); outputs are those of the CPU path within f16 rounding.
+    pub fn load_on_device(
+        dir: &Path,
+        task: Option<Task>,
+        dev: Arc<dyn crate::device::kernels::Device>,
+    ) -> Result<LoadedEncoder> {
+        let mut config = EncoderConfig::from_dir(dir)?;
+        if let Some(task) = task {
+            config.task = task;
+        }
+        let weights = dir.join("model.safetensors");
+        let tensors = candle_core::safetensors::load(&weights, &Device::Cpu)
+            .with_context(|| format!("reading {}", weights.display()))?;
+        let ck = Checkpoint::new(tensors)?;
+        let on_device = DeviceEncoder::load(dev, &config, &ck)
+            .context("loading the encoder weights onto the device")?;
+        let tokenizer = EncoderTokenizer::from_file(&dir.join("tokenizer.json"), config.max_len)?;
+        Ok(LoadedEncoder {
+            encoder: Self {
+                config,
+                plan: LinearPlan::F32,
+                backend: Backend::Device(Box::new(on_device)),
+            },
+            tokenizer,
+        })
+    }
+
+    /// The device encoder, when the forward runs on one.
+    pub fn on_device(&self) -> Option<&DeviceEncoder> {
+        match &self.backend {
+            Backend::Device(d) => Some(d),
+            Backend::Host { .. } => None,
+        }
+    }
+
+    /// How the linear layers run on the CPU (`F32` for a device encoder).
     pub fn plan(&self) -> LinearPlan {
         self.plan
+    }
+
+    /// How the linear layers run, for logs: the CPU plan, or the device.
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            Backend::Host { .. } => self.plan.describe().to_string(),
+            Backend::Device(d) => format!("f16 tensor-core GEMM on {}", d.device_name()),
+        }
     }
 
     /// The model's configuration.
@@ -128,21 +190,38 @@ impl Encoder {
 
     /// Number of transformer layers (the steps of a [`Pass`]).
     pub fn layers(&self) -> usize {
-        self.body.layers()
+        match &self.backend {
+            Backend::Host { body, .. } => body.layers(),
+            Backend::Device(d) => d.layers(),
+        }
     }
 
     /// Starts a batch: checks it and computes its embeddings (see [`BertBody::begin`]).
     pub fn begin(&self, batch: &PackedBatch) -> Result<Pass> {
-        self.body.begin(batch)
+        match &self.backend {
+            Backend::Host { body, .. } => body.begin(batch),
+            Backend::Device(d) => Ok(Pass::on_device(batch, d.begin(batch)?)),
+        }
     }
 
-    /// Runs the pass's next layer; true once every layer has run.
+    /// Runs the pass's next layer; true once every layer has run. (On a device, an
+    /// error stops the pass; `finish` reports it.)
     pub fn advance(&self, pass: &mut Pass) -> bool {
-        self.body.advance(pass)
+        match &self.backend {
+            Backend::Host { body, .. } => body.advance(pass),
+            Backend::Device(d) => {
+                if pass.layers_done() < d.layers()
+                    && let Some((state, i)) = pass.device_step()
+                {
+                    d.advance(state, i);
+                }
+                pass.layers_done() == d.layers()
+            }
+        }
     }
 
     /// One output per input of a finished pass (see the module invariants).
-    pub fn finish(&self, pass: &Pass) -> Result<Vec<Vec<f32>>> {
+    pub fn finish(&self, pass: &mut Pass) -> Result<Vec<Vec<f32>>> {
         if pass.layers_done() != self.layers() {
             bail!(
                 "the pass ran {} of {} layers",
@@ -150,6 +229,15 @@ impl Encoder {
                 self.layers()
             );
         }
+        let head = match &self.backend {
+            Backend::Host { head, .. } => &**head,
+            Backend::Device(d) => {
+                let state = pass
+                    .take_device()
+                    .context("the pass was finished already, or is not a device pass")?;
+                return d.finish(state, pass.lens());
+            }
+        };
         let h = self.config.hidden;
         let states = pass.states();
         let firsts = || -> Vec<f32> {
@@ -159,7 +247,7 @@ impl Encoder {
                 .collect()
         };
         let rows = |v: Vec<f32>, width: usize| v.chunks_exact(width).map(<[f32]>::to_vec).collect();
-        match &self.head {
+        match head {
             Head::Pool(pooling) => Ok(pass
                 .offsets()
                 .iter()
@@ -196,7 +284,7 @@ impl Encoder {
         }
         let mut pass = self.begin(batch)?;
         while !self.advance(&mut pass) {}
-        self.finish(&pass)
+        self.finish(&mut pass)
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod attention;
 mod elementwise;
+mod encoder;
 mod quant;
 mod rows;
 
@@ -13,6 +14,10 @@ pub use attention::{
     AttnBatch, DevKvLayer, KvColumns, SPLIT_CHUNK, kv_write, paged_attention, paged_attention_split,
 };
 pub use elementwise::{add_bias, rms_norm_heads, scale_values, softcap_values};
+pub use encoder::{
+    DevEmbeddings, DevLayerNorm, DevLinear, DevSeqs, Epilogue, GEMM_TILE, MAX_HEAD_DIM, RowPool,
+    embed_layer_norm, encoder_attention, gemm_f16w, layer_norm_residual, pool_rows, to_f16_bits,
+};
 pub use quant::{MATVEC_MAX_ROWS, QWeight, dequant_rows, qmatmul, qmatmul_into};
 pub use rows::{
     DevRope, HeadColumns, argmax_rows, gather_rows, gelu_gate_up, rms_norm_residual, rotary,
