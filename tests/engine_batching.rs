@@ -4,10 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::engine::{collect, config, engine, greedy, submit};
-use ferrite::engine::handle::EngineHandle;
+use common::engine::{collect, config, engine, greedy, submit, wait_idle};
 use ferrite::engine::start::{EngineConfig, StartedEngine};
 use ferrite::engine::types::{FinishReason, SamplingParams, TokenEvent};
 
@@ -26,18 +23,6 @@ fn prompts(e: &StartedEngine) -> Vec<Vec<u32>> {
     .iter()
     .map(|p| tok.encode(p).unwrap())
     .collect()
-}
-
-fn wait_idle(h: &EngineHandle) {
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(10) {
-        let s = h.stats();
-        if s.running == 0 && s.blocks_used == 0 && s.waiting == 0 {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("engine not idle: {:?}", h.stats());
 }
 
 #[test]

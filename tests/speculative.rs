@@ -5,12 +5,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
-use common::engine::{collect, config, engine, greedy, submit};
+use common::engine::{collect, config, engine, greedy, submit, wait_idle};
 use common::sse::{metric_sum, post_json, scrape};
 use common::{Server, chat_body, merged};
-use ferrite::engine::handle::EngineHandle;
 use ferrite::engine::start::{EngineConfig, StartedEngine};
 use ferrite::engine::types::SamplingParams;
 use serde_json::json;
@@ -46,18 +43,6 @@ fn prompts(e: &StartedEngine) -> Vec<Vec<u32>> {
     .iter()
     .map(|p| tok.encode(p).unwrap())
     .collect()
-}
-
-fn wait_idle(h: &EngineHandle) {
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(10) {
-        let s = h.stats();
-        if s.running == 0 && s.blocks_used == 0 && s.waiting == 0 {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("engine not idle: {:?}", h.stats());
 }
 
 /// The parameter sets compared: greedy, greedy with a stop string and penalties, and

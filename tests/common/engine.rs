@@ -84,3 +84,17 @@ pub fn collect(mut rx: mpsc::UnboundedReceiver<TokenEvent>) -> (Vec<u32>, String
     }
     panic!("stream ended without Done");
 }
+
+/// Waits (up to 10 s) until the engine has nothing running or waiting and every KV
+/// block is back; panics with its stats otherwise.
+pub fn wait_idle(h: &EngineHandle) {
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < std::time::Duration::from_secs(10) {
+        let s = h.stats();
+        if s.running == 0 && s.blocks_used == 0 && s.waiting == 0 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    panic!("engine not idle: {:?}", h.stats());
+}
