@@ -31,27 +31,13 @@ use ferrite::model::encoder::bert::PackedBatch;
 use ferrite::model::encoder::config::{Activation, Pooling, Task};
 use ferrite::model::encoder::device::weight_bytes;
 use ferrite::model::encoder::ops::{LayerNorm, activate};
+use ferrite::model::gguf_writer::signed_units as data; // values in [-1, 1) from a seed
 use half::f16;
 
 use encoder_fixtures::{cosine, fixtures};
 
 fn devices() -> &'static [Arc<dyn Device>] {
     emu::devices()
-}
-
-/// Values in [-1, 1) from a seed (deterministic, no RNG crate).
-fn data(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..len)
-        .map(|_| {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
 }
 
 fn round16(v: &[f32]) -> Vec<f32> {

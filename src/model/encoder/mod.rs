@@ -100,17 +100,9 @@ impl Encoder {
     /// Like `load_as`, the body's linear layers run as `plan` (the classifier heads
     /// stay f32: one row per input, where precision matters most).
     pub fn load_with(dir: &Path, task: Option<Task>, plan: LinearPlan) -> Result<LoadedEncoder> {
-        let mut config = EncoderConfig::from_dir(dir)?;
-        if let Some(task) = task {
-            config.task = task;
-        }
-        let weights = dir.join("model.safetensors");
-        let tensors = candle_core::safetensors::load(&weights, &Device::Cpu)
-            .with_context(|| format!("reading {}", weights.display()))?;
-        let ck = Checkpoint::new(tensors)?;
+        let (config, ck, tokenizer) = read_folder(dir, task)?;
         let body = BertBody::load(&config, &ck, plan).context("loading the encoder weights")?;
         let head = load_head(&config, &ck).context("loading the encoder head")?;
-        let tokenizer = EncoderTokenizer::from_file(&dir.join("tokenizer.json"), config.max_len)?;
         Ok(LoadedEncoder {
             encoder: Self {
                 config,
@@ -131,17 +123,9 @@ impl Encoder {
         task: Option<Task>,
         dev: Arc<dyn crate::device::kernels::Device>,
     ) -> Result<LoadedEncoder> {
-        let mut config = EncoderConfig::from_dir(dir)?;
-        if let Some(task) = task {
-            config.task = task;
-        }
-        let weights = dir.join("model.safetensors");
-        let tensors = candle_core::safetensors::load(&weights, &Device::Cpu)
-            .with_context(|| format!("reading {}", weights.display()))?;
-        let ck = Checkpoint::new(tensors)?;
+        let (config, ck, tokenizer) = read_folder(dir, task)?;
         let on_device = DeviceEncoder::load(dev, &config, &ck)
             .context("loading the encoder weights onto the device")?;
-        let tokenizer = EncoderTokenizer::from_file(&dir.join("tokenizer.json"), config.max_len)?;
         Ok(LoadedEncoder {
             encoder: Self {
                 config,
@@ -365,4 +349,22 @@ pub struct ServedEncoder {
     pub info: EncoderInfo,
     /// Its tokenizer.
     pub tokenizer: EncoderTokenizer,
+}
+
+/// An encoder folder's configuration (its task replaced by `task` when given), its
+/// weights and its tokenizer: what every backend loads from.
+fn read_folder(
+    dir: &Path,
+    task: Option<Task>,
+) -> Result<(EncoderConfig, Checkpoint, EncoderTokenizer)> {
+    let mut config = EncoderConfig::from_dir(dir)?;
+    if let Some(task) = task {
+        config.task = task;
+    }
+    let weights = dir.join("model.safetensors");
+    let tensors = candle_core::safetensors::load(&weights, &Device::Cpu)
+        .with_context(|| format!("reading {}", weights.display()))?;
+    let ck = Checkpoint::new(tensors)?;
+    let tokenizer = EncoderTokenizer::from_file(&dir.join("tokenizer.json"), config.max_len)?;
+    Ok((config, ck, tokenizer))
 }

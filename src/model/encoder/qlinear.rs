@@ -449,19 +449,7 @@ fn bf16_tile_scalar(t: &Tile<'_>, out: &mut [f32]) {
 mod tests {
     use super::*;
 
-    fn data(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..len)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::model::gguf_writer::signed_units as data;
 
     fn f32_ref(x: &[f32], w: &[f32], b: &[f32], k: usize, n: usize) -> Vec<f32> {
         let rows = x.len() / k;
