@@ -13,7 +13,7 @@
 //!
 //! Run with `cargo bench --bench cpu_qmatmul [-- FILTER] [--ours-only] [--path NAME]`;
 //! FILTER (e.g. `Q4K` or `4096x14336`) keeps the rows whose label contains it;
-//! `--ours-only` skips candle (half the time); `--path avx2|avx-vnni|avx512-vnni|scalar`
+//! `--ours-only` skips candle (half the time); `--path amx-int8|avx512-vnni|avx-vnni|avx2|scalar`
 //! runs that matmul path instead of the fastest (`FERRITE_ISA` caps it too).
 
 use std::hint::black_box;
@@ -37,6 +37,8 @@ fn path_peak(path: MatmulPath, peaks: &[int8_peak::Peak]) -> Option<f64> {
         MatmulPath::AvxVnni => "avx-vnni vpdpbusd ymm",
         #[cfg(target_arch = "x86_64")]
         MatmulPath::Avx512Vnni => "avx512-vnni vpdpbusd zmm",
+        #[cfg(target_arch = "x86_64")]
+        MatmulPath::AmxInt8 => "amx-int8 tdpbssd tile",
     };
     peaks.iter().find(|p| p.name == name).map(|p| p.all)
 }

@@ -3,7 +3,8 @@
 //! thread and on every rayon thread at once. Each probe runs 12 independent
 //! accumulators (more than latency x throughput of any of these instructions, and
 //! with the two inputs within the 16 registers VEX code has) over a register-resident
-//! loop, so nothing but the instruction's throughput limits it.
+//! loop, so nothing but the instruction's throughput limits it. The AMX probe runs
+//! four independent full-tile `tdpbssd` (16 x 16 outputs x 64 bytes) per round.
 //! Counted as 2 ops (multiply, add) per 8-bit product, as GEMM GOPS are.
 
 #![allow(dead_code)]
@@ -98,6 +99,58 @@ mod x86 {
         _mm256_set1_epi32,
         |a, u, s| _mm256_dpbusd_epi32(*a, u, s)
     );
+    /// Runs `iters` rounds of four independent full-tile `tdpbssd` (16 x 16 x 64 8-bit
+    /// products each) on `tmm0`-`tmm3` from the same operands in `tmm4` / `tmm5`;
+    /// returns a value that depends on them.
+    ///
+    /// # Safety
+    /// The CPU must have AMX-INT8 and the OS must have granted this process the tile
+    /// state (`CpuFeatures::amx_int8`).
+    pub unsafe fn amx_tdpbssd(iters: u64) -> i64 {
+        use std::arch::asm;
+        let mut cfg = [0u8; 64];
+        cfg[0] = 1;
+        for t in 0..6 {
+            cfg[16 + 2 * t] = 64;
+            cfg[48 + t] = 16;
+        }
+        let ones = [1i8; 1024];
+        let mut out = [0i32; 256];
+        // SAFETY: the caller guarantees AMX; the loads read `ones` (16 rows of 64
+        // bytes), the store writes `out`; the tiles are released before returning.
+        unsafe {
+            asm!("ldtilecfg [{}]", in(reg) cfg.as_ptr(), options(nostack, readonly));
+            asm!(
+                "tileloadd tmm4, [{p} + {s} * 1]",
+                "tileloadd tmm5, [{p} + {s} * 1]",
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                p = in(reg) ones.as_ptr(),
+                s = in(reg) 64usize,
+                options(nostack, readonly)
+            );
+            for _ in 0..iters {
+                asm!(
+                    "tdpbssd tmm0, tmm4, tmm5",
+                    "tdpbssd tmm1, tmm4, tmm5",
+                    "tdpbssd tmm2, tmm4, tmm5",
+                    "tdpbssd tmm3, tmm4, tmm5",
+                    options(nostack, nomem)
+                );
+            }
+            asm!(
+                "tilestored [{p} + {s} * 1], tmm0",
+                "tilerelease",
+                p = in(reg) out.as_mut_ptr(),
+                s = in(reg) 64usize,
+                options(nostack)
+            );
+        }
+        i64::from(out[0])
+    }
+
     probe!(
         avx512vnni_zmm,
         "avx512f,avx512vnni",
@@ -140,7 +193,7 @@ pub fn probe() -> Vec<Peak> {
         let f = ferrite::device::cpu::isa::CpuFeatures::get();
         type Probe = (&'static str, bool, fn(u64) -> i64, u64);
         // SAFETY (each closure): only run where the CPU has the features (the flag).
-        let list: [Probe; 4] = [
+        let list: [Probe; 5] = [
             (
                 "avx2 vpmaddubsw+vpmaddwd ymm",
                 f.avx2,
@@ -165,10 +218,23 @@ pub fn probe() -> Vec<Peak> {
                 |n| unsafe { x86::avx512vnni_zmm(n) },
                 16,
             ),
+            // Lanes 0: the tile probe, whose round is counted below.
+            (
+                "amx-int8 tdpbssd tile",
+                f.amx_int8,
+                |n| unsafe { x86::amx_tdpbssd(n) },
+                0,
+            ),
         ];
         for (name, on, run, lanes) in list {
             if on {
-                let (one, all) = measure(run, x86::products(lanes));
+                // The tile probe's round: 4 products of 16 x 16 x 64.
+                let products = if lanes == 0 {
+                    4 * 16 * 16 * 64
+                } else {
+                    x86::products(lanes)
+                };
+                let (one, all) = measure(run, products);
                 peaks.push(Peak { name, one, all });
             }
         }

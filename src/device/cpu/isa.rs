@@ -12,14 +12,15 @@
 //! the first tile instruction raises SIGILL even where CPUID advertises AMX, so
 //! `amx` is true only after the kernel said yes *and* tile instructions ran in a forked
 //! child (a VM may grant the permission without enabling the tiles). The encoder's
-//! bf16 layers use AMX-BF16 where `amx_bf16` holds.
+//! bf16 layers use AMX-BF16 where `amx_bf16` holds, the LLM's quantized matmul
+//! AMX-INT8 where `amx_int8` does.
 //!
 //! `FERRITE_ISA` caps the level for testing and for machines whose detection lies:
 //! `scalar`, `avx2` (AVX2 + FMA + F16C), `avxvnni` (plus AVX-VNNI), `avx512` (plus every
 //! AVX-512 extension found) or `native` (everything found, the default). A cap never
 //! adds a feature the CPU lacks. [`Isa`] is the family of the LLM kernels (AVX2 or
 //! scalar) and [`MatmulPath`] the integer dot product of their quantized matmul
-//! (AVX-512 VNNI, AVX-VNNI, AVX2 or scalar); the scalar kernels are bit-identical
+//! (AMX-INT8, AVX-512 VNNI, AVX-VNNI, AVX2 or scalar); the scalar kernels are bit-identical
 //! references for the SIMD ones.
 
 use std::sync::OnceLock;
@@ -63,6 +64,10 @@ pub enum MatmulPath {
     /// 256-bit vectors), 32 registers, tiles of 8 rows.
     #[cfg(target_arch = "x86_64")]
     Avx512Vnni,
+    /// AMX-INT8: 16 activation rows x two panels per tile product (`tdpbsud` /
+    /// `tdpbssd`) where a group has 16 rows, the AVX-512 VNNI kernels for the rest.
+    #[cfg(target_arch = "x86_64")]
+    AmxInt8,
 }
 
 impl MatmulPath {
@@ -79,6 +84,9 @@ impl MatmulPath {
         {
             let f = CpuFeatures::get();
             if f.avx2_fma_f16c() {
+                if f.avx512_base() && f.avx512vnni && f.amx_int8 {
+                    paths.push(Self::AmxInt8);
+                }
                 if f.avx512_base() && f.avx512vnni {
                     paths.push(Self::Avx512Vnni);
                 }
@@ -101,11 +109,12 @@ impl MatmulPath {
         }
     }
 
-    /// Activation rows per register tile of the integer kernels.
+    /// Activation rows per register tile of the integer kernels (for AMX, of its
+    /// AVX-512 VNNI tiles; its tile products take 16).
     pub(crate) fn tile_rows(self) -> usize {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Self::Avx512Vnni => 8,
+            Self::Avx512Vnni | Self::AmxInt8 => 8,
             _ => 4,
         }
     }
@@ -114,7 +123,7 @@ impl MatmulPath {
     /// 512-bit register).
     pub(crate) fn pairs_panels(self) -> bool {
         #[cfg(target_arch = "x86_64")]
-        if self == Self::Avx512Vnni {
+        if matches!(self, Self::Avx512Vnni | Self::AmxInt8) {
             return true;
         }
         false
@@ -130,6 +139,8 @@ impl MatmulPath {
             Self::AvxVnni => "avx-vnni",
             #[cfg(target_arch = "x86_64")]
             Self::Avx512Vnni => "avx512-vnni",
+            #[cfg(target_arch = "x86_64")]
+            Self::AmxInt8 => "amx-int8",
         }
     }
 }
@@ -192,6 +203,8 @@ pub struct CpuFeatures {
     pub amx: bool,
     /// AMX-BF16 (`tdpbf16ps`) usable: `amx` and CPUID advertises it.
     pub amx_bf16: bool,
+    /// AMX-INT8 (`tdpbssd`, `tdpbsud`, ...) usable: `amx` and CPUID advertises it.
+    pub amx_int8: bool,
     /// The cap these features were filtered by.
     pub cap: IsaCap,
 }
@@ -239,6 +252,7 @@ impl CpuFeatures {
         if cap < IsaCap::Native {
             f.amx = false;
             f.amx_bf16 = false;
+            f.amx_int8 = false;
         }
         if cap < IsaCap::Avx512 {
             f.avx512f = false;
@@ -282,6 +296,7 @@ impl CpuFeatures {
             (self.avxvnni, "avxvnni"),
             (self.amx, "amx"),
             (self.amx_bf16, "amx-bf16"),
+            (self.amx_int8, "amx-int8"),
         ];
         let found: Vec<&str> = names
             .iter()
@@ -343,6 +358,7 @@ fn x86_probe() -> CpuFeatures {
         amx_advertised,
         amx,
         amx_bf16: amx && leaf7.edx & (1 << 22) != 0,
+        amx_int8: amx && leaf7.edx & (1 << 25) != 0,
         cap: IsaCap::Native,
     }
 }

@@ -1,14 +1,14 @@
 //! CPU compute kernels of our own, for the work candle's CPU backend does poorly. Every
 //! kernel picks AVX2 + FMA + F16C at run time where the CPU has them (no `target-cpu`
-//! needed), the quantized matmul's integer dot products AVX-512 VNNI or AVX-VNNI
-//! `vpdpbusd` where present ([`MatmulPath`]), and each has a portable scalar twin that
+//! needed), the quantized matmul's integer dot products AMX-INT8 tile products, AVX-512
+//! VNNI or AVX-VNNI `vpdpbusd` where present ([`MatmulPath`]), and each has a portable scalar twin that
 //! gives bit-identical results (the reference the tests hold the SIMD code to).
 //!
 //! - [`CpuQMatrix`]: a batch of f32 activation rows times a GGML weight (Q4_0, Q4_1,
 //!   Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, F16, BF16), repacked at load into
 //!   panels of 8 weight rows so each f32 lane is one output and each weight block is
-//!   read once per tile of 4 (AVX-512: 8) activation rows: the per-row cost falls as
-//!   the batch grows.
+//!   read once per tile of 4 (AVX-512: 8, AMX: 16) activation rows: the per-row cost
+//!   falls as the batch grows.
 //! - [`attention`]: causal attention over the paged f16 KV cache with an online softmax,
 //!   every K/V row read once for all query heads that share it.
 //! - [`rowops`]: RMSNorm and SiLU gating.
@@ -17,6 +17,8 @@
 //! the batch size or the row's position in it.
 
 mod acts;
+#[cfg(target_arch = "x86_64")]
+mod amx_int;
 pub mod attention;
 pub mod isa;
 mod math;

@@ -182,10 +182,17 @@ const PAR_MIN_WORK: usize = 1 << 18;
 const TASK_MIN_WORK: usize = 1 << 17;
 /// Activation rows per cache group (their quantized values stay in L2).
 const GROUP_ROWS: usize = 64;
+/// Activation rows per cache group on the AMX path: as many 16-row tiles as keep the
+/// group's quantized values within about 1 MiB of L2 (64 to 256 rows), so each pair
+/// of panels is unpacked into its tile strip once for as many rows as fit.
+#[cfg(target_arch = "x86_64")]
+fn amx_group_rows(k: usize) -> usize {
+    ((1 << 20) / k.max(1) / 16 * 16).clamp(GROUP_ROWS, 256)
+}
 /// Activation rows per tile of the float kernels and the portable integer one.
 pub(crate) const TILE: usize = 4;
-/// The most rows any path's tile has ([`MatmulPath::tile_rows`]).
-const MAX_TILE: usize = 8;
+/// The most rows any path's tile has ([`MatmulPath::tile_rows`], AMX's 16).
+const MAX_TILE: usize = 16;
 
 impl CpuQMatrix {
     /// Builds the matrix from a 2-D tensor of shape `(n, k)` in a supported format.
@@ -316,13 +323,12 @@ impl CpuQMatrix {
         let acts = if self.kind.is_float() {
             Acts::Float(x)
         } else {
-            Acts::Quant(QActs::quantize_with(
-                path.isa(),
-                x,
-                m,
-                self.k,
-                self.kind.sums(),
-            ))
+            let mut q = QActs::quantize_with(path.isa(), x, m, self.k, self.kind.sums());
+            #[cfg(target_arch = "x86_64")]
+            if path == MatmulPath::AmxInt8 && m >= super::amx_int::ROWS {
+                q.tile();
+            }
+            Acts::Quant(q)
         };
         let mut out: Vec<f32> = Vec::with_capacity(m * self.n);
         let dst = Out {
@@ -351,7 +357,9 @@ impl CpuQMatrix {
     }
 
     /// Output columns of panels `g0..g1` for all `m` rows, written into `dst`.
-    /// Cache-blocked: a group of activation rows against each panel in turn.
+    /// Cache-blocked: a group of activation rows against each panel in turn; on the
+    /// AMX path each pair of panels is unpacked once per group into a tile strip and
+    /// the group's 16-row tiles go through the tile unit, the rest through AVX-512.
     ///
     /// # Safety
     /// `dst` must hold `m` rows of `self.n` values, and no other thread may access its
@@ -376,12 +384,42 @@ impl CpuQMatrix {
         } else {
             1
         };
+        #[cfg(target_arch = "x86_64")]
+        let mut amx = self.amx_state(path, acts, m);
+        #[cfg(target_arch = "x86_64")]
+        let group = if amx.is_some() {
+            amx_group_rows(self.k)
+        } else {
+            GROUP_ROWS
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let group = GROUP_ROWS;
         let mut tiles = [[[0f32; PANEL]; MAX_TILE]; 2];
-        for r0 in (0..m).step_by(GROUP_ROWS) {
-            let r1 = (r0 + GROUP_ROWS).min(m);
+        for r0 in (0..m).step_by(group) {
+            let r1 = (r0 + group).min(m);
             for g in (g0..g1).step_by(step) {
                 let pair = step == 2 && g + 1 < g1;
                 let mut r = r0;
+                #[cfg(target_arch = "x86_64")]
+                if let (Some((t, strip)), Acts::Quant(a), true) = (&mut amx, acts, pair) {
+                    const ROWS: usize = super::amx_int::ROWS;
+                    if r1 - r0 >= ROWS {
+                        // SAFETY: the AMX path is only taken where the CPU has it
+                        // (`amx_state`); panels g and g + 1 exist (`pair`).
+                        unsafe { strip.fill(&self.p, g) };
+                    }
+                    while r + ROWS <= r1 {
+                        assert!(a.qs.len() >= (r + ROWS) * self.k);
+                        let [t0, t1] = &mut tiles;
+                        let (o0, o1) = (&mut t0[..ROWS], &mut t1[..ROWS]);
+                        // SAFETY: as above; the strip holds panels g and g + 1, rows
+                        // r..r + 16 exist (asserted), `t` is this thread's tiles.
+                        unsafe { super::amx_int::pair(t, strip, &self.p, g, a, r, [o0, o1]) };
+                        // SAFETY: caller contract.
+                        unsafe { self.store(&tiles, pair, g, r, ROWS, dst) };
+                        r += ROWS;
+                    }
+                }
                 while r < r1 {
                     let rows = if r + rows_per_tile <= r1 {
                         rows_per_tile
@@ -394,19 +432,59 @@ impl CpuQMatrix {
                     } else {
                         self.tile(path, g, acts, r, &mut t0[..rows]);
                     }
-                    for (h, t) in tiles.iter().take(1 + usize::from(pair)).enumerate() {
-                        let j0 = (g + h) * PANEL;
-                        let cols = PANEL.min(self.n - j0);
-                        for (i, row) in t[..rows].iter().enumerate() {
-                            // SAFETY: row r + i < m, columns j0..j0 + cols < n are this
-                            // task's (caller contract).
-                            unsafe {
-                                let at = dst.ptr.add((r + i) * dst.n + j0);
-                                std::ptr::copy_nonoverlapping(row.as_ptr(), at, cols);
-                            }
-                        }
-                    }
+                    // SAFETY: caller contract.
+                    unsafe { self.store(&tiles, pair, g, r, rows, dst) };
                     r += rows;
+                }
+            }
+        }
+    }
+
+    /// The tile configuration and weight strip of one task on the AMX path (`None` on
+    /// every other path, for float weights, and below one 16-row tile).
+    #[cfg(target_arch = "x86_64")]
+    fn amx_state(
+        &self,
+        path: MatmulPath,
+        acts: &Acts,
+        m: usize,
+    ) -> Option<(super::amx_int::Tiles, super::amx_int::Strip)> {
+        if path != MatmulPath::AmxInt8
+            || !matches!(acts, Acts::Quant(_))
+            || m < super::amx_int::ROWS
+        {
+            return None;
+        }
+        // SAFETY: `matmul_on` checked that the CPU has the path, so AMX-INT8 runs in
+        // this process.
+        let tiles = unsafe { super::amx_int::Tiles::configure(self.p.layout) };
+        Some((tiles, super::amx_int::Strip::new(self.p.nb)))
+    }
+
+    /// Copies the first `rows` rows of panel `g`'s tile (and panel `g + 1`'s if `pair`)
+    /// to output rows `r..r + rows` of `dst`.
+    ///
+    /// # Safety
+    /// As [`Self::panels`], for rows `r..r + rows` (all `< m`) and panels `g`
+    /// (`g + 1`).
+    unsafe fn store(
+        &self,
+        tiles: &[[[f32; PANEL]; MAX_TILE]; 2],
+        pair: bool,
+        g: usize,
+        r: usize,
+        rows: usize,
+        dst: &Out,
+    ) {
+        for (h, t) in tiles.iter().take(1 + usize::from(pair)).enumerate() {
+            let j0 = (g + h) * PANEL;
+            let cols = PANEL.min(self.n - j0);
+            for (i, row) in t[..rows].iter().enumerate() {
+                // SAFETY: row r + i < m, columns j0..j0 + cols < n are this task's
+                // (caller contract).
+                unsafe {
+                    let at = dst.ptr.add((r + i) * dst.n + j0);
+                    std::ptr::copy_nonoverlapping(row.as_ptr(), at, cols);
                 }
             }
         }
@@ -435,7 +513,7 @@ impl CpuQMatrix {
             // SAFETY: `matmul_on` checked that the CPU has the path's features; both
             // panels and the activation rows exist (checked above).
             #[cfg(target_arch = "x86_64")]
-            MatmulPath::Avx512Vnni => unsafe {
+            MatmulPath::Avx512Vnni | MatmulPath::AmxInt8 => unsafe {
                 super::x86_zmm::pair(&self.p, g, a, r0, out0, out1)
             },
             _ => unreachable!("{} does not pair panels", path.name()),
@@ -464,7 +542,7 @@ impl CpuQMatrix {
             #[cfg(target_arch = "x86_64")]
             MatmulPath::AvxVnni => unsafe { super::x86_int::avxvnni::tile(&self.p, g, a, r0, out) },
             #[cfg(target_arch = "x86_64")]
-            MatmulPath::Avx512Vnni => unsafe {
+            MatmulPath::Avx512Vnni | MatmulPath::AmxInt8 => unsafe {
                 super::x86_int::avx512vnni::tile(&self.p, g, a, r0, out)
             },
         }

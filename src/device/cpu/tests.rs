@@ -98,7 +98,7 @@ fn simd_equals_scalar_bitwise() {
     for dtype in DTYPES {
         for (si, &(n, k)) in shapes(dtype).iter().enumerate() {
             let (w, _) = weight(n, k, dtype, si as u64 + 7);
-            for m in MS.into_iter().chain([8, 17]) {
+            for m in MS.into_iter().chain([8, 16, 17, 24]) {
                 let x = rand_vec(m * k, 200 + m as u64);
                 let slow = w.matmul_scalar(&x, m);
                 for &path in &paths {

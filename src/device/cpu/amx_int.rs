@@ -1,0 +1,408 @@
+//! AMX-INT8 tiles for the quantized matmul's compute-bound case: 16 activation rows
+//! against two adjacent panels (16 outputs), where the CPU has AMX-INT8 and the OS
+//! granted this process the tile state (`CpuFeatures::amx_int8`, proven by running
+//! tile instructions in a child process first).
+//!
+//! One `tdpbsud` (4-bit weights, unsigned) or `tdpbssd` (8-bit, signed) per block of
+//! 32 values (per half block for the layouts with a scale per 16) gives the 16 x 16
+//! exact integer block sums at once; the float epilogue then folds them in exactly as
+//! `x86_zmm` does (`sumi * (d_w * d_x)` fused into the row's accumulator, blocks in
+//! order, then `x86::finish` per panel), so results are bit-identical to every other
+//! path. AMX's B operand wants 4 consecutive values of 16 outputs in 64 contiguous
+//! bytes; the panels keep them 32 bytes per panel (and nibble-packed for U4), so a
+//! [`Strip`] unpacks both panels once per group of activation rows and every 16-row
+//! tile of the group reads it from cache.
+//!
+//! Rust has no stable AMX intrinsics: the tile instructions are inline assembly on
+//! fixed registers, configured by [`Tiles`] for the lifetime of one matmul task on one
+//! thread (released on drop, panics included).
+//!
+//! Tile registers: `tmm0`-`tmm3` the 16 x 16 i32 block sums (two rounds of two blocks
+//! in flight), `tmm4` / `tmm5` the activations (16 rows x 32 bytes, or 16 for half
+//! blocks), `tmm6` / `tmm7` the weights (8 rows x 64 bytes, or 4): the tile unit works
+//! on one round while the vector units fold in the one before.
+
+use std::arch::asm;
+use std::arch::x86_64::*;
+
+use super::acts::{QActs, QK};
+use super::panels::{Panels, enc};
+use super::repack::{Layout, PANEL};
+use super::x86::{Rows, check_scales, scales8};
+
+/// Activation rows per AMX tile.
+pub(super) const ROWS: usize = 16;
+/// Bytes of one (block, two panels) in a [`Strip`]: 8 rows of 64 bytes.
+const BLOCK_BYTES: usize = 2 * PANEL * QK;
+/// Bytes of one block of a 16-row activation tile in `QActs::tiled`.
+const TILE_BLOCK: usize = ROWS * QK;
+
+/// The tile configuration of one matmul task; releases the tiles when dropped.
+pub(super) struct Tiles {
+    halves: bool,
+}
+
+impl Tiles {
+    /// Loads the tile configuration for panels of `layout` on this thread.
+    ///
+    /// # Safety
+    /// The CPU must have AMX-TILE and AMX-INT8 and the OS must have granted this
+    /// process the tile data state.
+    pub(super) unsafe fn configure(layout: Layout) -> Self {
+        let halves = layout == Layout::I8Halves;
+        let (a_cols, b_rows) = if halves { (16u16, 4u8) } else { (32, 8) };
+        let mut cfg = [0u8; 64];
+        cfg[0] = 1;
+        let mut set = |t: usize, colsb: u16, rows: u8| {
+            cfg[16 + 2 * t..18 + 2 * t].copy_from_slice(&colsb.to_le_bytes());
+            cfg[48 + t] = rows;
+        };
+        for t in 0..4 {
+            set(t, 64, 16);
+        }
+        for t in [4, 5] {
+            set(t, a_cols, 16);
+        }
+        for t in [6, 7] {
+            set(t, 64, b_rows);
+        }
+        // SAFETY: the caller guarantees AMX and the permission; `cfg` is 64 bytes.
+        unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.as_ptr(), options(nostack, readonly)) };
+        Self { halves }
+    }
+}
+
+impl Drop for Tiles {
+    fn drop(&mut self) {
+        // SAFETY: `configure` succeeded on this thread (it is the only constructor).
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+}
+
+/// Two adjacent panels' weights in AMX's B layout: per block, 8 rows (value groups
+/// `4u..4u + 4`, `u = 0..8`) of 64 bytes, panel `g`'s 8 outputs then panel `g + 1`'s,
+/// 4 bytes each. U4 values are unpacked to bytes; I8 values are copied as they are.
+pub(super) struct Strip {
+    buf: Vec<u8>,
+}
+
+impl Strip {
+    /// A strip for panels of `nb` blocks.
+    pub(super) fn new(nb: usize) -> Self {
+        Self {
+            buf: vec![0; nb * BLOCK_BYTES],
+        }
+    }
+
+    /// Fills the strip with panels `g` and `g + 1` of `p`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; panels `g` and `g + 1` must exist in `p`, an integer
+    /// layout of this strip's block count.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn fill(&mut self, p: &Panels, g: usize) {
+        let (nb, qb) = (p.nb, p.layout.qs_bytes());
+        assert!(!p.layout.is_float() && self.buf.len() == nb * BLOCK_BYTES);
+        assert!(p.qs.len() >= (g + 2) * nb * qb);
+        let q0 = p.qs[g * nb * qb..].as_ptr();
+        let q1 = p.qs[(g + 1) * nb * qb..].as_ptr();
+        let dst = self.buf.as_mut_ptr();
+        let mask = _mm256_set1_epi8(0x0F);
+        for b in 0..nb {
+            // SAFETY: block b of both panels exists (asserted) and the strip holds
+            // `nb` blocks of BLOCK_BYTES.
+            unsafe {
+                let out = dst.add(b * BLOCK_BYTES);
+                let put = |u: usize, lo: __m256i, hi: __m256i| {
+                    _mm256_storeu_si256(out.add(64 * u).cast(), lo);
+                    _mm256_storeu_si256(out.add(64 * u + 32).cast(), hi);
+                };
+                if p.layout == Layout::U4 {
+                    for q in 0..4 {
+                        let at = b * qb + 32 * q;
+                        let r0 = _mm256_loadu_si256(q0.add(at).cast());
+                        let r1 = _mm256_loadu_si256(q1.add(at).cast());
+                        put(q, _mm256_and_si256(r0, mask), _mm256_and_si256(r1, mask));
+                        let h0 = _mm256_and_si256(_mm256_srli_epi16::<4>(r0), mask);
+                        let h1 = _mm256_and_si256(_mm256_srli_epi16::<4>(r1), mask);
+                        put(q + 4, h0, h1);
+                    }
+                } else {
+                    for u in 0..8 {
+                        let at = b * qb + 32 * u;
+                        put(
+                            u,
+                            _mm256_loadu_si256(q0.add(at).cast()),
+                            _mm256_loadu_si256(q1.add(at).cast()),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Panels `g` and `g + 1` of `p` (held in `strip`) against activation rows
+/// `r0..r0 + 16` of `a`, into `out[0]` and `out[1]`.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA, F16C, AVX-512 F/BW/VL and AMX-INT8, `tiles` must be
+/// this thread's configuration for `p.layout`, and `strip` must hold panels `g` and
+/// `g + 1` of `p`; `a` must hold the rows (with sums where the panels have offsets).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+pub(super) unsafe fn pair(
+    tiles: &Tiles,
+    strip: &Strip,
+    p: &Panels,
+    g: usize,
+    a: &QActs,
+    r0: usize,
+    [out0, out1]: [&mut [[f32; PANEL]]; 2],
+) {
+    assert!(out0.len() == ROWS && out1.len() == ROWS);
+    assert_eq!(tiles.halves, p.layout == Layout::I8Halves);
+    // SAFETY: forwarded contract.
+    unsafe {
+        let acc = match (p.layout, p.d.code()) {
+            (Layout::U4, enc::F32) => sums::<{ enc::F32 }, true, false>(strip, p, g, a, r0),
+            (Layout::U4, enc::F16) => sums::<{ enc::F16 }, true, false>(strip, p, g, a, r0),
+            (Layout::U4, _) => sums::<{ enc::SUB }, true, false>(strip, p, g, a, r0),
+            (Layout::I8, enc::F32) => sums::<{ enc::F32 }, false, false>(strip, p, g, a, r0),
+            (Layout::I8, enc::F16) => sums::<{ enc::F16 }, false, false>(strip, p, g, a, r0),
+            (Layout::I8, _) => sums::<{ enc::SUB }, false, false>(strip, p, g, a, r0),
+            (Layout::I8Halves, enc::F32) => sums::<{ enc::F32 }, false, true>(strip, p, g, a, r0),
+            (Layout::I8Halves, enc::F16) => sums::<{ enc::F16 }, false, true>(strip, p, g, a, r0),
+            (Layout::I8Halves, _) => sums::<{ enc::SUB }, false, true>(strip, p, g, a, r0),
+            (Layout::F16 | Layout::BF16, _) => unreachable!("float panels use float_tile"),
+        };
+        let off = match (p.n_off, p.d.code()) {
+            (0, _) => [_mm512_setzero_ps(); ROWS],
+            // K-quant offsets are stored negated.
+            (_, enc::F32) => offsets::<{ enc::F32 }>(p, g, a, r0),
+            (_, enc::F16) => offsets::<{ enc::F16 }>(p, g, a, r0),
+            _ => offsets::<{ enc::SUB_NEG }>(p, g, a, r0),
+        };
+        for r in 0..ROWS {
+            let total = if p.n_off == 0 {
+                acc[r]
+            } else {
+                _mm512_add_ps(acc[r], off[r])
+            };
+            _mm256_storeu_ps(out0[r].as_mut_ptr(), _mm512_castps512_ps256(total));
+            let hi = _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(total));
+            _mm256_storeu_ps(out1[r].as_mut_ptr(), _mm256_castpd_ps(hi));
+        }
+    }
+}
+
+/// Both panels' offset terms `sum_b sum_h m[b][h] * s[b][h]` for the 16 rows, lane by
+/// lane what `x86::finish` computes per panel (`S` the offsets' encoding).
+///
+/// # Safety
+/// As [`pair`], `p` with offsets and `a` with as many sums.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+unsafe fn offsets<const S: u8>(p: &Panels, g: usize, a: &QActs, r0: usize) -> [__m512; ROWS] {
+    let (nb, no) = (p.nb, p.n_off);
+    check_scales(p, g + 1);
+    assert!(no > 0 && a.s.len() >= (r0 + ROWS) * nb * no);
+    let m = p.m.ptrs();
+    let s: [*const f32; ROWS] = std::array::from_fn(|r| a.s[(r0 + r) * nb * no..].as_ptr());
+    let mut acc = [_mm512_setzero_ps(); ROWS];
+    for b in 0..nb {
+        for h in 0..no {
+            // SAFETY: bounds checked above.
+            unsafe {
+                let lo = scales8::<S>(m, p.m_index(g * nb + b, h), p.sup_index(g, b));
+                let hi = scales8::<S>(m, p.m_index((g + 1) * nb + b, h), p.sup_index(g + 1, b));
+                let mv = join_ps(lo, hi);
+                for (x, sr) in acc.iter_mut().zip(&s) {
+                    *x = _mm512_fmadd_ps(mv, _mm512_set1_ps(*sr.add(b * no + h)), *x);
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// Two panels' eight lanes as sixteen.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+fn join_ps(lo: __m256, hi: __m256) -> __m512 {
+    _mm512_castsi512_ps(_mm512_inserti64x4::<1>(
+        _mm512_castsi256_si512(_mm256_castps_si256(lo)),
+        _mm256_castps_si256(hi),
+    ))
+}
+
+/// 16 x 16 exact i32 block sums, row-major (what `tilestored` writes).
+#[repr(align(64))]
+struct Sums16([i32; ROWS * 16]);
+
+/// `acc[r] += sumi[r] * (dv * d_x[r])` for the 16 rows: `x86_zmm`'s block fold.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+fn fold(acc: &mut [__m512; ROWS], c: &Sums16, dv: __m512, dx: &[f32; ROWS]) {
+    for r in 0..ROWS {
+        // SAFETY: row r of `c` is 16 aligned i32.
+        let s = unsafe { _mm512_load_si512(c.0[16 * r..].as_ptr().cast()) };
+        let sc = _mm512_mul_ps(dv, _mm512_set1_ps(dx[r]));
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc, acc[r]);
+    }
+}
+
+/// Both panels' 8 scales at value index `i0` (panel `g`) and `i1` (panel `g + 1`) of
+/// block `b`, as 16 lanes.
+///
+/// # Safety
+/// As `scales8` for both panels.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+unsafe fn scales16<const S: u8>(p: &Panels, g: usize, b: usize, i0: usize, i1: usize) -> __m512 {
+    let ds = p.d.ptrs();
+    // SAFETY: forwarded contract.
+    unsafe {
+        let lo = scales8::<S>(ds, i0, p.sup_index(g, b));
+        let hi = scales8::<S>(ds, i1, p.sup_index(g + 1, b));
+        join_ps(lo, hi)
+    }
+}
+
+/// The 16 rows' activation scales of block `b`.
+fn block_scales(x: &Rows<ROWS>, b: usize) -> [f32; ROWS] {
+    // SAFETY: `Rows::new` checked that block b of every row exists (b < nb).
+    std::array::from_fn(|r| unsafe { *x.d[r].add(b) })
+}
+
+/// The scaled sums of every unit (block of 32, or half block where the panels have a
+/// scale per 16): `UNSIGNED` 4-bit weights (`tdpbsud`) or signed 8-bit ones
+/// (`tdpbssd`). Software-pipelined over rounds of two units: round `j`'s tile products
+/// go into one pair of sum tiles while round `j - 1`'s, issued a round earlier, are
+/// stored and folded in, so the vector units never wait for the tile unit's latency.
+/// Units are folded in order, so the float arithmetic is `x86_zmm`'s.
+///
+/// # Safety
+/// As [`pair`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
+unsafe fn sums<const S: u8, const UNSIGNED: bool, const HALVES: bool>(
+    strip: &Strip,
+    p: &Panels,
+    g: usize,
+    a: &QActs,
+    r0: usize,
+) -> [__m512; ROWS] {
+    let (nb, k) = (p.nb, p.nb * QK);
+    let x = Rows::<ROWS>::new(a, r0);
+    check_scales(p, g + 1);
+    assert!(strip.buf.len() == nb * BLOCK_BYTES && a.nb == nb);
+    let per_block = if HALVES { 2 } else { 1 };
+    let units = nb * per_block;
+    let uw = BLOCK_BYTES / per_block;
+    // Activation bytes from a round's first unit to its second: the next block's
+    // tile, or the second half of the same block's.
+    let next = if HALVES { QK / 2 } else { TILE_BLOCK };
+    let mut c = [Sums16([0; 256]), Sums16([0; 256])];
+    assert!(r0.is_multiple_of(ROWS) && a.tiled.len() >= (r0 + ROWS) * k);
+    let base = a.tiled[r0 * k..].as_ptr();
+    let w = strip.buf.as_ptr();
+    let mut acc = [_mm512_setzero_ps(); ROWS];
+    let rounds = units.div_ceil(2);
+    for j in 0..=rounds {
+        // SAFETY: units 2j..2j + 2 (at most `units`) of rows r0..r0 + 16 lie in
+        // `a.tiled` (asserted), of both panels in the strip (asserted); the stores write the
+        // two 1 KiB `Sums16`; the tiles are configured (caller contract).
+        unsafe {
+            if j < rounds {
+                let u0 = 2 * j;
+                let (au, wu) = (base.add(u0 / per_block * TILE_BLOCK), w.add(u0 * uw));
+                products::<UNSIGNED>(j % 2, (au, next), (wu, uw), u0 + 1 < units);
+            }
+            if j == 0 {
+                continue;
+            }
+            store((j - 1) % 2, &mut c);
+        }
+        let u0 = 2 * (j - 1);
+        for (i, cu) in c.iter().enumerate().take((units - u0).min(2)) {
+            let u = u0 + i;
+            let b = u / per_block;
+            let (i0, i1) = ((g * units + u) * PANEL, ((g + 1) * units + u) * PANEL);
+            // SAFETY: unit u of both panels has scales (`check_scales`).
+            let dv = unsafe { scales16::<S>(p, g, b, i0, i1) };
+            fold(&mut acc, cu, dv, &block_scales(&x, b));
+        }
+    }
+    acc
+}
+
+/// Tile products of one round into sum tiles `tmm0`, `tmm1` (`set` 0) or `tmm2`,
+/// `tmm3` (`set` 1): the unit at activations `a.0` (16 rows 32 bytes apart, as
+/// `QActs::tiled` holds them) and weights `w.0` (rows 64 bytes apart), and if `two`
+/// the next one, `a.1` activation and `w.1` weight bytes on.
+///
+/// # Safety
+/// The tiles must be configured on this thread; the rows the configuration gives must
+/// be readable at both units' addresses.
+#[inline]
+unsafe fn products<const UNSIGNED: bool>(
+    set: usize,
+    (a, next): (*const i8, usize),
+    (w, uw): (*const u8, usize),
+    two: bool,
+) {
+    macro_rules! round {
+        ($op:literal, $c0:literal, $c1:literal) => {
+            // SAFETY: forwarded contract.
+            unsafe {
+                asm!(
+                    "tileloadd tmm4, [{a} + {sa} * 1]",
+                    "tileloadd tmm6, [{w} + {sw} * 1]",
+                    concat!("tilezero ", $c0),
+                    concat!($op, " ", $c0, ", tmm4, tmm6"),
+                    a = in(reg) a, sa = in(reg) QK, w = in(reg) w, sw = in(reg) 64usize,
+                    options(nostack, readonly)
+                );
+                if two {
+                    asm!(
+                        "tileloadd tmm5, [{a} + {sa} * 1]",
+                        "tileloadd tmm7, [{w} + {sw} * 1]",
+                        concat!("tilezero ", $c1),
+                        concat!($op, " ", $c1, ", tmm5, tmm7"),
+                        a = in(reg) a.add(next), sa = in(reg) QK, w = in(reg) w.add(uw),
+                        sw = in(reg) 64usize, options(nostack, readonly)
+                    );
+                }
+            }
+        };
+    }
+    match (UNSIGNED, set) {
+        (true, 0) => round!("tdpbsud", "tmm0", "tmm1"),
+        (true, _) => round!("tdpbsud", "tmm2", "tmm3"),
+        (false, 0) => round!("tdpbssd", "tmm0", "tmm1"),
+        (false, _) => round!("tdpbssd", "tmm2", "tmm3"),
+    }
+}
+
+/// Stores sum tiles `set` (see [`products`]) into `c`.
+///
+/// # Safety
+/// The tiles must be configured on this thread.
+#[inline]
+unsafe fn store(set: usize, c: &mut [Sums16; 2]) {
+    let (c0, c1) = (c[0].0.as_mut_ptr(), c[1].0.as_mut_ptr());
+    // SAFETY: each `Sums16` is 16 rows of 64 bytes; tiles configured (caller contract).
+    unsafe {
+        if set == 0 {
+            asm!(
+                "tilestored [{c0} + {s} * 1], tmm0",
+                "tilestored [{c1} + {s} * 1], tmm1",
+                c0 = in(reg) c0, c1 = in(reg) c1, s = in(reg) 64usize, options(nostack)
+            );
+        } else {
+            asm!(
+                "tilestored [{c0} + {s} * 1], tmm2",
+                "tilestored [{c1} + {s} * 1], tmm3",
+                c0 = in(reg) c0, c1 = in(reg) c1, s = in(reg) 64usize, options(nostack)
+            );
+        }
+    }
+}
