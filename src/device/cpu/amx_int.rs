@@ -82,8 +82,13 @@ impl Drop for Tiles {
 /// Two adjacent panels' weights in AMX's B layout: per block, 8 rows (value groups
 /// `4u..4u + 4`, `u = 0..8`) of 64 bytes, panel `g`'s 8 outputs then panel `g + 1`'s,
 /// 4 bytes each. U4 values are unpacked to bytes; I8 values are copied as they are.
+/// The scales (16 per unit) and offsets (16 per block and offset) of both panels are
+/// decoded to f32 once per fill, by the same `scales8` the other kernels use, so each
+/// tile's epilogue loads them instead of decoding them again.
 pub(super) struct Strip {
     buf: Vec<u8>,
+    d: Vec<f32>,
+    m: Vec<f32>,
 }
 
 impl Strip {
@@ -91,16 +96,66 @@ impl Strip {
     pub(super) fn new(nb: usize) -> Self {
         Self {
             buf: vec![0; nb * BLOCK_BYTES],
+            d: Vec::new(),
+            m: Vec::new(),
+        }
+    }
+
+    /// Decodes both panels' scales and offsets (`S` the scales' encoding, `SM` the
+    /// offsets').
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; panels `g` and `g + 1` must exist in `p`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn fill_scales<const S: u8, const SM: u8>(&mut self, p: &Panels, g: usize) {
+        check_scales(p, g + 1);
+        let (nb, no) = (p.nb, p.n_off);
+        let units = nb * p.layout.n_scales() / PANEL;
+        let per_block = units / nb;
+        self.d.resize(units * 16, 0.0);
+        self.m.resize(nb * no * 16, 0.0);
+        let (ds, ms) = (p.d.ptrs(), p.m.ptrs());
+        for u in 0..units {
+            let b = u / per_block;
+            // SAFETY: unit u of both panels has scales (checked above); the stores
+            // write 16 floats inside `d`.
+            unsafe {
+                let lo = scales8::<S>(ds, (g * units + u) * PANEL, p.sup_index(g, b));
+                let hi = scales8::<S>(ds, ((g + 1) * units + u) * PANEL, p.sup_index(g + 1, b));
+                _mm256_storeu_ps(self.d.as_mut_ptr().add(16 * u), lo);
+                _mm256_storeu_ps(self.d.as_mut_ptr().add(16 * u + 8), hi);
+            }
+        }
+        for b in 0..nb {
+            for h in 0..no {
+                let at = 16 * (b * no + h);
+                // SAFETY: as above, for the offsets.
+                unsafe {
+                    let lo = scales8::<SM>(ms, p.m_index(g * nb + b, h), p.sup_index(g, b));
+                    let i1 = p.m_index((g + 1) * nb + b, h);
+                    let hi = scales8::<SM>(ms, i1, p.sup_index(g + 1, b));
+                    _mm256_storeu_ps(self.m.as_mut_ptr().add(at), lo);
+                    _mm256_storeu_ps(self.m.as_mut_ptr().add(at + 8), hi);
+                }
+            }
         }
     }
 
     /// Fills the strip with panels `g` and `g + 1` of `p`.
     ///
     /// # Safety
-    /// The CPU must have AVX2; panels `g` and `g + 1` must exist in `p`, an integer
-    /// layout of this strip's block count.
-    #[target_feature(enable = "avx2")]
+    /// The CPU must have AVX2, FMA and F16C; panels `g` and `g + 1` must exist in `p`,
+    /// an integer layout of this strip's block count.
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) unsafe fn fill(&mut self, p: &Panels, g: usize) {
+        // SAFETY: forwarded contract. K-quant offsets are stored negated.
+        unsafe {
+            match p.d.code() {
+                enc::F32 => self.fill_scales::<{ enc::F32 }, { enc::F32 }>(p, g),
+                enc::F16 => self.fill_scales::<{ enc::F16 }, { enc::F16 }>(p, g),
+                _ => self.fill_scales::<{ enc::SUB }, { enc::SUB_NEG }>(p, g),
+            }
+        }
         let (nb, qb) = (p.nb, p.layout.qs_bytes());
         assert!(!p.layout.is_float() && self.buf.len() == nb * BLOCK_BYTES);
         assert!(p.qs.len() >= (g + 2) * nb * qb);
@@ -175,12 +230,10 @@ pub(super) unsafe fn pair(
             (Layout::I8Halves, _) => sums::<{ enc::SUB }, false, true>(strip, p, g, a, r0),
             (Layout::F16 | Layout::BF16, _) => unreachable!("float panels use float_tile"),
         };
-        let off = match (p.n_off, p.d.code()) {
-            (0, _) => [_mm512_setzero_ps(); ROWS],
-            // K-quant offsets are stored negated.
-            (_, enc::F32) => offsets::<{ enc::F32 }>(p, g, a, r0),
-            (_, enc::F16) => offsets::<{ enc::F16 }>(p, g, a, r0),
-            _ => offsets::<{ enc::SUB_NEG }>(p, g, a, r0),
+        let off = if p.n_off == 0 {
+            [_mm512_setzero_ps(); ROWS]
+        } else {
+            offsets(strip, p, a, r0)
         };
         for r in 0..ROWS {
             let total = if p.n_off == 0 {
@@ -196,42 +249,26 @@ pub(super) unsafe fn pair(
 }
 
 /// Both panels' offset terms `sum_b sum_h m[b][h] * s[b][h]` for the 16 rows, lane by
-/// lane what `x86::finish` computes per panel (`S` the offsets' encoding).
+/// lane what `x86::finish` computes per panel (the offsets decoded in `strip`).
 ///
 /// # Safety
 /// As [`pair`], `p` with offsets and `a` with as many sums.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-unsafe fn offsets<const S: u8>(p: &Panels, g: usize, a: &QActs, r0: usize) -> [__m512; ROWS] {
+unsafe fn offsets(strip: &Strip, p: &Panels, a: &QActs, r0: usize) -> [__m512; ROWS] {
     let (nb, no) = (p.nb, p.n_off);
-    check_scales(p, g + 1);
-    assert!(no > 0 && a.s.len() >= (r0 + ROWS) * nb * no);
-    let m = p.m.ptrs();
+    assert!(no > 0 && a.s.len() >= (r0 + ROWS) * nb * no && strip.m.len() == nb * no * 16);
     let s: [*const f32; ROWS] = std::array::from_fn(|r| a.s[(r0 + r) * nb * no..].as_ptr());
     let mut acc = [_mm512_setzero_ps(); ROWS];
-    for b in 0..nb {
-        for h in 0..no {
-            // SAFETY: bounds checked above.
-            unsafe {
-                let lo = scales8::<S>(m, p.m_index(g * nb + b, h), p.sup_index(g, b));
-                let hi = scales8::<S>(m, p.m_index((g + 1) * nb + b, h), p.sup_index(g + 1, b));
-                let mv = join_ps(lo, hi);
-                for (x, sr) in acc.iter_mut().zip(&s) {
-                    *x = _mm512_fmadd_ps(mv, _mm512_set1_ps(*sr.add(b * no + h)), *x);
-                }
+    for i in 0..nb * no {
+        // SAFETY: bounds checked above.
+        unsafe {
+            let mv = _mm512_loadu_ps(strip.m.as_ptr().add(16 * i));
+            for (x, sr) in acc.iter_mut().zip(&s) {
+                *x = _mm512_fmadd_ps(mv, _mm512_set1_ps(*sr.add(i)), *x);
             }
         }
     }
     acc
-}
-
-/// Two panels' eight lanes as sixteen.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-fn join_ps(lo: __m256, hi: __m256) -> __m512 {
-    _mm512_castsi512_ps(_mm512_inserti64x4::<1>(
-        _mm512_castsi256_si512(_mm256_castps_si256(lo)),
-        _mm256_castps_si256(hi),
-    ))
 }
 
 /// 16 x 16 exact i32 block sums, row-major (what `tilestored` writes).
@@ -247,23 +284,6 @@ fn fold(acc: &mut [__m512; ROWS], c: &Sums16, dv: __m512, dx: &[f32; ROWS]) {
         let s = unsafe { _mm512_load_si512(c.0[16 * r..].as_ptr().cast()) };
         let sc = _mm512_mul_ps(dv, _mm512_set1_ps(dx[r]));
         acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), sc, acc[r]);
-    }
-}
-
-/// Both panels' 8 scales at value index `i0` (panel `g`) and `i1` (panel `g + 1`) of
-/// block `b`, as 16 lanes.
-///
-/// # Safety
-/// As `scales8` for both panels.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-unsafe fn scales16<const S: u8>(p: &Panels, g: usize, b: usize, i0: usize, i1: usize) -> __m512 {
-    let ds = p.d.ptrs();
-    // SAFETY: forwarded contract.
-    unsafe {
-        let lo = scales8::<S>(ds, i0, p.sup_index(g, b));
-        let hi = scales8::<S>(ds, i1, p.sup_index(g + 1, b));
-        join_ps(lo, hi)
     }
 }
 
@@ -293,9 +313,9 @@ unsafe fn sums<const S: u8, const UNSIGNED: bool, const HALVES: bool>(
     let (nb, k) = (p.nb, p.nb * QK);
     let x = Rows::<ROWS>::new(a, r0);
     check_scales(p, g + 1);
-    assert!(strip.buf.len() == nb * BLOCK_BYTES && a.nb == nb);
     let per_block = if HALVES { 2 } else { 1 };
     let units = nb * per_block;
+    assert!(strip.buf.len() == nb * BLOCK_BYTES && a.nb == nb && strip.d.len() == units * 16);
     let uw = BLOCK_BYTES / per_block;
     // Activation bytes from a round's first unit to its second: the next block's
     // tile, or the second half of the same block's.
@@ -325,9 +345,8 @@ unsafe fn sums<const S: u8, const UNSIGNED: bool, const HALVES: bool>(
         for (i, cu) in c.iter().enumerate().take((units - u0).min(2)) {
             let u = u0 + i;
             let b = u / per_block;
-            let (i0, i1) = ((g * units + u) * PANEL, ((g + 1) * units + u) * PANEL);
-            // SAFETY: unit u of both panels has scales (`check_scales`).
-            let dv = unsafe { scales16::<S>(p, g, b, i0, i1) };
+            // SAFETY: the strip holds 16 scales per unit (asserted).
+            let dv = unsafe { _mm512_loadu_ps(strip.d.as_ptr().add(16 * u)) };
             fold(&mut acc, cu, dv, &block_scales(&x, b));
         }
     }
