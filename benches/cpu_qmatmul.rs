@@ -6,7 +6,7 @@
 //! m = 1, 8, 32 and 64 rows. Each time is the fastest of many calls (the machine may be
 //! shared); `RAYON_NUM_THREADS=1` gives single-core figures.
 //!
-//! Prefill-sized batches (m = 128, 256, 512) run for the 7B shapes (without candle,
+//! Prefill-sized batches (m = 128, 256, 512) run for the 7B and SmolLM2 shapes (without candle,
 //! whose matmul is not the comparison there): GOPS (2 ops per 8-bit product) beside
 //! the machine's int8 peak, measured first by a probe of each dot-product instruction
 //! (`common/int8_peak.rs`), and the share of that peak the matmul's path reaches.
@@ -124,7 +124,9 @@ fn main() -> candle_core::Result<()> {
         } else {
             None
         };
-        let big = n >= 4096 && !dtype_is_float(dtype);
+        // Prefill-sized batches for the 7B shapes and the small model's (its prefill
+        // chunks are 512 rows too).
+        let big = (n >= 4096 || k < 4096) && !dtype_is_float(dtype);
         let ms: &[usize] = if big {
             &[1, 8, 32, 64, 128, 256, 512]
         } else {

@@ -145,6 +145,8 @@ fn report(name: &str, rows: usize, samples: &[Sample]) {
 }
 
 fn main() {
+    // As the `ferrite` binary does first thing (step buffers reused from the heap).
+    ferrite::malloc_tuning::keep_buffers_in_heap();
     let reps = std::env::args()
         .skip_while(|a| a != "--reps")
         .nth(1)

@@ -11,6 +11,7 @@ pub mod bench;
 pub mod config;
 pub mod device;
 pub mod engine;
+pub mod malloc_tuning;
 pub mod metrics;
 pub mod model;
 pub mod registry;

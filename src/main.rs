@@ -26,6 +26,7 @@ use ferrite::startup;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> Result<()> {
+    ferrite::malloc_tuning::keep_buffers_in_heap();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("FERRITE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),

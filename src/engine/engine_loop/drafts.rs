@@ -49,13 +49,26 @@ impl Rows {
     }
 }
 
+/// Draft tokens per sequence while a prompt waits for prefill under the step time
+/// budget: drafts are decode work inside the budget, so long ones would take the
+/// prefill's share of each step (time to first token), while one still lets an
+/// accepted guess double a stream's tokens per step.
+const YIELDING_DRAFT: usize = 1;
+
 impl Engine {
     /// Proposes prompt-lookup drafts for the decoding sequences that speculate, while
-    /// the step stays within the row cap.
+    /// the step stays within the row cap; at most [`YIELDING_DRAFT`] tokens each while
+    /// a prompt waits for prefill under the step time budget
+    /// (`Scheduler::drafts_yield_to_prefill`).
     pub(super) fn propose_drafts(&mut self) {
         if !self.spec.enabled() {
             return;
         }
+        let max_draft = if self.scheduler.drafts_yield_to_prefill() {
+            YIELDING_DRAFT.min(self.spec.max_draft)
+        } else {
+            self.spec.max_draft
+        };
         let mut rows = self
             .spec
             .row_cap
@@ -79,7 +92,7 @@ impl Engine {
                 .remaining(self.max_seq_len)
                 .saturating_sub(1)
                 .min(rows)
-                .min(self.spec.max_draft);
+                .min(max_draft);
             let want = seq.spec.as_mut().map_or(0, |s| s.want(room));
             let draft = find_draft(&seq.tokens, want);
             if !draft.is_empty() && self.scheduler.propose_draft(id, draft.len()) {

@@ -56,6 +56,22 @@ impl Scheduler {
         self.cost.observe(work, ms);
     }
 
+    /// Whether speculative drafts should shrink this step: the step time budget is on
+    /// and a prompt is waiting for prefill (a running sequence still has prompt left,
+    /// or the queue's head may be admitted). Drafts are decode work inside the budget,
+    /// so long ones would leave the prefill less of each step; the engine keeps them
+    /// short until no prompt waits.
+    pub fn drafts_yield_to_prefill(&self) -> bool {
+        if self.max_step_ms.is_none() {
+            return false;
+        }
+        let prefilling = self.running.iter().any(|id| {
+            let c = self.seqs[id];
+            c.num_tokens - c.num_computed - c.num_draft > 1
+        });
+        prefilling || self.head_admissible().is_some()
+    }
+
     /// The fitted step cost model.
     pub fn step_cost(&self) -> &StepCost {
         &self.cost

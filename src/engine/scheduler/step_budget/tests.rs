@@ -153,3 +153,26 @@ fn two_prompts_share_one_cut() {
     let (a, b) = (len_of(&plan, 2), len_of(&plan, 3));
     assert!(a + b <= 200 && a >= BLOCK, "{a} + {b}");
 }
+
+#[test]
+fn drafts_shrink_while_a_prompt_waits_under_the_budget() {
+    let mut s = sched(100.0);
+    train(&mut s, 5.0);
+    s.add(1, 40);
+    run_prompt(&mut s, 1);
+    assert!(!s.drafts_yield_to_prefill(), "only a decode runs");
+    s.add(2, 900);
+    assert!(s.drafts_yield_to_prefill(), "a prompt is queued");
+    // Admitted and cut by the budget: its prompt is still being computed.
+    let plan = s.schedule();
+    assert!(len_of(&plan, 2) < 900);
+    assert!(s.drafts_yield_to_prefill(), "the prompt is mid-prefill");
+    run_prompt(&mut s, 2);
+    assert!(!s.drafts_yield_to_prefill(), "both decode");
+    // Without a step budget drafts never shrink.
+    let mut off = sched(0.0);
+    off.add(1, 40);
+    run_prompt(&mut off, 1);
+    off.add(2, 900);
+    assert!(!off.drafts_yield_to_prefill());
+}
