@@ -47,9 +47,10 @@ pub(crate) struct QActs {
     /// Exact `sum(q)` of each half block (16 values), `m * nb * 2`: what the 512-bit
     /// kernels take back after multiplying 8-bit weights biased by 128.
     pub isum: Vec<i32>,
-    /// The same values for AMX tile loads, empty unless [`Self::tile`] filled it: rows
-    /// `16t..16t + 16` block `b` as 16 x 32 contiguous bytes at `(t * nb + b) * 512`,
-    /// for every whole 16-row tile (rows of a last partial tile are left out).
+    /// The same values for AMX tile loads, empty unless [`Self::tile`] filled it: for
+    /// tiles of `rows` rows, rows `rows * t..rows * (t + 1)` block `b` as `rows` x 32
+    /// contiguous bytes at `(t * nb + b) * rows * 32`, for every whole tile (rows of a
+    /// last partial tile are left out).
     pub tiled: Vec<i8>,
 }
 
@@ -104,19 +105,18 @@ impl QActs {
         }
     }
 
-    /// Fills [`Self::tiled`] for the whole 16-row tiles of the batch: one contiguous
-    /// 512-byte tile per block, so a tile load reads 8 consecutive cache lines instead
-    /// of 16 rows a row length apart (which, for a power-of-two length, all fall in one
-    /// L1 set).
-    pub(crate) fn tile(&mut self) {
-        const ROWS: usize = 16;
+    /// Fills [`Self::tiled`] for the whole `rows`-row tiles of the batch: one
+    /// contiguous tile per block (512 bytes for AMX's 16 rows), so a tile load reads
+    /// consecutive cache lines instead of rows a row length apart (which, for a
+    /// power-of-two length, all fall in one L1 set).
+    pub(crate) fn tile(&mut self, rows: usize) {
         let k = self.nb * QK;
-        let tiles = self.qs.len() / k / ROWS;
-        self.tiled = vec![0; tiles * ROWS * k];
-        for (t, tile) in self.tiled.chunks_exact_mut(ROWS * k).enumerate() {
-            for (b, block) in tile.chunks_exact_mut(ROWS * QK).enumerate() {
+        let tiles = self.qs.len() / k / rows;
+        self.tiled = vec![0; tiles * rows * k];
+        for (t, tile) in self.tiled.chunks_exact_mut(rows * k).enumerate() {
+            for (b, block) in tile.chunks_exact_mut(rows * QK).enumerate() {
                 for (r, dst) in block.chunks_exact_mut(QK).enumerate() {
-                    let at = (t * ROWS + r) * k + b * QK;
+                    let at = (t * rows + r) * k + b * QK;
                     dst.copy_from_slice(&self.qs[at..at + QK]);
                 }
             }

@@ -7,8 +7,8 @@
 //! 32 values (per half block for the layouts with a scale per 16) gives the 16 x 16
 //! exact integer block sums at once; the float epilogue then folds them in exactly as
 //! `x86_zmm` does (`sumi * (d_w * d_x)` fused into the row's accumulator, blocks in
-//! order, then `x86::finish` per panel), so results are bit-identical to every other
-//! path. AMX's B operand wants 4 consecutive values of 16 outputs in 64 contiguous
+//! order, then the offset terms lane by lane as `x86::finish` adds them), so results
+//! are bit-identical to every other path. AMX's B operand wants 4 consecutive values of 16 outputs in 64 contiguous
 //! bytes; the panels keep them 32 bytes per panel (and nibble-packed for U4), so a
 //! [`Strip`] unpacks both panels once per group of activation rows and every 16-row
 //! tile of the group reads it from cache.
@@ -197,19 +197,18 @@ impl Strip {
     }
 }
 
-/// Panels `g` and `g + 1` of `p` (held in `strip`) against activation rows
-/// `r0..r0 + 16` of `a`, into `out[0]` and `out[1]`.
+/// The two panels of `p` held in `strip` against activation rows `r0..r0 + 16` of
+/// `a`, into `out[0]` (the first panel) and `out[1]`.
 ///
 /// # Safety
 /// The CPU must have AVX2, FMA, F16C, AVX-512 F/BW/VL and AMX-INT8, `tiles` must be
-/// this thread's configuration for `p.layout`, and `strip` must hold panels `g` and
-/// `g + 1` of `p`; `a` must hold the rows (with sums where the panels have offsets).
+/// this thread's configuration for `p.layout`, and `strip` must hold two panels of
+/// `p`; `a` must hold the rows (with sums where the panels have offsets).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
 pub(super) unsafe fn pair(
     tiles: &Tiles,
     strip: &Strip,
     p: &Panels,
-    g: usize,
     a: &QActs,
     r0: usize,
     [out0, out1]: [&mut [[f32; PANEL]]; 2],
@@ -218,17 +217,11 @@ pub(super) unsafe fn pair(
     assert_eq!(tiles.halves, p.layout == Layout::I8Halves);
     // SAFETY: forwarded contract.
     unsafe {
-        let acc = match (p.layout, p.d.code()) {
-            (Layout::U4, enc::F32) => sums::<{ enc::F32 }, true, false>(strip, p, g, a, r0),
-            (Layout::U4, enc::F16) => sums::<{ enc::F16 }, true, false>(strip, p, g, a, r0),
-            (Layout::U4, _) => sums::<{ enc::SUB }, true, false>(strip, p, g, a, r0),
-            (Layout::I8, enc::F32) => sums::<{ enc::F32 }, false, false>(strip, p, g, a, r0),
-            (Layout::I8, enc::F16) => sums::<{ enc::F16 }, false, false>(strip, p, g, a, r0),
-            (Layout::I8, _) => sums::<{ enc::SUB }, false, false>(strip, p, g, a, r0),
-            (Layout::I8Halves, enc::F32) => sums::<{ enc::F32 }, false, true>(strip, p, g, a, r0),
-            (Layout::I8Halves, enc::F16) => sums::<{ enc::F16 }, false, true>(strip, p, g, a, r0),
-            (Layout::I8Halves, _) => sums::<{ enc::SUB }, false, true>(strip, p, g, a, r0),
-            (Layout::F16 | Layout::BF16, _) => unreachable!("float panels use float_tile"),
+        let acc = match p.layout {
+            Layout::U4 => sums::<true, false>(strip, p, a, r0),
+            Layout::I8 => sums::<false, false>(strip, p, a, r0),
+            Layout::I8Halves => sums::<false, true>(strip, p, a, r0),
+            Layout::F16 | Layout::BF16 => unreachable!("float panels use float_tile"),
         };
         let off = if p.n_off == 0 {
             [_mm512_setzero_ps(); ROWS]
@@ -295,7 +288,8 @@ fn block_scales(x: &Rows<ROWS>, b: usize) -> [f32; ROWS] {
 
 /// The scaled sums of every unit (block of 32, or half block where the panels have a
 /// scale per 16): `UNSIGNED` 4-bit weights (`tdpbsud`) or signed 8-bit ones
-/// (`tdpbssd`). Software-pipelined over rounds of two units: round `j`'s tile products
+/// (`tdpbssd`), scaled by the strip's decoded scales. Software-pipelined over rounds of
+/// two units: round `j`'s tile products
 /// go into one pair of sum tiles while round `j - 1`'s, issued a round earlier, are
 /// stored and folded in, so the vector units never wait for the tile unit's latency.
 /// Units are folded in order, so the float arithmetic is `x86_zmm`'s.
@@ -303,16 +297,14 @@ fn block_scales(x: &Rows<ROWS>, b: usize) -> [f32; ROWS] {
 /// # Safety
 /// As [`pair`].
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl")]
-unsafe fn sums<const S: u8, const UNSIGNED: bool, const HALVES: bool>(
+unsafe fn sums<const UNSIGNED: bool, const HALVES: bool>(
     strip: &Strip,
     p: &Panels,
-    g: usize,
     a: &QActs,
     r0: usize,
 ) -> [__m512; ROWS] {
     let (nb, k) = (p.nb, p.nb * QK);
     let x = Rows::<ROWS>::new(a, r0);
-    check_scales(p, g + 1);
     let per_block = if HALVES { 2 } else { 1 };
     let units = nb * per_block;
     assert!(strip.buf.len() == nb * BLOCK_BYTES && a.nb == nb && strip.d.len() == units * 16);

@@ -326,7 +326,7 @@ impl CpuQMatrix {
             let mut q = QActs::quantize_with(path.isa(), x, m, self.k, self.kind.sums());
             #[cfg(target_arch = "x86_64")]
             if path == MatmulPath::AmxInt8 && m >= super::amx_int::ROWS {
-                q.tile();
+                q.tile(super::amx_int::ROWS);
             }
             Acts::Quant(q)
         };
@@ -414,7 +414,7 @@ impl CpuQMatrix {
                         let (o0, o1) = (&mut t0[..ROWS], &mut t1[..ROWS]);
                         // SAFETY: as above; the strip holds panels g and g + 1, rows
                         // r..r + 16 exist (asserted), `t` is this thread's tiles.
-                        unsafe { super::amx_int::pair(t, strip, &self.p, g, a, r, [o0, o1]) };
+                        unsafe { super::amx_int::pair(t, strip, &self.p, a, r, [o0, o1]) };
                         // SAFETY: caller contract.
                         unsafe { self.store(&tiles, pair, g, r, ROWS, dst) };
                         r += ROWS;
