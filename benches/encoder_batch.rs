@@ -1,9 +1,10 @@
 //! Cost of one encoder batch on the default encoder (all-MiniLM-L6-v2, or
-//! `FERRITE_BENCH_ENCODER=DIR`) in every precision this CPU runs fast (f32, and int8 /
-//! bf16 where VNNI / AVX512_BF16 exist): packed batches of 1, 4 and 16 inputs of 128
-//! tokens, timed whole, plus the f32 matmul of the largest layer shape alone, to show
-//! how much of a batch is GEMM. Each case reports the minimum over `--reps` runs
-//! (shared machine). Threads: the rayon pool (`RAYON_NUM_THREADS`).
+//! `FERRITE_BENCH_ENCODER=DIR`) in every precision this CPU runs fast (f32, int16 on
+//! AVX2, and int8 / bf16 where VNNI / AVX512_BF16 exist): packed batches of 1, 4 and 16 inputs of 128
+//! tokens, timed whole, plus the largest layer shape alone (candle's f32 matmul and the
+//! encoder's own linear layer in each precision), to show how much of a batch is GEMM. Each case reports the minimum over `--reps` runs
+//! (shared machine), after the instruction peaks of `common/int8_peak.rs` (f32 FMA and
+//! int16 `vpmaddwd` among them). Threads: the rayon pool (`RAYON_NUM_THREADS`).
 //!
 //! `cargo bench --bench encoder_batch [-- --reps N]`.
 
@@ -13,9 +14,13 @@ use candle_core::{Device, Tensor};
 use ferrite::device::cpu::isa::CpuFeatures;
 use ferrite::model::encoder::Encoder;
 use ferrite::model::encoder::bert::PackedBatch;
+use ferrite::model::encoder::ops::Dense;
 use ferrite::model::encoder::precision::LinearPlan;
 use ferrite::model::encoder::qlinear::Kernel;
 use ferrite::model::source::DefaultEncoder;
+
+#[path = "common/int8_peak.rs"]
+mod int8_peak;
 
 const INPUT_TOKENS: usize = 128;
 
@@ -45,11 +50,19 @@ fn main() -> anyhow::Result<()> {
     };
     let features = CpuFeatures::get();
     println!("cpu features: {}", features.summary());
+    println!("peak probe (G(FL)OP/s, 2 ops per product):");
+    for p in int8_peak::probe() {
+        println!(
+            "  {:<34} 1 thread {:>7.1}   all threads {:>7.1}",
+            p.name, p.one, p.all
+        );
+    }
     let mut plans = vec![LinearPlan::F32];
     plans.extend(Kernel::best_int8(features).map(LinearPlan::Quantized));
+    plans.extend(Kernel::best_int16(features).map(LinearPlan::Quantized));
     plans.extend(Kernel::best_bf16(features).map(LinearPlan::Quantized));
     let mut cfg = None;
-    for plan in plans {
+    for &plan in &plans {
         let enc = Encoder::load_with(&dir, None, plan)?.encoder;
         let c = enc.config().clone();
         let per_token_flops =
@@ -99,5 +112,31 @@ fn main() -> anyhow::Result<()> {
         t.as_secs_f64() * 1e3,
         flops / t.as_secs_f64() / 1e9
     );
+    // The same layer shape through the encoder's own linear layers, per plan.
+    let (xs, ws) = (
+        x.flatten_all()?.to_vec1::<f32>()?,
+        w.flatten_all()?.to_vec1::<f32>()?,
+    );
+    for plan in plans {
+        let layer = Dense::new(
+            ws.clone(),
+            vec![0.0; cfg.intermediate],
+            cfg.hidden,
+            cfg.intermediate,
+        )
+        .with_plan(plan);
+        let t = min_time(reps, || {
+            std::hint::black_box(layer.forward(&xs));
+        });
+        println!(
+            "encoder linear {} [{rows}, {}] x [{}, {}]: {:.1} ms, {:.1} G(FL)OP/s",
+            plan.describe(),
+            cfg.hidden,
+            cfg.hidden,
+            cfg.intermediate,
+            t.as_secs_f64() * 1e3,
+            flops / t.as_secs_f64() / 1e9
+        );
+    }
     Ok(())
 }

@@ -5,7 +5,9 @@
 //! with the two inputs within the 16 registers VEX code has) over a register-resident
 //! loop, so nothing but the instruction's throughput limits it. The AMX probe runs
 //! four independent full-tile `tdpbssd` (16 x 16 outputs x 64 bytes) per round.
-//! Counted as 2 ops (multiply, add) per 8-bit product, as GEMM GOPS are.
+//! Counted as 2 ops (multiply, add) per product, as GEMM GOPS are. Two more probes
+//! give the encoder's references: int16 `vpmaddwd` (its int16 layers) and f32 FMA
+//! (its f32 GEMM).
 
 #![allow(dead_code)]
 
@@ -35,9 +37,10 @@ mod x86 {
 
     use super::ACCS;
 
-    /// 8-bit products per loop iteration of a probe over `lanes` i32 lanes.
-    pub fn products(lanes: u64) -> u64 {
-        ACCS as u64 * lanes * 4
+    /// Products per loop iteration of a probe over `lanes` 32-bit lanes of `per`
+    /// products each (4 for 8-bit dot products, 2 for int16, 1 for f32 FMA).
+    pub fn products(lanes: u64, per: u64) -> u64 {
+        ACCS as u64 * lanes * per
     }
 
     macro_rules! probe {
@@ -62,7 +65,7 @@ mod x86 {
                     acc = std::hint::black_box(acc);
                 }
                 let mut out = [0i32; ACCS];
-                // SAFETY: reading the first i32 lane of each accumulator.
+                // SAFETY: reading the first 32-bit lane of each accumulator (its bits).
                 for (o, a) in out.iter_mut().zip(&acc) {
                     *o = unsafe { std::ptr::from_ref(a).cast::<i32>().read_unaligned() };
                 }
@@ -82,6 +85,22 @@ mod x86 {
             *a,
             _mm256_madd_epi16(_mm256_maddubs_epi16(u, *a), _mm256_set1_epi16(1))
         )
+    );
+    probe!(
+        avx2_maddwd,
+        "avx2",
+        __m256i,
+        _mm256_setzero_si256(),
+        _mm256_set1_epi32,
+        |a, u, _s| _mm256_add_epi32(*a, _mm256_madd_epi16(u, *a))
+    );
+    probe!(
+        fma_ps,
+        "avx2,fma",
+        __m256,
+        _mm256_setzero_ps(),
+        |v: i32| _mm256_set1_ps(v as f32 * 1e-9),
+        |a, u, s| _mm256_fmadd_ps(*a, u, s)
     );
     probe!(
         avxvnni_ymm,
@@ -193,32 +212,44 @@ pub fn probe() -> Vec<Peak> {
         let f = ferrite::device::cpu::isa::CpuFeatures::get();
         type Probe = (&'static str, bool, fn(u64) -> i64, u64);
         // SAFETY (each closure): only run where the CPU has the features (the flag).
-        let list: [Probe; 5] = [
+        let list: [Probe; 7] = [
             (
                 "avx2 vpmaddubsw+vpmaddwd ymm",
                 f.avx2,
                 |n| unsafe { x86::avx2_maddubs(n) },
-                8,
+                x86::products(8, 4),
+            ),
+            (
+                "avx2 vpmaddwd+vpaddd ymm (int16)",
+                f.avx2,
+                |n| unsafe { x86::avx2_maddwd(n) },
+                x86::products(8, 2),
+            ),
+            (
+                "fma vfmadd231ps ymm (f32)",
+                f.avx2 && f.fma,
+                |n| unsafe { x86::fma_ps(n) },
+                x86::products(8, 1),
             ),
             (
                 "avx-vnni vpdpbusd ymm",
                 f.avxvnni,
                 |n| unsafe { x86::avxvnni_ymm(n) },
-                8,
+                x86::products(8, 4),
             ),
             (
                 "avx512-vnni vpdpbusd ymm",
                 f.avx512_base() && f.avx512vnni,
                 |n| unsafe { x86::avx512vnni_ymm(n) },
-                8,
+                x86::products(8, 4),
             ),
             (
                 "avx512-vnni vpdpbusd zmm",
                 f.avx512_base() && f.avx512vnni,
                 |n| unsafe { x86::avx512vnni_zmm(n) },
-                16,
+                x86::products(16, 4),
             ),
-            // Lanes 0: the tile probe, whose round is counted below.
+            // 0: the tile probe, whose round is counted below.
             (
                 "amx-int8 tdpbssd tile",
                 f.amx_int8,
@@ -226,13 +257,13 @@ pub fn probe() -> Vec<Peak> {
                 0,
             ),
         ];
-        for (name, on, run, lanes) in list {
+        for (name, on, run, products) in list {
             if on {
                 // The tile probe's round: 4 products of 16 x 16 x 64.
-                let products = if lanes == 0 {
+                let products = if products == 0 {
                     4 * 16 * 16 * 64
                 } else {
-                    x86::products(lanes)
+                    products
                 };
                 let (one, all) = measure(run, products);
                 peaks.push(Peak { name, one, all });

@@ -141,11 +141,7 @@ fn attend(ctx: &Seeds) -> Result<Worst, String> {
 
 /// One encoder kernel against its scalar reference.
 fn encoder(ctx: &Seeds, kernel: Kernel) -> Result<Worst, String> {
-    let reference = if kernel.is_int8() {
-        Kernel::Int8Scalar
-    } else {
-        Kernel::Bf16Scalar
-    };
+    let reference = kernel.reference();
     let mut acc = Worst::default();
     for (rows, k, n) in [(1, 384, 64), (7, 1024, 130), (50, 256, 1536)] {
         let w = signed_units(k * n, ctx.seed(60));
@@ -153,7 +149,7 @@ fn encoder(ctx: &Seeds, kernel: Kernel) -> Result<Worst, String> {
         let x = signed_units(rows * k, ctx.seed(62));
         let layer = QLinear::new(&w, &bias, k, n, reference);
         let (fast, slow) = (layer.forward_with(&x, kernel), layer.forward(&x));
-        if kernel.is_int8() {
+        if kernel.bit_identical_to_reference() {
             bitwise(&mut acc, &fast, &slow, |i| format!("{rows}x{k}x{n} [{i}]"));
             continue;
         }
@@ -213,7 +209,7 @@ pub fn run(ctx: &Seeds, out: &mut Rows) {
     let name = format!("cpu attention {path} = scalar");
     out.record(&name, shapes, || attend(ctx));
     for kernel in Kernel::available(CpuFeatures::hardware()) {
-        if matches!(kernel, Kernel::Int8Scalar | Kernel::Bf16Scalar) {
+        if kernel == kernel.reference() {
             continue;
         }
         let name = format!("cpu encoder linear {kernel:?}");

@@ -1,10 +1,10 @@
-//! Row-wise kernels of the decoder: RMSNorm, SiLU gating and argmax over logits,
-//! AVX2 and FMA where the CPU has them, with portable versions that give bit-identical
+//! Row-wise kernels of the decoder and the encoder: RMSNorm, SiLU gating, argmax over
+//! logits and softmax rows, AVX2 and FMA where the CPU has them, with portable versions that give bit-identical
 //! results (same sums, same polynomial `exp`). Each row's result depends on that row
 //! alone.
 
 use super::isa::Isa;
-use super::math::exp_scalar;
+use super::math::{exp_scalar, hsum8};
 
 /// RMSNorm of each row of `x` (width `w.len()`), scaled by `w`, into `out`:
 /// `out = x / sqrt(mean(x²) + eps) * w`.
@@ -77,6 +77,49 @@ fn silu_mul_with(isa: Isa, g: &[f32], u: &[f32], out: &mut [f32]) {
     };
     for ((o, &a), &b) in out[done..].iter_mut().zip(&g[done..]).zip(&u[done..]) {
         *o = a / (1.0 + exp_scalar(-a)) * b;
+    }
+}
+
+/// Softmax of each row of `x` (width `w`) in place: `e^(v - max) / sum`, the exps by
+/// the polynomial `exp` (about 2 ulp), summed in eight lanes (the AVX2 kernel's order).
+pub fn softmax_rows(x: &mut [f32], w: usize) {
+    softmax_rows_with(Isa::detect(), x, w);
+}
+
+/// [`softmax_rows`] with the portable kernel.
+pub fn softmax_rows_scalar(x: &mut [f32], w: usize) {
+    softmax_rows_with(Isa::Scalar, x, w);
+}
+
+fn softmax_rows_with(isa: Isa, x: &mut [f32], w: usize) {
+    assert!(w > 0 && x.len().is_multiple_of(w), "softmax shapes");
+    let full = w - w % 8;
+    for row in x.chunks_exact_mut(w) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let (body, tail) = row.split_at_mut(full);
+        let lanes = match isa {
+            // SAFETY: Avx2 is only detected on CPUs with AVX2 and FMA; `body` holds a
+            // multiple of 8 values.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { x86::exp_shift_sum(body, max) },
+            _ => {
+                let mut lanes = [0f32; 8];
+                for chunk in body.chunks_exact_mut(8) {
+                    for (v, l) in chunk.iter_mut().zip(&mut lanes) {
+                        *v = exp_scalar(*v - max);
+                        *l += *v;
+                    }
+                }
+                lanes
+            }
+        };
+        let mut sum = hsum8(&lanes);
+        for v in tail.iter_mut() {
+            *v = exp_scalar(*v - max);
+            sum += *v;
+        }
+        let inv = 1.0 / sum;
+        row.iter_mut().for_each(|v| *v *= inv);
     }
 }
 
@@ -171,6 +214,30 @@ mod x86 {
         bi
     }
 
+    /// `x = e^(x - max)` for every value (a multiple of 8 of them), returning the
+    /// eight lane sums.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA; `x.len()` is a multiple of 8.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn exp_shift_sum(x: &mut [f32], max: f32) -> [f32; 8] {
+        debug_assert!(x.len().is_multiple_of(8));
+        let m = _mm256_set1_ps(max);
+        let mut acc = _mm256_setzero_ps();
+        let mut lanes = [0f32; 8];
+        // SAFETY: c + 8 <= x.len(); `lanes` holds 8 floats.
+        unsafe {
+            for c in (0..x.len()).step_by(8) {
+                let p = x.as_mut_ptr().add(c);
+                let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p), m));
+                _mm256_storeu_ps(p, e);
+                acc = _mm256_add_ps(acc, e);
+            }
+            _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+        }
+        lanes
+    }
+
     /// SiLU gating of the first multiple of 8 elements; returns how many were done.
     ///
     /// # Safety
@@ -222,6 +289,34 @@ mod tests {
         w[3] = 1.0;
         w[11] = 1.0;
         assert_eq!(argmax(&w), 3);
+    }
+
+    #[test]
+    fn softmax_rows_equal_the_scalar_kernel_and_the_plain_formula() {
+        for w in [1, 7, 8, 37, 128, 300] {
+            let x: Vec<f32> = signed_units(3 * w, w as u64)
+                .iter()
+                .map(|v| 20.0 * v)
+                .collect();
+            let (mut a, mut b) = (x.clone(), x.clone());
+            softmax_rows(&mut a, w);
+            softmax_rows_scalar(&mut b, w);
+            assert!(
+                a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
+                "softmax w={w}"
+            );
+            for (row, got) in x.chunks(w).zip(a.chunks(w)) {
+                let m = row.iter().cloned().fold(f64::MIN, |m, v| m.max(v as f64));
+                let z: f64 = row.iter().map(|&v| (v as f64 - m).exp()).sum();
+                for (&v, &g) in row.iter().zip(got) {
+                    let want = (v as f64 - m).exp() / z;
+                    assert!(
+                        (g as f64 - want).abs() < 1e-6 * (1.0 + want),
+                        "{g} vs {want}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

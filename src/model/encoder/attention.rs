@@ -7,6 +7,7 @@
 use rayon::prelude::*;
 
 use super::ops::{View, gemm_into};
+use crate::device::cpu::rowops::softmax_rows;
 
 /// Attention for every input of a packed batch.
 ///
@@ -74,16 +75,7 @@ fn one_head(
         scale,
         1,
     );
-    for row in scores.chunks_exact_mut(len) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0f32;
-        for s in row.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        let inv = 1.0 / sum;
-        row.iter_mut().for_each(|s| *s *= inv);
-    }
+    softmax_rows(&mut scores, len);
     // out = probabilities [len, len] @ values [len, head_dim].
     let mut out = vec![0.0f32; len * head_dim];
     let p = View {

@@ -5,6 +5,10 @@
 //!   `vpdpbusd` per row and block for every 4 inputs.
 //! - `int8_tile_avxvnni`: the same layout through 256-bit AVX-VNNI, one block of 16
 //!   outputs (2 ymm) at a time so 12 accumulators fit the 16 ymm registers.
+//! - `int16_tile_avx2`: int16 weights against int16 activations, one `vpmaddwd` +
+//!   `vpaddd` per row and 8 outputs for every 2 inputs, 6 rows x 16 outputs (12
+//!   integer accumulators) at a time, each block of `K_BLOCK` inputs converted and
+//!   added to f32 sums kept in L1 (the registers hold the integer ones).
 //! - `bf16_tile_avx512`: 24 zmm f32 accumulators, one `vdpbf16ps` per row and block
 //!   for every 2 inputs.
 //!
@@ -19,7 +23,7 @@
 
 use std::arch::x86_64::*;
 
-use super::qlinear::{MR, NR, Tile};
+use super::qlinear::{K_BLOCK, MR, NR, Tile};
 
 /// Bit mask of the first `n` of 16 lanes.
 fn lanes(n: usize) -> u16 {
@@ -94,20 +98,80 @@ pub(super) unsafe fn int8_tile_avxvnni(t: &Tile<'_>, out: &mut [f32]) {
                     row[1] = _mm256_dpbusd_avx_epi32(row[1], av, wv[1]);
                 }
             }
-            let n = (t.cols - 16 * b).min(16);
-            for (r, row) in acc.iter().enumerate().take(t.rows) {
-                let sa = _mm256_set1_ps(t.a_scale[r]);
-                let mut tmp = [0.0f32; 16];
-                for (h, &v) in row.iter().enumerate() {
-                    let c = 16 * b + 8 * h;
-                    let ws = _mm256_loadu_ps(t.w_scale.as_ptr().add(c));
-                    let v = _mm256_mul_ps(_mm256_cvtepi32_ps(v), _mm256_mul_ps(sa, ws));
-                    let v = _mm256_add_ps(v, _mm256_loadu_ps(t.bias.as_ptr().add(c)));
-                    _mm256_storeu_ps(tmp.as_mut_ptr().add(8 * h), v);
-                }
-                let dst = r * t.stride + 16 * b;
-                out[dst..dst + n].copy_from_slice(&tmp[..n]);
+            store_block::<false>(t, b, &acc, out);
+        }
+    }
+}
+
+/// int16 tile with AVX2 `vpmaddwd`: 16 outputs (2 ymm) of the panel at a time.
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn int16_tile_avx2(t: &Tile<'_>, out: &mut [f32]) {
+    debug_assert!(t.ai16.len() >= MR * t.kp && t.wi16.len() >= t.kp * NR);
+    let (a, w, kp) = (t.ai16.as_ptr(), t.wi16.as_ptr(), t.kp);
+    // SAFETY: as for `int8_tile_avx512`, with 2-byte values (MR rows of kp, one panel
+    // of kp * NR); stores go through `store_block`.
+    unsafe {
+        for b in 0..4 {
+            if 16 * b >= t.cols {
+                break;
             }
+            let mut sums = [[_mm256_setzero_ps(); 2]; MR];
+            for k0 in (0..kp).step_by(K_BLOCK) {
+                let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+                for k2 in k0 / 2..(k0 + K_BLOCK).min(kp) / 2 {
+                    let wp = w.add(k2 * 2 * NR + 32 * b);
+                    let wv: [__m256i; 2] =
+                        std::array::from_fn(|h| _mm256_loadu_si256(wp.add(16 * h).cast()));
+                    for (r, row) in acc.iter_mut().enumerate() {
+                        let pair = a.add(r * kp + 2 * k2).cast::<i32>().read_unaligned();
+                        let av = _mm256_set1_epi32(pair);
+                        row[0] = _mm256_add_epi32(row[0], _mm256_madd_epi16(av, wv[0]));
+                        row[1] = _mm256_add_epi32(row[1], _mm256_madd_epi16(av, wv[1]));
+                    }
+                }
+                for (s, row) in sums.iter_mut().zip(&acc) {
+                    for (s, &v) in s.iter_mut().zip(row) {
+                        *s = _mm256_add_ps(*s, _mm256_cvtepi32_ps(v));
+                    }
+                }
+            }
+            let sums = sums.map(|row| row.map(|v| _mm256_castps_si256(v)));
+            store_block::<true>(t, b, &sums, out);
+        }
+    }
+}
+
+/// The epilogue of the 256-bit integer kernels: block `b` (16 outputs) of every row,
+/// `cvt(acc) * (sa * sw) + bias` (`acc` already f32 bits where `F32`), `cols` values
+/// per row copied out.
+#[target_feature(enable = "avx2")]
+unsafe fn store_block<const F32: bool>(
+    t: &Tile<'_>,
+    b: usize,
+    acc: &[[__m256i; 2]; MR],
+    out: &mut [f32],
+) {
+    let n = (t.cols - 16 * b).min(16);
+    // SAFETY: the per-output slices hold NR values (the callers' contract); stores go
+    // to a local buffer and a bounds-checked copy.
+    unsafe {
+        for (r, row) in acc.iter().enumerate().take(t.rows) {
+            let sa = _mm256_set1_ps(t.a_scale[r]);
+            let mut tmp = [0.0f32; 16];
+            for (h, &v) in row.iter().enumerate() {
+                let c = 16 * b + 8 * h;
+                let ws = _mm256_loadu_ps(t.w_scale.as_ptr().add(c));
+                let v = if F32 {
+                    _mm256_castsi256_ps(v)
+                } else {
+                    _mm256_cvtepi32_ps(v)
+                };
+                let v = _mm256_mul_ps(v, _mm256_mul_ps(sa, ws));
+                let v = _mm256_add_ps(v, _mm256_loadu_ps(t.bias.as_ptr().add(c)));
+                _mm256_storeu_ps(tmp.as_mut_ptr().add(8 * h), v);
+            }
+            let dst = r * t.stride + 16 * b;
+            out[dst..dst + n].copy_from_slice(&tmp[..n]);
         }
     }
 }

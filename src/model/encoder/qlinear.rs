@@ -6,18 +6,26 @@
 //!   `y = (sa[r] * sw[c]) * dot(qa, qw) + b[c]`. `vpdpbusd` multiplies unsigned by
 //!   signed bytes, so activations are stored as `qa + 128` and each output's
 //!   accumulator starts at `-128 * sum_k qw[k, c]`, which cancels the offset exactly.
+//! - **int16**: weights per output channel to +-[`W16_MAX`] (12 bits) and activations
+//!   per row to +-[`A16_MAX`] (14 bits), both held as int16 (`vpmaddwd` on AVX2). Each
+//!   block of [`K_BLOCK`] inputs is an exact integer dot product (the ranges are chosen
+//!   so it cannot leave i32); the blocks' sums are added in f32, then `y = (sa[r] *
+//!   sw[c]) * sum + b[c]`. Per-row 8-bit activations lose the channels that sit beside
+//!   the outlier channels of BERT-style hidden states, and 8-bit weights cost a 0.2-0.5
+//!   logit error on the fixture cross-encoders; 14 and 12 bits keep both.
 //! - **bf16**: weights and activations rounded to bfloat16 (nearest even), products
 //!   summed in f32 (`vdpbf16ps`).
 //!
 //! Weights are packed in panels of [`NR`] outputs: for int8 each step of 4 inputs is
-//! 256 contiguous bytes (4 blocks of 16 outputs x 4 inputs); for bf16 each step of 2
-//! inputs is 4 blocks of 16 outputs x 2 values. A kernel computes a tile of [`MR`]
+//! 256 contiguous bytes (4 blocks of 16 outputs x 4 inputs); for int16 and bf16 each
+//! step of 2 inputs is 4 blocks of 16 outputs x 2 values. A kernel computes a tile of [`MR`]
 //! rows x [`NR`] outputs; rows are split over the rayon pool in tasks of
 //! [`ROWS_PER_TASK`].
 //!
 //! Invariants: quantizing activations is the same scalar code for every kernel, and
 //! a tile's int8 result is computed in exact integer arithmetic followed by the same
-//! two f32 operations, so every int8 kernel is bit-identical to [`Kernel::Int8Scalar`];
+//! two f32 operations, so every int8 kernel is bit-identical to [`Kernel::Int8Scalar`]
+//! and every int16 kernel to [`Kernel::Int16Scalar`];
 //! bf16 kernels match [`Kernel::Bf16Scalar`] up to f32 summation order. A row's output
 //! depends only on that row.
 
@@ -30,8 +38,15 @@ use crate::device::cpu::isa::CpuFeatures;
 pub const NR: usize = 64;
 /// Rows per tile.
 pub const MR: usize = 6;
-/// Rows per parallel task (a multiple of [`MR`]).
+/// Most rows per parallel task (a multiple of [`MR`]).
 pub const ROWS_PER_TASK: usize = 8 * MR;
+/// Largest int16-format weight magnitude (12 bits).
+pub const W16_MAX: i32 = 2047;
+/// Largest int16-format activation magnitude (14 bits).
+pub const A16_MAX: i32 = 16383;
+/// Inputs per exact integer block of the int16 format (a multiple of 2).
+pub const K_BLOCK: usize = 64;
+const _: () = assert!(K_BLOCK as i64 * W16_MAX as i64 * A16_MAX as i64 <= i32::MAX as i64);
 
 /// Which tile kernel a reduced-precision layer runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +57,10 @@ pub enum Kernel {
     Int8Avx512Vnni,
     /// 256-bit `vpdpbusd` (AVX2 + AVX-VNNI).
     Int8AvxVnni,
+    /// Portable int16 weights and activations (the reference).
+    Int16Scalar,
+    /// AVX2 `vpmaddwd` (12-bit weights, 14-bit activations, both int16).
+    Int16Avx2,
     /// Portable bf16 (the reference).
     Bf16Scalar,
     /// `vdpbf16ps` (AVX-512 F/BW/VL + BF16).
@@ -63,6 +82,11 @@ impl Kernel {
         }
     }
 
+    /// The fastest int16 kernel `f` allows, if any.
+    pub fn best_int16(f: &CpuFeatures) -> Option<Kernel> {
+        f.avx2.then_some(Kernel::Int16Avx2)
+    }
+
     /// The fastest bf16 kernel `f` allows, if any is faster than f32.
     pub fn best_bf16(f: &CpuFeatures) -> Option<Kernel> {
         if !(f.avx512_base() && f.avx512bf16) {
@@ -76,12 +100,15 @@ impl Kernel {
 
     /// Every kernel `f` can run (the scalar ones always).
     pub fn available(f: &CpuFeatures) -> Vec<Kernel> {
-        let mut v = vec![Kernel::Int8Scalar, Kernel::Bf16Scalar];
+        let mut v = vec![Kernel::Int8Scalar, Kernel::Int16Scalar, Kernel::Bf16Scalar];
         if f.avx512_base() && f.avx512vnni {
             v.push(Kernel::Int8Avx512Vnni);
         }
         if f.avx2 && f.avxvnni {
             v.push(Kernel::Int8AvxVnni);
+        }
+        if f.avx2 {
+            v.push(Kernel::Int16Avx2);
         }
         if f.avx512_base() && f.avx512bf16 {
             v.push(Kernel::Bf16Avx512);
@@ -92,13 +119,46 @@ impl Kernel {
         v
     }
 
-    /// Whether it runs int8 weights (else bf16).
+    /// Whether it runs int8 weights against per-row int8 activations (the format that
+    /// misses the accuracy gate).
     pub fn is_int8(self) -> bool {
-        matches!(
-            self,
-            Kernel::Int8Scalar | Kernel::Int8Avx512Vnni | Kernel::Int8AvxVnni
-        )
+        self.format() == Format::Int8
     }
+
+    /// The weight and activation format it runs.
+    pub fn format(self) -> Format {
+        match self {
+            Kernel::Int8Scalar | Kernel::Int8Avx512Vnni | Kernel::Int8AvxVnni => Format::Int8,
+            Kernel::Int16Scalar | Kernel::Int16Avx2 => Format::Int16,
+            Kernel::Bf16Scalar | Kernel::Bf16Avx512 | Kernel::Bf16Amx => Format::Bf16,
+        }
+    }
+
+    /// The portable kernel of the same format (the reference the others are held to).
+    pub fn reference(self) -> Kernel {
+        match self.format() {
+            Format::Int8 => Kernel::Int8Scalar,
+            Format::Int16 => Kernel::Int16Scalar,
+            Format::Bf16 => Kernel::Bf16Scalar,
+        }
+    }
+
+    /// Whether its results are bit-identical to its reference's (the integer formats;
+    /// bf16 kernels sum in another order).
+    pub fn bit_identical_to_reference(self) -> bool {
+        self.format() != Format::Bf16
+    }
+}
+
+/// How a reduced-precision layer stores weights and activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Per-channel int8 weights, per-row int8 activations.
+    Int8,
+    /// Per-channel 12-bit weights, per-row 14-bit activations, both int16.
+    Int16,
+    /// bf16 weights and activations.
+    Bf16,
 }
 
 /// A linear layer's weights in a reduced precision, with its bias.
@@ -106,7 +166,7 @@ pub struct QLinear {
     kernel: Kernel,
     /// Packed weights: int8 bytes or bf16 bit patterns, by `kernel`.
     packed: Packed,
-    /// Per-output scale (int8; padded to `np`).
+    /// Per-output scale (int8, int16; padded to `np`).
     w_scale: Vec<f32>,
     /// Per-output `-128 * sum_k qw[k, c]` (int8; padded to `np`).
     comp: Vec<i32>,
@@ -120,6 +180,7 @@ pub struct QLinear {
 
 enum Packed {
     I8(Vec<i8>),
+    I16(Vec<i16>),
     Bf16(Vec<u16>),
 }
 
@@ -129,10 +190,14 @@ pub(super) struct Tile<'a> {
     pub a8: &'a [u8],
     /// bf16: `MR` rows of `kp` bf16 bit patterns.
     pub a16: &'a [u16],
-    /// Per-row activation scales (int8), `MR` of them.
+    /// int16: `MR` rows of `kp` values.
+    pub ai16: &'a [i16],
+    /// Per-row activation scales (int8, int16), `MR` of them.
     pub a_scale: &'a [f32],
     /// The panel's int8 weights (`kp * NR`).
     pub w8: &'a [i8],
+    /// The panel's int16 weights (`kp * NR`).
+    pub wi16: &'a [i16],
     /// The panel's bf16 weights (`kp * NR`).
     pub w16: &'a [u16],
     /// The panel's output scales, compensations and biases (`NR` each).
@@ -169,37 +234,47 @@ impl QLinear {
             n,
             np,
         };
-        if kernel.is_int8() {
-            q.pack_int8(w);
-        } else {
-            q.pack_bf16(w);
+        match kernel.format() {
+            Format::Int8 => {
+                let mut packed = vec![0i8; kp * np];
+                let sums =
+                    q.quantize_channels(w, 127, |kk, c, v| packed[at(kp, kk, c, 4)] = v as i8);
+                q.comp = sums.iter().map(|s| -128 * s).collect();
+                q.packed = Packed::I8(packed);
+            }
+            Format::Int16 => {
+                let mut packed = vec![0i16; kp * np];
+                q.quantize_channels(w, W16_MAX, |kk, c, v| packed[at(kp, kk, c, 2)] = v as i16);
+                q.packed = Packed::I16(packed);
+            }
+            Format::Bf16 => q.pack_bf16(w),
         }
         q
     }
 
-    /// Index of weight `(kk, c)` in a packed buffer with `per` values per 16-lane
-    /// group (4 for int8, 2 for bf16).
-    fn at(&self, kk: usize, c: usize, per: usize) -> usize {
-        let (panel, lane) = (c / NR, c % NR);
-        panel * self.kp * NR + (kk / per) * NR * per + lane * per + kk % per
-    }
-
-    fn pack_int8(&mut self, w: &[f32]) {
+    /// Symmetric per-output quantization of `w` `[k, n]` to `-qmax..=qmax`: sets the
+    /// output scales, hands each quantized weight to `put(kk, c, q)`, returns each
+    /// output's sum of quantized weights (padded to `np`).
+    fn quantize_channels(
+        &mut self,
+        w: &[f32],
+        qmax: i32,
+        mut put: impl FnMut(usize, usize, i32),
+    ) -> Vec<i32> {
         let (k, n) = (self.k, self.n);
-        let mut packed = vec![0i8; self.kp * self.np];
+        let qm = qmax as f32;
+        let mut sums = vec![0i32; self.np];
         for c in 0..n {
             let amax = (0..k).map(|kk| w[kk * n + c].abs()).fold(0.0f32, f32::max);
-            let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-            self.w_scale[c] = amax / 127.0;
-            let mut sum = 0i32;
+            let inv = if amax > 0.0 { qm / amax } else { 0.0 };
+            self.w_scale[c] = amax / qm;
             for kk in 0..k {
-                let v = (w[kk * n + c] * inv).round().clamp(-127.0, 127.0) as i8;
-                sum += v as i32;
-                packed[self.at(kk, c, 4)] = v;
+                let v = (w[kk * n + c] * inv).round().clamp(-qm, qm) as i32;
+                sums[c] += v;
+                put(kk, c, v);
             }
-            self.comp[c] = -128 * sum;
         }
-        self.packed = Packed::I8(packed);
+        sums
     }
 
     fn pack_bf16(&mut self, w: &[f32]) {
@@ -207,7 +282,7 @@ impl QLinear {
         let mut packed = vec![0u16; self.kp * self.np];
         for kk in 0..k {
             for c in 0..n {
-                packed[self.at(kk, c, 2)] = bf16::from_f32(w[kk * n + c]).to_bits();
+                packed[at(self.kp, kk, c, 2)] = bf16::from_f32(w[kk * n + c]).to_bits();
             }
         }
         self.packed = Packed::Bf16(packed);
@@ -232,7 +307,7 @@ impl QLinear {
     /// every kernel the machine has on one packing). Panics if `kernel` is of the
     /// other format or needs a feature this CPU lacks.
     pub fn forward_with(&self, x: &[f32], kernel: Kernel) -> Vec<f32> {
-        assert_eq!(kernel.is_int8(), self.kernel.is_int8(), "weight format");
+        assert_eq!(kernel.format(), self.kernel.format(), "weight format");
         assert!(
             Kernel::available(CpuFeatures::hardware()).contains(&kernel),
             "{kernel:?} needs a feature this CPU lacks"
@@ -251,26 +326,24 @@ impl QLinear {
             return self.forward_with(x, Kernel::Bf16Avx512);
         }
         let padded_rows = rows.div_ceil(MR) * MR;
-        let (a8, a16, a_scale) = if kernel.is_int8() {
-            let (q, s) = quantize_rows(x, self.k, self.kp, padded_rows);
-            (q, Vec::new(), s)
-        } else {
-            (
-                Vec::new(),
-                bf16_rows(x, self.k, self.kp, padded_rows),
-                Vec::new(),
-            )
-        };
+        let (k, kp) = (self.k, self.kp);
+        let mut acts = Acts::default();
+        match kernel.format() {
+            Format::Int8 => (acts.a8, acts.scale) = quantize_rows(x, k, kp, padded_rows),
+            Format::Int16 => (acts.ai16, acts.scale) = quantize_rows_i16(x, k, kp, padded_rows),
+            Format::Bf16 => acts.a16 = bf16_rows(x, k, kp, padded_rows),
+        }
         let n = self.n;
-        y.par_chunks_mut(ROWS_PER_TASK * n)
+        let per_task = rows_per_task(rows);
+        y.par_chunks_mut(per_task * n)
             .enumerate()
             .for_each(|(task, chunk)| {
-                let r0 = task * ROWS_PER_TASK;
+                let r0 = task * per_task;
                 let task_rows = chunk.len() / n;
                 for p in 0..self.np / NR {
                     for t in (0..task_rows).step_by(MR) {
                         let r = r0 + t;
-                        let tile = self.tile(&a8, &a16, &a_scale, r, p, (task_rows - t).min(MR));
+                        let tile = self.tile(&acts, r, p, (task_rows - t).min(MR));
                         let out = &mut chunk[t * n + p * NR..];
                         run_tile(kernel, &tile, out);
                     }
@@ -317,28 +390,24 @@ impl QLinear {
             });
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn tile<'a>(
-        &'a self,
-        a8: &'a [u8],
-        a16: &'a [u16],
-        a_scale: &'a [f32],
-        r: usize,
-        p: usize,
-        rows: usize,
-    ) -> Tile<'a> {
+    fn tile<'a>(&'a self, acts: &'a Acts, r: usize, p: usize, rows: usize) -> Tile<'a> {
         let kp = self.kp;
-        let (w8, w16): (&[i8], &[u16]) = match &self.packed {
-            Packed::I8(v) => (&v[p * kp * NR..(p + 1) * kp * NR], &[]),
-            Packed::Bf16(v) => (&[], &v[p * kp * NR..(p + 1) * kp * NR]),
-        };
+        let panel = p * kp * NR..(p + 1) * kp * NR;
+        let (mut w8, mut wi16, mut w16): (&[i8], &[i16], &[u16]) = (&[], &[], &[]);
+        match &self.packed {
+            Packed::I8(v) => w8 = &v[panel],
+            Packed::I16(v) => wi16 = &v[panel],
+            Packed::Bf16(v) => w16 = &v[panel],
+        }
         let cols = (self.n - p * NR).min(NR);
         let lanes = p * NR..(p + 1) * NR;
         Tile {
-            a8: a8.get(r * kp..(r + MR) * kp).unwrap_or(&[]),
-            a16: a16.get(r * kp..(r + MR) * kp).unwrap_or(&[]),
-            a_scale: a_scale.get(r..r + MR).unwrap_or(&[]),
+            a8: acts.a8.get(r * kp..(r + MR) * kp).unwrap_or(&[]),
+            a16: acts.a16.get(r * kp..(r + MR) * kp).unwrap_or(&[]),
+            ai16: acts.ai16.get(r * kp..(r + MR) * kp).unwrap_or(&[]),
+            a_scale: acts.scale.get(r..r + MR).unwrap_or(&[]),
             w8,
+            wi16,
             w16,
             w_scale: &self.w_scale[lanes.clone()],
             comp: &self.comp[lanes.clone()],
@@ -351,6 +420,30 @@ impl QLinear {
     }
 }
 
+/// Rows per parallel task for a batch of `rows`: [`ROWS_PER_TASK`], or fewer (a
+/// multiple of [`MR`]) so that there are about four tasks per rayon thread.
+fn rows_per_task(rows: usize) -> usize {
+    let tasks = 4 * rayon::current_num_threads();
+    (rows.div_ceil(tasks).div_ceil(MR) * MR).clamp(MR, ROWS_PER_TASK)
+}
+
+/// Index of weight `(kk, c)` in a packed buffer of padded input width `kp` with `per`
+/// values per 16-lane group (4 for int8, 2 for int16 and bf16).
+fn at(kp: usize, kk: usize, c: usize, per: usize) -> usize {
+    let (panel, lane) = (c / NR, c % NR);
+    panel * kp * NR + (kk / per) * NR * per + lane * per + kk % per
+}
+
+/// A batch's activations in the format of the kernel that runs it (the other fields
+/// stay empty).
+#[derive(Default)]
+struct Acts {
+    a8: Vec<u8>,
+    ai16: Vec<i16>,
+    a16: Vec<u16>,
+    scale: Vec<f32>,
+}
+
 /// Runs one tile, writing `rows x cols` outputs into `out` (row stride `tile.stride`).
 fn run_tile(kernel: Kernel, tile: &Tile<'_>, out: &mut [f32]) {
     assert!(
@@ -359,14 +452,17 @@ fn run_tile(kernel: Kernel, tile: &Tile<'_>, out: &mut [f32]) {
     );
     match kernel {
         Kernel::Int8Scalar => int8_tile_scalar(tile, out),
+        Kernel::Int16Scalar => int16_tile_scalar(tile, out),
         Kernel::Bf16Scalar => bf16_tile_scalar(tile, out),
-        // SAFETY (all three): `forward_with` checked the CPU has the kernel's
+        // SAFETY (all four): `forward_with` checked the CPU has the kernel's
         // features; the tile's slices are full (MR rows of kp, one panel) and `out`
         // holds every element the kernel stores (asserted above).
         #[cfg(target_arch = "x86_64")]
         Kernel::Int8Avx512Vnni => unsafe { super::qkernels::int8_tile_avx512(tile, out) },
         #[cfg(target_arch = "x86_64")]
         Kernel::Int8AvxVnni => unsafe { super::qkernels::int8_tile_avxvnni(tile, out) },
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Int16Avx2 => unsafe { super::qkernels::int16_tile_avx2(tile, out) },
         #[cfg(target_arch = "x86_64")]
         Kernel::Bf16Avx512 => unsafe { super::qkernels::bf16_tile_avx512(tile, out) },
         Kernel::Bf16Amx => unreachable!("AMX layers run whole tiles (forward_amx)"),
@@ -379,18 +475,43 @@ fn run_tile(kernel: Kernel, tile: &Tile<'_>, out: &mut [f32]) {
 /// padded to `kp` (value 128, i.e. zero) and to `padded_rows` rows, and each row's
 /// scale.
 pub fn quantize_rows(x: &[f32], k: usize, kp: usize, padded_rows: usize) -> (Vec<u8>, Vec<f32>) {
-    let mut q = vec![128u8; padded_rows * kp];
+    quantize_rows_as(x, k, kp, padded_rows, 127, |v| (v + 128) as u8)
+}
+
+/// Per-row symmetric quantization of `x` `[rows, k]` to +-[`A16_MAX`] (int16), padded
+/// like [`quantize_rows`] (with zeros), and each row's scale.
+pub fn quantize_rows_i16(
+    x: &[f32],
+    k: usize,
+    kp: usize,
+    padded_rows: usize,
+) -> (Vec<i16>, Vec<f32>) {
+    quantize_rows_as(x, k, kp, padded_rows, A16_MAX, |v| v as i16)
+}
+
+/// Per-row symmetric quantization of `x` `[rows, k]` to integers in `-qmax..=qmax`,
+/// each stored as `enc(q)`; rows padded to `kp` and to `padded_rows` with `enc(0)`.
+fn quantize_rows_as<T: Copy + Send + Sync>(
+    x: &[f32],
+    k: usize,
+    kp: usize,
+    padded_rows: usize,
+    qmax: i32,
+    enc: impl Fn(i32) -> T + Sync,
+) -> (Vec<T>, Vec<f32>) {
+    let mut q = vec![enc(0); padded_rows * kp];
     let mut scale = vec![0.0f32; padded_rows];
+    let qmax = qmax as f32;
     q.par_chunks_mut(ROWS_PER_TASK * kp)
         .zip(scale.par_chunks_mut(ROWS_PER_TASK))
         .zip(x.par_chunks(ROWS_PER_TASK * k))
         .for_each(|((qc, sc), xc)| {
             for ((qr, s), xr) in qc.chunks_exact_mut(kp).zip(sc).zip(xc.chunks_exact(k)) {
                 let amax = xr.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-                *s = amax / 127.0;
+                let inv = if amax > 0.0 { qmax / amax } else { 0.0 };
+                *s = amax / qmax;
                 for (d, &v) in qr.iter_mut().zip(xr) {
-                    *d = ((v * inv).round().clamp(-127.0, 127.0) as i32 + 128) as u8;
+                    *d = enc((v * inv).round().clamp(-qmax, qmax) as i32);
                 }
             }
         });
@@ -423,6 +544,28 @@ fn int8_tile_scalar(t: &Tile<'_>, out: &mut [f32]) {
                 acc += (0..4).map(|i| av[i] as i32 * w[i] as i32).sum::<i32>();
             }
             out[r * t.stride + c] = acc as f32 * (t.a_scale[r] * t.w_scale[c]) + t.bias[c];
+        }
+    }
+}
+
+/// The int16 reference: an exact integer dot product per block of [`K_BLOCK`] inputs
+/// (pairs of products, as `vpmaddwd` forms them), the blocks summed in f32 in order,
+/// then `(sa * sw) * sum + b`.
+fn int16_tile_scalar(t: &Tile<'_>, out: &mut [f32]) {
+    for r in 0..t.rows {
+        let a = &t.ai16[r * t.kp..(r + 1) * t.kp];
+        for c in 0..t.cols {
+            let mut sum = 0.0f32;
+            for (b, block) in a.chunks(K_BLOCK).enumerate() {
+                let mut acc = 0i32;
+                for (i, av) in block.chunks_exact(2).enumerate() {
+                    let k2 = b * K_BLOCK / 2 + i;
+                    let w = &t.wi16[k2 * NR * 2 + c * 2..][..2];
+                    acc += av[0] as i32 * w[0] as i32 + av[1] as i32 * w[1] as i32;
+                }
+                sum += acc as f32;
+            }
+            out[r * t.stride + c] = sum * (t.a_scale[r] * t.w_scale[c]) + t.bias[c];
         }
     }
 }
@@ -463,37 +606,88 @@ mod tests {
     }
 
     /// Shapes with ragged rows (not a multiple of MR or ROWS_PER_TASK), ragged outputs
-    /// (not a multiple of 16 or NR) and ragged inputs (not a multiple of 4).
-    const SHAPES: [(usize, usize, usize); 4] =
-        [(1, 8, 16), (7, 30, 70), (53, 384, 200), (100, 129, 64)];
+    /// (not a multiple of 16 or NR), ragged inputs (not a multiple of 4) and a ragged
+    /// last int16 block (k = 129, 384 + 36).
+    const SHAPES: [(usize, usize, usize); 5] = [
+        (1, 8, 16),
+        (7, 30, 70),
+        (53, 384, 200),
+        (100, 129, 64),
+        (9, 420, 33),
+    ];
 
     #[test]
-    fn every_int8_kernel_here_is_bit_identical_to_the_scalar_reference() {
+    fn every_integer_kernel_here_is_bit_identical_to_its_scalar_reference() {
         let have = Kernel::available(CpuFeatures::hardware());
-        for (i, &(rows, k, n)) in SHAPES.iter().enumerate() {
-            let (x, w, b) = (
-                data(rows * k, i as u64),
-                data(k * n, 10 + i as u64),
-                data(n, 20),
-            );
-            let q = QLinear::new(&w, &b, k, n, Kernel::Int8Scalar);
-            let want = q.forward_with(&x, Kernel::Int8Scalar);
-            // Quantization error stays small against f32 (a check of the scales).
-            let exact = f32_ref(&x, &w, &b, k, n);
-            let err = want
-                .iter()
+        // Bounds on the error against f32 (int16 is 16x finer than int8).
+        for (reference, bound) in [(Kernel::Int8Scalar, 0.02), (Kernel::Int16Scalar, 0.002)] {
+            for (i, &(rows, k, n)) in SHAPES.iter().enumerate() {
+                let (x, w, b) = (
+                    data(rows * k, i as u64),
+                    data(k * n, 10 + i as u64),
+                    data(n, 20),
+                );
+                let q = QLinear::new(&w, &b, k, n, reference);
+                let want = q.forward_with(&x, reference);
+                let exact = f32_ref(&x, &w, &b, k, n);
+                let err = want
+                    .iter()
+                    .zip(&exact)
+                    .map(|(a, e)| (a - e).abs())
+                    .fold(0.0, f32::max);
+                assert!(
+                    err < bound * (k as f32).sqrt(),
+                    "{reference:?} {rows}x{k}x{n}: error {err}"
+                );
+                for &kernel in have.iter().filter(|k| k.format() == reference.format()) {
+                    assert_eq!(
+                        q.forward_with(&x, kernel),
+                        want,
+                        "{kernel:?} {rows}x{k}x{n}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn int16_activations_keep_the_channels_beside_an_outlier() {
+        // One input channel 50x the others (as in BERT hidden states): per-row int8
+        // activations leave the small channels a few levels, int16 keeps them.
+        let (rows, k, n) = (4, 384, 64);
+        let mut x = data(rows * k, 7);
+        for r in 0..rows {
+            x[r * k + 17] = 50.0;
+        }
+        let (w, b) = (data(k * n, 8), vec![0.0; n]);
+        let exact = f32_ref(&x, &w, &b, k, n);
+        let err = |kernel| {
+            let y = QLinear::new(&w, &b, k, n, kernel).forward(&x);
+            y.iter()
                 .zip(&exact)
                 .map(|(a, e)| (a - e).abs())
-                .fold(0.0, f32::max);
-            assert!(
-                err < 0.02 * (k as f32).sqrt(),
-                "{rows}x{k}x{n}: int8 error {err}"
-            );
-            for &kernel in have.iter().filter(|k| k.is_int8()) {
-                assert_eq!(
-                    q.forward_with(&x, kernel),
-                    want,
-                    "{kernel:?} {rows}x{k}x{n}"
+                .fold(0.0f32, f32::max)
+        };
+        let (e8, e16) = (err(Kernel::Int8Scalar), err(Kernel::Int16Scalar));
+        assert!(e16 * 3.0 < e8, "int16 {e16} vs int8 {e8}");
+    }
+
+    #[test]
+    fn int16_blocks_stay_exact_at_the_largest_values() {
+        // Every activation and weight at its limit, same sign and opposite signs: each
+        // block's integer sum is at the edge of i32 and must not wrap.
+        let (k, n) = (1536, 16);
+        let have = Kernel::available(CpuFeatures::hardware());
+        for sign in [1.0f32, -1.0] {
+            let x = vec![1.0f32; k];
+            let w = vec![sign; k * n];
+            let q = QLinear::new(&w, &vec![0.0; n], k, n, Kernel::Int16Scalar);
+            for &kernel in have.iter().filter(|k| k.format() == Format::Int16) {
+                let y = q.forward_with(&x, kernel);
+                let want = sign * k as f32;
+                assert!(
+                    y.iter().all(|&v| (v - want).abs() < 1e-4 * k as f32),
+                    "{kernel:?}: {y:?}"
                 );
             }
         }
@@ -520,7 +714,7 @@ mod tests {
                 err < 0.01 * (k as f32).sqrt(),
                 "{rows}x{k}x{n}: bf16 error {err}"
             );
-            for &kernel in have.iter().filter(|k| !k.is_int8()) {
+            for &kernel in have.iter().filter(|k| k.format() == Format::Bf16) {
                 let got = q.forward_with(&x, kernel);
                 for (g, w) in got.iter().zip(&want) {
                     assert!(
