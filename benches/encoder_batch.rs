@@ -6,7 +6,8 @@
 //! (shared machine), after the instruction peaks of `common/int8_peak.rs` (f32 FMA and
 //! int16 `vpmaddwd` among them). Threads: the rayon pool (`RAYON_NUM_THREADS`).
 //!
-//! `cargo bench --bench encoder_batch [-- --reps N]`.
+//! `cargo bench --bench encoder_batch [-- --reps N] [--only TEXT]` (`--only int16`: just
+//! the precisions whose description holds TEXT).
 
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,14 @@ fn main() -> anyhow::Result<()> {
     plans.extend(Kernel::best_int8(features).map(LinearPlan::Quantized));
     plans.extend(Kernel::best_int16(features).map(LinearPlan::Quantized));
     plans.extend(Kernel::best_bf16(features).map(LinearPlan::Quantized));
+    // `--only TEXT`: just the precisions whose description holds TEXT (for profiling).
+    if let Some(only) = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+    {
+        plans.retain(|p| p.describe().contains(only.as_str()));
+    }
     let mut cfg = None;
     for &plan in &plans {
         let enc = Encoder::load_with(&dir, None, plan)?.encoder;
@@ -96,7 +105,7 @@ fn main() -> anyhow::Result<()> {
         }
         cfg = Some(c);
     }
-    let cfg = cfg.expect("f32 always runs");
+    let cfg = cfg.expect("--only matched no precision");
     let rows = 16 * INPUT_TOKENS;
     let x = Tensor::randn(0f32, 1.0, (rows, cfg.hidden), &Device::Cpu)?;
     let w = Tensor::randn(0f32, 1.0, (cfg.hidden, cfg.intermediate), &Device::Cpu)?;

@@ -511,7 +511,8 @@ fn quantize_rows_as<T: Copy + Send + Sync>(
                 let inv = if amax > 0.0 { qmax / amax } else { 0.0 };
                 *s = amax / qmax;
                 for (d, &v) in qr.iter_mut().zip(xr) {
-                    *d = enc((v * inv).round().clamp(-qmax, qmax) as i32);
+                    // Ties to even: one `vroundps` per 8 values where `round` is a call.
+                    *d = enc((v * inv).round_ties_even().clamp(-qmax, qmax) as i32);
                 }
             }
         });
