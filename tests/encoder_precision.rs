@@ -36,6 +36,7 @@ fn plans() -> Vec<(Kernel, LinearPlan)> {
         Kernel::Int8AvxVnni,
         Kernel::Int16Scalar,
         Kernel::Int16Avx2,
+        Kernel::Int16Avx512Vnni,
         Kernel::Bf16Scalar,
         Kernel::Bf16Avx512,
         Kernel::Bf16Amx,

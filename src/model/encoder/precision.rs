@@ -6,8 +6,9 @@
 //! heads stay f32. `auto` picks the fastest precision that meets the accuracy gates of
 //! `tests/encoder_precision.rs` (embedding cosine >= 0.999 to f32, cross-encoder
 //! rankings kept): bf16 where AVX512_BF16 exists (worst cosine 0.99998); else `int16`
-//! (12-bit weights, 14-bit activations, `vpmaddwd`) on AVX2 CPUs without AVX-512, whose
-//! f32 GEMM runs on 256-bit vectors; else f32. int8 is faster still at large batches but
+//! (12-bit weights, 14-bit activations) with 512-bit `vpdpwssd` where AVX-512 VNNI
+//! exists, or with `vpmaddwd` on AVX2 CPUs without AVX-512 (whose f32 GEMM runs on
+//! 256-bit vectors); else f32. int8 is faster still at large batches but
 //! misses the gate (worst cosine 0.9916 with per-row dynamic activations), so it is only
 //! used when asked for.
 //!
@@ -83,8 +84,9 @@ impl LinearPlan {
         let int8 = Kernel::best_int8(features);
         let bf16 = Kernel::best_bf16(features);
         let int16 = Kernel::best_int16(features);
-        // Where f32 GEMM has 512-bit FMAs, 256-bit `vpmaddwd` is no faster than it.
-        let auto_int16 = int16.filter(|_| !features.avx512f);
+        // Where f32 GEMM has 512-bit FMAs, 256-bit `vpmaddwd` is no faster than it;
+        // 512-bit `vpdpwssd` does twice its products per instruction.
+        let auto_int16 = int16.filter(|&k| k == Kernel::Int16Avx512Vnni || !features.avx512f);
         Ok(match precision {
             EncoderPrecision::F32 => Self::F32,
             EncoderPrecision::Auto => bf16.or(auto_int16).map_or(Self::F32, Self::Quantized),
@@ -120,6 +122,7 @@ impl LinearPlan {
             Self::Quantized(Kernel::Int8AvxVnni) => "int8 (avx-vnni vpdpbusd)",
             Self::Quantized(Kernel::Int8Scalar) => "int8 (scalar)",
             Self::Quantized(Kernel::Int16Avx2) => "int16 (avx2 vpmaddwd)",
+            Self::Quantized(Kernel::Int16Avx512Vnni) => "int16 (avx512-vnni vpdpwssd)",
             Self::Quantized(Kernel::Int16Scalar) => "int16 (scalar)",
             Self::Quantized(Kernel::Bf16Avx512) => "bf16 (avx512-bf16 vdpbf16ps)",
             Self::Quantized(Kernel::Bf16Amx) => "bf16 (amx tdpbf16ps)",
@@ -155,7 +158,7 @@ mod tests {
     }
 
     #[test]
-    fn auto_takes_int16_only_on_avx2_without_avx512() {
+    fn auto_takes_int16_where_it_beats_f32() {
         let hw = CpuFeatures::hardware();
         if !hw.avx2 {
             return;
@@ -165,11 +168,22 @@ mod tests {
             LinearPlan::resolve(EncoderPrecision::Auto, &avx2).unwrap(),
             LinearPlan::Quantized(Kernel::Int16Avx2)
         );
+        // 512-bit FMAs without VNNI: f32; with VNNI (no BF16): vpdpwssd.
         let mut wide = avx2;
-        wide.avx512f = true;
+        (wide.avx512f, wide.avx512bw, wide.avx512vl) = (true, true, true);
         assert_eq!(
             LinearPlan::resolve(EncoderPrecision::Auto, &wide).unwrap(),
             LinearPlan::F32
+        );
+        wide.avx512vnni = true;
+        assert_eq!(
+            LinearPlan::resolve(EncoderPrecision::Auto, &wide).unwrap(),
+            LinearPlan::Quantized(Kernel::Int16Avx512Vnni)
+        );
+        wide.avx512bf16 = true;
+        assert_eq!(
+            LinearPlan::resolve(EncoderPrecision::Auto, &wide).unwrap(),
+            LinearPlan::Quantized(Kernel::Bf16Avx512)
         );
     }
 

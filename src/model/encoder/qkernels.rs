@@ -9,6 +9,9 @@
 //!   `vpaddd` per row and 8 outputs for every 2 inputs, 6 rows x 16 outputs (12
 //!   integer accumulators) at a time, each block of `K_BLOCK` inputs converted and
 //!   added to f32 sums kept in L1 (the registers hold the integer ones).
+//! - `int16_tile_avx512`: the same arithmetic through 512-bit VNNI `vpdpwssd` (which
+//!   cannot wrap on these ranges, so it equals `vpmaddwd` + `vpaddd`), 6 rows x 64
+//!   outputs (24 zmm accumulators).
 //! - `bf16_tile_avx512`: 24 zmm f32 accumulators, one `vdpbf16ps` per row and block
 //!   for every 2 inputs.
 //!
@@ -137,6 +140,54 @@ pub(super) unsafe fn int16_tile_avx2(t: &Tile<'_>, out: &mut [f32]) {
             }
             let sums = sums.map(|row| row.map(|v| _mm256_castps_si256(v)));
             store_block::<true>(t, b, &sums, out);
+        }
+    }
+}
+
+/// int16 tile with 512-bit VNNI `vpdpwssd`: the whole panel (4 zmm) at once.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn int16_tile_avx512(t: &Tile<'_>, out: &mut [f32]) {
+    debug_assert!(t.ai16.len() >= MR * t.kp && t.wi16.len() >= t.kp * NR);
+    let (a, w, kp) = (t.ai16.as_ptr(), t.wi16.as_ptr(), t.kp);
+    // SAFETY: as for `int8_tile_avx512`, with 2-byte values (MR rows of kp, one panel
+    // of kp * NR) and masked stores of `cols` values per row.
+    unsafe {
+        let mut sums = [[_mm512_setzero_ps(); 4]; MR];
+        for k0 in (0..kp).step_by(K_BLOCK) {
+            let mut acc = [[_mm512_setzero_si512(); 4]; MR];
+            for k2 in k0 / 2..(k0 + K_BLOCK).min(kp) / 2 {
+                let wp = w.add(k2 * 2 * NR);
+                let wv: [__m512i; 4] =
+                    std::array::from_fn(|b| _mm512_loadu_si512(wp.add(32 * b).cast()));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let pair = a.add(r * kp + 2 * k2).cast::<i32>().read_unaligned();
+                    let av = _mm512_set1_epi32(pair);
+                    for (acc, &wb) in row.iter_mut().zip(&wv) {
+                        *acc = _mm512_dpwssd_epi32(*acc, av, wb);
+                    }
+                }
+            }
+            for (s, row) in sums.iter_mut().zip(&acc) {
+                for (s, &v) in s.iter_mut().zip(row) {
+                    *s = _mm512_add_ps(*s, _mm512_cvtepi32_ps(v));
+                }
+            }
+        }
+        let ws: [__m512; 4] =
+            std::array::from_fn(|b| _mm512_loadu_ps(t.w_scale.as_ptr().add(16 * b)));
+        let bias: [__m512; 4] =
+            std::array::from_fn(|b| _mm512_loadu_ps(t.bias.as_ptr().add(16 * b)));
+        for (r, row) in sums.iter().enumerate().take(t.rows) {
+            let sa = _mm512_set1_ps(t.a_scale[r]);
+            for b in 0..4 {
+                if 16 * b >= t.cols {
+                    break;
+                }
+                let v = _mm512_mul_ps(row[b], _mm512_mul_ps(sa, ws[b]));
+                let v = _mm512_add_ps(v, bias[b]);
+                let dst = out.as_mut_ptr().add(r * t.stride + 16 * b);
+                _mm512_mask_storeu_ps(dst, lanes(t.cols - 16 * b), v);
+            }
         }
     }
 }

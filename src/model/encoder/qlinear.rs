@@ -61,6 +61,8 @@ pub enum Kernel {
     Int16Scalar,
     /// AVX2 `vpmaddwd` (12-bit weights, 14-bit activations, both int16).
     Int16Avx2,
+    /// 512-bit `vpdpwssd` (AVX-512 F/BW/VL + VNNI), same format.
+    Int16Avx512Vnni,
     /// Portable bf16 (the reference).
     Bf16Scalar,
     /// `vdpbf16ps` (AVX-512 F/BW/VL + BF16).
@@ -84,7 +86,11 @@ impl Kernel {
 
     /// The fastest int16 kernel `f` allows, if any.
     pub fn best_int16(f: &CpuFeatures) -> Option<Kernel> {
-        f.avx2.then_some(Kernel::Int16Avx2)
+        if f.avx512_base() && f.avx512vnni {
+            Some(Kernel::Int16Avx512Vnni)
+        } else {
+            f.avx2.then_some(Kernel::Int16Avx2)
+        }
     }
 
     /// The fastest bf16 kernel `f` allows, if any is faster than f32.
@@ -110,6 +116,9 @@ impl Kernel {
         if f.avx2 {
             v.push(Kernel::Int16Avx2);
         }
+        if f.avx512_base() && f.avx512vnni {
+            v.push(Kernel::Int16Avx512Vnni);
+        }
         if f.avx512_base() && f.avx512bf16 {
             v.push(Kernel::Bf16Avx512);
             if f.amx_bf16 {
@@ -129,7 +138,7 @@ impl Kernel {
     pub fn format(self) -> Format {
         match self {
             Kernel::Int8Scalar | Kernel::Int8Avx512Vnni | Kernel::Int8AvxVnni => Format::Int8,
-            Kernel::Int16Scalar | Kernel::Int16Avx2 => Format::Int16,
+            Kernel::Int16Scalar | Kernel::Int16Avx2 | Kernel::Int16Avx512Vnni => Format::Int16,
             Kernel::Bf16Scalar | Kernel::Bf16Avx512 | Kernel::Bf16Amx => Format::Bf16,
         }
     }
@@ -454,7 +463,7 @@ fn run_tile(kernel: Kernel, tile: &Tile<'_>, out: &mut [f32]) {
         Kernel::Int8Scalar => int8_tile_scalar(tile, out),
         Kernel::Int16Scalar => int16_tile_scalar(tile, out),
         Kernel::Bf16Scalar => bf16_tile_scalar(tile, out),
-        // SAFETY (all four): `forward_with` checked the CPU has the kernel's
+        // SAFETY (all five): `forward_with` checked the CPU has the kernel's
         // features; the tile's slices are full (MR rows of kp, one panel) and `out`
         // holds every element the kernel stores (asserted above).
         #[cfg(target_arch = "x86_64")]
@@ -463,6 +472,8 @@ fn run_tile(kernel: Kernel, tile: &Tile<'_>, out: &mut [f32]) {
         Kernel::Int8AvxVnni => unsafe { super::qkernels::int8_tile_avxvnni(tile, out) },
         #[cfg(target_arch = "x86_64")]
         Kernel::Int16Avx2 => unsafe { super::qkernels::int16_tile_avx2(tile, out) },
+        #[cfg(target_arch = "x86_64")]
+        Kernel::Int16Avx512Vnni => unsafe { super::qkernels::int16_tile_avx512(tile, out) },
         #[cfg(target_arch = "x86_64")]
         Kernel::Bf16Avx512 => unsafe { super::qkernels::bf16_tile_avx512(tile, out) },
         Kernel::Bf16Amx => unreachable!("AMX layers run whole tiles (forward_amx)"),
