@@ -617,6 +617,22 @@ mod tests {
         y
     }
 
+    /// Input, weight and bias of test case `i`.
+    fn case(i: usize, rows: usize, k: usize, n: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        (
+            data(rows * k, i as u64),
+            data(k * n, 10 + i as u64),
+            data(n, 20),
+        )
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
     /// Shapes with ragged rows (not a multiple of MR or ROWS_PER_TASK), ragged outputs
     /// (not a multiple of 16 or NR), ragged inputs (not a multiple of 4) and a ragged
     /// last int16 block (k = 129, 384 + 36).
@@ -634,19 +650,10 @@ mod tests {
         // Bounds on the error against f32 (int16 is 16x finer than int8).
         for (reference, bound) in [(Kernel::Int8Scalar, 0.02), (Kernel::Int16Scalar, 0.002)] {
             for (i, &(rows, k, n)) in SHAPES.iter().enumerate() {
-                let (x, w, b) = (
-                    data(rows * k, i as u64),
-                    data(k * n, 10 + i as u64),
-                    data(n, 20),
-                );
+                let (x, w, b) = case(i, rows, k, n);
                 let q = QLinear::new(&w, &b, k, n, reference);
                 let want = q.forward_with(&x, reference);
-                let exact = f32_ref(&x, &w, &b, k, n);
-                let err = want
-                    .iter()
-                    .zip(&exact)
-                    .map(|(a, e)| (a - e).abs())
-                    .fold(0.0, f32::max);
+                let err = max_diff(&want, &f32_ref(&x, &w, &b, k, n));
                 assert!(
                     err < bound * (k as f32).sqrt(),
                     "{reference:?} {rows}x{k}x{n}: error {err}"
@@ -673,13 +680,7 @@ mod tests {
         }
         let (w, b) = (data(k * n, 8), vec![0.0; n]);
         let exact = f32_ref(&x, &w, &b, k, n);
-        let err = |kernel| {
-            let y = QLinear::new(&w, &b, k, n, kernel).forward(&x);
-            y.iter()
-                .zip(&exact)
-                .map(|(a, e)| (a - e).abs())
-                .fold(0.0f32, f32::max)
-        };
+        let err = |kernel| max_diff(&QLinear::new(&w, &b, k, n, kernel).forward(&x), &exact);
         let (e8, e16) = (err(Kernel::Int8Scalar), err(Kernel::Int16Scalar));
         assert!(e16 * 3.0 < e8, "int16 {e16} vs int8 {e8}");
     }
@@ -709,19 +710,10 @@ mod tests {
     fn every_bf16_kernel_here_matches_the_scalar_reference() {
         let have = Kernel::available(CpuFeatures::hardware());
         for (i, &(rows, k, n)) in SHAPES.iter().enumerate() {
-            let (x, w, b) = (
-                data(rows * k, i as u64),
-                data(k * n, 10 + i as u64),
-                data(n, 20),
-            );
+            let (x, w, b) = case(i, rows, k, n);
             let q = QLinear::new(&w, &b, k, n, Kernel::Bf16Scalar);
             let want = q.forward_with(&x, Kernel::Bf16Scalar);
-            let exact = f32_ref(&x, &w, &b, k, n);
-            let err = want
-                .iter()
-                .zip(&exact)
-                .map(|(a, e)| (a - e).abs())
-                .fold(0.0, f32::max);
+            let err = max_diff(&want, &f32_ref(&x, &w, &b, k, n));
             assert!(
                 err < 0.01 * (k as f32).sqrt(),
                 "{rows}x{k}x{n}: bf16 error {err}"
