@@ -1,8 +1,9 @@
 //! Cost of one encoder batch on the default encoder (all-MiniLM-L6-v2, or
 //! `FERRITE_BENCH_ENCODER=DIR`) in every precision this CPU runs fast (f32, int16 on
-//! AVX2, and int8 / bf16 where VNNI / AVX512_BF16 exist): packed batches of 1, 4 and 16 inputs of 128
-//! tokens, timed whole, plus the largest layer shape alone (candle's f32 matmul and the
-//! encoder's own linear layer in each precision), to show how much of a batch is GEMM. Each case reports the minimum over `--reps` runs
+//! AVX2 / AVX-512 VNNI, and int8 / bf16 where VNNI / AVX512_BF16 exist): packed batches
+//! of 1, 4 and 16 inputs of 128 tokens, timed whole, plus the largest layer shape alone
+//! (candle's f32 matmul and the encoder's own linear layer in each precision), to show
+//! how much of a batch is GEMM. Each case reports the minimum over `--reps` runs
 //! (shared machine), after the instruction peaks of `common/int8_peak.rs` (f32 FMA and
 //! int16 `vpmaddwd` among them). Threads: the rayon pool (`RAYON_NUM_THREADS`).
 //!

@@ -311,8 +311,9 @@ pub struct EncoderArgs {
     /// Arithmetic of the encoder's linear layers: `auto` (the fastest that keeps
     /// embeddings within cosine 0.999 of f32: bf16 where AVX512_BF16 exists, int16 with
     /// AVX-512 VNNI or on AVX2 CPUs without AVX-512, else f32), `bf16`, `int16` (12-bit
-    /// weights, 14-bit activations; AVX2), `int8` (VNNI; faster, less accurate) or `f32` (the exact
-    /// path). An explicit precision the CPU cannot run fast is an error at startup.
+    /// weights, 14-bit activations; AVX2), `int8` (VNNI; faster, less accurate) or `f32`
+    /// (the exact path). An explicit precision the CPU cannot run fast is an error at
+    /// startup.
     #[arg(long, env = "FERRITE_ENCODER_PRECISION", default_value = "auto")]
     pub encoder_precision: crate::model::encoder::precision::EncoderPrecision,
 

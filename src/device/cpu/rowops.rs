@@ -1,7 +1,7 @@
 //! Row-wise kernels of the decoder and the encoder: RMSNorm, SiLU gating, argmax over
-//! logits and softmax rows, AVX2 and FMA where the CPU has them, with portable versions that give bit-identical
-//! results (same sums, same polynomial `exp`). Each row's result depends on that row
-//! alone.
+//! logits and softmax rows, AVX2 and FMA where the CPU has them, with portable versions
+//! that give bit-identical results (same sums, same polynomial `exp`). Each row's
+//! result depends on that row alone.
 
 use super::isa::Isa;
 use super::math::{exp_scalar, hsum8};

@@ -8,9 +8,9 @@
 //! rankings kept): bf16 where AVX512_BF16 exists (worst cosine 0.99998); else `int16`
 //! (12-bit weights, 14-bit activations) with 512-bit `vpdpwssd` where AVX-512 VNNI
 //! exists, or with `vpmaddwd` on AVX2 CPUs without AVX-512 (whose f32 GEMM runs on
-//! 256-bit vectors); else f32. int8 is faster still at large batches but
-//! misses the gate (worst cosine 0.9916 with per-row dynamic activations), so it is only
-//! used when asked for.
+//! 256-bit vectors); else f32. int8 is faster still at large batches but misses the gate
+//! (worst cosine 0.9916 with per-row dynamic activations), so it is only used when asked
+//! for.
 //!
 //! Invariant: a resolved precision only names a kernel the CPU can run; asking for
 //! `int8` or `bf16` on a CPU without a fast kernel for it is an error at load, not a

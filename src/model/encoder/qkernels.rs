@@ -101,7 +101,8 @@ pub(super) unsafe fn int8_tile_avxvnni(t: &Tile<'_>, out: &mut [f32]) {
                     row[1] = _mm256_dpbusd_avx_epi32(row[1], av, wv[1]);
                 }
             }
-            store_block::<false>(t, b, &acc, out);
+            let acc = acc.map(|row| row.map(|v| _mm256_cvtepi32_ps(v)));
+            store_block(t, b, &acc, out);
         }
     }
 }
@@ -138,8 +139,7 @@ pub(super) unsafe fn int16_tile_avx2(t: &Tile<'_>, out: &mut [f32]) {
                     }
                 }
             }
-            let sums = sums.map(|row| row.map(|v| _mm256_castps_si256(v)));
-            store_block::<true>(t, b, &sums, out);
+            store_block(t, b, &sums, out);
         }
     }
 }
@@ -193,30 +193,20 @@ pub(super) unsafe fn int16_tile_avx512(t: &Tile<'_>, out: &mut [f32]) {
 }
 
 /// The epilogue of the 256-bit integer kernels: block `b` (16 outputs) of every row,
-/// `cvt(acc) * (sa * sw) + bias` (`acc` already f32 bits where `F32`), `cols` values
-/// per row copied out.
+/// `sum * (sa * sw) + bias` from the rows' sums as f32, `cols` values per row copied
+/// out.
 #[target_feature(enable = "avx2")]
-unsafe fn store_block<const F32: bool>(
-    t: &Tile<'_>,
-    b: usize,
-    acc: &[[__m256i; 2]; MR],
-    out: &mut [f32],
-) {
+unsafe fn store_block(t: &Tile<'_>, b: usize, sums: &[[__m256; 2]; MR], out: &mut [f32]) {
     let n = (t.cols - 16 * b).min(16);
     // SAFETY: the per-output slices hold NR values (the callers' contract); stores go
     // to a local buffer and a bounds-checked copy.
     unsafe {
-        for (r, row) in acc.iter().enumerate().take(t.rows) {
+        for (r, row) in sums.iter().enumerate().take(t.rows) {
             let sa = _mm256_set1_ps(t.a_scale[r]);
             let mut tmp = [0.0f32; 16];
             for (h, &v) in row.iter().enumerate() {
                 let c = 16 * b + 8 * h;
                 let ws = _mm256_loadu_ps(t.w_scale.as_ptr().add(c));
-                let v = if F32 {
-                    _mm256_castsi256_ps(v)
-                } else {
-                    _mm256_cvtepi32_ps(v)
-                };
                 let v = _mm256_mul_ps(v, _mm256_mul_ps(sa, ws));
                 let v = _mm256_add_ps(v, _mm256_loadu_ps(t.bias.as_ptr().add(c)));
                 _mm256_storeu_ps(tmp.as_mut_ptr().add(8 * h), v);

@@ -18,9 +18,9 @@
 //!
 //! Weights are packed in panels of [`NR`] outputs: for int8 each step of 4 inputs is
 //! 256 contiguous bytes (4 blocks of 16 outputs x 4 inputs); for int16 and bf16 each
-//! step of 2 inputs is 4 blocks of 16 outputs x 2 values. A kernel computes a tile of [`MR`]
-//! rows x [`NR`] outputs; rows are split over the rayon pool in tasks of
-//! [`ROWS_PER_TASK`].
+//! step of 2 inputs is 4 blocks of 16 outputs x 2 values. A kernel computes a tile of
+//! [`MR`] rows x [`NR`] outputs; rows are split over the rayon pool in tasks of at most
+//! [`ROWS_PER_TASK`] (fewer in a small batch, so every thread gets work).
 //!
 //! Invariants: quantizing activations is the same scalar code for every kernel, and
 //! a tile's int8 result is computed in exact integer arithmetic followed by the same
@@ -173,7 +173,7 @@ pub enum Format {
 /// A linear layer's weights in a reduced precision, with its bias.
 pub struct QLinear {
     kernel: Kernel,
-    /// Packed weights: int8 bytes or bf16 bit patterns, by `kernel`.
+    /// Packed weights: int8 bytes, int16 values or bf16 bit patterns, by `kernel`.
     packed: Packed,
     /// Per-output scale (int8, int16; padded to `np`).
     w_scale: Vec<f32>,
