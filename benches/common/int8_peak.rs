@@ -178,6 +178,30 @@ mod x86 {
         _mm512_set1_epi32,
         |a, u, s| _mm512_dpbusd_epi32(*a, u, s)
     );
+    probe!(
+        avx512vnni_int16_zmm,
+        "avx512f,avx512vnni",
+        __m512i,
+        _mm512_setzero_si512(),
+        _mm512_set1_epi32,
+        |a, u, s| _mm512_dpwssd_epi32(*a, u, s)
+    );
+    probe!(
+        avx512bf16_zmm,
+        "avx512f,avx512bf16",
+        __m512,
+        _mm512_setzero_ps(),
+        // bf16 pairs near 1.0 (the integer probes' patterns would be denormal here).
+        |v: i32| _mm512_castsi512_ps(_mm512_set1_epi32(0x3f80_3f80 | (v & 0x000f_000f))),
+        // SAFETY: `__m512bh` and `__m512` are the same 64 bytes of plain bits.
+        |a, u, s| unsafe {
+            _mm512_dpbf16_ps(
+                *a,
+                std::mem::transmute::<__m512, __m512bh>(u),
+                std::mem::transmute::<__m512, __m512bh>(s),
+            )
+        }
+    );
 }
 
 /// GOPS of `f` (which runs `iters` iterations of `products` 8-bit products each) on
@@ -212,7 +236,7 @@ pub fn probe() -> Vec<Peak> {
         let f = ferrite::device::cpu::isa::CpuFeatures::get();
         type Probe = (&'static str, bool, fn(u64) -> i64, u64);
         // SAFETY (each closure): only run where the CPU has the features (the flag).
-        let list: [Probe; 7] = [
+        let list: [Probe; 9] = [
             (
                 "avx2 vpmaddubsw+vpmaddwd ymm",
                 f.avx2,
@@ -248,6 +272,18 @@ pub fn probe() -> Vec<Peak> {
                 f.avx512_base() && f.avx512vnni,
                 |n| unsafe { x86::avx512vnni_zmm(n) },
                 x86::products(16, 4),
+            ),
+            (
+                "avx512-vnni vpdpwssd zmm (int16)",
+                f.avx512_base() && f.avx512vnni,
+                |n| unsafe { x86::avx512vnni_int16_zmm(n) },
+                x86::products(16, 2),
+            ),
+            (
+                "avx512-bf16 vdpbf16ps zmm",
+                f.avx512_base() && f.avx512bf16,
+                |n| unsafe { x86::avx512bf16_zmm(n) },
+                x86::products(16, 2),
             ),
             // 0: the tile probe, whose round is counted below.
             (
