@@ -189,17 +189,25 @@ unsafe fn i8s<const R: usize, const S: u8, const HALVES: bool>(
         for part in 0..parts {
             // SAFETY: as in `u4`.
             unsafe {
-                let mut s = [[_mm512_setzero_si512(); R]; 2];
-                for v in 0..per {
+                // Two sets of sums (even and odd steps), named rather than indexed by
+                // `v % 2`: an indexed pair of arrays lived on the stack (a load and a
+                // store around every `vpdpbusd`, a third of the speed).
+                let mut s0 = [_mm512_setzero_si512(); R];
+                let mut s1 = [_mm512_setzero_si512(); R];
+                for v in (0..per).step_by(2) {
                     let u = part * per + v;
-                    let at = b * 256 + 32 * u;
-                    let w = join(
-                        _mm256_loadu_si256(q0.add(at).cast()),
-                        _mm256_loadu_si256(q1.add(at).cast()),
-                    );
-                    let wu = _mm512_xor_si512(w, bias);
-                    for (r, acc) in s[v % 2].iter_mut().enumerate() {
-                        *acc = _mm512_dpbusd_epi32(*acc, wu, quad16(&x, r, b, u));
+                    let weights = |u: usize| {
+                        let at = b * 256 + 32 * u;
+                        let w = join(
+                            _mm256_loadu_si256(q0.add(at).cast()),
+                            _mm256_loadu_si256(q1.add(at).cast()),
+                        );
+                        _mm512_xor_si512(w, bias)
+                    };
+                    let (w0, w1) = (weights(u), weights(u + 1));
+                    for r in 0..R {
+                        s0[r] = _mm512_dpbusd_epi32(s0[r], w0, quad16(&x, r, b, u));
+                        s1[r] = _mm512_dpbusd_epi32(s1[r], w1, quad16(&x, r, b, u + 1));
                     }
                 }
                 let (i0, i1) = if HALVES {
@@ -221,7 +229,7 @@ unsafe fn i8s<const R: usize, const S: u8, const HALVES: bool>(
                     } else {
                         *halves + *halves.add(1)
                     };
-                    let biased = _mm512_add_epi32(s[0][r], s[1][r]);
+                    let biased = _mm512_add_epi32(s0[r], s1[r]);
                     let exact = _mm512_sub_epi32(biased, _mm512_set1_epi32(128 * xsum));
                     let sumi = _mm512_cvtepi32_ps(exact);
                     let sc = _mm512_mul_ps(dv, _mm512_set1_ps(*x.d[r].add(b)));
