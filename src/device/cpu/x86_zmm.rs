@@ -7,15 +7,15 @@
 //! Invariant: lane `i` of the low half does exactly what lane `i` of panel `g`'s
 //! 256-bit kernel (`x86_int`) does, and the high half what panel `g + 1`'s does: the
 //! same exact integer block sums, the same float operations in the same order (the
-//! offset terms and the store are `x86::finish` per panel), so results are
-//! bit-identical to every other path.
+//! offset terms and the store are `x86::finish`'s, lane for lane, in `finish_pair`), so
+//! results are bit-identical to every other path.
 
 use std::arch::x86_64::*;
 
 use super::acts::QActs;
 use super::panels::{Panels, enc};
 use super::repack::{Layout, PANEL};
-use super::x86::{Rows, check_scales, finish, scales8};
+use super::x86::{Rows, check_scales, scales8};
 
 /// Activation rows per tile.
 pub(super) const TILE: usize = 8;
@@ -71,23 +71,82 @@ unsafe fn by_layout<const R: usize>(
             (Layout::F16 | Layout::BF16, _) => unreachable!("float panels use float_tile"),
         }
     };
-    let lo: [__m256; R] = std::array::from_fn(|r| _mm512_castps512_ps256(acc[r]));
-    let hi: [__m256; R] = std::array::from_fn(|r| {
-        _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc[r])))
-    });
     // SAFETY: forwarded contract; both panels exist.
     unsafe {
-        if p.d.code() == enc::F32 {
-            finish::<R, { enc::F32 }>(p, g, a, r0, lo, out0);
-            finish::<R, { enc::F32 }>(p, g + 1, a, r0, hi, out1);
-        } else if p.d.code() == enc::F16 {
-            finish::<R, { enc::F16 }>(p, g, a, r0, lo, out0);
-            finish::<R, { enc::F16 }>(p, g + 1, a, r0, hi, out1);
-        } else {
-            finish::<R, { enc::SUB }>(p, g, a, r0, lo, out0);
-            finish::<R, { enc::SUB }>(p, g + 1, a, r0, hi, out1);
+        match p.d.code() {
+            enc::F32 => finish_pair::<R, { enc::F32 }>(p, g, a, r0, acc, out0, out1),
+            enc::F16 => finish_pair::<R, { enc::F16 }>(p, g, a, r0, acc, out0, out1),
+            _ => finish_pair::<R, { enc::SUB_NEG }>(p, g, a, r0, acc, out0, out1),
         }
     }
+}
+
+/// Adds both panels' offset terms (if they have offsets) to `acc` and stores the low
+/// halves into `out0`, the high halves into `out1`: lane for lane what `x86::finish`
+/// does per panel (K-quant offsets are stored negated, so `S` is `SUB_NEG` for them).
+///
+/// # Safety
+/// As [`pair`].
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn finish_pair<const R: usize, const S: u8>(
+    p: &Panels,
+    g: usize,
+    a: &QActs,
+    r0: usize,
+    acc: [__m512; R],
+    out0: &mut [[f32; PANEL]],
+    out1: &mut [[f32; PANEL]],
+) {
+    let total = if p.n_off == 0 {
+        acc
+    } else {
+        // SAFETY: forwarded contract.
+        let off = unsafe { offsets_pair::<R, S>(p, g, a, r0) };
+        std::array::from_fn(|r| _mm512_add_ps(acc[r], off[r]))
+    };
+    for ((t, o0), o1) in total.iter().zip(out0.iter_mut()).zip(out1.iter_mut()) {
+        let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(*t)));
+        // SAFETY: each output row holds PANEL = 8 floats.
+        unsafe {
+            _mm256_storeu_ps(o0.as_mut_ptr(), _mm512_castps512_ps256(*t));
+            _mm256_storeu_ps(o1.as_mut_ptr(), hi);
+        }
+    }
+}
+
+/// Both panels' offset terms `sum_b sum_h m[b][h] * s[b][h]` for `R` activation rows,
+/// panel `g` in the low half: the same FMAs in the same order as `x86::offsets`.
+///
+/// # Safety
+/// As [`pair`]; the panels have `n_off > 0` offsets encoded as `S`, `a` as many sums.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn offsets_pair<const R: usize, const S: u8>(
+    p: &Panels,
+    g: usize,
+    a: &QActs,
+    r0: usize,
+) -> [__m512; R] {
+    let (nb, no) = (p.nb, p.n_off);
+    check_scales(p, g + 1);
+    assert!(no > 0 && a.s.len() >= (r0 + R) * nb * no);
+    let m = p.m.ptrs();
+    let s: [*const f32; R] = std::array::from_fn(|r| a.s[(r0 + r) * nb * no..].as_ptr());
+    let mut acc = [_mm512_setzero_ps(); R];
+    for b in 0..nb {
+        for h in 0..no {
+            // SAFETY: bounds checked above (both panels' offsets, every row's sums).
+            unsafe {
+                let mv = join_ps(
+                    scales8::<S>(m, p.m_index(g * nb + b, h), p.sup_index(g, b)),
+                    scales8::<S>(m, p.m_index((g + 1) * nb + b, h), p.sup_index(g + 1, b)),
+                );
+                for (x, sr) in acc.iter_mut().zip(&s) {
+                    *x = _mm512_fmadd_ps(mv, _mm512_set1_ps(*sr.add(b * no + h)), *x);
+                }
+            }
+        }
+    }
+    acc
 }
 
 /// Two 256-bit halves as one 512-bit integer vector.
