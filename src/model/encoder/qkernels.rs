@@ -11,7 +11,8 @@
 //!   added to f32 sums kept in L1 (the registers hold the integer ones).
 //! - `int16_tile_avx512`: the same arithmetic through 512-bit VNNI `vpdpwssd` (which
 //!   cannot wrap on these ranges, so it equals `vpmaddwd` + `vpaddd`), 6 rows x 64
-//!   outputs (24 zmm accumulators).
+//!   outputs (24 zmm accumulators); issued through inline asm so that LLVM cannot split
+//!   it back into those two instructions.
 //! - `bf16_tile_avx512`: 24 zmm f32 accumulators, one `vdpbf16ps` per row and block
 //!   for every 2 inputs.
 //!
