@@ -25,6 +25,19 @@ use ferrite::shutdown::{self, Shutdown};
 use ferrite::startup;
 use tracing_subscriber::EnvFilter;
 
+/// Builds the CPU kernels' rayon pool with threads named `ferrite-cpu-N` (as `top`,
+/// `perf` and panic messages show them) rather than after whichever thread first
+/// touched the lazily built pool (a tokio worker's name). The thread count stays
+/// rayon's: `RAYON_NUM_THREADS`, else one per logical CPU.
+fn name_cpu_threads() {
+    if let Err(e) = rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("ferrite-cpu-{i}"))
+        .build_global()
+    {
+        tracing::debug!("rayon's pool was already built: {e}");
+    }
+}
+
 fn main() -> Result<()> {
     ferrite::malloc_tuning::keep_buffers_in_heap();
     tracing_subscriber::fmt()
@@ -37,6 +50,7 @@ fn main() -> Result<()> {
         // panic in the signal task would leave the server unable to shut down.
         .log_internal_errors(false)
         .init();
+    name_cpu_threads();
     let cli = Cli::parse();
     match cli.command {
         CliCommand::FetchModel(args) => {
