@@ -253,16 +253,17 @@ unsafe fn i8s<const R: usize, const S: u8, const HALVES: bool>(
                 // store around every `vpdpbusd`, a third of the speed).
                 let mut s0 = [_mm512_setzero_si512(); R];
                 let mut s1 = [_mm512_setzero_si512(); R];
+                // Step `u`'s weights of both panels, biased to u8.
+                let weights = |u: usize| {
+                    let at = b * 256 + 32 * u;
+                    let w = join(
+                        _mm256_loadu_si256(q0.add(at).cast()),
+                        _mm256_loadu_si256(q1.add(at).cast()),
+                    );
+                    _mm512_xor_si512(w, bias)
+                };
                 for v in (0..per).step_by(2) {
                     let u = part * per + v;
-                    let weights = |u: usize| {
-                        let at = b * 256 + 32 * u;
-                        let w = join(
-                            _mm256_loadu_si256(q0.add(at).cast()),
-                            _mm256_loadu_si256(q1.add(at).cast()),
-                        );
-                        _mm512_xor_si512(w, bias)
-                    };
                     let (w0, w1) = (weights(u), weights(u + 1));
                     for r in 0..R {
                         s0[r] = _mm512_dpbusd_epi32(s0[r], w0, quad16(&x, r, b, u));
