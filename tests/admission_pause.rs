@@ -22,9 +22,14 @@ use tokio::sync::mpsc::error::TryRecvError;
 
 fn engine(tag: &str) -> (StartedEngine, TempFile) {
     let file = TempFile::new(&format!("admission-{tag}.gguf"));
-    SyntheticModel::tiny(GgmlDType::Q8_0)
-        .write(&file.0)
-        .expect("writing the synthetic model");
+    // A long context, so the stream that runs through the pause lasts long enough
+    // (thousands of steps) for the counters' poll to see it running on a fast machine.
+    SyntheticModel {
+        context_length: 8192,
+        ..SyntheticModel::tiny(GgmlDType::Q8_0)
+    }
+    .write(&file.0)
+    .expect("writing the synthetic model");
     let loaded = load_gguf(&file.0).expect("the synthetic model loads");
     let info = ModelInfo {
         id: "tiny".into(),
@@ -54,14 +59,14 @@ fn exactly(n: usize) -> SamplingParams {
     }
 }
 
-/// Polls the engine's counters until `ok` holds (10 s at most).
+/// Polls the engine's counters every millisecond until `ok` holds (10 s at most).
 fn wait_for(h: &EngineHandle, what: &str, ok: impl Fn(&StatsSnapshot) -> bool) {
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(10) {
         if ok(&h.stats()) {
             return;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(Duration::from_millis(1));
     }
     panic!("{what}: not reached in 10 s: {:?}", h.stats());
 }
@@ -70,26 +75,30 @@ fn idle(s: &StatsSnapshot) -> bool {
     s.running == 0 && s.waiting == 0 && s.blocks_used == 0
 }
 
+/// Tokens the stream that runs through the pause generates: thousands of decode steps
+/// (CI once saw a 440-token stream end between two polls of a 10 ms loop).
+const A_LEN: usize = 6000;
+
 #[test]
 fn a_started_stream_finishes_during_a_pause_and_a_new_one_starts_after_it() {
     let (e, _file) = engine("flow");
     let h = &e.handle;
     let a_prompt: Vec<u32> = (10..40).collect();
     let b_prompt: Vec<u32> = (100..117).collect();
-    let a_alone = collect(submit(h, &a_prompt, exactly(440)));
+    let a_alone = collect(submit(h, &a_prompt, exactly(A_LEN)));
     let b_alone = collect(submit(h, &b_prompt, exactly(24)));
     assert_eq!(a_alone.2, FinishReason::Length);
-    assert_eq!(a_alone.0.len(), 440);
+    assert_eq!(a_alone.0.len(), A_LEN);
     wait_for(h, "idle after the reference runs", idle);
 
-    let mut a = submit(h, &a_prompt, exactly(440));
+    let mut a = submit(h, &a_prompt, exactly(A_LEN));
     let first = a.blocking_recv().expect("a's first event");
     assert!(matches!(first, TokenEvent::Token { .. }), "{first:?}");
     h.set_admission_paused(true).unwrap();
     // Commands are taken in order: b arrives after the pause.
     let mut b = submit(h, &b_prompt, exactly(24));
-    // Seen at one moment: paused, a still running, b waiting (a is long enough for
-    // this 10 ms poll to catch it).
+    // Seen at one moment: paused, a still running, b waiting (a is thousands of steps
+    // long, the poll 1 ms).
     wait_for(h, "paused while a runs and b waits", |s| {
         s.admission_paused && s.running == 1 && s.waiting == 1
     });
