@@ -24,6 +24,7 @@ use super::paged_attention::{PagedKvCache, SeqSpan};
 use super::rope::RopeTable;
 use super::spec::ModelSpec;
 use super::weights::{self, LayerWeights, Proj, RawTensor, TensorSource, WeightSink, Weights};
+use crate::device::cpu::hot_workers::with_hot_workers;
 
 /// A flat batch: the tokens one step computes, from any number of sequences.
 #[derive(Debug, Clone, Default)]
@@ -127,14 +128,16 @@ impl CpuModel {
     ///
     /// The whole step runs on a rayon worker: its parallel regions (one per matmul and
     /// attention, hundreds per step) then fork from inside the pool, instead of this
-    /// thread handing each one over and sleeping until it is done.
+    /// thread handing each one over and sleeping until it is done, and the other
+    /// workers keep polling for them instead of parking between regions
+    /// ([`with_hot_workers`]).
     pub fn forward_profiled(
         &self,
         input: &BatchInput,
         cache: &mut PagedKvCache,
         profile: Option<&mut StepProfile>,
     ) -> Result<Vec<Vec<f32>>> {
-        rayon::scope(|_| self.step(input, cache, profile))
+        with_hot_workers(|| self.step(input, cache, profile))
     }
 
     fn step(

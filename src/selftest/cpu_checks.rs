@@ -16,7 +16,7 @@ use half::f16;
 use super::measure::{CheckResult, Worst};
 use super::quant_checks::{DTYPES, format_name};
 use super::{Rows, Seeds, guarded};
-use crate::device::cpu::attention::{self, AttnScratch, KvHead, ScoreRule};
+use crate::device::cpu::attention::{self, AttnKernel, AttnScratch, KvHead, ScoreRule};
 use crate::device::cpu::isa::{CpuFeatures, Isa, MatmulPath};
 use crate::device::cpu::{CpuQMatrix, rowops};
 use crate::model::encoder::qlinear::{Kernel, QLinear};
@@ -108,7 +108,7 @@ fn rows(ctx: &Seeds) -> Result<Worst, String> {
     Ok(acc)
 }
 
-fn attend(ctx: &Seeds) -> Result<Worst, String> {
+fn attend(ctx: &Seeds, kernel: AttnKernel) -> Result<Worst, String> {
     let mut acc = Worst::default();
     for (group, hd, n_kv, ctx_len) in [(4, 64, 2, 37usize), (1, 128, 8, 300), (3, 80, 1, 16)] {
         let (bs, blocks) = (16, ctx_len.div_ceil(16));
@@ -130,7 +130,16 @@ fn attend(ctx: &Seeds) -> Result<Worst, String> {
         let rule = ScoreRule::plain(1.0 / (hd as f32).sqrt());
         let mut scratch = AttnScratch::new(group);
         let (mut fast, mut slow) = (vec![0f32; q.len()], vec![0f32; q.len()]);
-        attention::attend(&q, ctx_len, &head, hd, rule, &mut fast, &mut scratch);
+        attention::attend_with(
+            kernel,
+            &q,
+            ctx_len,
+            &head,
+            hd,
+            rule,
+            &mut fast,
+            &mut scratch,
+        );
         attention::attend_scalar(&q, ctx_len, &head, hd, rule, &mut slow, &mut scratch);
         bitwise(&mut acc, &fast, &slow, |i| {
             format!("{group}x{hd} ctx {ctx_len} [{i}]")
@@ -206,8 +215,15 @@ pub fn run(ctx: &Seeds, out: &mut Rows) {
     let name = format!("cpu rms_norm/silu/argmax {path} = scalar");
     out.record(&name, shapes, || rows(ctx));
     let shapes = "4x64 ctx 37, 1x128 ctx 300, 3x80 ctx 16";
-    let name = format!("cpu attention {path} = scalar");
-    out.record(&name, shapes, || attend(ctx));
+    let kernels = AttnKernel::available();
+    // Every SIMD kernel against scalar (a scalar-only CPU checks scalar against itself).
+    for &kernel in kernels
+        .iter()
+        .filter(|&&k| k != AttnKernel::Scalar || kernels.len() == 1)
+    {
+        let name = format!("cpu attention {} = scalar", kernel.name());
+        out.record(&name, shapes, || attend(ctx, kernel));
+    }
     for kernel in Kernel::available(CpuFeatures::hardware()) {
         if kernel == kernel.reference() {
             continue;

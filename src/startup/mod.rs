@@ -248,6 +248,7 @@ fn log_cpu_kernels() {
         amx_advertised = features.amx_advertised,
         llm_cpu_kernels = ?crate::device::cpu::isa::Isa::detect(),
         llm_matmul = crate::device::cpu::MatmulPath::detect().name(),
+        llm_attention = crate::device::cpu::attention::AttnKernel::detect().name(),
         "cpu kernels chosen"
     );
 }

@@ -2,9 +2,10 @@
 //! with an online (streaming) softmax over chunks of [`CHUNK`] keys.
 //!
 //! The driver ([`drive`]) is written once and instantiated over a [`Kern`]: the
-//! portable [`Scalar`] one, and the AVX2 + FMA + F16C one in `x86_attention`. The
-//! scalar kernel emulates the SIMD one's eight f32 lanes, fused multiply-adds,
-//! horizontal sums and polynomial `exp`, so the two give bit-identical results.
+//! portable [`Scalar`] one, the AVX2 + FMA + F16C one in `x86_attention` and the
+//! AVX-512 one in `x86_attention_zmm` ([`AttnKernel`] picks). The scalar kernel
+//! emulates the SIMD ones' eight f32 lanes, fused multiply-adds, horizontal sums and
+//! polynomial `exp`, so all give bit-identical results.
 //!
 //! Invariants: a query's result depends only on its own values, the number of keys it
 //! sees (`ctx`) and those keys: chunks are aligned to positions (`0, CHUNK, 2 CHUNK,
@@ -91,9 +92,69 @@ impl AttnScratch {
     }
 }
 
+/// The attention kernel families; all give bit-identical results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttnKernel {
+    /// Portable Rust (the reference).
+    Scalar,
+    /// AVX2 + FMA + F16C on 256-bit vectors (head widths a multiple of 8).
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// AVX-512 F: two keys per vector for scores, 16-column output strips (head widths
+    /// a multiple of 16; others take the AVX2 kernel).
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+impl AttnKernel {
+    /// Every kernel this CPU runs under `FERRITE_ISA`, fastest first (scalar last).
+    pub fn available() -> Vec<Self> {
+        [
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512,
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2,
+            Self::Scalar,
+        ]
+        .into_iter()
+        .filter(|k| k.runs_here())
+        .collect()
+    }
+
+    /// Whether this CPU (under `FERRITE_ISA`) has what the kernel needs.
+    pub fn runs_here(self) -> bool {
+        match self {
+            Self::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => Isa::detect() == Isa::Avx2,
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512 => {
+                Isa::detect() == Isa::Avx2 && super::isa::CpuFeatures::get().avx512_base()
+            }
+        }
+    }
+
+    /// The fastest kernel this CPU runs (probed once).
+    pub fn detect() -> Self {
+        static BEST: std::sync::OnceLock<AttnKernel> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| Self::available()[0])
+    }
+
+    /// Short name for logs and the self-test table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Scalar => "scalar",
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => "avx2",
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512 => "avx512",
+        }
+    }
+}
+
 /// Attention of `group = q.len() / head_dim` query heads (`q`, `[group, head_dim]`,
 /// already rotated) over positions `rule.first_key(ctx)..ctx` of `kv`, scored by
-/// `rule`, written to `out` (same shape as `q`). Uses AVX2 where the CPU has it.
+/// `rule`, written to `out` (same shape as `q`), with the fastest kernel the CPU has.
 ///
 /// Panics if the shapes disagree or the block table is too short for `ctx`.
 pub fn attend(
@@ -105,10 +166,19 @@ pub fn attend(
     out: &mut [f32],
     scratch: &mut AttnScratch,
 ) {
-    attend_with(Isa::detect(), q, ctx, kv, head_dim, rule, out, scratch);
+    attend_with(
+        AttnKernel::detect(),
+        q,
+        ctx,
+        kv,
+        head_dim,
+        rule,
+        out,
+        scratch,
+    );
 }
 
-/// [`attend`] with the portable scalar kernel (the reference for the SIMD one).
+/// [`attend`] with the portable scalar kernel (the reference for the SIMD ones).
 pub fn attend_scalar(
     q: &[f32],
     ctx: usize,
@@ -118,12 +188,14 @@ pub fn attend_scalar(
     out: &mut [f32],
     scratch: &mut AttnScratch,
 ) {
-    attend_with(Isa::Scalar, q, ctx, kv, head_dim, rule, out, scratch);
+    attend_with(AttnKernel::Scalar, q, ctx, kv, head_dim, rule, out, scratch);
 }
 
+/// [`attend`] with `kernel`, which must run here ([`AttnKernel::runs_here`]; panics
+/// otherwise); a head width the kernel cannot take falls back to the next one.
 #[allow(clippy::too_many_arguments)]
-fn attend_with(
-    isa: Isa,
+pub fn attend_with(
+    kernel: AttnKernel,
     q: &[f32],
     ctx: usize,
     kv: &KvHead<'_>,
@@ -144,11 +216,21 @@ fn attend_with(
         "block table points outside the cache"
     );
     scratch.reserve(q.len() / hd);
-    match isa {
-        // SAFETY: `Isa::detect` picked Avx2 only on a CPU with AVX2, FMA and F16C; the
-        // shapes and every slot the block table names were checked above.
+    assert!(
+        kernel.runs_here(),
+        "attention kernel {kernel:?} is not available on this CPU"
+    );
+    match kernel {
+        // SAFETY: `available` lists Avx512 only on a CPU with AVX-512 F/BW/VL, AVX2,
+        // FMA and F16C; the shapes and every slot the block table names were checked
+        // above.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 if hd.is_multiple_of(8) => unsafe {
+        AttnKernel::Avx512 if hd.is_multiple_of(16) => unsafe {
+            super::x86_attention_zmm::attend(q, ctx, kv, hd, rule, out, scratch)
+        },
+        // SAFETY: as above, every x86 kernel listed implies AVX2, FMA and F16C.
+        #[cfg(target_arch = "x86_64")]
+        AttnKernel::Avx2 | AttnKernel::Avx512 if hd.is_multiple_of(8) => unsafe {
             super::x86_attention::attend(q, ctx, kv, hd, rule, out, scratch)
         },
         _ => drive::<Scalar>(q, ctx, kv, hd, rule, out, scratch),
@@ -364,13 +446,19 @@ mod tests {
         (f(seed), f(seed + 1))
     }
 
-    /// Both kernels against the f64 reference on several head widths, group sizes,
-    /// block sizes and context lengths (ragged chunks), and SIMD == scalar bitwise.
+    /// The scalar kernel against the f64 reference on several head widths, group sizes,
+    /// block sizes and context lengths (ragged chunks), and every SIMD kernel this CPU
+    /// has equal to it bitwise.
     #[test]
     fn matches_reference_and_simd_equals_scalar() {
-        for &(hd, group, bs, n_kv) in
-            &[(64, 3, 16, 3), (128, 1, 16, 2), (8, 4, 5, 1), (12, 2, 7, 2)]
-        {
+        for &(hd, group, bs, n_kv) in &[
+            (64, 3, 16, 3),
+            (128, 1, 16, 2),
+            (8, 4, 5, 1),
+            (12, 2, 7, 2),
+            (80, 5, 16, 1),
+            (32, 2, 3, 2),
+        ] {
             let blocks = 40;
             let (k, v) = cache(blocks * bs, n_kv, hd, hd as u64);
             // A scrambled block table.
@@ -411,16 +499,21 @@ mod tests {
                 let mut sc = AttnScratch::new(group);
                 let (mut fast, mut slow) = (vec![0f32; q.len()], vec![0f32; q.len()]);
                 let rule = ScoreRule::plain(scale);
-                attend(&q, ctx, &kv, hd, rule, &mut fast, &mut sc);
                 attend_scalar(&q, ctx, &kv, hd, rule, &mut slow, &mut sc);
-                for (i, (&f, &w)) in fast.iter().zip(&want).enumerate() {
+                for (i, (&f, &w)) in slow.iter().zip(&want).enumerate() {
                     assert!((f - w).abs() < 2e-5, "hd {hd} ctx {ctx} [{i}]: {f} vs {w}");
                 }
-                let same = fast
-                    .iter()
-                    .zip(&slow)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "hd {hd} group {group} ctx {ctx}: SIMD != scalar");
+                for kernel in AttnKernel::available() {
+                    attend_with(kernel, &q, ctx, &kv, hd, rule, &mut fast, &mut sc);
+                    let same = fast
+                        .iter()
+                        .zip(&slow)
+                        .all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same,
+                        "{kernel:?} hd {hd} group {group} ctx {ctx}: != scalar"
+                    );
+                }
             }
         }
     }

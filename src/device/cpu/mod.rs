@@ -12,6 +12,7 @@
 //! - [`attention`]: causal attention over the paged f16 KV cache with an online softmax,
 //!   every K/V row read once for all query heads that share it.
 //! - [`rowops`]: RMSNorm and SiLU gating.
+//! - [`hot_workers`]: the rayon workers kept polling for the length of a model step.
 //!
 //! Results are batch-invariant: each output element's arithmetic is the same whatever
 //! the batch size or the row's position in it.
@@ -20,6 +21,7 @@ mod acts;
 #[cfg(target_arch = "x86_64")]
 mod amx_int;
 pub mod attention;
+pub mod hot_workers;
 pub mod isa;
 mod math;
 mod pack;
@@ -32,6 +34,8 @@ mod scalar;
 mod x86;
 #[cfg(target_arch = "x86_64")]
 mod x86_attention;
+#[cfg(target_arch = "x86_64")]
+mod x86_attention_zmm;
 #[cfg(target_arch = "x86_64")]
 mod x86_int;
 #[cfg(target_arch = "x86_64")]

@@ -1,0 +1,287 @@
+//! The AVX-512 attention kernel: the AVX2 kernel's arithmetic on 512-bit vectors, so
+//! results stay bit-identical to `attention::Scalar` (and to the AVX2 kernel).
+//!
+//! - Scores: a zmm holds two keys' eight-lane partial dot products (lanes 0-7 key `j`,
+//!   8-15 key `j + 1`; the query's eight values broadcast to both halves), so each
+//!   lane runs exactly the AVX2 kernel's FMA chain. A chunk's 16 keys are 8 such
+//!   accumulators per head; their horizontal sums are taken together by a transposing
+//!   reduction that adds in `math::hsum8`'s order (halves, then pairs, then the last
+//!   two) and lands all 16 scores in one register.
+//! - Softmax: the polynomial `exp` on 16 lanes (`math::exp_scalar` per lane).
+//! - P·V: outputs in 16-column strips held in registers across the chunk's keys.
+//!
+//! Needs AVX-512 F plus AVX2, FMA and F16C; head widths a multiple of 16.
+
+use std::arch::x86_64::*;
+
+use half::f16;
+
+use super::attention::{AttnScratch, CHUNK, Kern, KvHead, ScoreRule, drive};
+use super::math::{EXP_HI, EXP_LO, EXP_P, LN2_HI, LN2_LO, LOG2E};
+
+/// Attention of one query row's heads; see `attention::attend`.
+///
+/// # Safety
+/// The CPU must support AVX-512 F, AVX2, FMA and F16C; `hd` must be a multiple of 16
+/// and the arguments must satisfy the checks of `attention::attend_with`.
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+pub(super) unsafe fn attend(
+    q: &[f32],
+    ctx: usize,
+    kv: &KvHead<'_>,
+    hd: usize,
+    rule: ScoreRule,
+    out: &mut [f32],
+    sc: &mut AttnScratch,
+) {
+    drive::<Avx512>(q, ctx, kv, hd, rule, out, sc);
+}
+
+struct Avx512;
+
+/// Sixteen lanes of `math::exp_scalar` (lane for lane `x86_math::exp8`).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn exp16(x: __m512) -> __m512 {
+    let x = _mm512_max_ps(
+        _mm512_set1_ps(EXP_LO),
+        _mm512_min_ps(x, _mm512_set1_ps(EXP_HI)),
+    );
+    let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+        _mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
+    );
+    let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_HI), x);
+    let r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_LO), r);
+    let mut p = _mm512_set1_ps(EXP_P[0]);
+    for &c in &EXP_P[1..] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    }
+    let y = _mm512_add_ps(
+        _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r),
+        _mm512_set1_ps(1.0),
+    );
+    let e = _mm512_slli_epi32::<23>(_mm512_add_epi32(
+        _mm512_cvtps_epi32(n),
+        _mm512_set1_epi32(127),
+    ));
+    _mm512_mul_ps(y, _mm512_castsi512_ps(e))
+}
+
+/// Sixteen f16 values at `p` as f32.
+#[inline]
+#[target_feature(enable = "avx512f,avx2")]
+unsafe fn load16(p: *const f16) -> __m512 {
+    // SAFETY: the caller guarantees 16 values at p.
+    unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
+}
+
+/// Eight f16 values at `a` (lanes 0-7) and eight at `b` (lanes 8-15) as f32.
+#[inline]
+#[target_feature(enable = "avx512f,avx2")]
+unsafe fn load8x2(a: *const f16, b: *const f16) -> __m512 {
+    // SAFETY: the caller guarantees 8 values at a and at b.
+    unsafe {
+        let lo = _mm256_castsi128_si256(_mm_loadu_si128(a.cast()));
+        _mm512_cvtph_ps(_mm256_inserti128_si256::<1>(lo, _mm_loadu_si128(b.cast())))
+    }
+}
+
+/// The 16 scores of one head from its 8 two-key accumulators (`acc[i]` holds keys
+/// `2i` and `2i + 1`), each the eight-lane sum in `math::hsum8`'s order, in key order.
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn reduce16(acc: &[__m512; 8]) -> __m512 {
+    // Per 128-bit lane L of a key's half, v[i] + v[i + 4]: four keys per vector.
+    let halves = |a: __m512, b: __m512| {
+        _mm512_add_ps(
+            _mm512_shuffle_f32x4::<0x88>(a, b),
+            _mm512_shuffle_f32x4::<0xDD>(a, b),
+        )
+    };
+    let y: [__m512; 4] = std::array::from_fn(|i| halves(acc[2 * i], acc[2 * i + 1]));
+    // (s0 + s2, s1 + s3) of two vectors' keys side by side in each 128-bit lane.
+    let pairs = |a: __m512, b: __m512| {
+        _mm512_add_ps(
+            _mm512_shuffle_ps::<0x44>(a, b),
+            _mm512_shuffle_ps::<0xEE>(a, b),
+        )
+    };
+    let (z0, z1) = (pairs(y[0], y[1]), pairs(y[2], y[3]));
+    // The last two: lane 4 i + t holds key 4 t + i.
+    let r = _mm512_add_ps(
+        _mm512_shuffle_ps::<0x88>(z0, z1),
+        _mm512_shuffle_ps::<0xDD>(z0, z1),
+    );
+    let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    _mm512_permutexvar_ps(idx, r)
+}
+
+/// Scores of `H` heads (`q`, `[H, hd]`) against the chunk's keys at `offs` (up to
+/// [`CHUNK`]; missing keys are computed on key 0 and not stored); `s` is `[H, CHUNK]`.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn scores_h<const H: usize>(
+    q: *const f32,
+    k: *const f16,
+    offs: &[usize],
+    hd: usize,
+    scale: f32,
+    s: *mut f32,
+) {
+    let n = offs.len();
+    debug_assert!((1..=CHUNK).contains(&n) && CHUNK == 16);
+    // SAFETY (all accesses): q holds H rows of hd, key rows hold hd values at their
+    // offsets (every used offset is one of `offs`), s holds H rows of CHUNK.
+    unsafe {
+        let kp: [*const f16; CHUNK] =
+            std::array::from_fn(|j| k.add(offs[if j < n { j } else { 0 }]));
+        let mut acc = [[_mm512_setzero_ps(); 8]; H];
+        for c in (0..hd).step_by(8) {
+            let qv: [__m512; H] = std::array::from_fn(|h| {
+                let x = _mm512_castps256_ps512(_mm256_loadu_ps(q.add(h * hd + c)));
+                _mm512_shuffle_f32x4::<0x44>(x, x)
+            });
+            for i in 0..8 {
+                let kv = load8x2(kp[2 * i].add(c), kp[2 * i + 1].add(c));
+                for h in 0..H {
+                    acc[h][i] = _mm512_fmadd_ps(qv[h], kv, acc[h][i]);
+                }
+            }
+        }
+        let keep: __mmask16 = if n == CHUNK { !0 } else { (1 << n) - 1 };
+        for (h, a) in acc.iter().enumerate() {
+            let sc = _mm512_mul_ps(reduce16(a), _mm512_set1_ps(scale));
+            _mm512_mask_storeu_ps(s.add(h * CHUNK), keep, sc);
+        }
+    }
+}
+
+/// `o_h = o_h * alpha[h] + sum_j p[h * CHUNK + j] * value j` for `H` heads over
+/// columns `c0..c0 + 16 W` (accumulators in registers across all keys).
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn pv_hw<const H: usize, const W: usize>(
+    p: *const f32,
+    v: *const f16,
+    offs: &[usize],
+    alpha: &[f32],
+    o: *mut f32,
+    hd: usize,
+    c0: usize,
+) {
+    // SAFETY (all accesses): as in `scores_h`; c0 + 16 W <= hd; o is [H, hd].
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); W]; H];
+        for (h, a) in acc.iter_mut().enumerate() {
+            let al = _mm512_set1_ps(alpha[h]);
+            for (w, x) in a.iter_mut().enumerate() {
+                *x = _mm512_mul_ps(_mm512_loadu_ps(o.add(h * hd + c0 + 16 * w)), al);
+            }
+        }
+        for (j, &at) in offs.iter().enumerate() {
+            let vv: [__m512; W] = std::array::from_fn(|w| load16(v.add(at + c0 + 16 * w)));
+            for (h, a) in acc.iter_mut().enumerate() {
+                let pj = _mm512_set1_ps(*p.add(h * CHUNK + j));
+                for (x, vw) in a.iter_mut().zip(&vv) {
+                    *x = _mm512_fmadd_ps(pj, *vw, *x);
+                }
+            }
+        }
+        for (h, a) in acc.iter().enumerate() {
+            for (w, x) in a.iter().enumerate() {
+                _mm512_storeu_ps(o.add(h * hd + c0 + 16 * w), *x);
+            }
+        }
+    }
+}
+
+/// [`pv_hw`] over all columns: `W`-vector strips, then single vectors.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn pv_h<const H: usize, const W: usize>(
+    p: *const f32,
+    v: *const f16,
+    offs: &[usize],
+    alpha: &[f32],
+    o: *mut f32,
+    hd: usize,
+) {
+    let mut c0 = 0;
+    // SAFETY: forwarded contract; every strip lies within hd.
+    unsafe {
+        while c0 + 16 * W <= hd {
+            pv_hw::<H, W>(p, v, offs, alpha, o, hd, c0);
+            c0 += 16 * W;
+        }
+        while c0 < hd {
+            pv_hw::<H, 1>(p, v, offs, alpha, o, hd, c0);
+            c0 += 16;
+        }
+    }
+}
+
+impl Kern for Avx512 {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn scores(q: &[f32], k: &[f16], offs: &[usize], hd: usize, scale: f32, s: &mut [f32]) {
+        let g = q.len() / hd;
+        debug_assert!(hd.is_multiple_of(16) && s.len() >= g * CHUNK && offs.len() <= CHUNK);
+        let (qp, kp, sp) = (q.as_ptr(), k.as_ptr(), s.as_mut_ptr());
+        let mut h = 0;
+        // SAFETY: heads h..h + H exist; the caller guarantees the key rows.
+        unsafe {
+            while h < g {
+                let (qh, sh) = (qp.add(h * hd), sp.add(h * CHUNK));
+                match g - h {
+                    1 => scores_h::<1>(qh, kp, offs, hd, scale, sh),
+                    2 => scores_h::<2>(qh, kp, offs, hd, scale, sh),
+                    _ => scores_h::<3>(qh, kp, offs, hd, scale, sh),
+                }
+                h += (g - h).min(3);
+            }
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn max(s: &[f32]) -> f32 {
+        debug_assert!(s.len() >= CHUNK && CHUNK == 16);
+        // SAFETY: s holds CHUNK = 16 values.
+        unsafe { _mm512_reduce_max_ps(_mm512_loadu_ps(s.as_ptr())) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn exp_shift(s: &mut [f32], n: usize, max: f32) {
+        debug_assert!(n <= CHUNK && s.len() >= CHUNK && CHUNK == 16);
+        let keep: __mmask16 = if n == CHUNK { !0 } else { (1 << n) - 1 };
+        // SAFETY: s holds CHUNK = 16 values; only the first n are written.
+        unsafe {
+            let x = _mm512_loadu_ps(s.as_ptr());
+            let e = exp16(_mm512_sub_ps(x, _mm512_set1_ps(max)));
+            _mm512_mask_storeu_ps(s.as_mut_ptr(), keep, e);
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn pv(p: &[f32], v: &[f16], offs: &[usize], alpha: &[f32], o: &mut [f32]) {
+        let g = alpha.len();
+        let hd = o.len() / g;
+        debug_assert!(hd.is_multiple_of(16) && p.len() >= g * CHUNK);
+        let (pp, vp, op) = (p.as_ptr(), v.as_ptr(), o.as_mut_ptr());
+        let mut h = 0;
+        // SAFETY: heads h..h + H exist; the caller guarantees the value rows.
+        unsafe {
+            while h < g {
+                let (ph, oh, al) = (pp.add(h * CHUNK), op.add(h * hd), &alpha[h..]);
+                match g - h {
+                    1 => pv_h::<1, 4>(ph, vp, offs, al, oh, hd),
+                    2 => pv_h::<2, 4>(ph, vp, offs, al, oh, hd),
+                    _ => pv_h::<3, 4>(ph, vp, offs, al, oh, hd),
+                }
+                h += (g - h).min(3);
+            }
+        }
+    }
+}
