@@ -4,43 +4,103 @@
 //! attention), separated by short serial parts (norms, rope, activation quantizing).
 //! Left alone, a rayon worker that finds no work for a few microseconds parks on a
 //! futex, and on a virtual machine waking a halted vCPU costs tens of microseconds per
-//! region. [`with_hot_workers`] runs the step on one worker and parks a *keeper* job on
-//! each of the others: it polls the pool for work (stealing the step's forked halves as
-//! soon as they appear) and yields the CPU to the OS between polls, so the HTTP threads
-//! still get it, until the step is over.
+//! region. [`with_hot_workers`] runs the step on one worker (the *driver*) and parks a
+//! *keeper* job on each of the others: it polls the pool for work (stealing the step's
+//! forked halves as soon as they appear) and yields the CPU to the OS between polls,
+//! so the HTTP threads still get it, until the step is over.
 //!
-//! Invariants: the keeper never runs on the thread driving the step (that would spin
-//! there until the step ends, which it then never would); it returns as soon as the
-//! step's closure has returned, so the scope ends with the step; with one thread in the
-//! pool no keeper is spawned. Results do not depend on it: the kernels' arithmetic is
-//! the same on whichever thread runs a region.
+//! A keeper blocks the thread it runs on until the step ends, so it must never run
+//! above a frame the step waits for, or the step would wait forever. Hence:
+//! - keepers only start during a *start window* before the step runs (the driver waits
+//!   for them, at most [`START_WINDOW`], then closes it); a keeper picked up later
+//!   returns at once. During the window no job of the step exists yet, so no thread
+//!   can be inside one when it picks a keeper up.
+//! - the driver never runs a keeper (it may pop one from its own queue while waiting
+//!   inside the step).
+//! - one step at a time in the process has keepers (a claim); a step that starts while
+//!   another holds it runs without (as with two engines in one test binary).
+//! - with one thread in the pool nothing is spawned.
+//!
+//! Results do not depend on any of this: the kernels' arithmetic is the same on
+//! whichever thread runs a region.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
-/// Runs `step` inside a rayon scope on a pool worker, with every other worker kept
-/// polling for work until `step` returns; returns its result.
+/// How long the driver waits for the other workers to pick their keepers up (a parked
+/// worker takes tens of microseconds to wake); latecomers do not keep.
+pub const START_WINDOW: Duration = Duration::from_micros(200);
+
+/// Held by the one step in the process whose workers are being kept.
+static CLAIMED: AtomicBool = AtomicBool::new(false);
+
+/// The process-wide claim; released on drop.
+struct Claim;
+
+impl Claim {
+    fn take() -> Option<Self> {
+        CLAIMED
+            .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+            .then_some(Claim)
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        CLAIMED.store(false, Ordering::SeqCst);
+    }
+}
+
+/// What the driver and its keepers share.
+struct Keepers {
+    driver: Option<usize>,
+    started: AtomicUsize,
+    window_closed: AtomicBool,
+    done: AtomicBool,
+}
+
+/// Runs `step` inside a rayon scope on a pool worker, with the pool's other workers
+/// kept polling for work until `step` returns (see the module doc for when they are
+/// not); returns its result.
 pub fn with_hot_workers<R: Send>(step: impl FnOnce() -> R + Send) -> R {
-    let done = AtomicBool::new(false);
-    rayon::scope(|s| {
-        let driver = rayon::current_thread_index();
-        for _ in 1..rayon::current_num_threads() {
-            let done = &done;
-            s.spawn(move |_| keep_polling(done, driver));
-        }
-        let out = step();
-        done.store(true, Ordering::Release);
-        out
+    // On a pool worker: the step's regions then fork from inside the pool.
+    rayon::scope(|_| {
+        let helpers = rayon::current_num_threads().saturating_sub(1);
+        let claim = if helpers > 0 { Claim::take() } else { None };
+        let Some(_claim) = claim else {
+            return step();
+        };
+        let keepers = Keepers {
+            driver: rayon::current_thread_index(),
+            started: AtomicUsize::new(0),
+            window_closed: AtomicBool::new(false),
+            done: AtomicBool::new(false),
+        };
+        rayon::scope(|s| {
+            for _ in 0..helpers {
+                s.spawn(|_| keep_polling(&keepers));
+            }
+            let t0 = Instant::now();
+            while keepers.started.load(Ordering::SeqCst) < helpers && t0.elapsed() < START_WINDOW {
+                std::hint::spin_loop();
+            }
+            keepers.window_closed.store(true, Ordering::SeqCst);
+            let out = step();
+            keepers.done.store(true, Ordering::Release);
+            out
+        })
     })
 }
 
-/// Executes pool work until `done`, yielding to the OS whenever none is pending. Does
-/// nothing on the `driver` thread (a worker waiting inside the step may pop this job
-/// from its own queue).
-fn keep_polling(done: &AtomicBool, driver: Option<usize>) {
-    if rayon::current_thread_index() == driver {
+/// Executes pool work until the step is done, yielding to the OS whenever none is
+/// pending. Returns at once on the driver or once the start window has closed.
+fn keep_polling(k: &Keepers) {
+    if rayon::current_thread_index() == k.driver || k.window_closed.load(Ordering::SeqCst) {
         return;
     }
-    while !done.load(Ordering::Acquire) {
+    k.started.fetch_add(1, Ordering::SeqCst);
+    while !k.done.load(Ordering::Acquire) {
         match rayon::yield_now() {
             Some(rayon::Yield::Executed) => {}
             Some(rayon::Yield::Idle) => std::thread::yield_now(),
@@ -54,32 +114,62 @@ mod tests {
     use super::*;
     use rayon::prelude::*;
 
+    /// A step of many nested parallel regions (recursive joins): the exact sum.
+    fn nested_step(round: u64) -> u64 {
+        (0..64u64)
+            .map(|i| {
+                (0..1000usize)
+                    .into_par_iter()
+                    .with_max_len(8)
+                    .map(|x| x as u64 * i + round)
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+
+    fn want(round: u64) -> u64 {
+        (0..64u64)
+            .map(|i| (0..1000u64).map(|x| x * i + round).sum::<u64>())
+            .sum()
+    }
+
     /// Nested parallel work inside the step completes with the keepers running, the
     /// result comes back, and the scope ends (no keeper left spinning).
     #[test]
     fn a_step_with_nested_parallel_regions_completes() {
         for round in 0..50u64 {
-            let total = with_hot_workers(|| {
-                (0..64u64)
-                    .map(|i| {
-                        (0..1000u64)
-                            .into_par_iter()
-                            .map(|x| x * i + round)
-                            .sum::<u64>()
-                    })
-                    .sum::<u64>()
-            });
-            let want: u64 = (0..64u64)
-                .map(|i| (0..1000u64).map(|x| x * i + round).sum::<u64>())
-                .sum();
-            assert_eq!(total, want);
+            assert_eq!(with_hot_workers(|| nested_step(round)), want(round));
         }
     }
 
-    /// Works from a thread outside the pool and from inside a pool worker alike.
+    /// Works from inside a pool worker too.
     #[test]
     fn works_from_inside_the_pool() {
         let v = rayon::scope(|_| with_hot_workers(|| (0..10_000u32).into_par_iter().count()));
         assert_eq!(v, 10_000);
+    }
+
+    /// Many workers (where a worker waiting inside a stolen half could otherwise pick
+    /// a keeper up and block the step) and several steps at once from other threads:
+    /// every step finishes with the right result. (A hang here is the failure; the
+    /// unguarded design did not hang in this test either, the interleaving is rare.)
+    #[test]
+    fn many_workers_and_concurrent_steps_never_hang() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(7)
+            .build()
+            .unwrap();
+        std::thread::scope(|ts| {
+            for t in 0..3u64 {
+                let pool = &pool;
+                ts.spawn(move || {
+                    for round in 0..40u64 {
+                        let r = t * 100 + round;
+                        let got = pool.install(|| with_hot_workers(|| nested_step(r)));
+                        assert_eq!(got, want(r));
+                    }
+                });
+            }
+        });
     }
 }
