@@ -19,7 +19,8 @@
 //!   inside the step).
 //! - one step at a time in the process has keepers (a claim); a step that starts while
 //!   another holds it runs without (as with two engines in one test binary).
-//! - with one thread in the pool nothing is spawned.
+//! - with one thread in the pool, or `FERRITE_KEEP_WORKERS=0` in the environment (an
+//!   operator who would rather the idle cores sleep through a step), nothing is spawned.
 //!
 //! Results do not depend on any of this: the kernels' arithmetic is the same on
 //! whichever thread runs a region.
@@ -33,6 +34,20 @@ pub const START_WINDOW: Duration = Duration::from_micros(200);
 
 /// Held by the one step in the process whose workers are being kept.
 static CLAIMED: AtomicBool = AtomicBool::new(false);
+
+/// Whether keepers are wanted at all (`FERRITE_KEEP_WORKERS=0` turns them off; read
+/// once).
+fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        std::env::var("FERRITE_KEEP_WORKERS").map_or(true, |v| {
+            !matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "0" | "false" | "off" | "no"
+            )
+        })
+    })
+}
 
 /// The process-wide claim; released on drop.
 struct Claim;
@@ -67,7 +82,11 @@ pub fn with_hot_workers<R: Send>(step: impl FnOnce() -> R + Send) -> R {
     // On a pool worker: the step's regions then fork from inside the pool.
     rayon::scope(|_| {
         let helpers = rayon::current_num_threads().saturating_sub(1);
-        let claim = if helpers > 0 { Claim::take() } else { None };
+        let claim = if helpers > 0 && enabled() {
+            Claim::take()
+        } else {
+            None
+        };
         let Some(_claim) = claim else {
             return step();
         };
