@@ -16,15 +16,23 @@
 //!   returns at once. During the window no job of the step exists yet, so no thread
 //!   can be inside one when it picks a keeper up.
 //! - the driver never runs a keeper (it may pop one from its own queue while waiting
-//!   inside the step).
+//!   inside the step), and no thread runs two (a keeper's polls may pop another).
 //! - one step at a time in the process has keepers (a claim); a step that starts while
 //!   another holds it runs without (as with two engines in one test binary).
+//! - a panicking step still ends its keepers (the flag is set on unwinding), so the
+//!   panic reaches the engine thread instead of hanging the scope.
 //! - with one thread in the pool, or `FERRITE_KEEP_WORKERS=0` in the environment (an
 //!   operator who would rather the idle cores sleep through a step), nothing is spawned.
+//!
+//! What remains is latency coupling, not a deadlock: a worker busy inside other pool
+//! work (a second engine's step without keepers) that picks a keeper up during the
+//! window holds that work until this step ends; and when the other workers are busy
+//! the driver spends the whole window waiting.
 //!
 //! Results do not depend on any of this: the kernels' arithmetic is the same on
 //! whichever thread runs a region.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -75,6 +83,15 @@ struct Keepers {
     done: AtomicBool,
 }
 
+/// Sets its flag when dropped.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
 /// Runs `step` inside a rayon scope on a pool worker, with the pool's other workers
 /// kept polling for work until `step` returns (see the module doc for when they are
 /// not); returns its result.
@@ -105,19 +122,41 @@ pub fn with_hot_workers<R: Send>(step: impl FnOnce() -> R + Send) -> R {
                 std::hint::spin_loop();
             }
             keepers.window_closed.store(true, Ordering::SeqCst);
-            let out = step();
-            keepers.done.store(true, Ordering::Release);
-            out
+            // Set on return and on unwinding alike: a panicking step must release its
+            // keepers, or the scope would wait for them forever.
+            let _done = SetOnDrop(&keepers.done);
+            step()
         })
     })
 }
 
+thread_local! {
+    /// This thread is running a keeper (whose polls may pop another keeper of the same
+    /// step, which must then return at once: one thread, one keeper).
+    static KEEPING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Clears this thread's [`KEEPING`] flag when dropped (a panic in polled work too).
+struct ResetOnDrop;
+
+impl Drop for ResetOnDrop {
+    fn drop(&mut self) {
+        KEEPING.set(false);
+    }
+}
+
 /// Executes pool work until the step is done, yielding to the OS whenever none is
-/// pending. Returns at once on the driver or once the start window has closed.
+/// pending. Returns at once on the driver, on a thread already keeping, or once the
+/// start window has closed.
 fn keep_polling(k: &Keepers) {
-    if rayon::current_thread_index() == k.driver || k.window_closed.load(Ordering::SeqCst) {
+    if rayon::current_thread_index() == k.driver
+        || KEEPING.get()
+        || k.window_closed.load(Ordering::SeqCst)
+    {
         return;
     }
+    KEEPING.set(true);
+    let _reset = ResetOnDrop;
     k.started.fetch_add(1, Ordering::SeqCst);
     while !k.done.load(Ordering::Acquire) {
         match rayon::yield_now() {
@@ -166,6 +205,33 @@ mod tests {
     fn works_from_inside_the_pool() {
         let v = rayon::scope(|_| with_hot_workers(|| (0..10_000u32).into_par_iter().count()));
         assert_eq!(v, 10_000);
+    }
+
+    /// A step that panics (after the keepers started) unwinds out of the call instead
+    /// of leaving the keepers spinning and the scope waiting, and the pool still runs
+    /// steps afterwards. (Whether the claim was released is not asserted: other tests
+    /// of this binary may hold it at that moment.)
+    #[test]
+    fn a_panicking_step_releases_its_keepers() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(4)
+            .build()
+            .unwrap();
+        for _ in 0..20 {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                pool.install(|| {
+                    with_hot_workers(|| {
+                        let _ = nested_step(1);
+                        panic!("the step failed");
+                    })
+                })
+            }));
+            assert!(r.is_err());
+        }
+        assert_eq!(
+            pool.install(|| with_hot_workers(|| nested_step(2))),
+            want(2)
+        );
     }
 
     /// Many workers (where a worker waiting inside a stolen half could otherwise pick
