@@ -503,16 +503,29 @@ mod tests {
                 for (i, (&f, &w)) in slow.iter().zip(&want).enumerate() {
                     assert!((f - w).abs() < 2e-5, "hd {hd} ctx {ctx} [{i}]: {f} vs {w}");
                 }
-                for kernel in AttnKernel::available() {
-                    attend_with(kernel, &q, ctx, &kv, hd, rule, &mut fast, &mut sc);
-                    let same = fast
-                        .iter()
-                        .zip(&slow)
-                        .all(|(a, b)| a.to_bits() == b.to_bits());
-                    assert!(
-                        same,
-                        "{kernel:?} hd {hd} group {group} ctx {ctx}: != scalar"
-                    );
+                // Plain, soft-capped and sliding-window scores (a window that starts
+                // inside a chunk masks its first keys).
+                let capped = ScoreRule {
+                    softcap: Some(2.5),
+                    ..rule
+                };
+                let windowed = ScoreRule {
+                    window: Some(21),
+                    ..rule
+                };
+                for r in [rule, capped, windowed] {
+                    attend_scalar(&q, ctx, &kv, hd, r, &mut slow, &mut sc);
+                    for kernel in AttnKernel::available() {
+                        attend_with(kernel, &q, ctx, &kv, hd, r, &mut fast, &mut sc);
+                        let same = fast
+                            .iter()
+                            .zip(&slow)
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(
+                            same,
+                            "{kernel:?} {r:?} hd {hd} group {group} ctx {ctx}: != scalar"
+                        );
+                    }
                 }
             }
         }
