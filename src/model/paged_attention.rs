@@ -129,9 +129,11 @@ impl PagedKvCache {
     /// Causal attention of `q` (`[tokens, n_head * head_dim]`) over the cache, written
     /// to `out` (same shape). The batch's K/V must already be in the cache.
     ///
-    /// Work is split over (token, K/V head) pairs: each computes the `n_head /
-    /// n_kv_head` query heads that share one K/V head, reading every key once for all
-    /// of them (SIMD kernel in `device::cpu::attention`).
+    /// Work is split over (token, K/V head) pairs for single-token sequences (decode)
+    /// and over blocks of consecutive prompt tokens for longer ones (prefill): each
+    /// piece computes the query heads that share one K/V head, for all of its tokens,
+    /// reading every key once for all of them (SIMD kernel in
+    /// `device::cpu::attention`; results do not depend on the split).
     pub fn attend(
         &self,
         layer: usize,
@@ -172,34 +174,102 @@ impl PagedKvCache {
         let qw = shape.n_head * hd;
         let group = shape.n_head / shape.n_kv_head;
         let (k, v) = (&self.k[layer], &self.v[layer]);
-        let rows: Vec<(usize, &SeqSpan)> = spans
-            .iter()
-            .flat_map(|s| (0..s.len).map(move |i| (i, s)))
-            .collect();
-        assert_eq!(out.len(), rows.len() * qw, "attention output shape");
+        let n_rows: usize = spans.iter().map(|s| s.len).sum();
+        assert_eq!(out.len(), n_rows * qw, "attention output shape");
         assert!(
-            q.offset + qw <= q.stride && q.data.len() >= rows.len() * q.stride,
+            q.offset + qw <= q.stride && q.data.len() >= n_rows * q.stride,
             "attention query shape"
         );
-        out.par_chunks_mut(group * hd).enumerate().for_each_init(
-            || AttnScratch::new(group),
-            |scratch, (idx, o)| {
-                let (r, kvh) = (idx / shape.n_kv_head, idx % shape.n_kv_head);
-                let (i, span) = rows[r];
-                let row = span.offset + i;
-                let kv = KvHead {
+        let tasks = attention_tasks(spans, out, qw, group * hd, attention::rows_per_pass(group));
+        let w = group * hd;
+        tasks.into_par_iter().for_each_init(
+            || (AttnScratch::new(group), Vec::new(), Vec::new()),
+            |(scratch, qbuf, obuf), t| {
+                let kv = |kvh: usize| KvHead {
                     k,
                     v,
-                    block_table: &span.block_table,
+                    block_table: &t.span.block_table,
                     block_size: self.block_size,
                     slot_stride: self.n_kv_head * hd,
                     head_offset: kvh * hd,
                 };
-                let qh = &q.row(row, qw)[kvh * group * hd..][..group * hd];
-                attention::attend(qh, span.start_pos + i + 1, &kv, hd, rule, o, scratch);
+                let row = t.span.offset + t.i0;
+                let ctx0 = t.span.start_pos + t.i0 + 1;
+                if let Some(kvh) = t.kv_head {
+                    let qh = &q.row(row, qw)[kvh * w..][..w];
+                    attention::attend(qh, ctx0, &kv(kvh), hd, rule, t.out, scratch);
+                    return;
+                }
+                // Several rows: each K/V head's query heads of all of them side by side.
+                qbuf.resize(t.rows * w, 0.0);
+                obuf.resize(t.rows * w, 0.0);
+                for kvh in 0..shape.n_kv_head {
+                    for (r, qr) in qbuf.chunks_exact_mut(w).enumerate() {
+                        qr.copy_from_slice(&q.row(row + r, qw)[kvh * w..][..w]);
+                    }
+                    attention::attend_rows(qbuf, ctx0, t.rows, &kv(kvh), hd, rule, obuf, scratch);
+                    for (o, or) in t.out.chunks_exact_mut(qw).zip(obuf.chunks_exact(w)) {
+                        o[kvh * w..][..w].copy_from_slice(or);
+                    }
+                }
             },
         );
     }
+}
+
+/// One piece of [`PagedKvCache::attend_rule`]'s parallel work: rows `i0..i0 + rows` of
+/// `span`, for one K/V head's query heads (`kv_head`, a single row) or for all heads.
+struct AttnTask<'a> {
+    span: &'a SeqSpan,
+    i0: usize,
+    rows: usize,
+    kv_head: Option<usize>,
+    /// The task's part of the output: `[rows, qw]`, or `[group * hd]` for one K/V head.
+    out: &'a mut [f32],
+}
+
+/// Splits the batch's attention into tasks over disjoint parts of `out` (`[rows,
+/// qw]`): a sequence's prompt rows in blocks of `per_pass` (read the keys once for
+/// all of them), a decode row per K/V head (`w` outputs each), so a few decodes still
+/// spread over every core.
+fn attention_tasks<'a>(
+    spans: &'a [SeqSpan],
+    out: &'a mut [f32],
+    qw: usize,
+    w: usize,
+    per_pass: usize,
+) -> Vec<AttnTask<'a>> {
+    let mut tasks = Vec::new();
+    let mut rest = out;
+    for span in spans {
+        let mut i0 = 0;
+        while i0 < span.len {
+            let rows = per_pass.min(span.len - i0);
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(rows * qw);
+            rest = tail;
+            if rows == 1 {
+                for (kvh, o) in mine.chunks_exact_mut(w).enumerate() {
+                    tasks.push(AttnTask {
+                        span,
+                        i0,
+                        rows,
+                        kv_head: Some(kvh),
+                        out: o,
+                    });
+                }
+            } else {
+                tasks.push(AttnTask {
+                    span,
+                    i0,
+                    rows,
+                    kv_head: None,
+                    out: mine,
+                });
+            }
+            i0 += rows;
+        }
+    }
+    tasks
 }
 
 /// Numerically stable softmax.

@@ -1,11 +1,13 @@
-//! Causal attention of one query row's heads over one K/V head of the paged f16 cache,
+//! Causal attention of one query row's heads (or of several rows of one sequence at
+//! consecutive positions, [`attend_rows`]) over one K/V head of the paged f16 cache,
 //! with an online (streaming) softmax over chunks of [`CHUNK`] keys.
 //!
 //! The driver ([`drive`]) is written once and instantiated over a [`Kern`]: the
 //! portable [`Scalar`] one, the AVX2 + FMA + F16C one in `x86_attention` and the
 //! AVX-512 one in `x86_attention_zmm` ([`AttnKernel`] picks). The scalar kernel
 //! emulates the SIMD ones' eight f32 lanes, fused multiply-adds, horizontal sums and
-//! polynomial `exp`, so all give bit-identical results.
+//! polynomial `exp` and the order in which they add a chunk's weights
+//! ([`chunk_sum`]), so all give bit-identical results.
 //!
 //! Invariants: a query's result depends only on its own values, the number of keys it
 //! sees (`ctx`) and those keys: chunks are aligned to positions (`0, CHUNK, 2 CHUNK,
@@ -204,8 +206,54 @@ pub fn attend_with(
     out: &mut [f32],
     scratch: &mut AttnScratch,
 ) {
+    attend_rows_with(kernel, q, ctx, 1, kv, hd, rule, out, scratch);
+}
+
+/// Query rows of one sequence at consecutive positions a prefill should hand to
+/// [`attend_rows`] together for `group` query heads per K/V head: enough that each
+/// chunk of keys serves about 16 heads.
+pub fn rows_per_pass(group: usize) -> usize {
+    (16 / group.max(1)).clamp(1, 8)
+}
+
+/// Attention of `rows` query rows of one sequence at consecutive positions over one
+/// K/V head: `q` and `out` are `[rows, group, head_dim]`, row `r` sees `ctx0 + r`
+/// positions (its own included). Equal, bitwise, to [`attend`] row by row; faster,
+/// because the chunks of keys all rows see are read once for all their heads.
+///
+/// Panics as [`attend`] does, or if `q` is not `rows` rows.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_rows(
+    q: &[f32],
+    ctx0: usize,
+    rows: usize,
+    kv: &KvHead<'_>,
+    head_dim: usize,
+    rule: ScoreRule,
+    out: &mut [f32],
+    scratch: &mut AttnScratch,
+) {
+    let kernel = AttnKernel::detect();
+    attend_rows_with(kernel, q, ctx0, rows, kv, head_dim, rule, out, scratch);
+}
+
+/// [`attend_rows`] with `kernel` (as [`attend_with`]).
+#[allow(clippy::too_many_arguments)]
+pub fn attend_rows_with(
+    kernel: AttnKernel,
+    q: &[f32],
+    ctx0: usize,
+    rows: usize,
+    kv: &KvHead<'_>,
+    hd: usize,
+    rule: ScoreRule,
+    out: &mut [f32],
+    scratch: &mut AttnScratch,
+) {
     assert!(hd > 0 && q.len().is_multiple_of(hd) && out.len() == q.len());
+    assert!(rows > 0 && ctx0 > 0 && (q.len() / hd).is_multiple_of(rows));
     assert!(kv.head_offset + hd <= kv.slot_stride);
+    let ctx = ctx0 + rows - 1;
     let need_blocks = ctx.div_ceil(kv.block_size.max(1));
     assert!(kv.block_size > 0 && kv.block_table.len() >= need_blocks);
     let slots = kv.k.len().min(kv.v.len()) / kv.slot_stride.max(1);
@@ -226,14 +274,14 @@ pub fn attend_with(
         // above.
         #[cfg(target_arch = "x86_64")]
         AttnKernel::Avx512 if hd.is_multiple_of(16) => unsafe {
-            super::x86_attention_zmm::attend(q, ctx, kv, hd, rule, out, scratch)
+            super::x86_attention_zmm::attend(q, ctx0, rows, kv, hd, rule, out, scratch)
         },
         // SAFETY: as above, every x86 kernel listed implies AVX2, FMA and F16C.
         #[cfg(target_arch = "x86_64")]
         AttnKernel::Avx2 | AttnKernel::Avx512 if hd.is_multiple_of(8) => unsafe {
-            super::x86_attention::attend(q, ctx, kv, hd, rule, out, scratch)
+            super::x86_attention::attend(q, ctx0, rows, kv, hd, rule, out, scratch)
         },
-        _ => drive::<Scalar>(q, ctx, kv, hd, rule, out, scratch),
+        _ => drive::<Scalar>(q, ctx0, rows, kv, hd, rule, out, scratch),
     }
 }
 
@@ -248,87 +296,177 @@ pub(super) trait Kern {
     /// The largest of the [`CHUNK`] values of `s` (exact; callers pad unused slots with
     /// `-inf`).
     unsafe fn max(s: &[f32]) -> f32;
-    /// `s[j] = exp(s[j] - max)` for `j < n`; `s` holds [`CHUNK`] values.
-    unsafe fn exp_shift(s: &mut [f32], n: usize, max: f32);
+    /// `s[j] = exp(s[j] - max)` for `lo <= j < n` and `s[j] = 0` for `j < lo` (keys
+    /// a window masks); returns the sum of those weights as [`chunk_sum`] adds them.
+    /// `s` holds [`CHUNK`] values; those from `n` on may be overwritten.
+    unsafe fn exp_sum(s: &mut [f32], lo: usize, n: usize, max: f32) -> f32;
     /// `o_h = o_h * alpha[h] + sum_j p[h * CHUNK + j] * value j`, `o` being `[g, hd]`.
     unsafe fn pv(p: &[f32], v: &[f16], offs: &[usize], alpha: &[f32], o: &mut [f32]);
 }
 
-/// The shared driver: per chunk of keys, every head's scores, then its running max
-/// `m`, sum `l` and output `o` (flash-attention style). Chunks stay aligned to
-/// positions when a window skips the first keys (those before `first` in the first
-/// chunk are masked), and the soft-cap is applied by the same scalar code for every
-/// kernel, so SIMD and scalar results stay identical.
+/// Running softmax state of the heads one [`drive`] call computes: per head the
+/// running max `m`, sum `l` and the last chunk's rescale factor `alpha`, and the
+/// chunk's scores `s` (`[heads, CHUNK]`).
+struct Heads<'s> {
+    s: &'s mut [f32],
+    m: &'s mut [f32],
+    l: &'s mut [f32],
+    alpha: &'s mut [f32],
+}
+
+impl Heads<'_> {
+    /// The state of heads `h0..h1`.
+    fn range(&mut self, h0: usize, h1: usize) -> Heads<'_> {
+        Heads {
+            s: &mut self.s[h0 * CHUNK..h1 * CHUNK],
+            m: &mut self.m[h0..h1],
+            l: &mut self.l[h0..h1],
+            alpha: &mut self.alpha[h0..h1],
+        }
+    }
+}
+
+/// The shared driver over `rows` query rows of one sequence at consecutive positions
+/// (`q` is `[rows, group, hd]`; row `r` sees `ctx0 + r` keys): per chunk of keys,
+/// every head's scores, then its running max, sum and output (flash-attention style).
+///
+/// Chunks that every row sees in full (and, under a sliding window, only where no row
+/// masks a key) go through the kernel for all rows' heads at once, so each key and
+/// value is read and widened once for `rows * group` heads; the rest per row. A head's
+/// arithmetic does not depend on which heads it shares a chunk with, so results equal
+/// one row at a time, bitwise. Chunks stay aligned to positions when a window skips
+/// the first keys (those before `first` in the first chunk are masked), and the
+/// soft-cap is applied by the same scalar code for every kernel, so SIMD and scalar
+/// results stay identical.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(super) fn drive<K: Kern>(
     q: &[f32],
-    ctx: usize,
+    ctx0: usize,
+    rows: usize,
     kv: &KvHead<'_>,
     hd: usize,
     rule: ScoreRule,
     out: &mut [f32],
     sc: &mut AttnScratch,
 ) {
-    let group = q.len() / hd;
-    let scale = rule.scale;
-    let first = rule.first_key(ctx);
+    let heads = q.len() / hd;
+    let group = heads / rows;
     out.fill(0.0);
-    sc.m[..group].fill(f32::NEG_INFINITY);
-    sc.l[..group].fill(0.0);
+    let mut st = Heads {
+        s: &mut sc.s[..heads * CHUNK],
+        m: &mut sc.m[..heads],
+        l: &mut sc.l[..heads],
+        alpha: &mut sc.alpha[..heads],
+    };
+    st.m.fill(f32::NEG_INFINITY);
+    st.l.fill(0.0);
+    let joint_end = if rows > 1 && rule.first_key(ctx0 + rows - 1) == 0 {
+        ctx0 - ctx0 % CHUNK
+    } else {
+        0
+    };
+    for c0 in (0..joint_end).step_by(CHUNK) {
+        chunk::<K>(
+            q,
+            kv,
+            hd,
+            c0,
+            CHUNK,
+            0,
+            rule.softcap,
+            rule.scale,
+            &mut st,
+            out,
+        );
+    }
+    let w = group * hd;
+    for r in 0..rows {
+        let ctx = ctx0 + r;
+        let first = rule.first_key(ctx);
+        let (qr, or) = (&q[r * w..(r + 1) * w], &mut out[r * w..(r + 1) * w]);
+        let mut sr = st.range(r * group, (r + 1) * group);
+        for c0 in (joint_end.max(first - first % CHUNK)..ctx).step_by(CHUNK) {
+            let n = CHUNK.min(ctx - c0);
+            chunk::<K>(
+                qr,
+                kv,
+                hd,
+                c0,
+                n,
+                first,
+                rule.softcap,
+                rule.scale,
+                &mut sr,
+                or,
+            );
+        }
+    }
+    for (h, o) in out.chunks_exact_mut(hd).enumerate() {
+        let inv = 1.0 / st.l[h];
+        for x in o {
+            *x *= inv;
+        }
+    }
+}
+
+/// One chunk of `n` keys from position `c0` for every head of `q` (`[heads, hd]`):
+/// scores, soft-cap and window mask (keys before `first`), the running softmax update
+/// and the P·V accumulation into `out`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn chunk<K: Kern>(
+    q: &[f32],
+    kv: &KvHead<'_>,
+    hd: usize,
+    c0: usize,
+    n: usize,
+    first: usize,
+    softcap: Option<f32>,
+    scale: f32,
+    st: &mut Heads<'_>,
+    out: &mut [f32],
+) {
     let mut offs = [0usize; CHUNK];
-    for c0 in (first - first % CHUNK..ctx).step_by(CHUNK) {
-        let n = CHUNK.min(ctx - c0);
-        let (mut blk, mut off) = (c0 / kv.block_size, c0 % kv.block_size);
-        for o in &mut offs[..n] {
-            let slot = kv.block_table[blk] as usize * kv.block_size + off;
-            *o = slot * kv.slot_stride + kv.head_offset;
-            off += 1;
-            if off == kv.block_size {
-                (blk, off) = (blk + 1, 0);
-            }
-        }
-        let s = &mut sc.s[..group * CHUNK];
-        if n < CHUNK {
-            for sh in s.chunks_exact_mut(CHUNK) {
-                sh[n..].fill(f32::NEG_INFINITY);
-            }
-        }
-        // SAFETY: every offset names a checked slot of the cache; s is [group, CHUNK].
-        unsafe { K::scores(q, kv.k, &offs[..n], hd, scale, s) };
-        post_scores(s, n, c0, first, rule.softcap);
-        for h in 0..group {
-            let sh = &mut s[h * CHUNK..(h + 1) * CHUNK];
-            // SAFETY: sh holds CHUNK values.
-            let cmax = unsafe { K::max(sh) };
-            let m_old = sc.m[h];
-            let m_new = m_old.max(cmax);
-            let alpha = if m_old == f32::NEG_INFINITY {
-                0.0
-            } else {
-                exp_scalar(m_old - m_new)
-            };
-            // SAFETY: sh holds CHUNK values.
-            unsafe { K::exp_shift(sh, n, m_new) };
-            // Masked keys weigh exactly nothing (the polynomial exp of -inf is tiny,
-            // not zero).
-            sh[..first.saturating_sub(c0)].fill(0.0);
-            let mut sum = 0f32;
-            for &p in &sh[..n] {
-                sum += p;
-            }
-            sc.l[h] = sc.l[h] * alpha + sum;
-            sc.m[h] = m_new;
-            sc.alpha[h] = alpha;
-        }
-        // SAFETY: as above; out is [group, hd].
-        unsafe { K::pv(s, kv.v, &offs[..n], &sc.alpha[..group], out) };
-    }
-    for h in 0..group {
-        let inv = 1.0 / sc.l[h];
-        for o in &mut out[h * hd..(h + 1) * hd] {
-            *o *= inv;
+    let (mut blk, mut off) = (c0 / kv.block_size, c0 % kv.block_size);
+    for o in &mut offs[..n] {
+        let slot = kv.block_table[blk] as usize * kv.block_size + off;
+        *o = slot * kv.slot_stride + kv.head_offset;
+        off += 1;
+        if off == kv.block_size {
+            (blk, off) = (blk + 1, 0);
         }
     }
+    let s = &mut *st.s;
+    if n < CHUNK {
+        for sh in s.chunks_exact_mut(CHUNK) {
+            sh[n..].fill(f32::NEG_INFINITY);
+        }
+    }
+    // SAFETY: every offset names a checked slot of the cache; s is [heads, CHUNK].
+    unsafe { K::scores(q, kv.k, &offs[..n], hd, scale, s) };
+    post_scores(s, n, c0, first, softcap);
+    for (h, sh) in s.chunks_exact_mut(CHUNK).enumerate() {
+        // SAFETY: sh holds CHUNK values.
+        let cmax = unsafe { K::max(sh) };
+        let m_old = st.m[h];
+        let m_new = m_old.max(cmax);
+        let alpha = if m_old == f32::NEG_INFINITY {
+            0.0
+        } else {
+            exp_scalar(m_old - m_new)
+        };
+        // Masked keys weigh exactly nothing (the polynomial exp of -inf is tiny, not
+        // zero).
+        let lo = first.saturating_sub(c0).min(n);
+        // SAFETY: sh holds CHUNK values.
+        let sum = unsafe { K::exp_sum(sh, lo, n, m_new) };
+        st.l[h] = st.l[h] * alpha + sum;
+        st.m[h] = m_new;
+        st.alpha[h] = alpha;
+    }
+    // SAFETY: as above; out is [heads, hd].
+    unsafe { K::pv(s, kv.v, &offs[..n], st.alpha, out) };
 }
 
 /// Soft-caps the chunk's `n` scores (per head rows of [`CHUNK`]) and masks keys before
@@ -366,10 +504,13 @@ impl Kern for Scalar {
         s[..CHUNK].iter().copied().fold(f32::NEG_INFINITY, f32::max)
     }
 
-    unsafe fn exp_shift(s: &mut [f32], n: usize, max: f32) {
-        for v in &mut s[..n] {
-            *v = exp_scalar(*v - max);
+    unsafe fn exp_sum(s: &mut [f32], lo: usize, n: usize, max: f32) -> f32 {
+        let mut e = [0f32; CHUNK];
+        for (j, v) in s[..n].iter_mut().enumerate() {
+            *v = if j < lo { 0.0 } else { exp_scalar(*v - max) };
+            e[j] = *v;
         }
+        chunk_sum(&e)
     }
 
     unsafe fn pv(p: &[f32], v: &[f16], offs: &[usize], alpha: &[f32], o: &mut [f32]) {
@@ -384,6 +525,12 @@ impl Kern for Scalar {
             }
         }
     }
+}
+
+/// The sum of a chunk's [`CHUNK`] weights as the SIMD kernels add them: the two
+/// halves lane by lane, then [`hsum8`].
+pub(super) fn chunk_sum(e: &[f32; CHUNK]) -> f32 {
+    hsum8(&std::array::from_fn(|i| e[i] + e[i + 8]))
 }
 
 /// Dot product as eight f32 lanes (`lane l` takes elements `l, l + 8, ...`) with fused
@@ -524,6 +671,87 @@ mod tests {
                         assert!(
                             same,
                             "{kernel:?} {r:?} hd {hd} group {group} ctx {ctx}: != scalar"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Several rows at once equal each row alone, bitwise, on every kernel: rows that
+    /// cross chunk boundaries, start inside the first chunk, and see soft-capped or
+    /// windowed scores (a window that masks keys of a shared chunk falls back per row).
+    #[test]
+    fn rows_together_equal_rows_alone() {
+        for &(hd, group, bs, n_kv) in
+            &[(64, 3, 16, 3), (128, 4, 16, 2), (16, 1, 5, 1), (8, 2, 7, 2)]
+        {
+            let blocks = 40;
+            let (k, v) = cache(blocks * bs, n_kv, hd, 7 + hd as u64);
+            let table: Vec<u32> = (0..blocks as u32)
+                .map(|i| (i * 13 + 5) % blocks as u32)
+                .collect();
+            let kv = KvHead {
+                k: &k,
+                v: &v,
+                block_table: &table,
+                block_size: bs,
+                slot_stride: n_kv * hd,
+                head_offset: 0,
+            };
+            let plain = ScoreRule::plain(1.0 / (hd as f32).sqrt());
+            let capped = ScoreRule {
+                softcap: Some(3.0),
+                ..plain
+            };
+            let windowed = ScoreRule {
+                window: Some(40),
+                ..plain
+            };
+            let wide = ScoreRule {
+                window: Some(500),
+                ..plain
+            };
+            for (ctx0, rows) in [
+                (1, 2),
+                (1, 16),
+                (15, 3),
+                (16, 5),
+                (17, 8),
+                (100, 6),
+                (160, 7),
+            ] {
+                let w = group * hd;
+                let q: Vec<f32> = signed_units(rows * w, (ctx0 * rows) as u64)
+                    .iter()
+                    .map(|x| 3.0 * x)
+                    .collect();
+                let mut sc = AttnScratch::new(group);
+                for rule in [plain, capped, windowed, wide] {
+                    for kernel in AttnKernel::available() {
+                        let mut alone = vec![0f32; q.len()];
+                        for (r, (qr, o)) in q.chunks(w).zip(alone.chunks_mut(w)).enumerate() {
+                            attend_with(kernel, qr, ctx0 + r, &kv, hd, rule, o, &mut sc);
+                        }
+                        let mut together = vec![0f32; q.len()];
+                        attend_rows_with(
+                            kernel,
+                            &q,
+                            ctx0,
+                            rows,
+                            &kv,
+                            hd,
+                            rule,
+                            &mut together,
+                            &mut sc,
+                        );
+                        let same = together
+                            .iter()
+                            .zip(&alone)
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(
+                            same,
+                            "{kernel:?} {rule:?} hd {hd} group {group} ctx0 {ctx0} rows {rows}"
                         );
                     }
                 }

@@ -11,22 +11,24 @@ use half::f16;
 use super::attention::{AttnScratch, CHUNK, Kern, KvHead, ScoreRule, drive};
 use super::x86_math::{exp8, hsum};
 
-/// Attention of one query row's heads; see `attention::attend`.
+/// Attention of `rows` query rows' heads; see `attention::attend_rows`.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C; `hd` must be a multiple of 8 and the
-/// arguments must satisfy the checks of `attention::attend_with`.
+/// arguments must satisfy the checks of `attention::attend_rows_with`.
 #[target_feature(enable = "avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn attend(
     q: &[f32],
-    ctx: usize,
+    ctx0: usize,
+    rows: usize,
     kv: &KvHead<'_>,
     hd: usize,
     rule: ScoreRule,
     out: &mut [f32],
     sc: &mut AttnScratch,
 ) {
-    drive::<Avx2>(q, ctx, kv, hd, rule, out, sc);
+    drive::<Avx2>(q, ctx0, rows, kv, hd, rule, out, sc);
 }
 
 struct Avx2;
@@ -195,15 +197,27 @@ impl Kern for Avx2 {
 
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn exp_shift(s: &mut [f32], n: usize, max: f32) {
-        debug_assert!(n <= s.len() && s.len().is_multiple_of(8));
+    unsafe fn exp_sum(s: &mut [f32], lo: usize, n: usize, max: f32) -> f32 {
+        debug_assert!(lo <= n && n <= CHUNK && s.len() >= CHUNK && CHUNK == 16);
         let m = _mm256_set1_ps(max);
-        for c in (0..n).step_by(8) {
-            // SAFETY: c < n <= s.len() and s.len() is a multiple of 8.
-            unsafe {
-                let p = s.as_mut_ptr().add(c);
-                _mm256_storeu_ps(p, exp8(_mm256_sub_ps(_mm256_loadu_ps(p), m)));
-            }
+        let (lo_v, n_v) = (_mm256_set1_epi32(lo as i32), _mm256_set1_epi32(n as i32));
+        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        // SAFETY: s holds CHUNK = 16 values.
+        unsafe {
+            let sp = s.as_mut_ptr();
+            let half = |at: usize| {
+                let p = sp.add(at);
+                let j = _mm256_add_epi32(idx, _mm256_set1_epi32(at as i32));
+                // lo <= j < n
+                let keep =
+                    _mm256_andnot_si256(_mm256_cmpgt_epi32(lo_v, j), _mm256_cmpgt_epi32(n_v, j));
+                let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p), m));
+                let e = _mm256_and_ps(e, _mm256_castsi256_ps(keep));
+                _mm256_storeu_ps(p, e);
+                e
+            };
+            let (a, b) = (half(0), half(8));
+            hsum(_mm256_add_ps(a, b))
         }
     }
 

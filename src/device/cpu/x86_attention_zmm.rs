@@ -9,6 +9,11 @@
 //!   two) and lands all 16 scores in one register.
 //! - Softmax: the polynomial `exp` on 16 lanes (`math::exp_scalar` per lane).
 //! - P·V: outputs in 16-column strips held in registers across the chunk's keys.
+//! - Many heads (the rows of a prefill handed over together, `attention::attend_rows`):
+//!   heads go in blocks of three either way; with more than three, the chunk's keys
+//!   and values are first widened to f32 into a stage on the stack, so each is
+//!   converted once for all heads instead of once per block. The arithmetic per head
+//!   is the same, so staged and direct results are identical.
 //!
 //! Needs AVX-512 F plus AVX2, FMA and F16C; head widths a multiple of 16.
 
@@ -18,23 +23,26 @@ use half::f16;
 
 use super::attention::{AttnScratch, CHUNK, Kern, KvHead, ScoreRule, drive};
 use super::math::{EXP_HI, EXP_LO, EXP_P, LN2_HI, LN2_LO, LOG2E};
+use super::x86_math::hsum;
 
-/// Attention of one query row's heads; see `attention::attend`.
+/// Attention of `rows` query rows' heads; see `attention::attend_rows`.
 ///
 /// # Safety
 /// The CPU must support AVX-512 F, AVX2, FMA and F16C; `hd` must be a multiple of 16
-/// and the arguments must satisfy the checks of `attention::attend_with`.
+/// and the arguments must satisfy the checks of `attention::attend_rows_with`.
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn attend(
     q: &[f32],
-    ctx: usize,
+    ctx0: usize,
+    rows: usize,
     kv: &KvHead<'_>,
     hd: usize,
     rule: ScoreRule,
     out: &mut [f32],
     sc: &mut AttnScratch,
 ) {
-    drive::<Avx512>(q, ctx, kv, hd, rule, out, sc);
+    drive::<Avx512>(q, ctx0, rows, kv, hd, rule, out, sc);
 }
 
 struct Avx512;
@@ -116,35 +124,39 @@ fn reduce16(acc: &[__m512; 8]) -> __m512 {
     _mm512_permutexvar_ps(idx, r)
 }
 
-/// Scores of `H` heads (`q`, `[H, hd]`) against the chunk's keys at `offs` (up to
-/// [`CHUNK`]; missing keys are computed on key 0 and not stored); `s` is `[H, CHUNK]`.
+/// Keys per widening stage of [`Kern::scores`]: the chunk's key pairs for all of
+/// `hd` as f32 (`[8 pairs][hd / 8]` vectors), so each is converted once for every head.
+const STAGE_PAIRS: usize = CHUNK / 2;
+/// The widest head the staged kernels take (16 KiB of stack per stage).
+const STAGE_HD: usize = 256;
+
+/// Scores of `H` heads (`q`, `[H, hd]`) against the chunk's `n` keys, the key pair
+/// vector of pair `i` and eight-value step `c` given by `keys(i, c)` (missing keys
+/// are computed on key 0 and not stored); `s` is `[H, CHUNK]`.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
 unsafe fn scores_h<const H: usize>(
     q: *const f32,
-    k: *const f16,
-    offs: &[usize],
+    keys: impl Fn(usize, usize) -> __m512,
+    n: usize,
     hd: usize,
     scale: f32,
     s: *mut f32,
 ) {
-    let n = offs.len();
     debug_assert!((1..=CHUNK).contains(&n) && CHUNK == 16);
-    // SAFETY (all accesses): q holds H rows of hd, key rows hold hd values at their
-    // offsets (every used offset is one of `offs`), s holds H rows of CHUNK.
+    // SAFETY (all accesses): q holds H rows of hd, s holds H rows of CHUNK; `keys`
+    // reads only what its caller vouches for.
     unsafe {
-        let kp: [*const f16; CHUNK] =
-            std::array::from_fn(|j| k.add(offs[if j < n { j } else { 0 }]));
         let mut acc = [[_mm512_setzero_ps(); 8]; H];
-        for c in (0..hd).step_by(8) {
+        for c in 0..hd / 8 {
             let qv: [__m512; H] = std::array::from_fn(|h| {
-                let x = _mm512_castps256_ps512(_mm256_loadu_ps(q.add(h * hd + c)));
+                let x = _mm512_castps256_ps512(_mm256_loadu_ps(q.add(h * hd + 8 * c)));
                 _mm512_shuffle_f32x4::<0x44>(x, x)
             });
             for i in 0..8 {
-                let kv = load8x2(kp[2 * i].add(c), kp[2 * i + 1].add(c));
-                for h in 0..H {
-                    acc[h][i] = _mm512_fmadd_ps(qv[h], kv, acc[h][i]);
+                let kv = keys(i, c);
+                for (a, qh) in acc.iter_mut().zip(&qv) {
+                    a[i] = _mm512_fmadd_ps(*qh, kv, a[i]);
                 }
             }
         }
@@ -156,20 +168,50 @@ unsafe fn scores_h<const H: usize>(
     }
 }
 
-/// `o_h = o_h * alpha[h] + sum_j p[h * CHUNK + j] * value j` for `H` heads over
-/// columns `c0..c0 + 16 W` (accumulators in registers across all keys).
+/// [`scores_h`] for heads `0..g` of `q` in blocks of up to three.
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn scores_all(
+    q: *const f32,
+    g: usize,
+    keys: impl Fn(usize, usize) -> __m512 + Copy,
+    n: usize,
+    hd: usize,
+    scale: f32,
+    s: *mut f32,
+) {
+    let mut h = 0;
+    // SAFETY: heads h..h + H exist; forwarded contract otherwise.
+    unsafe {
+        while h < g {
+            let (qh, sh) = (q.add(h * hd), s.add(h * CHUNK));
+            match g - h {
+                1 => scores_h::<1>(qh, keys, n, hd, scale, sh),
+                2 => scores_h::<2>(qh, keys, n, hd, scale, sh),
+                _ => scores_h::<3>(qh, keys, n, hd, scale, sh),
+            }
+            h += (g - h).min(3);
+        }
+    }
+}
+
+/// `o_h = o_h * alpha[h] + sum_j p[h * CHUNK + j] * value j` for `H` heads over
+/// columns `c0..c0 + 16 W` (accumulators in registers across all keys), the 16
+/// values of key `j` from column `c` given by `vals(j, c)`.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn pv_hw<const H: usize, const W: usize>(
     p: *const f32,
-    v: *const f16,
-    offs: &[usize],
+    vals: impl Fn(usize, usize) -> __m512,
+    n: usize,
     alpha: &[f32],
     o: *mut f32,
     hd: usize,
     c0: usize,
 ) {
-    // SAFETY (all accesses): as in `scores_h`; c0 + 16 W <= hd; o is [H, hd].
+    // SAFETY (all accesses): c0 + 16 W <= hd; o is [H, hd]; p is [H, CHUNK]; `vals`
+    // reads only what its caller vouches for.
     unsafe {
         let mut acc = [[_mm512_setzero_ps(); W]; H];
         for (h, a) in acc.iter_mut().enumerate() {
@@ -178,8 +220,8 @@ unsafe fn pv_hw<const H: usize, const W: usize>(
                 *x = _mm512_mul_ps(_mm512_loadu_ps(o.add(h * hd + c0 + 16 * w)), al);
             }
         }
-        for (j, &at) in offs.iter().enumerate() {
-            let vv: [__m512; W] = std::array::from_fn(|w| load16(v.add(at + c0 + 16 * w)));
+        for j in 0..n {
+            let vv: [__m512; W] = std::array::from_fn(|w| vals(j, c0 + 16 * w));
             for (h, a) in acc.iter_mut().enumerate() {
                 let pj = _mm512_set1_ps(*p.add(h * CHUNK + j));
                 for (x, vw) in a.iter_mut().zip(&vv) {
@@ -200,8 +242,8 @@ unsafe fn pv_hw<const H: usize, const W: usize>(
 #[target_feature(enable = "avx512f,avx2,fma,f16c")]
 unsafe fn pv_h<const H: usize, const W: usize>(
     p: *const f32,
-    v: *const f16,
-    offs: &[usize],
+    vals: impl Fn(usize, usize) -> __m512 + Copy,
+    n: usize,
     alpha: &[f32],
     o: *mut f32,
     hd: usize,
@@ -210,12 +252,39 @@ unsafe fn pv_h<const H: usize, const W: usize>(
     // SAFETY: forwarded contract; every strip lies within hd.
     unsafe {
         while c0 + 16 * W <= hd {
-            pv_hw::<H, W>(p, v, offs, alpha, o, hd, c0);
+            pv_hw::<H, W>(p, vals, n, alpha, o, hd, c0);
             c0 += 16 * W;
         }
         while c0 < hd {
-            pv_hw::<H, 1>(p, v, offs, alpha, o, hd, c0);
+            pv_hw::<H, 1>(p, vals, n, alpha, o, hd, c0);
             c0 += 16;
+        }
+    }
+}
+
+/// [`pv_h`] for heads `0..g` of `o` in blocks of up to three.
+#[inline]
+#[target_feature(enable = "avx512f,avx2,fma,f16c")]
+unsafe fn pv_all(
+    p: *const f32,
+    vals: impl Fn(usize, usize) -> __m512 + Copy,
+    n: usize,
+    alpha: &[f32],
+    o: *mut f32,
+    hd: usize,
+) {
+    let g = alpha.len();
+    let mut h = 0;
+    // SAFETY: heads h..h + H exist; forwarded contract otherwise.
+    unsafe {
+        while h < g {
+            let (ph, oh, al) = (p.add(h * CHUNK), o.add(h * hd), &alpha[h..]);
+            match g - h {
+                1 => pv_h::<1, 4>(ph, vals, n, al, oh, hd),
+                2 => pv_h::<2, 4>(ph, vals, n, al, oh, hd),
+                _ => pv_h::<3, 4>(ph, vals, n, al, oh, hd),
+            }
+            h += (g - h).min(3);
         }
     }
 }
@@ -224,21 +293,33 @@ impl Kern for Avx512 {
     #[inline]
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
     unsafe fn scores(q: &[f32], k: &[f16], offs: &[usize], hd: usize, scale: f32, s: &mut [f32]) {
-        let g = q.len() / hd;
-        debug_assert!(hd.is_multiple_of(16) && s.len() >= g * CHUNK && offs.len() <= CHUNK);
+        let (g, n) = (q.len() / hd, offs.len());
+        debug_assert!(hd.is_multiple_of(16) && s.len() >= g * CHUNK && n <= CHUNK);
         let (qp, kp, sp) = (q.as_ptr(), k.as_ptr(), s.as_mut_ptr());
-        let mut h = 0;
-        // SAFETY: heads h..h + H exist; the caller guarantees the key rows.
+        // SAFETY: the caller guarantees the key rows at `offs`; missing keys of a short
+        // chunk read key 0 (not stored).
         unsafe {
-            while h < g {
-                let (qh, sh) = (qp.add(h * hd), sp.add(h * CHUNK));
-                match g - h {
-                    1 => scores_h::<1>(qh, kp, offs, hd, scale, sh),
-                    2 => scores_h::<2>(qh, kp, offs, hd, scale, sh),
-                    _ => scores_h::<3>(qh, kp, offs, hd, scale, sh),
-                }
-                h += (g - h).min(3);
+            let rows: [*const f16; CHUNK] =
+                std::array::from_fn(|j| kp.add(offs[if j < n { j } else { 0 }]));
+            let pair = move |i: usize, c: usize| {
+                load8x2(rows[2 * i].add(8 * c), rows[2 * i + 1].add(8 * c))
+            };
+            if g <= 3 || hd > STAGE_HD {
+                scores_all(qp, g, pair, n, hd, scale, sp);
+                return;
             }
+            // More heads than one block of three: widen the chunk's keys once.
+            let nc = hd / 8;
+            let mut stage =
+                [const { std::mem::MaybeUninit::<__m512>::uninit() }; STAGE_PAIRS * STAGE_HD / 8];
+            for i in 0..STAGE_PAIRS {
+                for c in 0..nc {
+                    stage[i * nc + c].write(pair(i, c));
+                }
+            }
+            let st = stage.as_ptr().cast::<__m512>();
+            let staged = move |i: usize, c: usize| *st.add(i * nc + c);
+            scores_all(qp, g, staged, n, hd, scale, sp);
         }
     }
 
@@ -252,36 +333,47 @@ impl Kern for Avx512 {
 
     #[inline]
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-    unsafe fn exp_shift(s: &mut [f32], n: usize, max: f32) {
-        debug_assert!(n <= CHUNK && s.len() >= CHUNK && CHUNK == 16);
-        let keep: __mmask16 = if n == CHUNK { !0 } else { (1 << n) - 1 };
-        // SAFETY: s holds CHUNK = 16 values; only the first n are written.
+    unsafe fn exp_sum(s: &mut [f32], lo: usize, n: usize, max: f32) -> f32 {
+        debug_assert!(lo <= n && n <= CHUNK && s.len() >= CHUNK && CHUNK == 16);
+        // Lanes lo <= j < n.
+        let keep: __mmask16 = (((1u32 << n) - 1) & !((1u32 << lo) - 1)) as __mmask16;
+        // SAFETY: s holds CHUNK = 16 values.
         unsafe {
             let x = _mm512_loadu_ps(s.as_ptr());
-            let e = exp16(_mm512_sub_ps(x, _mm512_set1_ps(max)));
-            _mm512_mask_storeu_ps(s.as_mut_ptr(), keep, e);
+            let e = _mm512_maskz_mov_ps(keep, exp16(_mm512_sub_ps(x, _mm512_set1_ps(max))));
+            _mm512_storeu_ps(s.as_mut_ptr(), e);
+            let lo8 = _mm512_castps512_ps256(e);
+            let hi8 = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(e)));
+            hsum(_mm256_add_ps(lo8, hi8))
         }
     }
 
     #[inline]
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
     unsafe fn pv(p: &[f32], v: &[f16], offs: &[usize], alpha: &[f32], o: &mut [f32]) {
-        let g = alpha.len();
+        let (g, n) = (alpha.len(), offs.len());
         let hd = o.len() / g;
-        debug_assert!(hd.is_multiple_of(16) && p.len() >= g * CHUNK);
+        debug_assert!(hd.is_multiple_of(16) && p.len() >= g * CHUNK && n <= CHUNK);
         let (pp, vp, op) = (p.as_ptr(), v.as_ptr(), o.as_mut_ptr());
-        let mut h = 0;
-        // SAFETY: heads h..h + H exist; the caller guarantees the value rows.
+        // SAFETY: the caller guarantees the value rows at `offs`.
         unsafe {
-            while h < g {
-                let (ph, oh, al) = (pp.add(h * CHUNK), op.add(h * hd), &alpha[h..]);
-                match g - h {
-                    1 => pv_h::<1, 4>(ph, vp, offs, al, oh, hd),
-                    2 => pv_h::<2, 4>(ph, vp, offs, al, oh, hd),
-                    _ => pv_h::<3, 4>(ph, vp, offs, al, oh, hd),
-                }
-                h += (g - h).min(3);
+            let direct = move |j: usize, c: usize| load16(vp.add(*offs.get_unchecked(j) + c));
+            if g <= 3 || hd > STAGE_HD {
+                pv_all(pp, direct, n, alpha, op, hd);
+                return;
             }
+            // More heads than one block of three: widen the chunk's values once.
+            let mut stage =
+                [const { std::mem::MaybeUninit::<__m512>::uninit() }; CHUNK * STAGE_HD / 16];
+            let per = hd / 16;
+            for j in 0..n {
+                for c in 0..per {
+                    stage[j * per + c].write(direct(j, 16 * c));
+                }
+            }
+            let st = stage.as_ptr().cast::<__m512>();
+            let staged = move |j: usize, c: usize| *st.add(j * per + c / 16);
+            pv_all(pp, staged, n, alpha, op, hd);
         }
     }
 }
