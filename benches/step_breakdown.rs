@@ -1,7 +1,8 @@
 //! Where the time of one engine step goes: times the phases of a forward (through
 //! `CpuModel::forward_profiled`), plus sampling and detokenization, on the default model
 //! (or `FERRITE_BENCH_MODEL=PATH`), for decode steps of 1, 8 and 32 sequences at a
-//! context of 256 tokens and for one 512-token prefill chunk.
+//! context of 256 tokens and for a 512-token prefill chunk from position 0 and one
+//! from position 512 (the second chunk of a long prompt).
 //!
 //! Each scenario runs `REPS` times after a warm-up; every phase reports its minimum over
 //! the runs (the machine is shared, so the minimum is the least noisy estimate), and the
@@ -61,19 +62,24 @@ fn decode_batch(b: usize, vocab: usize) -> BatchInput {
     input
 }
 
-/// One sequence of `len` tokens from position 0 in blocks starting at `first_block`.
-fn prefill_batch(len: usize, first_block: usize, vocab: usize) -> BatchInput {
-    let table: Vec<u32> = (0..len.div_ceil(BLOCK))
+/// Tokens `start..start + len` of one sequence whose blocks are consecutive from
+/// `first_block` (the earlier positions already in the cache).
+fn prefill_batch(len: usize, start: usize, first_block: usize, vocab: usize) -> BatchInput {
+    let table: Vec<u32> = (0..(start + len).div_ceil(BLOCK))
         .map(|i| (first_block + i) as u32)
         .collect();
     BatchInput {
-        tokens: (0..len).map(|i| token(i + 1000, vocab)).collect(),
-        positions: (0..len).collect(),
-        slots: (0..len).map(|p| (first_block * BLOCK) + p).collect(),
+        tokens: (start..start + len)
+            .map(|i| token(i + 1000, vocab))
+            .collect(),
+        positions: (start..start + len).collect(),
+        slots: (start..start + len)
+            .map(|p| (first_block * BLOCK) + p)
+            .collect(),
         spans: vec![SeqSpan {
             offset: 0,
             len,
-            start_pos: 0,
+            start_pos: start,
             block_table: table,
         }],
         logits_rows: vec![len - 1],
@@ -174,10 +180,10 @@ fn main() {
         rayon::current_num_threads()
     );
     let prefill_first = CONTEXT / BLOCK + 32;
-    let blocks = prefill_first + PREFILL / BLOCK;
+    let blocks = prefill_first + 2 * PREFILL / BLOCK;
     let mut cache = PagedKvCache::new(cfg.n_layer, blocks, BLOCK, cfg.n_kv_head, cfg.head_dim);
     // The shared 256-token prefix every decode sequence attends to.
-    let prefix = prefill_batch(CONTEXT, 0, cfg.vocab_size);
+    let prefix = prefill_batch(CONTEXT, 0, 0, cfg.vocab_size);
     model.forward(&prefix, &mut cache).expect("prefix");
     let scenarios: Vec<(String, BatchInput)> = [1, 8, 32]
         .into_iter()
@@ -187,10 +193,18 @@ fn main() {
                 decode_batch(b, cfg.vocab_size),
             )
         })
-        .chain(std::iter::once((
-            format!("prefill chunk of {PREFILL} tokens"),
-            prefill_batch(PREFILL, prefill_first, cfg.vocab_size),
-        )))
+        .chain([
+            (
+                format!("prefill chunk of {PREFILL} tokens"),
+                prefill_batch(PREFILL, 0, prefill_first, cfg.vocab_size),
+            ),
+            // The second chunk of a long (RAG-sized) prompt: attention over 512 to
+            // 1,023 earlier positions.
+            (
+                format!("prefill chunk of {PREFILL} tokens after {PREFILL}"),
+                prefill_batch(PREFILL, PREFILL, prefill_first, cfg.vocab_size),
+            ),
+        ])
         .collect();
     for (name, input) in &scenarios {
         for _ in 0..2 {

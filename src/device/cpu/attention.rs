@@ -302,6 +302,54 @@ pub(super) trait Kern {
     unsafe fn exp_sum(s: &mut [f32], lo: usize, n: usize, max: f32) -> f32;
     /// `o_h = o_h * alpha[h] + sum_j p[h * CHUNK + j] * value j`, `o` being `[g, hd]`.
     unsafe fn pv(p: &[f32], v: &[f16], offs: &[usize], alpha: &[f32], o: &mut [f32]);
+
+    /// The running softmax update of every head for one chunk: from the scores `s`
+    /// (`[g, CHUNK]`, unused slots `-inf`) the new max `m`, the rescale factor `alpha`
+    /// of what came before (0 for a head's first chunk), the weights in place of the
+    /// scores ([`Self::exp_sum`], keys before `lo` weighing 0) and the sum `l`. Kernels
+    /// may do many heads at once but must compute each head exactly so.
+    #[inline(always)]
+    unsafe fn softmax(
+        s: &mut [f32],
+        lo: usize,
+        n: usize,
+        m: &mut [f32],
+        l: &mut [f32],
+        alpha: &mut [f32],
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { softmax_per_head::<Self>(s, lo, n, m, l, alpha) }
+    }
+}
+
+/// [`Kern::softmax`] one head at a time, with the kernel's `max` and `exp_sum`.
+///
+/// # Safety
+/// As [`Kern::softmax`]: `s` holds [`CHUNK`] scores per head of `m`.
+#[inline(always)]
+pub(super) unsafe fn softmax_per_head<K: Kern + ?Sized>(
+    s: &mut [f32],
+    lo: usize,
+    n: usize,
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
+    for (h, sh) in s.chunks_exact_mut(CHUNK).enumerate().take(m.len()) {
+        // SAFETY: sh holds CHUNK values.
+        let cmax = unsafe { K::max(sh) };
+        let m_old = m[h];
+        let m_new = m_old.max(cmax);
+        alpha[h] = if m_old == f32::NEG_INFINITY {
+            0.0
+        } else {
+            exp_scalar(m_old - m_new)
+        };
+        // SAFETY: sh holds CHUNK values.
+        let sum = unsafe { K::exp_sum(sh, lo, n, m_new) };
+        l[h] = l[h] * alpha[h] + sum;
+        m[h] = m_new;
+    }
 }
 
 /// Running softmax state of the heads one [`drive`] call computes: per head the
@@ -446,25 +494,10 @@ fn chunk<K: Kern>(
     // SAFETY: every offset names a checked slot of the cache; s is [heads, CHUNK].
     unsafe { K::scores(q, kv.k, &offs[..n], hd, scale, s) };
     post_scores(s, n, c0, first, softcap);
-    for (h, sh) in s.chunks_exact_mut(CHUNK).enumerate() {
-        // SAFETY: sh holds CHUNK values.
-        let cmax = unsafe { K::max(sh) };
-        let m_old = st.m[h];
-        let m_new = m_old.max(cmax);
-        let alpha = if m_old == f32::NEG_INFINITY {
-            0.0
-        } else {
-            exp_scalar(m_old - m_new)
-        };
-        // Masked keys weigh exactly nothing (the polynomial exp of -inf is tiny, not
-        // zero).
-        let lo = first.saturating_sub(c0).min(n);
-        // SAFETY: sh holds CHUNK values.
-        let sum = unsafe { K::exp_sum(sh, lo, n, m_new) };
-        st.l[h] = st.l[h] * alpha + sum;
-        st.m[h] = m_new;
-        st.alpha[h] = alpha;
-    }
+    // Masked keys weigh exactly nothing (the polynomial exp of -inf is tiny, not zero).
+    let lo = first.saturating_sub(c0).min(n);
+    // SAFETY: s is [heads, CHUNK], the state has one value per head.
+    unsafe { K::softmax(s, lo, n, st.m, st.l, st.alpha) };
     // SAFETY: as above; out is [heads, hd].
     unsafe { K::pv(s, kv.v, &offs[..n], st.alpha, out) };
 }
@@ -728,11 +761,13 @@ mod tests {
                     .collect();
                 let mut sc = AttnScratch::new(group);
                 for rule in [plain, capped, windowed, wide] {
+                    // Each row alone on the scalar kernel: what every kernel must give.
+                    let mut alone = vec![0f32; q.len()];
+                    for (r, (qr, o)) in q.chunks(w).zip(alone.chunks_mut(w)).enumerate() {
+                        let kernel = AttnKernel::Scalar;
+                        attend_with(kernel, qr, ctx0 + r, &kv, hd, rule, o, &mut sc);
+                    }
                     for kernel in AttnKernel::available() {
-                        let mut alone = vec![0f32; q.len()];
-                        for (r, (qr, o)) in q.chunks(w).zip(alone.chunks_mut(w)).enumerate() {
-                            attend_with(kernel, qr, ctx0 + r, &kv, hd, rule, o, &mut sc);
-                        }
                         let mut together = vec![0f32; q.len()];
                         attend_rows_with(
                             kernel,

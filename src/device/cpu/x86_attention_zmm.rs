@@ -21,7 +21,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::attention::{AttnScratch, CHUNK, Kern, KvHead, ScoreRule, drive};
+use super::attention::{AttnScratch, CHUNK, Kern, KvHead, ScoreRule, drive, softmax_per_head};
 use super::math::{EXP_HI, EXP_LO, EXP_P, LN2_HI, LN2_LO, LOG2E};
 use super::x86_math::hsum;
 
@@ -345,6 +345,69 @@ impl Kern for Avx512 {
             let lo8 = _mm512_castps512_ps256(e);
             let hi8 = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(e)));
             hsum(_mm256_add_ps(lo8, hi8))
+        }
+    }
+
+    /// Sixteen heads at a time (eight or more): their maxes, rescale factors and sums as vectors (one
+    /// `exp16` for all their factors, one transposing reduction for all their sums in
+    /// `chunk_sum`'s order), each head's weights as `exp_sum` makes them.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn softmax(
+        s: &mut [f32],
+        lo: usize,
+        n: usize,
+        m: &mut [f32],
+        l: &mut [f32],
+        alpha: &mut [f32],
+    ) {
+        let g = m.len();
+        debug_assert!(lo <= n && n <= CHUNK && s.len() >= g * CHUNK && l.len() == g);
+        if g < 8 {
+            // A decode's few heads: the vectors would be mostly empty.
+            // SAFETY: forwarded contract.
+            return unsafe { softmax_per_head::<Self>(s, lo, n, m, l, alpha) };
+        }
+        let keep: __mmask16 = (((1u32 << n) - 1) & !((1u32 << lo) - 1)) as __mmask16;
+        let neg_inf = _mm512_set1_ps(f32::NEG_INFINITY);
+        for h0 in (0..g).step_by(16) {
+            let k = (g - h0).min(16);
+            let lanes: __mmask16 = ((1u32 << k) - 1) as __mmask16;
+            // SAFETY: heads h0..h0 + k exist (masked loads and stores), each with
+            // CHUNK scores.
+            unsafe {
+                let sp = s.as_mut_ptr().add(h0 * CHUNK);
+                let mut cmax = [f32::NEG_INFINITY; 16];
+                for (h, c) in cmax.iter_mut().enumerate().take(k) {
+                    *c = _mm512_reduce_max_ps(_mm512_loadu_ps(sp.add(h * CHUNK)));
+                }
+                let m_old = _mm512_mask_loadu_ps(neg_inf, lanes, m.as_ptr().add(h0));
+                let m_new = _mm512_max_ps(m_old, _mm512_loadu_ps(cmax.as_ptr()));
+                let first = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(m_old, neg_inf);
+                let al = _mm512_maskz_mov_ps(!first, exp16(_mm512_sub_ps(m_old, m_new)));
+                let mut mn = [0f32; 16];
+                _mm512_storeu_ps(mn.as_mut_ptr(), m_new);
+                let mut pairs = [_mm512_setzero_ps(); 8];
+                for h in 0..k {
+                    let p = sp.add(h * CHUNK);
+                    let x = _mm512_sub_ps(_mm512_loadu_ps(p), _mm512_set1_ps(mn[h]));
+                    let e = _mm512_maskz_mov_ps(keep, exp16(x));
+                    _mm512_storeu_ps(p, e);
+                    // The two halves added lane by lane, two heads per vector.
+                    let t = _mm512_add_ps(e, _mm512_shuffle_f32x4::<0x4E>(e, e));
+                    pairs[h / 2] = if h % 2 == 0 {
+                        t
+                    } else {
+                        _mm512_shuffle_f32x4::<0x44>(pairs[h / 2], t)
+                    };
+                }
+                let sums = reduce16(&pairs);
+                let l_old = _mm512_maskz_loadu_ps(lanes, l.as_ptr().add(h0));
+                let l_new = _mm512_add_ps(_mm512_mul_ps(l_old, al), sums);
+                _mm512_mask_storeu_ps(l.as_mut_ptr().add(h0), lanes, l_new);
+                _mm512_mask_storeu_ps(m.as_mut_ptr().add(h0), lanes, m_new);
+                _mm512_mask_storeu_ps(alpha.as_mut_ptr().add(h0), lanes, al);
+            }
         }
     }
 
