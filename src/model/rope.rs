@@ -6,6 +6,9 @@
 //! Invariants: `cos.len() == sin.len() == max_positions * n_rot / 2`; values past
 //! `n_rot` in a head pass through unchanged.
 
+use rayon::prelude::*;
+
+use super::ops::PAR_MIN_VALUES;
 use super::spec::{RopeSpec, RopeStyle};
 
 /// Precomputed rotary cos/sin for every position of one [`RopeSpec`].
@@ -118,7 +121,7 @@ impl RopeTable {
             "rotary columns outside the row"
         );
         let h = self.half;
-        for (row, &pos) in x.chunks_exact_mut(stride).zip(positions) {
+        let rotate = |row: &mut [f32], pos: usize| {
             let cos = &self.cos[pos * h..][..h];
             let sin = &self.sin[pos * h..][..h];
             for head in row[offset..offset + n_heads * head_dim].chunks_exact_mut(head_dim) {
@@ -133,6 +136,22 @@ impl RopeTable {
                     head[ib] = a * sin[i] + b * cos[i];
                 }
             }
+        };
+        // A prefill's rows in parallel blocks (each row on its own, so the split does
+        // not change a value); a decode step's few rows here.
+        if positions.len() * n_heads * head_dim < PAR_MIN_VALUES {
+            for (row, &pos) in x.chunks_exact_mut(stride).zip(positions) {
+                rotate(row, pos);
+            }
+        } else {
+            let per = (PAR_MIN_VALUES / 4 / (n_heads * head_dim)).max(1);
+            x.par_chunks_mut(per * stride)
+                .zip(positions.par_chunks(per))
+                .for_each(|(rows, pos)| {
+                    for (row, &p) in rows.chunks_exact_mut(stride).zip(pos) {
+                        rotate(row, p);
+                    }
+                });
         }
     }
 }
