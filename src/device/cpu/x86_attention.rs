@@ -8,7 +8,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::attention::{AttnScratch, CHUNK, Kern, KvHead, ScoreRule, drive};
+use super::attention::{AttnScratch, CHUNK, Kern, KvHead, ScoreRule, drive, softmax_per_head};
 use super::x86_math::{exp8, hsum};
 
 /// Attention of `rows` query rows' heads; see `attention::attend_rows`.
@@ -41,6 +41,63 @@ unsafe fn load8(p: *const f16) -> __m256 {
     unsafe { _mm256_cvtph_ps(_mm_loadu_si128(p.cast())) }
 }
 
+/// The horizontal sums of four accumulators (`hsum` of each, in its order of
+/// additions) as one vector, by a transposing reduction: halves, then pairs, then the
+/// last two, of all four at once.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn reduce4(a: &[__m256; 4]) -> __m128 {
+    // [x.lo + x.hi | y.lo + y.hi]: lanes i + i + 4 of two keys.
+    let halves = |x: __m256, y: __m256| {
+        _mm256_add_ps(
+            _mm256_permute2f128_ps::<0x20>(x, y),
+            _mm256_permute2f128_ps::<0x31>(x, y),
+        )
+    };
+    let (ab, cd) = (halves(a[0], a[1]), halves(a[2], a[3]));
+    // Per 128-bit lane (key a or b with key c or d): (s0 + s2, s1 + s3) of both.
+    let z = _mm256_add_ps(
+        _mm256_shuffle_ps::<0x44>(ab, cd),
+        _mm256_shuffle_ps::<0xEE>(ab, cd),
+    );
+    // The last two: [a, c, a, c | b, d, b, d].
+    let t = _mm256_add_ps(
+        _mm256_shuffle_ps::<0x88>(z, z),
+        _mm256_shuffle_ps::<0xDD>(z, z),
+    );
+    _mm_unpacklo_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps::<1>(t))
+}
+
+/// `Kern::exp_sum`'s weights of one head's chunk, stored in place, and the two halves
+/// of the chunk added lane by lane (the sum's first step).
+///
+/// # Safety
+/// `s` holds [`CHUNK`] values; `lo <= n <= CHUNK`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn exp_halves(s: &mut [f32], lo: usize, n: usize, max: f32) -> __m256 {
+    debug_assert!(lo <= n && n <= CHUNK && s.len() >= CHUNK && CHUNK == 16);
+    let m = _mm256_set1_ps(max);
+    let (lo_v, n_v) = (_mm256_set1_epi32(lo as i32), _mm256_set1_epi32(n as i32));
+    let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let sp = s.as_mut_ptr();
+    let half = |at: usize| {
+        // SAFETY: at + 8 <= CHUNK values of s.
+        unsafe {
+            let p = sp.add(at);
+            let j = _mm256_add_epi32(idx, _mm256_set1_epi32(at as i32));
+            // lo <= j < n
+            let keep = _mm256_andnot_si256(_mm256_cmpgt_epi32(lo_v, j), _mm256_cmpgt_epi32(n_v, j));
+            let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p), m));
+            let e = _mm256_and_ps(e, _mm256_castsi256_ps(keep));
+            _mm256_storeu_ps(p, e);
+            e
+        }
+    };
+    let (a, b) = (half(0), half(8));
+    _mm256_add_ps(a, b)
+}
+
 /// Scores of `H` heads (`q`, `[H, hd]`) against the keys at `offs`; `s` is `[H, CHUNK]`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -70,9 +127,8 @@ unsafe fn scores_h<const H: usize>(
                 }
             }
             for (h, row) in acc.iter().enumerate() {
-                for (i, a) in row.iter().enumerate() {
-                    *s.add(h * CHUNK + j + i) = hsum(*a) * scale;
-                }
+                let sc = _mm_mul_ps(reduce4(row), _mm_set1_ps(scale));
+                _mm_storeu_ps(s.add(h * CHUNK + j), sc);
             }
             j += 4;
         }
@@ -198,27 +254,64 @@ impl Kern for Avx2 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn exp_sum(s: &mut [f32], lo: usize, n: usize, max: f32) -> f32 {
-        debug_assert!(lo <= n && n <= CHUNK && s.len() >= CHUNK && CHUNK == 16);
-        let m = _mm256_set1_ps(max);
-        let (lo_v, n_v) = (_mm256_set1_epi32(lo as i32), _mm256_set1_epi32(n as i32));
-        let idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-        // SAFETY: s holds CHUNK = 16 values.
-        unsafe {
-            let sp = s.as_mut_ptr();
-            let half = |at: usize| {
-                let p = sp.add(at);
-                let j = _mm256_add_epi32(idx, _mm256_set1_epi32(at as i32));
-                // lo <= j < n
-                let keep =
-                    _mm256_andnot_si256(_mm256_cmpgt_epi32(lo_v, j), _mm256_cmpgt_epi32(n_v, j));
-                let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p), m));
-                let e = _mm256_and_ps(e, _mm256_castsi256_ps(keep));
-                _mm256_storeu_ps(p, e);
-                e
-            };
-            let (a, b) = (half(0), half(8));
-            hsum(_mm256_add_ps(a, b))
+        // SAFETY: s holds CHUNK values.
+        unsafe { hsum(exp_halves(s, lo, n, max)) }
+    }
+
+    /// Eight heads at a time (eight or more): their rescale factors with one `exp8`,
+    /// their sums with two transposing reductions ([`reduce4`], `chunk_sum`'s order),
+    /// each head's weights as `exp_sum` makes them.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn softmax(
+        s: &mut [f32],
+        lo: usize,
+        n: usize,
+        m: &mut [f32],
+        l: &mut [f32],
+        alpha: &mut [f32],
+    ) {
+        let g = m.len();
+        debug_assert!(lo <= n && n <= CHUNK && s.len() >= g * CHUNK && l.len() == g);
+        let full = g - g % 8;
+        let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
+        for h0 in (0..full).step_by(8) {
+            // SAFETY: heads h0..h0 + 8 exist, each with CHUNK scores.
+            unsafe {
+                let sp = s.as_mut_ptr().add(h0 * CHUNK);
+                let mut cmax = [0f32; 8];
+                for (h, c) in cmax.iter_mut().enumerate() {
+                    *c = Self::max(std::slice::from_raw_parts(sp.add(h * CHUNK), CHUNK));
+                }
+                let m_old = _mm256_loadu_ps(m.as_ptr().add(h0));
+                let m_new = _mm256_max_ps(m_old, _mm256_loadu_ps(cmax.as_ptr()));
+                let first = _mm256_cmp_ps::<_CMP_EQ_OQ>(m_old, neg_inf);
+                let al = _mm256_andnot_ps(first, exp8(_mm256_sub_ps(m_old, m_new)));
+                let mut mn = [0f32; 8];
+                _mm256_storeu_ps(mn.as_mut_ptr(), m_new);
+                let mut t = [_mm256_setzero_ps(); 8];
+                for (h, th) in t.iter_mut().enumerate() {
+                    let sh = std::slice::from_raw_parts_mut(sp.add(h * CHUNK), CHUNK);
+                    *th = exp_halves(sh, lo, n, mn[h]);
+                }
+                let lo4 = reduce4(&[t[0], t[1], t[2], t[3]]);
+                let hi4 = reduce4(&[t[4], t[5], t[6], t[7]]);
+                let sums = _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(lo4), hi4);
+                let l_old = _mm256_loadu_ps(l.as_ptr().add(h0));
+                let l_new = _mm256_add_ps(_mm256_mul_ps(l_old, al), sums);
+                _mm256_storeu_ps(l.as_mut_ptr().add(h0), l_new);
+                _mm256_storeu_ps(m.as_mut_ptr().add(h0), m_new);
+                _mm256_storeu_ps(alpha.as_mut_ptr().add(h0), al);
+            }
         }
+        let (s, m, l, alpha) = (
+            &mut s[full * CHUNK..],
+            &mut m[full..],
+            &mut l[full..],
+            &mut alpha[full..],
+        );
+        // SAFETY: forwarded contract, for the heads left.
+        unsafe { softmax_per_head::<Self>(s, lo, n, m, l, alpha) }
     }
 
     #[inline]
