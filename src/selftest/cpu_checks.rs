@@ -144,6 +144,31 @@ fn attend(ctx: &Seeds, kernel: AttnKernel) -> Result<Worst, String> {
         bitwise(&mut acc, &fast, &slow, |i| {
             format!("{group}x{hd} ctx {ctx_len} [{i}]")
         });
+        // A prefill's rows together (the staged many-head path) against each row
+        // alone on the scalar kernel.
+        let rows = attention::rows_per_pass(group);
+        let w = group * hd;
+        let qs = signed_units(rows * w, ctx.seed(53));
+        let ctx0 = ctx_len + 1 - rows.min(ctx_len);
+        let mut fast = vec![0f32; qs.len()];
+        attention::attend_rows_with(
+            kernel,
+            &qs,
+            ctx0,
+            rows,
+            &head,
+            hd,
+            rule,
+            &mut fast,
+            &mut scratch,
+        );
+        let mut slow = vec![0f32; qs.len()];
+        for (r, (qr, o)) in qs.chunks(w).zip(slow.chunks_mut(w)).enumerate() {
+            attention::attend_scalar(qr, ctx0 + r, &head, hd, rule, o, &mut scratch);
+        }
+        bitwise(&mut acc, &fast, &slow, |i| {
+            format!("{group}x{hd} {rows} rows from ctx {ctx0} [{i}]")
+        });
     }
     Ok(acc)
 }
@@ -214,7 +239,7 @@ pub fn run(ctx: &Seeds, out: &mut Rows) {
     let shapes = "3 rows of 576, 4096, 33";
     let name = format!("cpu rms_norm/silu/argmax {path} = scalar");
     out.record(&name, shapes, || rows(ctx));
-    let shapes = "4x64 ctx 37, 1x128 ctx 300, 3x80 ctx 16";
+    let shapes = "4x64 ctx 37, 1x128 ctx 300, 3x80 ctx 16; rows together";
     let kernels = AttnKernel::available();
     // Every SIMD kernel against scalar (a scalar-only CPU checks scalar against itself).
     for &kernel in kernels
