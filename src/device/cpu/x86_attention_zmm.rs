@@ -348,9 +348,10 @@ impl Kern for Avx512 {
         }
     }
 
-    /// Sixteen heads at a time (eight or more): their maxes, rescale factors and sums as vectors (one
-    /// `exp16` for all their factors, one transposing reduction for all their sums in
-    /// `chunk_sum`'s order), each head's weights as `exp_sum` makes them.
+    /// Sixteen heads at a time (when there are eight or more): their maxes, rescale
+    /// factors and sums as vectors (one `exp16` for all their factors, one transposing
+    /// reduction for all their sums in `chunk_sum`'s order), each head's weights as
+    /// `exp_sum` makes them.
     #[inline]
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
     unsafe fn softmax(
