@@ -180,36 +180,36 @@ impl PagedKvCache {
             q.offset + qw <= q.stride && q.data.len() >= n_rows * q.stride,
             "attention query shape"
         );
-        let tasks = attention_tasks(spans, out, qw, group * hd, attention::rows_per_pass(group));
         let w = group * hd;
+        let tasks = attention_tasks(spans, out, qw, w, attention::rows_per_pass(group));
         tasks.into_par_iter().for_each_init(
             || (AttnScratch::new(group), Vec::new(), Vec::new()),
             |(scratch, qbuf, obuf), t| {
-                let kv = |kvh: usize| KvHead {
+                let kv = KvHead {
                     k,
                     v,
                     block_table: &t.span.block_table,
                     block_size: self.block_size,
                     slot_stride: self.n_kv_head * hd,
-                    head_offset: kvh * hd,
+                    head_offset: t.kv_head * hd,
                 };
                 let row = t.span.offset + t.i0;
                 let ctx0 = t.span.start_pos + t.i0 + 1;
-                if let Some(kvh) = t.kv_head {
-                    let qh = &q.row(row, qw)[kvh * w..][..w];
-                    attention::attend(qh, ctx0, &kv(kvh), hd, rule, t.out, scratch);
-                    return;
-                }
-                // Several rows: each K/V head's query heads of all of them side by side.
-                qbuf.resize(t.rows * w, 0.0);
-                obuf.resize(t.rows * w, 0.0);
-                for kvh in 0..shape.n_kv_head {
-                    for (r, qr) in qbuf.chunks_exact_mut(w).enumerate() {
-                        qr.copy_from_slice(&q.row(row + r, qw)[kvh * w..][..w]);
-                    }
-                    attention::attend_rows(qbuf, ctx0, t.rows, &kv(kvh), hd, rule, obuf, scratch);
-                    for (o, or) in t.out.chunks_exact_mut(qw).zip(obuf.chunks_exact(w)) {
-                        o[kvh * w..][..w].copy_from_slice(or);
+                let qh = |r: usize| &q.row(row + r, qw)[t.kv_head * w..][..w];
+                match t.out {
+                    TaskOut::Row(o) => attention::attend(qh(0), ctx0, &kv, hd, rule, o, scratch),
+                    TaskOut::Rows(outs) => {
+                        // The rows' query heads side by side, and their outputs back.
+                        let rows = outs.len();
+                        qbuf.resize(rows * w, 0.0);
+                        obuf.resize(rows * w, 0.0);
+                        for (r, qr) in qbuf.chunks_exact_mut(w).enumerate() {
+                            qr.copy_from_slice(qh(r));
+                        }
+                        attention::attend_rows(qbuf, ctx0, rows, &kv, hd, rule, obuf, scratch);
+                        for (o, or) in outs.into_iter().zip(obuf.chunks_exact(w)) {
+                            o.copy_from_slice(or);
+                        }
                     }
                 }
             },
@@ -217,21 +217,26 @@ impl PagedKvCache {
     }
 }
 
-/// One piece of [`PagedKvCache::attend_rule`]'s parallel work: rows `i0..i0 + rows` of
-/// `span`, for one K/V head's query heads (`kv_head`, a single row) or for all heads.
+/// One piece of [`PagedKvCache::attend_rule`]'s parallel work: the query heads of
+/// K/V head `kv_head` for rows `i0..` of `span` (one row, or a block of a prompt's).
 struct AttnTask<'a> {
     span: &'a SeqSpan,
     i0: usize,
-    rows: usize,
-    kv_head: Option<usize>,
-    /// The task's part of the output: `[rows, qw]`, or `[group * hd]` for one K/V head.
-    out: &'a mut [f32],
+    kv_head: usize,
+    out: TaskOut<'a>,
+}
+
+/// Where a task writes: the `group * hd` outputs of its one row, or of each row of
+/// its block.
+enum TaskOut<'a> {
+    Row(&'a mut [f32]),
+    Rows(Vec<&'a mut [f32]>),
 }
 
 /// Splits the batch's attention into tasks over disjoint parts of `out` (`[rows,
-/// qw]`): a sequence's prompt rows in blocks of `per_pass` (read the keys once for
-/// all of them), a decode row per K/V head (`w` outputs each), so a few decodes still
-/// spread over every core.
+/// qw]`, `w` outputs per K/V head and row): per K/V head, a decode row or a block of
+/// up to `per_pass` prompt rows (whose keys are read once for all of them), so a few
+/// sequences still spread over every core.
 fn attention_tasks<'a>(
     spans: &'a [SeqSpan],
     out: &'a mut [f32],
@@ -239,6 +244,7 @@ fn attention_tasks<'a>(
     w: usize,
     per_pass: usize,
 ) -> Vec<AttnTask<'a>> {
+    let n_kv = qw / w;
     let mut tasks = Vec::new();
     let mut rest = out;
     for span in spans {
@@ -248,23 +254,35 @@ fn attention_tasks<'a>(
             let (mine, tail) = std::mem::take(&mut rest).split_at_mut(rows * qw);
             rest = tail;
             if rows == 1 {
-                for (kvh, o) in mine.chunks_exact_mut(w).enumerate() {
-                    tasks.push(AttnTask {
-                        span,
-                        i0,
-                        rows,
-                        kv_head: Some(kvh),
-                        out: o,
-                    });
-                }
+                tasks.extend(
+                    mine.chunks_exact_mut(w)
+                        .enumerate()
+                        .map(|(kv_head, o)| AttnTask {
+                            span,
+                            i0,
+                            kv_head,
+                            out: TaskOut::Row(o),
+                        }),
+                );
             } else {
-                tasks.push(AttnTask {
-                    span,
-                    i0,
-                    rows,
-                    kv_head: None,
-                    out: mine,
-                });
+                let mut per_head: Vec<Vec<&mut [f32]>> =
+                    (0..n_kv).map(|_| Vec::with_capacity(rows)).collect();
+                for row in mine.chunks_exact_mut(qw) {
+                    for (outs, o) in per_head.iter_mut().zip(row.chunks_exact_mut(w)) {
+                        outs.push(o);
+                    }
+                }
+                tasks.extend(
+                    per_head
+                        .into_iter()
+                        .enumerate()
+                        .map(|(kv_head, outs)| AttnTask {
+                            span,
+                            i0,
+                            kv_head,
+                            out: TaskOut::Rows(outs),
+                        }),
+                );
             }
             i0 += rows;
         }

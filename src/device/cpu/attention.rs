@@ -7,7 +7,8 @@
 //! AVX-512 one in `x86_attention_zmm` ([`AttnKernel`] picks). The scalar kernel
 //! emulates the SIMD ones' eight f32 lanes, fused multiply-adds, horizontal sums and
 //! polynomial `exp` and the order in which they add a chunk's weights
-//! ([`chunk_sum`]), so all give bit-identical results.
+//! ([`chunk_sum`]: key by key, as one head per lane does), so all give bit-identical
+//! results.
 //!
 //! Invariants: a query's result depends only on its own values, the number of keys it
 //! sees (`ctx`) and those keys: chunks are aligned to positions (`0, CHUNK, 2 CHUNK,
@@ -562,10 +563,11 @@ impl Kern for Scalar {
     }
 }
 
-/// The sum of a chunk's [`CHUNK`] weights as the SIMD kernels add them: the two
-/// halves lane by lane, then [`hsum8`].
+/// The sum of a chunk's [`CHUNK`] weights as every kernel adds them: in key order,
+/// one at a time (masked keys weigh +0, which adds nothing). The kernels that update
+/// many heads at once keep this order with one head per lane.
 pub(super) fn chunk_sum(e: &[f32; CHUNK]) -> f32 {
-    hsum8(&std::array::from_fn(|i| e[i] + e[i + 8]))
+    e.iter().fold(0.0, |s, &x| s + x)
 }
 
 /// Dot product as eight f32 lanes (`lane l` takes elements `l, l + 8, ...`) with fused

@@ -8,7 +8,9 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::attention::{AttnScratch, CHUNK, Kern, KvHead, ScoreRule, drive, softmax_per_head};
+use super::attention::{
+    AttnScratch, CHUNK, Kern, KvHead, ScoreRule, chunk_sum, drive, softmax_per_head,
+};
 use super::x86_math::{exp8, hsum};
 
 /// Attention of `rows` query rows' heads; see `attention::attend_rows`.
@@ -68,14 +70,13 @@ fn reduce4(a: &[__m256; 4]) -> __m128 {
     _mm_unpacklo_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps::<1>(t))
 }
 
-/// `Kern::exp_sum`'s weights of one head's chunk, stored in place, and the two halves
-/// of the chunk added lane by lane (the sum's first step).
+/// `Kern::exp_sum`'s weights of one head's chunk, stored in place.
 ///
 /// # Safety
 /// `s` holds [`CHUNK`] values; `lo <= n <= CHUNK`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn exp_halves(s: &mut [f32], lo: usize, n: usize, max: f32) -> __m256 {
+unsafe fn exp_weights(s: &mut [f32], lo: usize, n: usize, max: f32) {
     debug_assert!(lo <= n && n <= CHUNK && s.len() >= CHUNK && CHUNK == 16);
     let m = _mm256_set1_ps(max);
     let (lo_v, n_v) = (_mm256_set1_epi32(lo as i32), _mm256_set1_epi32(n as i32));
@@ -94,8 +95,8 @@ unsafe fn exp_halves(s: &mut [f32], lo: usize, n: usize, max: f32) -> __m256 {
             e
         }
     };
-    let (a, b) = (half(0), half(8));
-    _mm256_add_ps(a, b)
+    half(0);
+    half(8);
 }
 
 /// Scores of `H` heads (`q`, `[H, hd]`) against the keys at `offs`; `s` is `[H, CHUNK]`.
@@ -255,12 +256,15 @@ impl Kern for Avx2 {
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn exp_sum(s: &mut [f32], lo: usize, n: usize, max: f32) -> f32 {
         // SAFETY: s holds CHUNK values.
-        unsafe { hsum(exp_halves(s, lo, n, max)) }
+        unsafe {
+            exp_weights(s, lo, n, max);
+            chunk_sum(&*s.as_ptr().cast::<[f32; CHUNK]>())
+        }
     }
 
     /// Eight heads at a time (eight or more): their rescale factors with one `exp8`,
-    /// their sums with two transposing reductions ([`reduce4`], `chunk_sum`'s order),
-    /// each head's weights as `exp_sum` makes them.
+    /// their sums key by key with a head per lane (`chunk_sum`'s order), each head's
+    /// weights as `exp_sum` makes them.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn softmax(
@@ -289,14 +293,20 @@ impl Kern for Avx2 {
                 let al = _mm256_andnot_ps(first, exp8(_mm256_sub_ps(m_old, m_new)));
                 let mut mn = [0f32; 8];
                 _mm256_storeu_ps(mn.as_mut_ptr(), m_new);
-                let mut t = [_mm256_setzero_ps(); 8];
-                for (h, th) in t.iter_mut().enumerate() {
-                    let sh = std::slice::from_raw_parts_mut(sp.add(h * CHUNK), CHUNK);
-                    *th = exp_halves(sh, lo, n, mn[h]);
+                for (h, &mh) in mn.iter().enumerate() {
+                    exp_weights(
+                        std::slice::from_raw_parts_mut(sp.add(h * CHUNK), CHUNK),
+                        lo,
+                        n,
+                        mh,
+                    );
                 }
-                let lo4 = reduce4(&[t[0], t[1], t[2], t[3]]);
-                let hi4 = reduce4(&[t[4], t[5], t[6], t[7]]);
-                let sums = _mm256_insertf128_ps::<1>(_mm256_castps128_ps256(lo4), hi4);
+                // Each head's weights in key order, one head per lane (`chunk_sum`).
+                let at = _mm256_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112);
+                let mut sums = _mm256_setzero_ps();
+                for j in 0..CHUNK {
+                    sums = _mm256_add_ps(sums, _mm256_i32gather_ps::<4>(sp.add(j), at));
+                }
                 let l_old = _mm256_loadu_ps(l.as_ptr().add(h0));
                 let l_new = _mm256_add_ps(_mm256_mul_ps(l_old, al), sums);
                 _mm256_storeu_ps(l.as_mut_ptr().add(h0), l_new);

@@ -21,9 +21,10 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::attention::{AttnScratch, CHUNK, Kern, KvHead, ScoreRule, drive, softmax_per_head};
+use super::attention::{
+    AttnScratch, CHUNK, Kern, KvHead, ScoreRule, chunk_sum, drive, softmax_per_head,
+};
 use super::math::{EXP_HI, EXP_LO, EXP_P, LN2_HI, LN2_LO, LOG2E};
-use super::x86_math::hsum;
 
 /// Attention of `rows` query rows' heads; see `attention::attend_rows`.
 ///
@@ -342,15 +343,13 @@ impl Kern for Avx512 {
             let x = _mm512_loadu_ps(s.as_ptr());
             let e = _mm512_maskz_mov_ps(keep, exp16(_mm512_sub_ps(x, _mm512_set1_ps(max))));
             _mm512_storeu_ps(s.as_mut_ptr(), e);
-            let lo8 = _mm512_castps512_ps256(e);
-            let hi8 = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(e)));
-            hsum(_mm256_add_ps(lo8, hi8))
+            chunk_sum(&*s.as_ptr().cast::<[f32; CHUNK]>())
         }
     }
 
     /// Sixteen heads at a time (when there are eight or more): their maxes, rescale
     /// factors and sums as vectors (one `exp16` for all their factors, one transposing
-    /// reduction for all their sums in `chunk_sum`'s order), each head's weights as
+    /// each head's sum added key by key from memory, as `chunk_sum` does), each head's weights as
     /// `exp_sum` makes them.
     #[inline]
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
@@ -388,21 +387,16 @@ impl Kern for Avx512 {
                 let al = _mm512_maskz_mov_ps(!first, exp16(_mm512_sub_ps(m_old, m_new)));
                 let mut mn = [0f32; 16];
                 _mm512_storeu_ps(mn.as_mut_ptr(), m_new);
-                let mut pairs = [_mm512_setzero_ps(); 8];
-                for h in 0..k {
+                let mut sum = [0f32; 16];
+                for (h, sh) in sum.iter_mut().enumerate().take(k) {
                     let p = sp.add(h * CHUNK);
                     let x = _mm512_sub_ps(_mm512_loadu_ps(p), _mm512_set1_ps(mn[h]));
-                    let e = _mm512_maskz_mov_ps(keep, exp16(x));
-                    _mm512_storeu_ps(p, e);
-                    // The two halves added lane by lane, two heads per vector.
-                    let t = _mm512_add_ps(e, _mm512_shuffle_f32x4::<0x4E>(e, e));
-                    pairs[h / 2] = if h % 2 == 0 {
-                        t
-                    } else {
-                        _mm512_shuffle_f32x4::<0x44>(pairs[h / 2], t)
-                    };
+                    _mm512_storeu_ps(p, _mm512_maskz_mov_ps(keep, exp16(x)));
+                    // In key order from memory (`chunk_sum`): independent chains per
+                    // head, so the heads' additions overlap.
+                    *sh = chunk_sum(&*p.cast::<[f32; CHUNK]>());
                 }
-                let sums = reduce16(&pairs);
+                let sums = _mm512_loadu_ps(sum.as_ptr());
                 let l_old = _mm512_maskz_loadu_ps(lanes, l.as_ptr().add(h0));
                 let l_new = _mm512_add_ps(_mm512_mul_ps(l_old, al), sums);
                 _mm512_mask_storeu_ps(l.as_mut_ptr().add(h0), lanes, l_new);
