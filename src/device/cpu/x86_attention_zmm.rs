@@ -348,9 +348,9 @@ impl Kern for Avx512 {
     }
 
     /// Sixteen heads at a time (when there are eight or more): their maxes, rescale
-    /// factors and sums as vectors (one `exp16` for all their factors, one transposing
-    /// each head's sum added key by key from memory, as `chunk_sum` does), each head's weights as
-    /// `exp_sum` makes them.
+    /// factors and running sums as vectors (one `exp16` for all their factors), each
+    /// head's weights as `exp_sum` makes them and its chunk's sum added key by key
+    /// from memory, as `chunk_sum` does (the heads' chains overlap).
     #[inline]
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
     unsafe fn softmax(
