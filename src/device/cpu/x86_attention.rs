@@ -8,9 +8,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::attention::{
-    AttnScratch, CHUNK, Kern, KvHead, ScoreRule, chunk_sum, drive, softmax_per_head,
-};
+use super::attention::{AttnScratch, CHUNK, Kern, KvHead, ScoreRule, chunk_sum, drive};
 use super::x86_math::{exp8, hsum};
 
 /// Attention of `rows` query rows' heads; see `attention::attend_rows`.
@@ -92,7 +90,6 @@ unsafe fn exp_weights(s: &mut [f32], lo: usize, n: usize, max: f32) {
             let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p), m));
             let e = _mm256_and_ps(e, _mm256_castsi256_ps(keep));
             _mm256_storeu_ps(p, e);
-            e
         }
     };
     half(0);
@@ -260,68 +257,6 @@ impl Kern for Avx2 {
             exp_weights(s, lo, n, max);
             chunk_sum(&*s.as_ptr().cast::<[f32; CHUNK]>())
         }
-    }
-
-    /// Eight heads at a time (eight or more): their rescale factors with one `exp8`,
-    /// their sums key by key with a head per lane (`chunk_sum`'s order), each head's
-    /// weights as `exp_sum` makes them.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn softmax(
-        s: &mut [f32],
-        lo: usize,
-        n: usize,
-        m: &mut [f32],
-        l: &mut [f32],
-        alpha: &mut [f32],
-    ) {
-        let g = m.len();
-        debug_assert!(lo <= n && n <= CHUNK && s.len() >= g * CHUNK && l.len() == g);
-        let full = g - g % 8;
-        let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
-        for h0 in (0..full).step_by(8) {
-            // SAFETY: heads h0..h0 + 8 exist, each with CHUNK scores.
-            unsafe {
-                let sp = s.as_mut_ptr().add(h0 * CHUNK);
-                let mut cmax = [0f32; 8];
-                for (h, c) in cmax.iter_mut().enumerate() {
-                    *c = Self::max(std::slice::from_raw_parts(sp.add(h * CHUNK), CHUNK));
-                }
-                let m_old = _mm256_loadu_ps(m.as_ptr().add(h0));
-                let m_new = _mm256_max_ps(m_old, _mm256_loadu_ps(cmax.as_ptr()));
-                let first = _mm256_cmp_ps::<_CMP_EQ_OQ>(m_old, neg_inf);
-                let al = _mm256_andnot_ps(first, exp8(_mm256_sub_ps(m_old, m_new)));
-                let mut mn = [0f32; 8];
-                _mm256_storeu_ps(mn.as_mut_ptr(), m_new);
-                for (h, &mh) in mn.iter().enumerate() {
-                    exp_weights(
-                        std::slice::from_raw_parts_mut(sp.add(h * CHUNK), CHUNK),
-                        lo,
-                        n,
-                        mh,
-                    );
-                }
-                // Each head's weights in key order, one head per lane (`chunk_sum`).
-                let at = _mm256_setr_epi32(0, 16, 32, 48, 64, 80, 96, 112);
-                let mut sums = _mm256_setzero_ps();
-                for j in 0..CHUNK {
-                    sums = _mm256_add_ps(sums, _mm256_i32gather_ps::<4>(sp.add(j), at));
-                }
-                let l_old = _mm256_loadu_ps(l.as_ptr().add(h0));
-                let l_new = _mm256_add_ps(_mm256_mul_ps(l_old, al), sums);
-                _mm256_storeu_ps(l.as_mut_ptr().add(h0), l_new);
-                _mm256_storeu_ps(m.as_mut_ptr().add(h0), m_new);
-                _mm256_storeu_ps(alpha.as_mut_ptr().add(h0), al);
-            }
-        }
-        let (s, m, l, alpha) = (
-            &mut s[full * CHUNK..],
-            &mut m[full..],
-            &mut l[full..],
-            &mut alpha[full..],
-        );
-        // SAFETY: forwarded contract, for the heads left.
-        unsafe { softmax_per_head::<Self>(s, lo, n, m, l, alpha) }
     }
 
     #[inline]
