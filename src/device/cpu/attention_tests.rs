@@ -53,6 +53,8 @@ fn matches_reference_and_simd_equals_scalar() {
         (12, 2, 7, 2),
         (80, 5, 16, 1),
         (32, 2, 3, 2),
+        (32, 8, 16, 1),
+        (16, 20, 4, 1),
     ] {
         let blocks = 40;
         let (k, v) = cache(blocks * bs, n_kv, hd, hd as u64);
@@ -131,7 +133,13 @@ fn matches_reference_and_simd_equals_scalar() {
 /// windowed scores (a window that masks keys of a shared chunk falls back per row).
 #[test]
 fn rows_together_equal_rows_alone() {
-    for &(hd, group, bs, n_kv) in &[(64, 3, 16, 3), (128, 4, 16, 2), (16, 1, 5, 1), (8, 2, 7, 2)] {
+    for &(hd, group, bs, n_kv) in &[
+        (64, 3, 16, 3),
+        (128, 4, 16, 2),
+        (16, 1, 5, 1),
+        (8, 2, 7, 2),
+        (32, 8, 16, 1),
+    ] {
         let blocks = 40;
         let (k, v) = cache(blocks * bs, n_kv, hd, 7 + hd as u64);
         let table: Vec<u32> = (0..blocks as u32)

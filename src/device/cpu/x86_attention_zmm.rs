@@ -125,6 +125,43 @@ fn reduce16(acc: &[__m512; 8]) -> __m512 {
     _mm512_permutexvar_ps(idx, r)
 }
 
+/// Transposes the 16 x 16 matrix whose rows are `r` in place (`r[j]` lane `i` becomes
+/// what `r[i]` lane `j` was): pairs of rows interleaved, then pairs of pairs, then the
+/// 128-bit lanes of four rows at a time (64 shuffles).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn transpose16(r: &mut [__m512; 16]) {
+    // a[2i], a[2i + 1]: rows 2i and 2i + 1 interleaved (elements 0, 1 and 2, 3 of each
+    // 128-bit lane).
+    let mut a = [_mm512_setzero_ps(); 16];
+    for i in 0..8 {
+        a[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        a[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // b[4i + c], 128-bit lane L: element 4L + c of rows 4i..4i + 4.
+    let pd = _mm512_castps_pd;
+    let ps = _mm512_castpd_ps;
+    let mut b = [_mm512_setzero_ps(); 16];
+    for i in 0..4 {
+        let (x0, x1, y0, y1) = (a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]);
+        b[4 * i] = ps(_mm512_unpacklo_pd(pd(x0), pd(y0)));
+        b[4 * i + 1] = ps(_mm512_unpackhi_pd(pd(x0), pd(y0)));
+        b[4 * i + 2] = ps(_mm512_unpacklo_pd(pd(x1), pd(y1)));
+        b[4 * i + 3] = ps(_mm512_unpackhi_pd(pd(x1), pd(y1)));
+    }
+    // Column 4L + c: lane L of b[c], b[4 + c], b[8 + c], b[12 + c] side by side.
+    for c in 0..4 {
+        let lo01 = _mm512_shuffle_f32x4::<0x44>(b[c], b[4 + c]);
+        let hi01 = _mm512_shuffle_f32x4::<0xEE>(b[c], b[4 + c]);
+        let lo23 = _mm512_shuffle_f32x4::<0x44>(b[8 + c], b[12 + c]);
+        let hi23 = _mm512_shuffle_f32x4::<0xEE>(b[8 + c], b[12 + c]);
+        r[c] = _mm512_shuffle_f32x4::<0x88>(lo01, lo23);
+        r[4 + c] = _mm512_shuffle_f32x4::<0xDD>(lo01, lo23);
+        r[8 + c] = _mm512_shuffle_f32x4::<0x88>(hi01, hi23);
+        r[12 + c] = _mm512_shuffle_f32x4::<0xDD>(hi01, hi23);
+    }
+}
+
 /// Keys per widening stage of [`Kern::scores`]: the chunk's key pairs for all of
 /// `hd` as f32 (`[8 pairs][hd / 8]` vectors), so each is converted once for every head.
 const STAGE_PAIRS: usize = CHUNK / 2;
@@ -347,10 +384,11 @@ impl Kern for Avx512 {
         }
     }
 
-    /// Sixteen heads at a time (when there are eight or more): their maxes, rescale
-    /// factors and running sums as vectors (one `exp16` for all their factors), each
-    /// head's weights as `exp_sum` makes them and its chunk's sum added key by key
-    /// from memory, as `chunk_sum` does (the heads' chains overlap).
+    /// Sixteen heads at a time (when there are eight or more), on their scores
+    /// transposed to one vector per key (lane `h`: head `h`): the maxes are vertical
+    /// maxima, each key's weights one `exp16` for all heads, the sums vertical adds in
+    /// key order (what `chunk_sum` does per head), and the weights are transposed back.
+    /// Lane for lane what `softmax_per_head` does, with no dependent chain per head.
     #[inline]
     #[target_feature(enable = "avx512f,avx2,fma,f16c")]
     unsafe fn softmax(
@@ -368,35 +406,38 @@ impl Kern for Avx512 {
             // SAFETY: forwarded contract.
             return unsafe { softmax_per_head::<Self>(s, lo, n, m, l, alpha) };
         }
-        let keep: __mmask16 = (((1u32 << n) - 1) & !((1u32 << lo) - 1)) as __mmask16;
         let neg_inf = _mm512_set1_ps(f32::NEG_INFINITY);
         for h0 in (0..g).step_by(16) {
             let k = (g - h0).min(16);
             let lanes: __mmask16 = ((1u32 << k) - 1) as __mmask16;
-            // SAFETY: heads h0..h0 + k exist (masked loads and stores), each with
-            // CHUNK scores.
+            // SAFETY: heads h0..h0 + k exist (only they are loaded and stored), each
+            // with CHUNK scores.
             unsafe {
                 let sp = s.as_mut_ptr().add(h0 * CHUNK);
-                let mut cmax = [f32::NEG_INFINITY; 16];
-                for (h, c) in cmax.iter_mut().enumerate().take(k) {
-                    *c = _mm512_reduce_max_ps(_mm512_loadu_ps(sp.add(h * CHUNK)));
+                let mut t = [neg_inf; 16];
+                for (h, row) in t.iter_mut().enumerate().take(k) {
+                    *row = _mm512_loadu_ps(sp.add(h * CHUNK));
                 }
+                transpose16(&mut t);
+                let cmax = t[1..].iter().fold(t[0], |a, &x| _mm512_max_ps(a, x));
                 let m_old = _mm512_mask_loadu_ps(neg_inf, lanes, m.as_ptr().add(h0));
-                let m_new = _mm512_max_ps(m_old, _mm512_loadu_ps(cmax.as_ptr()));
+                let m_new = _mm512_max_ps(m_old, cmax);
                 let first = _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(m_old, neg_inf);
                 let al = _mm512_maskz_mov_ps(!first, exp16(_mm512_sub_ps(m_old, m_new)));
-                let mut mn = [0f32; 16];
-                _mm512_storeu_ps(mn.as_mut_ptr(), m_new);
-                let mut sum = [0f32; 16];
-                for (h, sh) in sum.iter_mut().enumerate().take(k) {
-                    let p = sp.add(h * CHUNK);
-                    let x = _mm512_sub_ps(_mm512_loadu_ps(p), _mm512_set1_ps(mn[h]));
-                    _mm512_storeu_ps(p, _mm512_maskz_mov_ps(keep, exp16(x)));
-                    // In key order from memory (`chunk_sum`): independent chains per
-                    // head, so the heads' additions overlap.
-                    *sh = chunk_sum(&*p.cast::<[f32; CHUNK]>());
+                // Masked keys weigh +0, which `chunk_sum` adds as well.
+                let mut sums = _mm512_setzero_ps();
+                for (j, x) in t.iter_mut().enumerate() {
+                    *x = if (lo..n).contains(&j) {
+                        exp16(_mm512_sub_ps(*x, m_new))
+                    } else {
+                        _mm512_setzero_ps()
+                    };
+                    sums = _mm512_add_ps(sums, *x);
                 }
-                let sums = _mm512_loadu_ps(sum.as_ptr());
+                transpose16(&mut t);
+                for (h, row) in t.iter().enumerate().take(k) {
+                    _mm512_storeu_ps(sp.add(h * CHUNK), *row);
+                }
                 let l_old = _mm512_maskz_loadu_ps(lanes, l.as_ptr().add(h0));
                 let l_new = _mm512_add_ps(_mm512_mul_ps(l_old, al), sums);
                 _mm512_mask_storeu_ps(l.as_mut_ptr().add(h0), lanes, l_new);
