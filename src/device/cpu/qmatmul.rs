@@ -341,14 +341,27 @@ impl CpuQMatrix {
             // SAFETY: `dst` holds m * n values and this call writes all of them.
             unsafe { self.panels(path, &acts, 0, panels, m, &dst) };
         } else {
-            let min_panels = TASK_MIN_WORK.div_ceil(m * self.k * PANEL);
-            let even = panels.div_ceil(4 * rayon::current_num_threads());
-            let pw = min_panels.max(even).max(1);
-            (0..panels.div_ceil(pw)).into_par_iter().for_each(|t| {
-                let g0 = t * pw;
+            // Tasks take whole units (pairs of panels where the path pairs them, so no
+            // task ends on a lone panel), up to four per thread, their sizes spread
+            // evenly (`t * units / tasks`), so halves of the range weigh the same.
+            let unit = if path.pairs_panels() && matches!(acts, Acts::Quant(_)) {
+                2
+            } else {
+                1
+            };
+            let units = panels.div_ceil(unit);
+            let threads = rayon::current_num_threads();
+            let min_units = TASK_MIN_WORK.div_ceil(m * self.k * PANEL * unit);
+            // A whole number of tasks per thread.
+            let tasks = (4 * threads)
+                .min(units.div_ceil(min_units.max(1)).next_multiple_of(threads))
+                .min(units);
+            (0..tasks).into_par_iter().for_each(|t| {
+                let g0 = t * units / tasks * unit;
+                let g1 = ((t + 1) * units / tasks * unit).min(panels);
                 // SAFETY: tasks cover disjoint panel ranges, so they write disjoint
                 // columns of `dst`; together they write every value.
-                unsafe { self.panels(path, &acts, g0, (g0 + pw).min(panels), m, &dst) };
+                unsafe { self.panels(path, &acts, g0, g1, m, &dst) };
             });
         }
         // SAFETY: every one of the m * n values was written above.
@@ -484,7 +497,12 @@ impl CpuQMatrix {
                 // (caller contract).
                 unsafe {
                     let at = dst.ptr.add((r + i) * dst.n + j0);
-                    std::ptr::copy_nonoverlapping(row.as_ptr(), at, cols);
+                    if cols == PANEL {
+                        // A whole panel: one fixed-size (vector) copy, not a memcpy call.
+                        at.cast::<[f32; PANEL]>().write_unaligned(*row);
+                    } else {
+                        std::ptr::copy_nonoverlapping(row.as_ptr(), at, cols);
+                    }
                 }
             }
         }
