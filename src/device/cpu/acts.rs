@@ -61,39 +61,41 @@ impl QActs {
         Self::quantize_with(Isa::detect(), x, m, k, sums)
     }
 
-    /// [`Self::quantize`] with the chosen kernel.
+    /// [`Self::quantize`] with the chosen kernel. Prefill-sized batches are split
+    /// into row ranges quantized in parallel (each block's result depends only on its
+    /// own values, so the split changes nothing).
     pub(crate) fn quantize_with(isa: Isa, x: &[f32], m: usize, k: usize, sums: Sums) -> Self {
         assert_eq!(x.len(), m * k, "activation length");
         assert!(k.is_multiple_of(QK), "k must be a multiple of 32");
         let nb = k / QK;
+        let per = sums.per_block();
         let mut qs = vec![0i8; m * k];
         let mut d = vec![0f32; m * nb];
-        let mut s = vec![0f32; m * nb * sums.per_block()];
+        let mut s = vec![0f32; m * nb * per];
         let mut isum = vec![0i32; m * nb * 2];
-        for (bi, (xb, qb)) in x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK)).enumerate() {
-            let xb: &[f32; QK] = xb.try_into().expect("block of 32");
-            let qb: &mut [i8; QK] = qb.try_into().expect("block of 32");
-            let (scale, sum) = match isa {
-                // SAFETY: Avx2 is only detected on CPUs with AVX2 and FMA.
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { x86::block(xb, qb) },
-                _ => block(xb, qb),
-            };
-            let d16 = f16::from_f32(scale).to_f32();
-            d[bi] = d16;
-            for (h, half) in qb.chunks_exact(QK / 2).enumerate() {
-                isum[2 * bi + h] = half.iter().map(|&q| i32::from(q)).sum();
+        let threads = rayon::current_num_threads();
+        if m * k < PAR_MIN_VALUES || threads == 1 || m < 2 {
+            quantize_rows(isa, x, &mut qs, &mut d, &mut s, &mut isum, sums);
+        } else {
+            use rayon::prelude::*;
+            // Row ranges of about a quarter of a thread's share each.
+            let rows = m.div_ceil(4 * threads);
+            let mut parts = Vec::with_capacity(m.div_ceil(rows));
+            let (mut xr, mut qr, mut dr) = (x, &mut qs[..], &mut d[..]);
+            let (mut sr, mut ir) = (&mut s[..], &mut isum[..]);
+            for r0 in (0..m).step_by(rows) {
+                let n = rows.min(m - r0);
+                let (xa, xb) = xr.split_at(n * k);
+                let (qa, qb) = std::mem::take(&mut qr).split_at_mut(n * k);
+                let (da, db) = std::mem::take(&mut dr).split_at_mut(n * nb);
+                let (sa, sb) = std::mem::take(&mut sr).split_at_mut(n * nb * per);
+                let (ia, ib) = std::mem::take(&mut ir).split_at_mut(n * nb * 2);
+                parts.push((xa, qa, da, sa, ia));
+                (xr, qr, dr, sr, ir) = (xb, qb, db, sb, ib);
             }
-            match sums {
-                Sums::None => {}
-                Sums::F16 => s[bi] = f16::from_f32(sum as f32 * scale).to_f32(),
-                Sums::F32 => s[bi] = sum as f32 * d16,
-                Sums::F32Halves => {
-                    for h in 0..2 {
-                        s[2 * bi + h] = isum[2 * bi + h] as f32 * d16;
-                    }
-                }
-            }
+            parts
+                .into_par_iter()
+                .for_each(|(x, qs, d, s, isum)| quantize_rows(isa, x, qs, d, s, isum, sums));
         }
         Self {
             nb,
@@ -118,6 +120,47 @@ impl QActs {
                 for (r, dst) in block.chunks_exact_mut(QK).enumerate() {
                     let at = (t * rows + r) * k + b * QK;
                     dst.copy_from_slice(&self.qs[at..at + QK]);
+                }
+            }
+        }
+    }
+}
+
+/// Values below which a batch is quantized on the calling thread alone.
+const PAR_MIN_VALUES: usize = 1 << 16;
+
+/// Quantizes the whole rows `x` into their blocks' values `qs`, scales `d`, sums `s`
+/// (as `sums` says) and half-block integer sums `isum` (see [`QActs`]).
+fn quantize_rows(
+    isa: Isa,
+    x: &[f32],
+    qs: &mut [i8],
+    d: &mut [f32],
+    s: &mut [f32],
+    isum: &mut [i32],
+    sums: Sums,
+) {
+    for (bi, (xb, qb)) in x.chunks_exact(QK).zip(qs.chunks_exact_mut(QK)).enumerate() {
+        let xb: &[f32; QK] = xb.try_into().expect("block of 32");
+        let qb: &mut [i8; QK] = qb.try_into().expect("block of 32");
+        let (scale, sum) = match isa {
+            // SAFETY: Avx2 is only detected on CPUs with AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => unsafe { x86::block(xb, qb) },
+            _ => block(xb, qb),
+        };
+        let d16 = f16::from_f32(scale).to_f32();
+        d[bi] = d16;
+        for (h, half) in qb.chunks_exact(QK / 2).enumerate() {
+            isum[2 * bi + h] = half.iter().map(|&q| i32::from(q)).sum();
+        }
+        match sums {
+            Sums::None => {}
+            Sums::F16 => s[bi] = f16::from_f32(sum as f32 * scale).to_f32(),
+            Sums::F32 => s[bi] = sum as f32 * d16,
+            Sums::F32Halves => {
+                for h in 0..2 {
+                    s[2 * bi + h] = isum[2 * bi + h] as f32 * d16;
                 }
             }
         }

@@ -252,6 +252,29 @@ fn float_weights_match_the_exact_sum() {
     }
 }
 
+/// A prefill-sized batch (quantized in parallel row ranges) equals its rows quantized
+/// one at a time, for every kind of sums.
+#[test]
+fn activation_quantization_in_parallel_equals_row_by_row() {
+    use super::acts::{QActs, Sums};
+    use super::isa::Isa;
+    let (m, k) = (301, 256);
+    let x = rand_vec(m * k, 21);
+    for sums in [Sums::None, Sums::F16, Sums::F32, Sums::F32Halves] {
+        let all = QActs::quantize_with(Isa::detect(), &x, m, k, sums);
+        let (nb, per) = (k / 32, sums.per_block());
+        for r in 0..m {
+            let one = QActs::quantize_with(Isa::detect(), &x[r * k..(r + 1) * k], 1, k, sums);
+            assert_eq!(all.qs[r * k..(r + 1) * k], one.qs[..], "row {r} values");
+            assert_eq!(all.isum[r * nb * 2..(r + 1) * nb * 2], one.isum[..]);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&all.d[r * nb..(r + 1) * nb]), bits(&one.d), "row {r}");
+            let s = &all.s[r * nb * per..(r + 1) * nb * per];
+            assert_eq!(bits(s), bits(&one.s), "row {r} sums");
+        }
+    }
+}
+
 /// The SIMD activation quantizer reproduces the scalar one exactly, ties included.
 #[test]
 fn activation_quantization_simd_equals_scalar() {
