@@ -194,8 +194,10 @@ unsafe fn u4<const R: usize, const S: u8>(
         // SAFETY: block b of panels g and g + 1 exists (asserted), rows checked by
         // `Rows::new`.
         unsafe {
-            let mut lo_s = [_mm512_setzero_si512(); R];
-            let mut hi_s = [_mm512_setzero_si512(); R];
+            // One exact integer sum per row (low and high nibbles into the same
+            // accumulator: i32 sums of at most 32 products, no overflow), so the
+            // epilogue has no add.
+            let mut sums = [_mm512_setzero_si512(); R];
             for q in 0..4 {
                 let at = b * 128 + 32 * q;
                 let raw = join(
@@ -204,9 +206,9 @@ unsafe fn u4<const R: usize, const S: u8>(
                 );
                 let lo = _mm512_and_si512(raw, mask);
                 let hi = _mm512_and_si512(_mm512_srli_epi16::<4>(raw), mask);
-                for r in 0..R {
-                    lo_s[r] = _mm512_dpbusd_epi32(lo_s[r], lo, quad16(&x, r, b, q));
-                    hi_s[r] = _mm512_dpbusd_epi32(hi_s[r], hi, quad16(&x, r, b, q + 4));
+                for (r, s) in sums.iter_mut().enumerate() {
+                    *s = _mm512_dpbusd_epi32(*s, lo, quad16(&x, r, b, q));
+                    *s = _mm512_dpbusd_epi32(*s, hi, quad16(&x, r, b, q + 4));
                 }
             }
             let dv = join_ps(
@@ -214,7 +216,7 @@ unsafe fn u4<const R: usize, const S: u8>(
                 scales8::<S>(ds, ((g + 1) * nb + b) * PANEL, p.sup_index(g + 1, b)),
             );
             for r in 0..R {
-                let sumi = _mm512_cvtepi32_ps(_mm512_add_epi32(lo_s[r], hi_s[r]));
+                let sumi = _mm512_cvtepi32_ps(sums[r]);
                 let sc = _mm512_mul_ps(dv, _mm512_set1_ps(*x.d[r].add(b)));
                 acc[r] = _mm512_fmadd_ps(sumi, sc, acc[r]);
             }
