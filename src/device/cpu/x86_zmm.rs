@@ -228,8 +228,8 @@ unsafe fn u4<const R: usize, const S: u8>(
 /// The scaled block sums of both panels (8-bit values): one scale per block, or per
 /// half block when `HALVES` (Q6_K, Q3_K, Q2_K). The weights go in biased by 128 (as
 /// u8, one XOR per register shared by every row), the activations as they are, and
-/// `128 * sum(x)` (exact, from `QActs::isum`) is taken back from each block sum:
-/// `sum((w + 128) x) - 128 sum(x) = sum(w x)`, in i32 (|.| < 2^20).
+/// `128 * sum(x)` (exact, from `QActs::isum`) is taken back from each block sum (as the
+/// sum's starting value): `sum((w + 128) x) - 128 sum(x) = sum(w x)`, in i32.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn i8s<const R: usize, const S: u8, const HALVES: bool>(
     p: &Panels,
@@ -250,11 +250,18 @@ unsafe fn i8s<const R: usize, const S: u8, const HALVES: bool>(
         for part in 0..parts {
             // SAFETY: as in `u4`.
             unsafe {
-                // Two sets of sums (even and odd steps), named rather than indexed by
-                // `v % 2`: an indexed pair of arrays lived on the stack (a load and a
-                // store around every `vpdpbusd`, a third of the speed).
-                let mut s0 = [_mm512_setzero_si512(); R];
-                let mut s1 = [_mm512_setzero_si512(); R];
+                // Each row's sum starts at `-128 * sum(x)` and takes the biased
+                // products on top, so it ends exact with no correction step (i32,
+                // |.| < 2^21).
+                let mut sums: [__m512i; R] = std::array::from_fn(|r| {
+                    let halves = x.isum[r].add(2 * b);
+                    let xsum = if HALVES {
+                        *halves.add(part)
+                    } else {
+                        *halves + *halves.add(1)
+                    };
+                    _mm512_set1_epi32(-128 * xsum)
+                });
                 // Step `u`'s weights of both panels, biased to u8.
                 let weights = |u: usize| {
                     let at = b * 256 + 32 * u;
@@ -267,9 +274,9 @@ unsafe fn i8s<const R: usize, const S: u8, const HALVES: bool>(
                 for v in (0..per).step_by(2) {
                     let u = part * per + v;
                     let (w0, w1) = (weights(u), weights(u + 1));
-                    for r in 0..R {
-                        s0[r] = _mm512_dpbusd_epi32(s0[r], w0, quad16(&x, r, b, u));
-                        s1[r] = _mm512_dpbusd_epi32(s1[r], w1, quad16(&x, r, b, u + 1));
+                    for (r, s) in sums.iter_mut().enumerate() {
+                        *s = _mm512_dpbusd_epi32(*s, w0, quad16(&x, r, b, u));
+                        *s = _mm512_dpbusd_epi32(*s, w1, quad16(&x, r, b, u + 1));
                     }
                 }
                 let (i0, i1) = if HALVES {
@@ -285,15 +292,7 @@ unsafe fn i8s<const R: usize, const S: u8, const HALVES: bool>(
                     scales8::<S>(ds, i1, p.sup_index(g + 1, b)),
                 );
                 for r in 0..R {
-                    let halves = x.isum[r].add(2 * b);
-                    let xsum = if HALVES {
-                        *halves.add(part)
-                    } else {
-                        *halves + *halves.add(1)
-                    };
-                    let biased = _mm512_add_epi32(s0[r], s1[r]);
-                    let exact = _mm512_sub_epi32(biased, _mm512_set1_epi32(128 * xsum));
-                    let sumi = _mm512_cvtepi32_ps(exact);
+                    let sumi = _mm512_cvtepi32_ps(sums[r]);
                     let sc = _mm512_mul_ps(dv, _mm512_set1_ps(*x.d[r].add(b)));
                     acc[r] = _mm512_fmadd_ps(sumi, sc, acc[r]);
                 }
