@@ -1,4 +1,5 @@
-//! Small row-wise CPU ops of the decoder: RMSNorm, SiLU and GELU gating.
+//! Small row-wise CPU ops of the decoder: RMSNorm, SiLU and GELU gating, the residual
+//! add.
 //! Each works on flat `[rows, width]` f32 buffers, one row at a time, so a row's result
 //! never depends on the other rows of the batch (nor on how the rows are split over
 //! threads: a prefill's rows go in parallel blocks, [`map_rows`]). RMSNorm and SiLU
@@ -35,6 +36,24 @@ pub fn map_rows(
     out.par_chunks_mut(per * out_w)
         .zip(input.par_chunks(per * in_w))
         .for_each(|(o, i)| f(i, o));
+}
+
+/// `x += y`, elementwise (the residual connection): in parallel blocks for a
+/// prefill-sized batch, on the calling thread for a decode step.
+pub fn add_in_place(x: &mut [f32], y: &[f32]) {
+    assert_eq!(x.len(), y.len(), "residual shapes");
+    let add = |x: &mut [f32], y: &[f32]| {
+        for (a, b) in x.iter_mut().zip(y) {
+            *a += b;
+        }
+    };
+    if x.len() < PAR_MIN_VALUES {
+        add(x, y);
+        return;
+    }
+    x.par_chunks_mut(PAR_MIN_VALUES / 4)
+        .zip(y.par_chunks(PAR_MIN_VALUES / 4))
+        .for_each(|(x, y)| add(x, y));
 }
 
 /// RMSNorm of each row of `x` (width `w.len()`), scaled by `w`.

@@ -180,8 +180,14 @@ unsafe impl Sync for Out {}
 const PAR_MIN_WORK: usize = 1 << 18;
 /// Multiply-adds each parallel task should get at least.
 const TASK_MIN_WORK: usize = 1 << 17;
-/// Activation rows per cache group (their quantized values stay in L2).
+/// Activation rows per cache group (their quantized values stay in L2), at most.
 const GROUP_ROWS: usize = 64;
+/// Activation rows per cache group: up to [`GROUP_ROWS`], fewer (a multiple of 16,
+/// every tile size's multiple) where a group's quantized values would pass 256 KiB, so
+/// a 7B FFN-down's 14336-wide rows go 16 at a time (measured 5-10 % faster there).
+fn group_rows(k: usize) -> usize {
+    ((256 << 10) / k.max(1) / 16 * 16).clamp(16, GROUP_ROWS)
+}
 /// Activation rows per cache group on the AMX path: as many 16-row tiles as keep the
 /// group's quantized values within about 1 MiB of L2 (64 to 256 rows), so each pair
 /// of panels is unpacked into its tile strip once for as many rows as fit.
@@ -403,10 +409,10 @@ impl CpuQMatrix {
         let group = if amx.is_some() {
             amx_group_rows(self.k)
         } else {
-            GROUP_ROWS
+            group_rows(self.k)
         };
         #[cfg(not(target_arch = "x86_64"))]
-        let group = GROUP_ROWS;
+        let group = group_rows(self.k);
         let mut tiles = [[[0f32; PANEL]; MAX_TILE]; 2];
         for r0 in (0..m).step_by(group) {
             let r1 = (r0 + group).min(m);
