@@ -7,7 +7,9 @@
 //!   accumulators per head; their horizontal sums are taken together by a transposing
 //!   reduction that adds in `math::hsum8`'s order (halves, then pairs, then the last
 //!   two) and lands all 16 scores in one register.
-//! - Softmax: the polynomial `exp` on 16 lanes (`math::exp_scalar` per lane).
+//! - Softmax: the polynomial `exp` on 16 lanes (`math::exp_scalar` per lane); with
+//!   eight or more heads, 16 heads at a time on their scores transposed to one vector
+//!   per key (`transpose16`), so maxima and key-order sums are vertical operations.
 //! - P·V: outputs in 16-column strips held in registers across the chunk's keys.
 //! - Many heads (the rows of a prefill handed over together, `attention::attend_rows`):
 //!   heads go in blocks of three either way; with more than three, the chunk's keys

@@ -190,7 +190,7 @@ mod tests {
         assert_eq!(ffn_block_rows(14336, 100), 100);
         for n_ff in [14336, 28672, 1 << 20] {
             let rows = ffn_block_rows(n_ff, 4096);
-            assert!(rows >= 64 && rows % 64 == 0);
+            assert!(rows >= 64 && rows.is_multiple_of(64));
             assert!(rows == 64 || rows * 2 * n_ff * 4 <= FFN_BLOCK_BYTES);
         }
     }
