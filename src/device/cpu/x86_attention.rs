@@ -8,7 +8,9 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::attention::{AttnScratch, CHUNK, Kern, KvHead, ScoreRule, chunk_sum, drive};
+use super::attention::{
+    AttnScratch, CHUNK, Kern, KvHead, ScoreRule, chunk_sum, drive, softmax_per_head,
+};
 use super::x86_math::{exp8, hsum};
 
 /// Attention of `rows` query rows' heads; see `attention::attend_rows`.
@@ -94,6 +96,35 @@ unsafe fn exp_weights(s: &mut [f32], lo: usize, n: usize, max: f32) {
     };
     half(0);
     half(8);
+}
+
+/// Transposes the 8 x 8 matrix whose rows are `r` in place (`r[j]` lane `i` becomes
+/// what `r[i]` lane `j` was): pairs of rows interleaved, pairs of pairs, then the
+/// 128-bit halves (24 shuffles).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn transpose8(r: &mut [__m256; 8]) {
+    let t: [__m256; 8] = std::array::from_fn(|i| {
+        let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+        if i % 2 == 0 {
+            _mm256_unpacklo_ps(a, b)
+        } else {
+            _mm256_unpackhi_ps(a, b)
+        }
+    });
+    // u[4g + c], 128-bit half L: element 4L + c of rows 4g..4g + 4.
+    let mut u = [_mm256_setzero_ps(); 8];
+    for g in 0..2 {
+        let (x0, x1, y0, y1) = (t[4 * g], t[4 * g + 1], t[4 * g + 2], t[4 * g + 3]);
+        u[4 * g] = _mm256_shuffle_ps::<0x44>(x0, y0);
+        u[4 * g + 1] = _mm256_shuffle_ps::<0xEE>(x0, y0);
+        u[4 * g + 2] = _mm256_shuffle_ps::<0x44>(x1, y1);
+        u[4 * g + 3] = _mm256_shuffle_ps::<0xEE>(x1, y1);
+    }
+    for c in 0..4 {
+        r[c] = _mm256_permute2f128_ps::<0x20>(u[c], u[4 + c]);
+        r[4 + c] = _mm256_permute2f128_ps::<0x31>(u[c], u[4 + c]);
+    }
 }
 
 /// Scores of `H` heads (`q`, `[H, hd]`) against the keys at `offs`; `s` is `[H, CHUNK]`.
@@ -256,6 +287,81 @@ impl Kern for Avx2 {
         unsafe {
             exp_weights(s, lo, n, max);
             chunk_sum(&*s.as_ptr().cast::<[f32; CHUNK]>())
+        }
+    }
+
+    /// Eight heads at a time (when there are eight or more), on their scores
+    /// transposed to one vector per key (two 8 x 8 blocks: keys 0-7 and 8-15): the
+    /// maxima are vertical, each key's weights one `exp8` for eight heads, the sums
+    /// vertical adds in key order (`chunk_sum`'s), the weights transposed back. Lane for
+    /// lane what `softmax_per_head` does.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn softmax(
+        s: &mut [f32],
+        lo: usize,
+        n: usize,
+        m: &mut [f32],
+        l: &mut [f32],
+        alpha: &mut [f32],
+    ) {
+        let g = m.len();
+        debug_assert!(lo <= n && n <= CHUNK && s.len() >= g * CHUNK && l.len() == g);
+        if g < 8 {
+            // SAFETY: forwarded contract.
+            return unsafe { softmax_per_head::<Self>(s, lo, n, m, l, alpha) };
+        }
+        let neg_inf = _mm256_set1_ps(f32::NEG_INFINITY);
+        for h0 in (0..g).step_by(8) {
+            let k = (g - h0).min(8);
+            // SAFETY: heads h0..h0 + k exist (only they are loaded and stored), each
+            // with CHUNK = 16 scores.
+            unsafe {
+                let sp = s.as_mut_ptr().add(h0 * CHUNK);
+                let (mut a, mut b) = ([neg_inf; 8], [neg_inf; 8]);
+                for h in 0..k {
+                    a[h] = _mm256_loadu_ps(sp.add(h * CHUNK));
+                    b[h] = _mm256_loadu_ps(sp.add(h * CHUNK + 8));
+                }
+                transpose8(&mut a);
+                transpose8(&mut b);
+                let cmax = a[1..]
+                    .iter()
+                    .chain(&b)
+                    .fold(a[0], |x, &y| _mm256_max_ps(x, y));
+                let mut state = [[f32::NEG_INFINITY; 8], [0.0; 8]];
+                state[0][..k].copy_from_slice(&m[h0..h0 + k]);
+                state[1][..k].copy_from_slice(&l[h0..h0 + k]);
+                let m_old = _mm256_loadu_ps(state[0].as_ptr());
+                let m_new = _mm256_max_ps(m_old, cmax);
+                let first = _mm256_cmp_ps::<_CMP_EQ_OQ>(m_old, neg_inf);
+                let al = _mm256_andnot_ps(first, exp8(_mm256_sub_ps(m_old, m_new)));
+                // Masked keys weigh +0, which `chunk_sum` adds as well.
+                let mut sums = _mm256_setzero_ps();
+                for (j, x) in a.iter_mut().chain(b.iter_mut()).enumerate() {
+                    *x = if (lo..n).contains(&j) {
+                        exp8(_mm256_sub_ps(*x, m_new))
+                    } else {
+                        _mm256_setzero_ps()
+                    };
+                    sums = _mm256_add_ps(sums, *x);
+                }
+                transpose8(&mut a);
+                transpose8(&mut b);
+                for h in 0..k {
+                    _mm256_storeu_ps(sp.add(h * CHUNK), a[h]);
+                    _mm256_storeu_ps(sp.add(h * CHUNK + 8), b[h]);
+                }
+                let l_new =
+                    _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(state[1].as_ptr()), al), sums);
+                let mut out = [[0f32; 8]; 3];
+                _mm256_storeu_ps(out[0].as_mut_ptr(), m_new);
+                _mm256_storeu_ps(out[1].as_mut_ptr(), l_new);
+                _mm256_storeu_ps(out[2].as_mut_ptr(), al);
+                m[h0..h0 + k].copy_from_slice(&out[0][..k]);
+                l[h0..h0 + k].copy_from_slice(&out[1][..k]);
+                alpha[h0..h0 + k].copy_from_slice(&out[2][..k]);
+            }
         }
     }
 
