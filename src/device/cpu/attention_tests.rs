@@ -2,6 +2,7 @@
 //! reference, every SIMD kernel bitwise against it, rows together against rows alone.
 
 use super::*;
+use crate::device::cpu::same_bits;
 use crate::model::gguf_writer::signed_units;
 
 /// Softmax attention in f64 over contiguous keys, the plain reference.
@@ -114,12 +115,8 @@ fn matches_reference_and_simd_equals_scalar() {
                 attend_scalar(&q, ctx, &kv, hd, r, &mut slow, &mut sc);
                 for kernel in AttnKernel::available() {
                     attend_with(kernel, &q, ctx, &kv, hd, r, &mut fast, &mut sc);
-                    let same = fast
-                        .iter()
-                        .zip(&slow)
-                        .all(|(a, b)| a.to_bits() == b.to_bits());
                     assert!(
-                        same,
+                        same_bits(&fast, &slow),
                         "{kernel:?} {r:?} hd {hd} group {group} ctx {ctx}: != scalar"
                     );
                 }
@@ -201,12 +198,8 @@ fn rows_together_equal_rows_alone() {
                         &mut together,
                         &mut sc,
                     );
-                    let same = together
-                        .iter()
-                        .zip(&alone)
-                        .all(|(a, b)| a.to_bits() == b.to_bits());
                     assert!(
-                        same,
+                        same_bits(&together, &alone),
                         "{kernel:?} {rule:?} hd {hd} group {group} ctx0 {ctx0} rows {rows}"
                     );
                 }

@@ -46,6 +46,14 @@ mod x86_zmm;
 #[cfg(test)]
 mod tests;
 
+/// Whether two f32 slices are equal bit for bit (same length, same bits per value,
+/// so `-0.0 != 0.0` and NaNs compare by payload): what the SIMD paths' tests hold them
+/// to against the scalar ones.
+#[cfg(test)]
+pub(crate) fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
 pub use isa::MatmulPath;
 pub use qmatmul::{CpuQMatrix, QKind};
 

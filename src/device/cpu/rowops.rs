@@ -301,10 +301,7 @@ mod tests {
             let (mut a, mut b) = (x.clone(), x.clone());
             softmax_rows(&mut a, w);
             softmax_rows_scalar(&mut b, w);
-            assert!(
-                a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
-                "softmax w={w}"
-            );
+            assert!(crate::device::cpu::same_bits(&a, &b), "softmax w={w}");
             for (row, got) in x.chunks(w).zip(a.chunks(w)) {
                 let m = row.iter().cloned().fold(f64::MIN, |m, v| m.max(v as f64));
                 let z: f64 = row.iter().map(|&v| (v as f64 - m).exp()).sum();
@@ -330,10 +327,7 @@ mod tests {
             let (mut a, mut b) = (vec![0f32; x.len()], vec![0f32; x.len()]);
             rms_norm(&x, &w, 1e-5, &mut a);
             rms_norm_scalar(&x, &w, 1e-5, &mut b);
-            assert!(
-                a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
-                "rms d={d}"
-            );
+            assert!(crate::device::cpu::same_bits(&a, &b), "rms d={d}");
             for (r, row) in x.chunks(d).enumerate() {
                 let ms = row.iter().map(|v| (v * v) as f64).sum::<f64>() / d as f64;
                 for i in 0..d {
@@ -344,10 +338,7 @@ mod tests {
             let u = signed_units(3 * d, 9);
             silu_mul(&x, &u, &mut a);
             silu_mul_scalar(&x, &u, &mut b);
-            assert!(
-                a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()),
-                "silu d={d}"
-            );
+            assert!(crate::device::cpu::same_bits(&a, &b), "silu d={d}");
             for i in 0..x.len() {
                 let want = x[i] as f64 / (1.0 + (-x[i] as f64).exp()) * u[i] as f64;
                 assert!((a[i] as f64 - want).abs() < 1e-6 * (1.0 + want.abs()));

@@ -4,7 +4,7 @@
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
-use super::{CpuQMatrix, QKind};
+use super::{CpuQMatrix, QKind, same_bits};
 use crate::model::gguf_writer::signed_units as rand_vec;
 
 /// A random quantized `(n, k)` weight and its dequantized f32 values.
@@ -103,12 +103,8 @@ fn simd_equals_scalar_bitwise() {
                 let slow = w.matmul_scalar(&x, m);
                 for &path in &paths {
                     let fast = w.matmul_on(&x, m, path);
-                    let same = fast
-                        .iter()
-                        .zip(&slow)
-                        .all(|(a, b)| a.to_bits() == b.to_bits());
                     assert!(
-                        same,
+                        same_bits(&fast, &slow),
                         "{dtype:?} n={n} k={k} m={m}: {} != scalar",
                         path.name()
                     );
@@ -131,11 +127,10 @@ fn batch_invariant() {
             for i in 0..m {
                 let one = w.matmul(&x[i * k..(i + 1) * k], 1);
                 let row = &all[i * n..(i + 1) * n];
-                let same = row
-                    .iter()
-                    .zip(&one)
-                    .all(|(a, b)| a.to_bits() == b.to_bits());
-                assert!(same, "{dtype:?} n={n} k={k}: row {i} depends on the batch");
+                assert!(
+                    same_bits(row, &one),
+                    "{dtype:?} n={n} k={k}: row {i} depends on the batch"
+                );
             }
         }
     }
@@ -267,10 +262,9 @@ fn activation_quantization_in_parallel_equals_row_by_row() {
             let one = QActs::quantize_with(Isa::detect(), &x[r * k..(r + 1) * k], 1, k, sums);
             assert_eq!(all.qs[r * k..(r + 1) * k], one.qs[..], "row {r} values");
             assert_eq!(all.isum[r * nb * 2..(r + 1) * nb * 2], one.isum[..]);
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&all.d[r * nb..(r + 1) * nb]), bits(&one.d), "row {r}");
+            assert!(same_bits(&all.d[r * nb..(r + 1) * nb], &one.d), "row {r}");
             let s = &all.s[r * nb * per..(r + 1) * nb * per];
-            assert_eq!(bits(s), bits(&one.s), "row {r} sums");
+            assert!(same_bits(s, &one.s), "row {r} sums");
         }
     }
 }
@@ -290,15 +284,7 @@ fn activation_quantization_simd_equals_scalar() {
         let a = QActs::quantize_with(Isa::detect(), &x, 64, 96, sums);
         let b = QActs::quantize_with(Isa::Scalar, &x, 64, 96, sums);
         assert_eq!(a.qs, b.qs);
-        assert!(
-            a.d.iter()
-                .zip(&b.d)
-                .all(|(p, q)| p.to_bits() == q.to_bits())
-        );
-        assert!(
-            a.s.iter()
-                .zip(&b.s)
-                .all(|(p, q)| p.to_bits() == q.to_bits())
-        );
+        assert!(same_bits(&a.d, &b.d));
+        assert!(same_bits(&a.s, &b.s));
     }
 }
